@@ -1,0 +1,1 @@
+"""Hardware profiles (TOML) and their loader."""

@@ -1,0 +1,1 @@
+"""Simulators: the cycle-level IR interpreter and reference runners (Lava, sinabs)."""
