@@ -12,6 +12,8 @@ here, per node:
 * ``v_bias``: constant added to v every step (Loihi's neuron bias), 0 = none.
 * ``spike``: ``"single"`` (at most one spike per step) or ``"multi"``
   (sinabs MultiSpike: floor(v / v_threshold) spikes per step).
+* ``compare``: ``">"`` (spike when v > v_threshold: NIR, Loihi) or ``">="``
+  (sinabs, spikingjelly / QCFS conversion).
 
 Every parameter is a scalar or broadcasts to the neuron shape (the input shape).
 """
@@ -26,6 +28,7 @@ from nmtoolchain.ir.op import Op, OpCheckError, Shape, as_array, broadcast_ok
 
 RESET_MODES = ("subtract", "to_reset")
 SPIKE_MODES = ("single", "multi")
+COMPARES = (">", ">=")
 
 
 @dataclasses.dataclass(eq=False)
@@ -38,7 +41,7 @@ class _Neuron(Op):
 
     def __post_init__(self) -> None:
         for k, v in self.field_values().items():
-            if k in ("reset", "spike", "role", "activation"):
+            if k in ("reset", "spike", "compare", "role", "activation"):
                 continue
             if v is not None and not isinstance(v, (str, bool)):
                 setattr(self, k, as_array(v))
@@ -57,6 +60,9 @@ class _Neuron(Op):
         spike = getattr(self, "spike", None)
         if spike is not None and spike not in SPIKE_MODES:
             raise OpCheckError(f"spike must be one of {SPIKE_MODES}, got {spike!r}")
+        compare = getattr(self, "compare", None)
+        if compare is not None and compare not in COMPARES:
+            raise OpCheckError(f"compare must be one of {COMPARES}, got {compare!r}")
         for k in ("tau", "tau_syn", "tau_mem"):
             v = getattr(self, k, None)
             if v is not None and (np.asarray(v) < 0).any():
@@ -83,6 +89,7 @@ class IF(_Neuron):
     v_min: Optional[np.ndarray] = None
     v_bias: np.ndarray = 0.0
     spike: str = "single"
+    compare: str = ">"
     nir_type = "IF"
 
 
@@ -110,6 +117,7 @@ class LIF(_Neuron):
     v_min: Optional[np.ndarray] = None
     v_bias: np.ndarray = 0.0
     spike: str = "single"
+    compare: str = ">"
     nir_type = "LIF"
 
 
@@ -133,6 +141,7 @@ class CubaLIF(_Neuron):
     v_min: Optional[np.ndarray] = None
     v_bias: np.ndarray = 0.0
     spike: str = "single"
+    compare: str = ">"
     nir_type = "CubaLIF"
 
 
