@@ -130,32 +130,83 @@ class Graph:
             for src in n.inputs:
                 if src not in self.nodes:
                     raise IRValidationError(f"node '{n.name}' reads unknown node '{src}'")
-        state: Dict[str, int] = {}
-        order: List[str] = []
-        back: Set[Tuple[str, str]] = set()
+        back = self._recurrent_edges()
+        indeg = {n: 0 for n in self.nodes}
+        succ: Dict[str, List[str]] = {n: [] for n in self.nodes}
+        for n in self.nodes.values():
+            for src in n.inputs:
+                if (src, n.name) not in back:
+                    indeg[n.name] += 1
+                    succ[src].append(n.name)
+        pos = {n: i for i, n in enumerate(self.nodes)}
+        import heapq
 
-        for root in self.nodes:
-            if root in state:
-                continue
-            stack: List[Tuple[str, Iterator[str]]] = [(root, iter(self.nodes[root].inputs))]
-            state[root] = 1
-            while stack:
-                name, it = stack[-1]
-                nxt = next(it, None)
-                if nxt is None:
-                    stack.pop()
-                    state[name] = 2
-                    order.append(name)
-                elif state.get(nxt) == 1:
-                    if not self.nodes[nxt].op.is_neuron:
-                        raise IRValidationError(
-                            f"node '{nxt}' ({self.nodes[nxt].op_name}) is on a cycle with no "
-                            "neuron: a recurrent edge must leave a neuron")
-                    back.add((nxt, name))
-                elif nxt not in state:
-                    state[nxt] = 1
-                    stack.append((nxt, iter(self.nodes[nxt].inputs)))
+        ready = [(pos[n], n) for n, d in indeg.items() if d == 0]
+        heapq.heapify(ready)
+        order: List[str] = []
+        while ready:
+            _, name = heapq.heappop(ready)
+            order.append(name)
+            for nxt in succ[name]:
+                indeg[nxt] -= 1
+                if indeg[nxt] == 0:
+                    heapq.heappush(ready, (pos[nxt], nxt))
+        if len(order) < len(self.nodes):
+            stuck = next(n for n in self.nodes if n not in set(order))
+            raise IRValidationError(
+                f"node '{stuck}' ({self.nodes[stuck].op_name}) is on a cycle with no neuron: "
+                "a recurrent edge must leave a neuron")
         return order, back
+
+    def _recurrent_edges(self) -> Set[Tuple[str, str]]:
+        """Edges inside a strongly connected component that leave a neuron."""
+        index: Dict[str, int] = {}
+        low: Dict[str, int] = {}
+        on_stack: Set[str] = set()
+        stack: List[str] = []
+        comp: Dict[str, int] = {}
+        succ: Dict[str, List[str]] = {n: [] for n in self.nodes}
+        for n in self.nodes.values():
+            for src in n.inputs:
+                succ[src].append(n.name)
+        counter = 0
+        for root in self.nodes:  # iterative Tarjan
+            if root in index:
+                continue
+            work = [(root, iter(succ[root]))]
+            index[root] = low[root] = counter
+            counter += 1
+            stack.append(root)
+            on_stack.add(root)
+            while work:
+                v, it = work[-1]
+                w = next(it, None)
+                if w is not None:
+                    if w not in index:
+                        index[w] = low[w] = counter
+                        counter += 1
+                        stack.append(w)
+                        on_stack.add(w)
+                        work.append((w, iter(succ[w])))
+                    elif w in on_stack:
+                        low[v] = min(low[v], index[w])
+                    continue
+                work.pop()
+                if work:
+                    low[work[-1][0]] = min(low[work[-1][0]], low[v])
+                if low[v] == index[v]:
+                    while True:
+                        w = stack.pop()
+                        on_stack.discard(w)
+                        comp[w] = index[v]
+                        if w == v:
+                            break
+        back: Set[Tuple[str, str]] = set()
+        for n in self.nodes.values():
+            for src in n.inputs:
+                if comp[src] == comp[n.name] and self.nodes[src].op.is_neuron:
+                    back.add((src, n.name))
+        return back
 
     def topological_order(self) -> List[Node]:
         return [self.nodes[n] for n in self.order()[0]]
@@ -167,27 +218,60 @@ class Graph:
         order, back = self.order()
         for n in self.nodes.values():
             n.shape = None
-        for _ in range(2 if back else 1):  # second pass checks recurrent edges
+        if not back:
+            for name in order:
+                self._infer_node(name, [self.nodes[s].shape for s in self.nodes[name].inputs])
+            return self
+        # Recurrent graphs: propagate what is known; when stuck, let a node whose
+        # inputs are partly known assume the missing ones match the known ones
+        # (a recurrent sum); then a final pass checks every node with all inputs.
+        guess = False
+        for _ in range(2 * len(order) + 2):
+            progress = False
             for name in order:
                 node = self.nodes[name]
+                if node.shape is not None:
+                    continue
                 shapes = [self.nodes[s].shape for s in node.inputs]
-                known = [s for s in shapes if s is not None]
-                if len(known) < len(shapes):
-                    missing = [src for src, s in zip(node.inputs, shapes) if s is None]
-                    if any((src, name) not in back for src in missing):
-                        raise IRValidationError(
-                            f"node '{name}' ({node.op_name}): inputs {missing} have no shape")
-                    shapes = [s if s is not None else known[0] if known else None
-                              for s in shapes]
-                    if any(s is None for s in shapes):
+                if any(s is None for s in shapes):
+                    known = [s for s in shapes if s is not None]
+                    if not (guess and known):
                         continue
-                try:
-                    node.shape = tuple(int(d) for d in node.op.infer_shape(shapes))
-                except OpCheckError as e:
-                    ins = ", ".join(str(tuple(s)) for s in shapes)
-                    raise IRValidationError(
-                        f"node '{name}' ({node.op_name}) with input shape {ins}: {e}") from None
+                    shapes = [s if s is not None else known[0] for s in shapes]
+                self._infer_node(name, shapes)
+                progress = True
+                guess = False
+            if all(n.shape is not None for n in self.nodes.values()):
+                break
+            if not progress:
+                if guess:
+                    break
+                guess = True
+        missing = [n.name for n in self.nodes.values() if n.shape is None]
+        if missing:
+            raise IRValidationError(f"node '{missing[0]}': cannot infer its shape (its inputs "
+                                    "form a cycle with no known shape)")
+        for name in order:
+            node = self.nodes[name]
+            got = node.shape
+            self._infer_node(name, [self.nodes[s].shape for s in node.inputs])
+            if node.shape != got:
+                raise IRValidationError(
+                    f"node '{name}' ({node.op_name}): recurrent input changes its shape "
+                    f"from {got} to {node.shape}")
         return self
+
+    def _infer_node(self, name: str, shapes: List[Optional[Shape]]) -> None:
+        node = self.nodes[name]
+        if any(s is None for s in shapes):
+            missing = [src for src, s in zip(node.inputs, shapes) if s is None]
+            raise IRValidationError(f"node '{name}' ({node.op_name}): inputs {missing} have no shape")
+        try:
+            node.shape = tuple(int(d) for d in node.op.infer_shape(shapes))
+        except OpCheckError as e:
+            ins = ", ".join(str(tuple(s)) for s in shapes)
+            raise IRValidationError(
+                f"node '{name}' ({node.op_name}) with input shape {ins}: {e}") from None
 
     def validate(self) -> "Graph":
         """Check fields, edges, cycles and shapes; returns self."""

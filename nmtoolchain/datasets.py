@@ -1,0 +1,58 @@
+"""Data sets nmtc can evaluate on without a download.
+
+* ``digits``: scikit-learn's bundled 8x8 digits (1,797 images, 10 classes),
+  the embedded default, split deterministically into train and test.
+* ``.npz`` files a user passes, holding ``x`` (N, ...) and ``y`` (N,).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+
+from nmtoolchain.errors import BadInputError
+
+
+@dataclass
+class Split:
+    """Inputs (float32, per-sample shape after the first axis) and integer labels."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+
+def load_digits_split(test_fraction: float = 0.25, seed: int = 0) -> Split:
+    """Digits as (N, 1, 8, 8) floats in [0, 1], a stratified fixed split."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    d = load_digits()
+    x = (d.images / 16.0).astype(np.float32)[:, None, :, :]
+    y = d.target.astype(np.int64)
+    xtr, xte, ytr, yte = train_test_split(x, y, test_size=test_fraction, random_state=seed,
+                                          stratify=y)
+    return Split(xtr, ytr, xte, yte)
+
+
+def load_npz(path: Union[str, Path]) -> tuple:
+    """Read ``x`` and ``y`` from a user's ``.npz`` (never unpickles)."""
+    path = Path(path)
+    if not path.exists():
+        raise BadInputError(f"{path}: no such file")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            missing = [k for k in ("x", "y") if k not in f.files]
+            if missing:
+                raise BadInputError(f"{path}: missing array(s) {missing}; expected 'x' and 'y'")
+            x, y = f["x"], f["y"]
+    except BadInputError:
+        raise
+    except (ValueError, OSError, EOFError) as e:
+        raise BadInputError(f"{path}: not a readable .npz file ({e})") from None
+    if len(x) != len(y):
+        raise BadInputError(f"{path}: x has {len(x)} samples but y has {len(y)}")
+    return x.astype(np.float32), y.astype(np.int64)

@@ -1,0 +1,1 @@
+"""Reports for humans (rich tables) and for CI (JSON)."""
