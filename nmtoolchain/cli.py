@@ -47,7 +47,9 @@ def _root(
 def _console(stderr: bool = False):
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False)
+    stream = sys.stderr if stderr else sys.stdout
+    # piped output (CI logs, files) gets a wide table instead of rich's 80 columns
+    return Console(stderr=stderr, highlight=False, width=None if stream.isatty() else 140)
 
 
 def _load(model: Path, allow_pickle: bool, input_shape: Optional[str]):

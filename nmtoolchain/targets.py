@@ -95,8 +95,18 @@ def check_speck(graph: Graph) -> TargetVerdict:
 def check_nir(graph: Graph) -> TargetVerdict:
     from exporters.nir import nir_unsupported_nodes
 
-    bad = nir_unsupported_nodes(graph)
-    return TargetVerdict("nir", not bad, [f"not expressible in NIR: {', '.join(bad)}"] if bad else [])
+    entries = nir_unsupported_nodes(graph)  # "name (Op)" or "name (Op: reason; reason)"
+    by_reason: Dict[str, List[str]] = {}
+    for entry in entries:
+        name, _, rest = entry.partition(" (")
+        op, _, reasons = rest.rstrip(")").partition(": ")
+        for reason in (reasons.split("; ") if reasons else [f"{op} has no NIR equivalent"]):
+            by_reason.setdefault(reason, []).append(name)
+    lines = []
+    for reason, names in by_reason.items():
+        shown = ", ".join(names[:4]) + (f" (+{len(names) - 4} more)" if len(names) > 4 else "")
+        lines.append(f"{reason}: {shown}")
+    return TargetVerdict("nir", not entries, lines)
 
 
 ONNX_OPS = {"Input", "Output", "Affine", "Linear", "Scale", "Conv1d", "Conv2d", "AvgPool2d",

@@ -48,7 +48,7 @@ def render_inspection(info: Dict[str, Any], console: Any) -> None:
     for col, just in (("node", "left"), ("op", "left"), ("input shape", "left"),
                       ("output shape", "left"), ("params", "right"), ("synapses", "right"),
                       ("MACs/step", "right"), ("details", "left")):
-        t.add_column(col, justify=just, overflow="fold")
+        t.add_column(col, justify=just, overflow="fold", no_wrap=col not in ("node", "details"))
     for r in info["nodes"]:
         ins = " ".join("x".join(map(str, s)) for s in r["input_shapes"]) or "-"
         t.add_row(r["name"], r["op"], ins, "x".join(map(str, r["output_shape"])),

@@ -1,0 +1,235 @@
+"""Architecture registry and nmtc checkpoints.
+
+A bare ``state_dict`` cannot be loaded without the code that defines the
+network, and a pickled ``nn.Module`` runs code from the file when unpickled.
+An nmtc checkpoint avoids both: it stores the *name* of an architecture in
+:data:`ARCHITECTURES`, the config dict its builder takes, the per-sample input
+shape and the weights, and is read with ``torch.load(weights_only=True)``::
+
+    {'nmtc_checkpoint': 1, 'architecture': 'cnn', 'config': {...},
+     'input_shape': [1, 8, 8], 'state_dict': {...}}
+
+Builders take a config dict (missing keys take their defaults, unknown keys
+are an error so a typo does not silently change the network).
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Dict, Mapping, Sequence, Tuple, Union
+
+import torch
+from torch import nn
+
+from nmtoolchain.errors import BadInputError
+from nmtoolchain.nn import QCFS
+
+CHECKPOINT_VERSION = 1
+
+MLP_DEFAULTS: Dict[str, Any] = {
+    "sizes": [64, 32, 10],  # features: flattened input, hidden..., classes
+    "activation": "relu",  # "relu" or "qcfs", between Linear layers
+    "levels": 8,  # QCFS L
+    "threshold": 2.0,  # QCFS initial λ
+}
+
+CNN_DEFAULTS: Dict[str, Any] = {
+    "in_channels": 1,  # input channels C
+    "input_size": 8,  # input height = width (8 for sklearn's digits)
+    "channels": [8, 16],  # output channels of each conv stage
+    "kernel_size": 3,  # square kernel, padding kernel_size // 2 keeps H, W
+    "batch_norm": True,  # BatchNorm2d after each conv
+    "activation": "relu",  # "relu" or "qcfs"
+    "pool": "max",  # "max" or "avg": 2x2, stride 2, after each stage
+    "num_classes": 10,  # outputs of the final Linear
+    "levels": 8,  # QCFS L
+    "threshold": 2.0,  # QCFS initial λ
+}
+
+
+def _resolve(name: str, defaults: Mapping[str, Any], config: Mapping[str, Any]) -> Dict[str, Any]:
+    unknown = sorted(set(config) - set(defaults))
+    if unknown:
+        raise BadInputError(
+            f"architecture '{name}': unknown config key(s) {unknown}; known: {sorted(defaults)}")
+    out = dict(defaults)
+    out.update(config)
+    if out["activation"] not in ("relu", "qcfs"):
+        raise BadInputError(
+            f"architecture '{name}': activation must be 'relu' or 'qcfs', "
+            f"got {out['activation']!r}")
+    return out
+
+
+def _activation(cfg: Mapping[str, Any]) -> nn.Module:
+    if cfg["activation"] == "qcfs":
+        return QCFS(levels=int(cfg["levels"]), threshold=float(cfg["threshold"]))
+    return nn.ReLU()
+
+
+def build_mlp(config: Mapping[str, Any]) -> nn.Module:
+    """Flatten → (Linear → activation)* → Linear, layer sizes from ``config['sizes']``."""
+    cfg = _resolve("mlp", MLP_DEFAULTS, config)
+    sizes = [int(s) for s in cfg["sizes"]]
+    if len(sizes) < 2 or min(sizes) < 1:
+        raise BadInputError(f"architecture 'mlp': sizes must list >= 2 positive ints, got {sizes}")
+    layers: list = [nn.Flatten()]
+    for i in range(len(sizes) - 1):
+        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
+        if i < len(sizes) - 2:
+            layers.append(_activation(cfg))
+    return nn.Sequential(*layers)
+
+
+class DigitsCNN(nn.Module):
+    """``features``: per stage Conv2d → [BatchNorm2d] → activation → 2x2 pool;
+    ``classifier``: Flatten → Linear."""
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        super().__init__()
+        cfg = _resolve("cnn", CNN_DEFAULTS, config)
+        if cfg["pool"] not in ("max", "avg"):
+            raise BadInputError(
+                f"architecture 'cnn': pool must be 'max' or 'avg', got {cfg['pool']!r}")
+        k = int(cfg["kernel_size"])
+        size = int(cfg["input_size"])
+        c_in = int(cfg["in_channels"])
+        layers: list = []
+        for c_out in (int(c) for c in cfg["channels"]):
+            layers.append(nn.Conv2d(c_in, c_out, k, padding=k // 2))
+            if cfg["batch_norm"]:
+                layers.append(nn.BatchNorm2d(c_out))
+            layers.append(_activation(cfg))
+            layers.append(nn.MaxPool2d(2) if cfg["pool"] == "max" else nn.AvgPool2d(2))
+            c_in, size = c_out, size // 2
+        if size < 1:
+            raise BadInputError(
+                f"architecture 'cnn': {len(cfg['channels'])} pooling stages shrink an input of "
+                f"size {cfg['input_size']} to nothing")
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(c_in * size * size,
+                                                                int(cfg["num_classes"])))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+def build_cnn(config: Mapping[str, Any]) -> nn.Module:
+    """A small digits CNN (see :data:`CNN_DEFAULTS` for the config keys)."""
+    return DigitsCNN(config)
+
+
+#: architecture name -> builder(config dict) -> nn.Module
+ARCHITECTURES: Dict[str, Callable[[Mapping[str, Any]], nn.Module]] = {
+    "mlp": build_mlp,
+    "cnn": build_cnn,
+}
+
+
+def build_model(name: str, config: Mapping[str, Any]) -> nn.Module:
+    """Build architecture ``name`` from ``config``; BadInputError for an unknown name."""
+    if name not in ARCHITECTURES:
+        raise BadInputError(f"unknown architecture {name!r}; known: {sorted(ARCHITECTURES)}")
+    return ARCHITECTURES[name](dict(config))
+
+
+def save_checkpoint(model_name: str, config: Mapping[str, Any], module: nn.Module,
+                    path: Union[str, Path], input_shape: Sequence[int]) -> Path:
+    """Write an nmtc checkpoint of ``module`` (built as ``model_name`` from ``config``).
+
+    Checks first that the weights load into a freshly built model, so a
+    checkpoint that exists can be loaded. The file appears atomically
+    (written to a temporary file in the same folder, then renamed).
+    """
+    path = Path(path)
+    state = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+    fresh = build_model(model_name, config)
+    try:
+        fresh.load_state_dict(state)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        raise BadInputError(
+            f"{path}: the module's weights do not fit architecture '{model_name}' with this "
+            f"config ({' '.join(l.strip() for l in first[:3])})") from None
+    shape = [int(s) for s in input_shape]
+    if not shape or min(shape) < 1:
+        raise BadInputError(f"{path}: input_shape must be positive ints, got {list(input_shape)}")
+    payload = {
+        "nmtc_checkpoint": CHECKPOINT_VERSION,
+        "architecture": model_name,
+        "config": dict(config),
+        "input_shape": shape,
+        "state_dict": state,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def is_checkpoint(obj: Any) -> bool:
+    """True for a dict written by :func:`save_checkpoint`."""
+    return isinstance(obj, dict) and "nmtc_checkpoint" in obj
+
+
+def module_from_checkpoint(ckpt: Mapping[str, Any],
+                           origin: str) -> Tuple[nn.Module, Tuple[int, ...]]:
+    """Rebuild the module and its per-sample input shape from a loaded checkpoint dict.
+
+    ``origin`` (the file name) starts every error message.
+    """
+    version = ckpt.get("nmtc_checkpoint")
+    if version != CHECKPOINT_VERSION:
+        raise BadInputError(
+            f"{origin}: nmtc checkpoint version {version!r} is not supported (expected "
+            f"{CHECKPOINT_VERSION})")
+    missing = [k for k in ("architecture", "config", "input_shape", "state_dict") if k not in ckpt]
+    if missing:
+        raise BadInputError(f"{origin}: nmtc checkpoint lacks field(s) {missing}")
+    name = ckpt["architecture"]
+    try:
+        module = build_model(name, ckpt["config"])
+    except BadInputError as e:
+        raise BadInputError(f"{origin}: {e}") from None
+    try:
+        module.load_state_dict(ckpt["state_dict"])
+    except (RuntimeError, TypeError, AttributeError) as e:
+        first = " ".join(l.strip() for l in str(e).strip().splitlines()[:3])
+        raise BadInputError(
+            f"{origin}: weights do not fit architecture '{name}' ({first})") from None
+    module.eval()
+    try:
+        shape = tuple(int(s) for s in ckpt["input_shape"])
+    except (TypeError, ValueError):
+        raise BadInputError(
+            f"{origin}: input_shape {ckpt['input_shape']!r} is not a list of ints") from None
+    return module, shape
+
+
+def load_checkpoint(path: Union[str, Path]) -> Tuple[nn.Module, Dict[str, Any]]:
+    """Load an nmtc checkpoint (safely, ``weights_only=True``): (module in eval mode, metadata)."""
+    path = Path(path)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises RuntimeError, EOFError, UnpicklingError, OSError
+        raise BadInputError(f"{path}: cannot read as a torch checkpoint ({type(e).__name__}: "
+                            f"{str(e).splitlines()[0] if str(e) else 'truncated'})") from None
+    if not is_checkpoint(ckpt):
+        raise BadInputError(f"{path}: not an nmtc checkpoint (no 'nmtc_checkpoint' field)")
+    module, shape = module_from_checkpoint(ckpt, str(path))
+    meta = {k: ckpt[k] for k in ("architecture", "config")}
+    meta["input_shape"] = list(shape)
+    return module, meta
+
+
+__all__ = ["ARCHITECTURES", "CNN_DEFAULTS", "MLP_DEFAULTS", "DigitsCNN", "build_cnn",
+           "build_mlp", "build_model", "save_checkpoint", "load_checkpoint",
+           "module_from_checkpoint", "is_checkpoint", "CHECKPOINT_VERSION"]

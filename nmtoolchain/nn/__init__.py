@@ -1,0 +1,11 @@
+"""nmtc's own torch modules for training: QCFS activation, IF and LIF neurons.
+
+Plain ``nn.Module``s in the style of sinabs: explicit state, ``reset_states()``,
+composable like any torch layer. The torch loader translates each of them to
+one IR node (``QCFS``, ``IF``, ``LIF``); nothing here depends on a back end or
+a vendor library.
+"""
+from nmtoolchain.nn.qcfs import QCFS
+from nmtoolchain.nn.neurons import IFNeuron, LIFNeuron, spike_with_surrogate
+
+__all__ = ["QCFS", "IFNeuron", "LIFNeuron", "spike_with_surrogate"]

@@ -1,0 +1,203 @@
+"""The nmtc CLI: inspect across formats, and one clear line + exit 2 for every bad input."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from nmtoolchain.cli import main
+from nmtoolchain.demo import BUNDLED_ONNX, BUNDLED_TORCHSCRIPT
+
+NMTC = [sys.executable, "-m", "nmtoolchain.cli"]
+
+
+def run_cli(args, capfd):
+    code = main([str(a) for a in args])
+    out, err = capfd.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code, err, *needles):
+    assert code == 2, err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("nmtc: error: ")
+    assert "Traceback" not in err
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+
+
+# ---------------------------------------------------------------- happy paths
+def test_help_and_version(capfd):
+    code, out, _ = run_cli(["--help"], capfd)
+    assert code == 0 and "inspect" in out and "export" in out
+    code, out, _ = run_cli(["--version"], capfd)
+    import nmtoolchain
+
+    assert code == 0 and out.strip() == f"nmtc {nmtoolchain.__version__}"
+
+
+def _inspect_json(path, capfd, *extra):
+    code, out, err = run_cli(["inspect", path, "--json", *extra], capfd)
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_inspect_torchscript_and_onnx_of_same_cnn_agree_with_hand_count(capfd):
+    ts = _inspect_json(BUNDLED_TORCHSCRIPT, capfd)
+    ox = _inspect_json(BUNDLED_ONNX, capfd)
+    assert ts["totals"] == ox["totals"]
+    # parameters: torch's own count of weights/biases plus BN running statistics
+    model = torch.jit.load(str(BUNDLED_TORCHSCRIPT))
+    n_param = sum(p.numel() for p in model.parameters())
+    n_bn_stats = sum(b.numel() for name, b in model.named_buffers() if "running" in name)
+    assert ts["totals"]["parameters"] == n_param + n_bn_stats
+    # synapses by hand (border-aware: taps on zero padding are not connections):
+    # conv1 1->8, k3 p1 on 8x8: 22 valid taps per axis -> 22*22*8*1 = 3872
+    # avgpool 2 on 8x8x8: 8 taps per axis -> 64*8 = 512
+    # conv2 8->16, k3 p1 on 4x4: 10 valid taps per axis -> 100*16*8 = 12800
+    # avgpool 2 on 16x4x4: 4 per axis -> 16*16 = 256 ; linear 64->10 = 640
+    assert ts["totals"]["synapses"] == 3872 + 512 + 12800 + 256 + 640
+    # MACs (dense): conv1 8*8*8*9 + conv2 16*4*4*72 + fc 640
+    assert ts["totals"]["macs"] == 8 * 8 * 8 * 9 + 16 * 4 * 4 * 72 + 640
+
+
+def test_inspect_table_lists_nodes_totals_and_targets(capfd):
+    code, out, err = run_cli(["inspect", BUNDLED_TORCHSCRIPT], capfd)
+    assert code == 0, err
+    assert "Conv2d" in out and "totals:" in out
+    assert "loihi2" in out and "convert" in out  # ReLU must be converted first
+
+
+def test_inspect_reads_nmir_written_by_export(tmp_path, capfd):
+    out_file = tmp_path / "cnn.nmir"
+    code, _, err = run_cli(["export", BUNDLED_ONNX, "--target", "nmir", "-o", out_file], capfd)
+    assert code == 0, err
+    assert _inspect_json(out_file, capfd)["totals"] == _inspect_json(BUNDLED_ONNX, capfd)["totals"]
+
+
+# ---------------------------------------------------------------- bad input
+def test_missing_file(tmp_path, capfd):
+    p = tmp_path / "nope.pt"
+    code, _, err = run_cli(["inspect", p], capfd)
+    assert_one_line_error(code, err, str(p), "no such file")
+
+
+def test_empty_file(tmp_path, capfd):
+    p = tmp_path / "empty.onnx"
+    p.write_bytes(b"")
+    code, _, err = run_cli(["inspect", p], capfd)
+    assert_one_line_error(code, err, str(p), "empty")
+
+
+@pytest.mark.parametrize("src", [BUNDLED_TORCHSCRIPT, BUNDLED_ONNX], ids=["torchscript", "onnx"])
+def test_truncated_file(src, tmp_path, capfd):
+    data = Path(src).read_bytes()
+    p = tmp_path / ("cut" + Path(src).suffix)
+    p.write_bytes(data[: len(data) // 2])
+    code, _, err = run_cli(["inspect", p], capfd)
+    assert_one_line_error(code, err, str(p))
+    assert any(w in err for w in ("truncated", "corrupt", "not a valid", "cannot parse"))
+
+
+def test_wrong_format(tmp_path, capfd):
+    p = tmp_path / "notes.pt"
+    p.write_text("this is a text file, not a model\n")
+    code, _, err = run_cli(["inspect", p], capfd)
+    assert_one_line_error(code, err, str(p), "unrecognized model format")
+
+
+def test_pickled_module_needs_consent(tmp_path, capfd):
+    p = tmp_path / "pickled.pt"
+    torch.save(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), p)
+    code, _, err = run_cli(["inspect", p, "--input-shape", "1,8,8"], capfd)
+    assert_one_line_error(code, err, str(p), "--allow-pickle")
+    code, out, err = run_cli(["inspect", p, "--input-shape", "1,8,8", "--allow-pickle", "--json"],
+                             capfd)
+    assert code == 0, err
+    assert json.loads(out)["totals"]["parameters"] == 64 * 10 + 10
+
+
+def test_unsupported_operator_is_named(tmp_path, capfd):
+    class Wavy(nn.Module):
+        def forward(self, x):
+            return torch.sin(x)
+
+    p = tmp_path / "wavy.onnx"
+    buf = io.BytesIO()
+    torch.onnx.export(Wavy(), torch.zeros(1, 4), buf)
+    p.write_bytes(buf.getvalue())
+    code, _, err = run_cli(["inspect", p], capfd)
+    assert_one_line_error(code, err, str(p), "Sin")
+
+
+def test_export_refusal_leaves_no_file(tmp_path, capfd):
+    out_file = tmp_path / "cnn.nir"
+    code, _, err = run_cli(["export", BUNDLED_ONNX, "--target", "nir", "-o", out_file], capfd)
+    assert_one_line_error(code, err, "NIR")
+    assert not out_file.exists()
+    assert [p for p in tmp_path.iterdir()] == []
+
+
+def test_unknown_export_target(tmp_path, capfd):
+    code, _, err = run_cli(["export", BUNDLED_ONNX, "--target", "tpu", "-o", tmp_path / "x"], capfd)
+    assert_one_line_error(code, err, "tpu")
+
+
+def test_console_script_exit_codes_in_a_real_process(tmp_path):
+    env = dict(os.environ)
+    bad = subprocess.run(NMTC + ["inspect", str(tmp_path / "missing.onnx")], capture_output=True,
+                         text=True, env=env)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().startswith("nmtc: error:") and "Traceback" not in bad.stderr
+    ok = subprocess.run(NMTC + ["inspect", str(BUNDLED_ONNX), "--json"], capture_output=True,
+                        text=True, env=env)
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["totals"]["synapses"] > 0
+
+
+# ------------------------------------------------ inspect on the field's formats
+@pytest.mark.parametrize("rel, neurons", [
+    ("mnist.net", 784 + 512 + 512 + 10),
+    ("gts/pilotnet_lif/network.net", 158_509),  # Intel's count for pilotnet-LIF (reference §3)
+])
+def test_inspect_intel_netx_networks(intel_netx, rel, neurons, capfd):
+    info = _inspect_json(intel_netx / rel, capfd)
+    assert info["source"]["format"] == "netx"
+    assert info["totals"]["neurons"] == neurons
+    loihi = next(t for t in info["targets"] if t["target"] == "loihi2")
+    assert loihi["ok"], loihi
+
+
+def test_inspect_nir_written_by_sinabs(tmp_path, capfd):
+    import nir
+    import sinabs
+    import sinabs.layers as sl
+
+    torch.manual_seed(0)
+    snn = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), sl.IAFSqueeze(batch_size=1),
+                        sl.SumPool2d(2), nn.Flatten(), nn.Linear(4 * 4 * 4, 10),
+                        sl.IAFSqueeze(batch_size=1))
+    graph = sinabs.to_nir(snn, torch.zeros(1, 2, 8, 8))
+    graph.infer_types()  # nir.write needs Conv2d input_shape, which sinabs leaves None (§2.3)
+    for node in graph.nodes.values():
+        if isinstance(node, nir.Conv2d):
+            node.input_shape = tuple(int(s) for s in node.input_type["input"][1:])
+    path = tmp_path / "sinabs_cnn.nir"
+    nir.write(str(path), graph)
+    capfd.readouterr()  # nir 1.0.4's infer_types prints warnings to stdout
+    info = _inspect_json(path, capfd)
+    assert info["source"]["format"] == "nir"
+    ops = [r["op"] for r in info["nodes"]]
+    assert ops.count("IF") == 2 and "Conv2d" in ops and "SumPool2d" in ops
+    # parameters straight from the torch module: conv 2*4*9+4, linear 64*10+10
+    assert info["totals"]["parameters"] == (2 * 4 * 9 + 4) + (64 * 10 + 10)
+    nir_verdict = next(t for t in info["targets"] if t["target"] == "nir")
+    assert nir_verdict["ok"]
