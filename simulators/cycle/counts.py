@@ -24,8 +24,10 @@ Counters per node (absent ones are zero):
 
 Static facts per node (independent of activity), in ``static``:
 ``neurons``, ``synapses`` (border-aware), ``dense_macs`` (per step, FLOP-
-counter convention), ``input_numel``, ``input_binary`` (whether the node's
-inputs were only ever in {0, 1}; filled during the run), ``op``.
+counter convention), ``parameters``, ``input_numel``, ``input_binary``
+(whether the node's inputs were only ever in {0, 1}; filled during the
+run), ``input_kind``, ``inputs`` (node names), ``output_shape``,
+``has_bias``, ``op``.
 """
 from __future__ import annotations
 

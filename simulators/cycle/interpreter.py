@@ -196,7 +196,11 @@ class Simulator:
             c = self.graph.node_counts(node)
             counts.static[name] = {
                 "op": node.op_name, "neurons": c["neurons"], "synapses": c["synapses"],
-                "dense_macs": c["macs"],
+                "dense_macs": c["macs"], "parameters": c["parameters"],
+                "inputs": list(node.inputs), "output_shape": list(node.shape),
+                "has_bias": bool(np.any(getattr(node.op, "bias", None))
+                                 if isinstance(getattr(node.op, "bias", None), np.ndarray)
+                                 else False),
                 "input_numel": int(sum(np.prod(self.graph[s].shape) for s in node.inputs)),
                 "input_binary": bool(name in counts.nodes and "max_in" in counts.nodes[name]
                                      and counts.nodes[name]["max_in"].max() <= 1),

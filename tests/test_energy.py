@@ -1,0 +1,322 @@
+"""Counting rules, energy and latency on hand-built RunCounts; every expected
+value is derived by hand in the test from the published per-op numbers
+(Davies 2018 Table 2 for loihi1, Horowitz 2014 for cmos45nm)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nmtoolchain.energy import (apply_rule, compare_profiles, estimate_energy, estimate_latency,
+                                plan_cores)
+from nmtoolchain.errors import BadInputError
+from nmtoolchain.ir import Graph
+from nmtoolchain.ir.conv import Conv2d
+from nmtoolchain.ir.io import Input
+from simulators.cycle.counts import RunCounts
+
+
+def _counts(steps, nodes, static, batch=1):
+    """RunCounts from plain lists: nodes = {node: {counter: [per step]}}."""
+    c = RunCounts(steps=steps, batch=batch, numerics="float", order=list(static))
+    for n, d in nodes.items():
+        c.nodes[n] = {k: np.asarray(v, dtype=float) for k, v in d.items()}
+    c.static = static
+    return c
+
+
+def two_node_counts(batch=1):
+    """A 4 -> 5 dense layer (fc1) fed binary spikes, and its 5 LIF neurons (lif1), T = 2.
+
+    fc1: 20 synapses, fan-out 5 per input; inputs spiking 2 then 4 of 4 ->
+    synops 10 then 20. lif1: 5 updates per step, 3 then 4 active, 1 then 2 spikes."""
+    nodes = {
+        "fc1": {"events_in": [2, 4], "spikes_in": [2, 4], "synops": [10, 20],
+                "nb_ops": [8, 16], "nb_is_mac": [0, 0]},
+        "lif1": {"events_in": [3, 4], "neuron_updates": [5, 5], "active_neurons": [3, 4],
+                 "spikes_out": [1, 2]},
+    }
+    static = {
+        "fc1": {"op": "Affine", "neurons": 0, "synapses": 20, "dense_macs": 20,
+                "input_numel": 4, "input_binary": True, "input_kind": ["spikes"]},
+        "lif1": {"op": "LIF", "neurons": 5, "synapses": 0, "dense_macs": 0,
+                 "input_numel": 5, "input_binary": False, "input_kind": ["analog"]},
+    }
+    if batch != 1:
+        nodes = {n: {k: [batch * x if k != "nb_is_mac" else x for x in v] for k, v in d.items()}
+                 for n, d in nodes.items()}
+    return _counts(2, nodes, static, batch)
+
+
+# ------------------------------------------------------------------- energy
+def test_loihi1_energy_of_two_node_run_matches_hand_arithmetic():
+    r = estimate_energy(two_node_counts(), "loihi1")
+    # synaptic: (10 + 20) synops x 23.6 pJ = 708 pJ
+    # neuron: step 0: 3 x 81 + 2 x 52 = 347; step 1: 4 x 81 + 1 x 52 = 376 -> 723 pJ
+    # spike: 3 spikes x (1.7 pJ spike + 1 hop x 3.5 pJ) = 15.6 pJ
+    # latency (fc1 + lif1 = one layer on one core):
+    #   step 0: 10 x 3.5 + 3 x 8.4 + 2 x 5.3 + 1 x 2.1 = 72.9 ns (+ 465 barrier = 537.9)
+    #   step 1: 20 x 3.5 + 4 x 8.4 + 1 x 5.3 + 2 x 2.1 = 113.1 ns (+ 465 = 578.1)
+    # static: 104 mW x (537.9 + 578.1) ns = 116064 pJ
+    tot = r.total()
+    assert tot["synaptic"] == pytest.approx(708.0)
+    assert tot["neuron"] == pytest.approx(723.0)
+    assert tot["spike"] == pytest.approx(15.6)
+    assert tot["mac"] == 0.0
+    assert tot["static"] == pytest.approx(116064.0)
+    assert r.total_pj == pytest.approx(708.0 + 723.0 + 15.6 + 116064.0)
+    assert r.rule == "fanout"
+
+
+def test_energy_per_node_and_per_step_split_the_total():
+    r = estimate_energy(two_node_counts(), "loihi1")
+    nodes = r.per_node()
+    assert nodes["fc1"]["synaptic"] == pytest.approx(708.0)
+    assert nodes["lif1"]["neuron"] == pytest.approx(723.0)
+    # the layer's static energy is booked on its neuron node
+    assert nodes["lif1"]["static"] == pytest.approx(116064.0)
+    steps = r.per_step()
+    assert steps["synaptic"].tolist() == pytest.approx([236.0, 472.0])
+    assert steps["neuron"].tolist() == pytest.approx([347.0, 376.0])
+    assert steps["static"].tolist() == pytest.approx([104 * 537.9, 104 * 578.1])
+    assert sum(d["total"] for d in nodes.values()) == pytest.approx(r.total_pj)
+
+
+def test_cmos45nm_energy_of_two_node_run_is_spikformer_acs_times_0_9_pj():
+    r = estimate_energy(two_node_counts(), "cmos45nm")
+    # spikformer rule: fc1 dense MACs 20 x input rates (2/4, 4/4) = 10 + 20 = 30 ACs
+    # 30 x 0.9 pJ = 27 pJ; no neuron, spike or static terms in the analytic model
+    assert r.rule == "spikformer"
+    assert r.total() == pytest.approx({"synaptic": 27.0, "mac": 0.0, "neuron": 0.0,
+                                       "spike": 0.0, "static": 0.0, "total": 27.0})
+    assert r.latency is None
+
+
+def test_energy_is_per_sample_for_a_batched_run():
+    one = estimate_energy(two_node_counts(batch=1), "loihi1")
+    three = estimate_energy(two_node_counts(batch=3), "loihi1")
+    assert three.total_pj == pytest.approx(one.total_pj)
+
+
+def _analog_first_layer():
+    """conv0 fed analog pixels: 100 dense MACs per step, 60 non-zero input x fan-out."""
+    nodes = {"conv0": {"events_in": [12, 12], "macs": [60, 60], "nb_ops": [60, 60],
+                       "nb_is_mac": [1, 1]}}
+    static = {"conv0": {"op": "Conv2d", "neurons": 0, "synapses": 80, "dense_macs": 100,
+                        "input_numel": 16, "input_binary": False, "input_kind": ["analog"]}}
+    return _counts(2, nodes, static)
+
+
+def test_analog_first_layer_costs_macs_under_both_conventions_differently():
+    counts = _analog_first_layer()
+    # spikformer: dense 100 MACs x T=2 = 200 MACs x 4.6 pJ = 920 pJ
+    assert estimate_energy(counts, "cmos45nm").total()["mac"] == pytest.approx(920.0)
+    # fanout: activity-aware 60 + 60 = 120 MACs x 4.6 pJ = 552 pJ
+    assert estimate_energy(counts, "cmos45nm", rule="fanout").total()["mac"] == \
+        pytest.approx(552.0)
+
+
+# -------------------------------------------------------------------- rules
+def test_fanout_rule_books_synops_as_acs_and_macs_as_macs():
+    counts = two_node_counts()
+    counts.nodes["fc1"]["macs"] = np.array([0.0, 7.0])
+    r = apply_rule(counts, "fanout")
+    assert (r.acs, r.macs) == (30.0, 7.0)
+    assert r.per_node["fc1"].acs.tolist() == [10.0, 20.0]
+
+
+def test_neurobench_books_a_layer_fed_values_above_one_as_macs():
+    # fc2 sits after a sum-pool: step 0 saw a value of 2 (MAC step), step 1 only 0/1
+    nodes = {"fc2": {"events_in": [3, 4], "spikes_in": [4, 4], "synops": [20, 20],
+                     "nb_ops": [6, 8], "nb_is_mac": [1, 0]}}
+    static = {"fc2": {"op": "Linear", "neurons": 0, "synapses": 25, "dense_macs": 25,
+                      "input_numel": 5, "input_binary": False, "input_kind": ["spikes"]}}
+    r = apply_rule(_counts(2, nodes, static), "neurobench")
+    assert r.macs == 6.0 and r.acs == 8.0
+    assert r.dense == 25 * 2          # synapses x steps
+
+
+def test_neurobench_ignores_pooling_and_matmul():
+    nodes = {"pool": {"synops": [4, 4], "nb_ops": [4, 4], "nb_is_mac": [0, 0]},
+             "attn": {"synops": [9, 9]}}
+    static = {"pool": {"op": "SumPool2d", "neurons": 0, "synapses": 16, "dense_macs": 0,
+                       "input_numel": 16, "input_binary": True},
+              "attn": {"op": "MatMul", "neurons": 0, "synapses": 0, "dense_macs": 27,
+                       "input_numel": 18, "input_binary": True}}
+    r = apply_rule(_counts(2, nodes, static), "neurobench")
+    assert (r.acs, r.macs, r.dense) == (0.0, 0.0, 0.0)
+
+
+def test_syops_counts_conv_bias_bn_neurons_and_ignores_matmul():
+    nodes = {
+        "conv": {"events_in": [4, 8], "synops": [30, 60]},
+        "bn": {"events_in": [32, 32]},
+        "lif": {"events_in": [32, 32], "neuron_updates": [32, 32], "spikes_out": [5, 5]},
+        "attn": {"synops": [100, 100]},
+    }
+    static = {
+        "conv": {"op": "Conv2d", "neurons": 0, "synapses": 200, "dense_macs": 288,
+                 "input_numel": 16, "input_binary": True, "has_bias": True,
+                 "output_shape": (2, 4, 4)},
+        "bn": {"op": "BatchNorm", "neurons": 0, "input_numel": 32, "input_binary": False},
+        "lif": {"op": "LIF", "neurons": 32, "input_numel": 32, "input_binary": False},
+        "attn": {"op": "MatMul", "neurons": 0, "dense_macs": 512, "input_numel": 64,
+                 "input_binary": True},
+    }
+    r = apply_rule(_counts(2, nodes, static), "syops")
+    # conv: (288 dense + 32 bias outputs) = 320 ops x input rates (4/16 + 8/16) = 240 ACs
+    assert r.per_node["conv"].ac_total == pytest.approx(240.0)
+    # bn: 2 x 32 = 64 ops per step on analog input -> 128 MACs
+    assert r.per_node["bn"].mac_total == pytest.approx(128.0)
+    # lif: 32 per step, always ACs (analog input: rate 1) -> 64 ACs
+    assert r.per_node["lif"].ac_total == pytest.approx(64.0)
+    assert "attn" not in r.per_node
+    assert (r.acs, r.macs) == pytest.approx((304.0, 128.0))
+
+
+def test_syops_reads_the_conv_bias_from_the_graph():
+    g = Graph()
+    g.add("x", Input(shape=(1, 4, 4)))
+    g.add("conv", Conv2d(weight=np.ones((2, 1, 3, 3), np.float32),
+                         bias=np.array([0.5, 0.0], np.float32), padding=(1, 1)), ["x"])
+    g.infer_shapes()
+    dense = g.node_counts(g["conv"])["macs"]          # 2 x 4 x 4 outputs x 9 taps = 288
+    nodes = {"conv": {"events_in": [16, 16], "synops": [200, 200]}}
+    static = {"conv": {"op": "Conv2d", "neurons": 0, "synapses": 200, "dense_macs": dense,
+                       "input_numel": 16, "input_binary": True}}
+    counts = _counts(2, nodes, static)
+    assert apply_rule(counts, "syops", g).acs == pytest.approx(2 * (288 + 32))
+    without = apply_rule(counts, "syops")
+    assert without.acs == pytest.approx(2 * 288)
+    assert "conv" in without.notes[0]
+
+
+def test_spikformer_rule_is_rate_times_t_times_flops():
+    nodes = {"conv": {"events_in": [4, 6], "spikes_in": [4, 8], "synops": [50, 90]},
+             "attn": {"synops": [100, 100]}}
+    static = {"conv": {"op": "Conv2d", "neurons": 0, "synapses": 200, "dense_macs": 288,
+                       "input_numel": 16, "input_binary": False, "input_kind": ["spikes"]},
+              "attn": {"op": "MatMul", "neurons": 0, "dense_macs": 512, "input_numel": 64}}
+    r = apply_rule(_counts(2, nodes, static), "spikformer")
+    # firing rates 4/16 and 8/16 (a value of 2 counts 2): 288 x (0.25 + 0.5) = 216 ACs
+    assert r.acs == pytest.approx(216.0) and r.macs == 0.0
+    assert "attn" in r.notes[0]
+
+
+def test_unknown_rule_is_bad_input():
+    with pytest.raises(BadInputError, match="unknown counting rule 'flops'"):
+        apply_rule(two_node_counts(), "flops")
+
+
+# ------------------------------------------------------------------ latency
+def _two_layer_counts():
+    """Two dense+LIF layers; per step layer A: 100 synops, 10 neurons (4 active, 2 spikes);
+    layer B: 30 synops, 5 neurons (1 active, 1 spike)."""
+    nodes = {
+        "fcA": {"synops": [100, 100]},
+        "lifA": {"neuron_updates": [10, 10], "active_neurons": [4, 4], "spikes_out": [2, 2]},
+        "fcB": {"synops": [30, 30]},
+        "lifB": {"neuron_updates": [5, 5], "active_neurons": [1, 1], "spikes_out": [1, 1]},
+    }
+    static = {
+        "fcA": {"op": "Affine", "neurons": 0, "synapses": 100, "dense_macs": 100,
+                "input_numel": 10},
+        "lifA": {"op": "LIF", "neurons": 10, "input_numel": 10},
+        "fcB": {"op": "Affine", "neurons": 0, "synapses": 50, "dense_macs": 50,
+                "input_numel": 10},
+        "lifB": {"op": "LIF", "neurons": 5, "input_numel": 5},
+    }
+    return _counts(2, nodes, static)
+
+
+# loihi1 work per step, by hand:
+#   layer A: 100 x 3.5 + 4 x 8.4 + 6 x 5.3 + 2 x 2.1 = 350 + 33.6 + 31.8 + 4.2 = 419.6 ns
+#   layer B:  30 x 3.5 + 1 x 8.4 + 4 x 5.3 + 1 x 2.1 = 105 + 8.4 + 21.2 + 2.1 = 136.7 ns
+WORK_A, WORK_B, BARRIER = 419.6, 136.7, 465.0
+
+
+def test_latency_is_slowest_layer_plus_barrier():
+    lat = estimate_latency(_two_layer_counts(), "loihi1")
+    assert lat.step_ns.tolist() == pytest.approx([WORK_A + BARRIER] * 2)
+    assert lat.total_ns == pytest.approx(2 * (WORK_A + BARRIER))
+    assert lat.plan.groups == {"lifA": ["fcA", "lifA"], "lifB": ["fcB", "lifB"]}
+
+
+def test_latency_splits_a_layer_evenly_over_its_placed_cores():
+    lat = estimate_latency(_two_layer_counts(), "loihi1", placement={"lifA": 4})
+    # A on 4 cores: 419.6 / 4 = 104.9 ns < B's 136.7 ns on its one core
+    assert lat.mean_step_ns == pytest.approx(WORK_B + BARRIER)
+    assert lat.plan.estimated == ["lifB"]
+
+
+def test_layers_placed_on_the_same_core_add_up():
+    lat = estimate_latency(_two_layer_counts(), "loihi1", placement={"fcA": [0], "lifB": [0]})
+    assert lat.mean_step_ns == pytest.approx(WORK_A + WORK_B + BARRIER)
+    assert lat.plan.n_cores == 1 and lat.plan.estimated == []
+
+
+def test_latency_needs_a_profile_with_times():
+    with pytest.raises(BadInputError, match="cmos45nm.toml: .*no \\[time\\]"):
+        estimate_latency(_two_layer_counts(), "cmos45nm")
+
+
+def test_placement_naming_an_unknown_node_is_bad_input():
+    with pytest.raises(BadInputError, match="placement: node 'conv9'"):
+        estimate_latency(_two_layer_counts(), "loihi1", placement={"conv9": 2})
+
+
+def test_placement_with_zero_cores_is_bad_input():
+    with pytest.raises(BadInputError, match="placement: node 'lifA' needs a core count"):
+        estimate_latency(_two_layer_counts(), "loihi1", placement={"lifA": 0})
+
+
+# ---------------------------------------------------------------- placement
+def _one_layer(neurons, synapses):
+    nodes = {"fc": {"synops": [1.0]}, "lif": {"neuron_updates": [float(neurons)]}}
+    static = {"fc": {"op": "Affine", "neurons": 0, "synapses": synapses, "dense_macs": synapses,
+                     "input_numel": 10},
+              "lif": {"op": "LIF", "neurons": neurons, "input_numel": neurons}}
+    return _counts(1, nodes, static)
+
+
+def test_estimated_cores_follow_neurons_per_core():
+    # loihi1: 2500 neurons / 1024 per core -> 3 cores; 1000 synapses x 16 bits fit one core
+    plan = plan_cores(_one_layer(2500, 1000), "loihi1")
+    assert len(plan.cores["lif"]) == 3
+    assert plan.estimated == ["lif"] and "estimated" in plan.notes[0]
+
+
+def test_estimated_cores_follow_synaptic_memory():
+    # loihi1: 200,000 synapses x 16 bits / 1,048,576 bits per core = 3.05 -> 4 cores
+    plan = plan_cores(_one_layer(100, 200_000), "loihi1")
+    assert len(plan.cores["lif"]) == 4
+
+
+def test_speck_puts_each_layer_on_one_core():
+    plan = plan_cores(_one_layer(100_000, 200_000), "speck")
+    assert len(plan.cores["lif"]) == 1
+
+
+# --------------------------------------------------------------- comparison
+def test_compare_profiles_reports_difference_to_cmos45nm():
+    cmp = compare_profiles(two_node_counts(), ["loihi1"])
+    loihi_total = 708.0 + 723.0 + 15.6 + 116064.0          # from the loihi1 test above
+    assert cmp.reference == "cmos45nm"
+    assert cmp.total == pytest.approx({"loihi1": loihi_total, "cmos45nm": 27.0})
+    assert cmp.relative["loihi1"]["total"] == pytest.approx((loihi_total - 27.0) / 27.0)
+    # per node: fc1 costs 708 pJ on loihi1 and 27 pJ in the analytic model
+    assert cmp.per_node["fc1"] == pytest.approx({"loihi1": 708.0, "cmos45nm": 27.0})
+    assert cmp.relative["loihi1"]["fc1"] == pytest.approx((708.0 - 27.0) / 27.0)
+    # lif1 costs nothing in the analytic model: no relative difference defined
+    assert cmp.relative["loihi1"]["lif1"] is None
+    assert cmp.relative["cmos45nm"]["total"] == 0.0
+
+
+def test_reports_serialise_to_json():
+    import json
+    counts = two_node_counts()
+    text = json.dumps({"energy": estimate_energy(counts, "loihi2").as_dict(),
+                       "compare": compare_profiles(counts, ["loihi1", "speck"]).as_dict()})
+    back = json.loads(text)
+    assert back["energy"]["total_pj"]["synaptic"] == pytest.approx(708.0)
+    assert back["compare"]["rules"] == {"loihi1": "fanout", "speck": "fanout",
+                                        "cmos45nm": "spikformer"}
