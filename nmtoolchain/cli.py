@@ -111,6 +111,97 @@ def export(
     typer.echo(f"wrote {path}")
 
 
+DATASET = typer.Option(None, "--dataset", help="Bundled data set: digits.")
+DATA = typer.Option(None, "--data", help="Inputs: .npz with x (and y) or a raw .npy array.")
+TIMESTEPS = typer.Option(16, "--timesteps", "-T", help="Time steps to simulate.")
+NUMERICS = typer.Option("float", "--numerics", help="float (reference) or loihi (bit-exact).")
+SAMPLES = typer.Option(16, "--samples", help="At most this many input samples.")
+RESET = typer.Option(None, "--reset-interval",
+                     help="netx LIFReset interval (Loihi numerics), e.g. 16 for Intel's pilotnet.")
+
+
+def _simulate(model: Path, dataset, data, timesteps: int, numerics: str, samples: int,
+              reset_interval, allow_pickle: bool, input_shape, quiet: bool):
+    """Load, pick inputs, and run the simulator with a progress bar."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from nmtoolchain.inputs import load_run_inputs
+    from simulators.cycle import Simulator
+
+    if timesteps < 1:
+        raise BadInputError(f"--timesteps must be >= 1, got {timesteps}")
+    graph = _load(model, allow_pickle, input_shape)
+    inputs = load_run_inputs(graph, dataset=dataset, data=data, samples=samples)
+    sim = Simulator(graph, numerics, reset_interval=reset_interval)
+    err = _console(stderr=True)
+    with Progress(TextColumn("simulating"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
+                  TimeRemainingColumn(), console=err, transient=True,
+                  disable=quiet or not sys.stderr.isatty()) as bar:
+        task = bar.add_task("sim", total=timesteps)
+        result = sim.run(inputs.x, timesteps, progress=lambda t: bar.update(task, completed=t))
+    return graph, inputs, result
+
+
+@app.command()
+def simulate(
+    model: Path = typer.Argument(..., help="Model file (any format nmtc reads)."),
+    profile: str = typer.Option("loihi2", "--profile", "-p",
+                                help="Hardware profile: a bundled name or a .toml path."),
+    dataset: Optional[str] = DATASET, data: Optional[Path] = DATA,
+    timesteps: int = TIMESTEPS, numerics: str = NUMERICS, samples: int = SAMPLES,
+    reset_interval: Optional[int] = RESET,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+    allow_pickle: bool = ALLOW_PICKLE, input_shape: Optional[str] = INPUT_SHAPE,
+) -> None:
+    """Simulate a model step by step; print counts, energy and latency under one profile."""
+    from nmtoolchain.report.simulation import build_report, render_report
+
+    graph, inputs, result = _simulate(model, dataset, data, timesteps, numerics, samples,
+                                      reset_interval, allow_pickle, input_shape, as_json)
+    rep = build_report(graph, result, [profile], reference=profile, labels=inputs.y,
+                       inputs=inputs.description)
+    if as_json:
+        typer.echo(json.dumps(rep, indent=2, default=float))
+    else:
+        render_report(rep, _console())
+
+
+@app.command()
+def report(
+    model: Path = typer.Argument(..., help="Model file (any format nmtc reads)."),
+    profiles: str = typer.Option("loihi2,loihi1,speck,cmos45nm", "--profiles",
+                                 help="Comma-separated profile names or .toml paths."),
+    reference: str = typer.Option("cmos45nm", "--reference",
+                                  help="Profile the others are compared against."),
+    measured: Optional[str] = typer.Option(
+        None, "--measured", help="Compare with a measurement stored in a profile, e.g. pilotnet_lif."),
+    html_out: Optional[Path] = typer.Option(None, "--html", help="Also write an HTML report."),
+    dataset: Optional[str] = DATASET, data: Optional[Path] = DATA,
+    timesteps: int = TIMESTEPS, numerics: str = NUMERICS, samples: int = SAMPLES,
+    reset_interval: Optional[int] = RESET,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+    allow_pickle: bool = ALLOW_PICKLE, input_shape: Optional[str] = INPUT_SHAPE,
+) -> None:
+    """Energy and latency per hardware profile, and where the profiles disagree."""
+    from nmtoolchain.report.simulation import build_report, render_report, write_html
+
+    names = [p.strip() for p in profiles.split(",") if p.strip()]
+    if not names:
+        raise BadInputError("--profiles is empty")
+    graph, inputs, result = _simulate(model, dataset, data, timesteps, numerics, samples,
+                                      reset_interval, allow_pickle, input_shape, as_json)
+    rep = build_report(graph, result, names, reference=reference, measured=measured,
+                       labels=inputs.y, inputs=inputs.description)
+    if html_out is not None:
+        write_html(rep, html_out)
+    if as_json:
+        typer.echo(json.dumps(rep, indent=2, default=float))
+    else:
+        render_report(rep, _console())
+        if html_out is not None:
+            typer.echo(f"wrote {html_out}")
+
+
 @app.command()
 def demo(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),

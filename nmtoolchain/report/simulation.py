@@ -1,0 +1,276 @@
+"""Energy and latency reports of a simulation run, per hardware profile.
+
+``build_report`` gathers everything a user or CI needs into plain data:
+per-layer counts (per sample), energy per layer and per inference for each
+profile, time per step, where the analytic model and each hardware profile
+disagree (per layer, by how much), and, when asked, the comparison with a
+measured reference stored in a profile (e.g. Intel's PilotNet-LIF board run).
+Rendering (terminal tables, JSON, HTML with plots) lives here too; none of it
+computes energy itself: that is :mod:`nmtoolchain.energy`.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from hardware_profiles import load_profile
+from nmtoolchain.energy import compare_profiles, estimate_latency
+from nmtoolchain.errors import BadInputError
+from nmtoolchain.ir import Graph
+
+LAYER_COUNTERS = ("events_in", "synops", "macs", "neuron_updates", "spikes_out")
+
+
+def _accuracy(result: Any, graph: Graph, labels: Optional[np.ndarray]) -> Optional[float]:
+    if labels is None:
+        return None
+    out = result.outputs[graph.outputs()[0].name]  # (B, T, classes)
+    if out.ndim != 3:
+        return None
+    pred = out.sum(1).argmax(-1).cpu().numpy()
+    return float((pred == np.asarray(labels)[: len(pred)]).mean())
+
+
+def build_report(graph: Graph, result: Any, profiles: Sequence[str], *,
+                 reference: str = "cmos45nm", measured: Optional[str] = None,
+                 labels: Optional[np.ndarray] = None, inputs: str = "") -> Dict[str, Any]:
+    """Plain-data report of ``result`` (a SimResult) under ``profiles``."""
+    counts = result.counts
+    per = counts.per_sample()
+    comparison = compare_profiles(counts, list(profiles), reference=reference, graph=graph)
+    layers = []
+    for name in counts.order:
+        row = {k: float(per.counter(name, k).sum()) for k in LAYER_COUNTERS}
+        if not any(row.values()):
+            continue
+        row.update(name=name, op=counts.static[name]["op"],
+                   energy_pj={p: comparison.per_node.get(name, {}).get(p, 0.0)
+                              for p in comparison.reports},
+                   rel_to_reference={p: comparison.relative[p].get(name)
+                                     for p in comparison.reports if p != comparison.reference})
+        layers.append(row)
+    prof_rows = {}
+    for pid, rep in comparison.reports.items():
+        prof = load_profile(pid)
+        lat = rep.latency
+        if lat is None and prof.has("time", "synop"):
+            lat = estimate_latency(counts, prof, graph=graph)
+        tot = rep.total()
+        prof_rows[pid] = {
+            "name": prof.name if hasattr(prof, "name") else pid,
+            "rule": rep.rule,
+            "energy_per_inference_pj": tot["total"],
+            "dynamic_pj": tot["total"] - tot.get("static", 0.0),
+            "static_pj": tot.get("static", 0.0),
+            "components_pj": tot,
+            "time_per_step_ns": lat.mean_step_ns if lat else None,
+            "time_per_inference_ns": lat.total_ns if lat else None,
+            "cores": len({c for cs in rep.plan.cores.values() for c in cs}),
+            "cores_estimated": bool(rep.plan.estimated),
+            "notes": list(rep.notes) + (list(lat.notes) if lat else
+                                        ["analytic model: no time per operation"]),
+        }
+    report: Dict[str, Any] = {
+        "model": graph.metadata.get("source", {}),
+        "inputs": inputs,
+        "steps": counts.steps, "batch": counts.batch, "numerics": counts.numerics,
+        "accuracy": _accuracy(result, graph, labels),
+        "totals_per_sample": {k: per.total(k) for k in LAYER_COUNTERS},
+        "layers": layers,
+        "profiles": prof_rows,
+        "reference_profile": comparison.reference,
+        "relative_total_to_reference": {p: v["total"] for p, v in comparison.relative.items()},
+        "spikes_per_step": [float(x) for x in
+                            sum((per.counter(n, "spikes_out") for n in counts.order),
+                                np.zeros(counts.steps))],
+    }
+    if measured:
+        report["measured"] = measured_comparison(measured, prof_rows, list(profiles))
+    return report
+
+
+def measured_comparison(name: str, prof_rows: Dict[str, Dict[str, Any]],
+                        profiles: List[str]) -> List[Dict[str, Any]]:
+    """Estimates next to a measurement stored as ``[reference.<name>]`` in a profile."""
+    rows = []
+    for pid in profiles:
+        prof = load_profile(pid)
+        if not prof.has(f"reference.{name}", "dynamic_energy_per_inference"):
+            continue
+        sec = f"reference.{name}"
+        meas_e = prof.value(sec, "dynamic_energy_per_inference", unit="pJ")
+        meas_t = prof.value(sec, "step_time", unit="ns")
+        est = prof_rows[pid]
+        fitted = [f"{s}.{k}" for s, k, q in prof.quantities() if q.fitted]
+        rows.append({
+            "profile": pid, "measurement": name,
+            "measured_dynamic_pj": meas_e, "estimated_dynamic_pj": est["dynamic_pj"],
+            "energy_rel_error": (est["dynamic_pj"] - meas_e) / meas_e,
+            "measured_step_ns": meas_t, "estimated_step_ns": est["time_per_step_ns"],
+            "time_rel_error": (est["time_per_step_ns"] - meas_t) / meas_t,
+            "measured_cores": prof.value(sec, "cores_used") if prof.has(sec, "cores_used") else None,
+            "estimated_cores": est["cores"],
+            "sources": {"energy": prof.source(sec, "dynamic_energy_per_inference"),
+                        "time": prof.source(sec, "step_time")},
+            "fitted_constants": fitted,
+        })
+    if not rows:
+        raise BadInputError(f"--measured {name}: no profile among {profiles} holds a measurement "
+                            f"'[reference.{name}]'")
+    return rows
+
+
+# ------------------------------------------------------------------ render
+def _fmt_pj(pj: float) -> str:
+    for unit, f in (("mJ", 1e9), ("µJ", 1e6), ("nJ", 1e3)):
+        if abs(pj) >= f:
+            return f"{pj / f:.3g} {unit}"
+    return f"{pj:.3g} pJ"
+
+
+def _fmt_ns(ns: Optional[float]) -> str:
+    if ns is None:
+        return "-"
+    for unit, f in (("ms", 1e6), ("µs", 1e3)):
+        if abs(ns) >= f:
+            return f"{ns / f:.3g} {unit}"
+    return f"{ns:.3g} ns"
+
+
+def render_report(rep: Dict[str, Any], console: Any) -> None:
+    """Print the report as rich tables."""
+    from rich.table import Table
+
+    src = rep["model"].get("path", "model")
+    console.print(f"[bold]{src}[/bold]: {rep['steps']} steps, {rep['numerics']} numerics, "
+                  f"batch {rep['batch']}; inputs: {rep['inputs']}")
+    if rep.get("accuracy") is not None:
+        console.print(f"accuracy: {rep['accuracy'] * 100:.2f}%")
+    profs = list(rep["profiles"])
+    t = Table(title="per layer, per sample and inference")
+    for col in ("layer", "op", "events in", "synops", "MACs", "spikes out"):
+        t.add_column(col, justify="left" if col in ("layer", "op") else "right")
+    for p in profs:
+        t.add_column(f"E {p}", justify="right")
+    for r in rep["layers"]:
+        t.add_row(r["name"], r["op"], f"{r['events_in']:,.0f}", f"{r['synops']:,.0f}",
+                  f"{r['macs']:,.0f}", f"{r['spikes_out']:,.0f}",
+                  *[_fmt_pj(r["energy_pj"].get(p, 0.0)) for p in profs])
+    console.print(t)
+    t2 = Table(title="per inference, per profile")
+    for col in ("profile", "rule", "energy", "dynamic", "static", "time/step", "cores",
+                f"vs {rep['reference_profile']}"):
+        t2.add_column(col, justify="left" if col in ("profile", "rule") else "right")
+    for p, row in rep["profiles"].items():
+        rel = rep["relative_total_to_reference"].get(p)
+        t2.add_row(p, row["rule"], _fmt_pj(row["energy_per_inference_pj"]),
+                   _fmt_pj(row["dynamic_pj"]), _fmt_pj(row["static_pj"]),
+                   _fmt_ns(row["time_per_step_ns"]),
+                   f"{row['cores']}{' (est.)' if row['cores_estimated'] else ''}",
+                   "-" if rel is None else f"{rel * 100:+.1f}%")
+    console.print(t2)
+    disagree = sorted(
+        ((abs(v), r["name"], p, v) for r in rep["layers"] for p, v in r["rel_to_reference"].items()
+         if v is not None), reverse=True)[:5]
+    if disagree:
+        console.print(f"largest per-layer disagreements with {rep['reference_profile']}:")
+        for _, name, p, v in disagree:
+            console.print(f"  {name}: {p} {v * 100:+.1f}%")
+    for m in rep.get("measured", []):
+        console.print(
+            f"[bold]measured ({m['measurement']}, {m['profile']}):[/bold] dynamic energy per "
+            f"inference {_fmt_pj(m['estimated_dynamic_pj'])} estimated vs "
+            f"{_fmt_pj(m['measured_dynamic_pj'])} measured ({m['energy_rel_error'] * 100:+.1f}%); "
+            f"time per step {_fmt_ns(m['estimated_step_ns'])} vs {_fmt_ns(m['measured_step_ns'])} "
+            f"({m['time_rel_error'] * 100:+.1f}%); cores {m['estimated_cores']} vs "
+            f"{m['measured_cores']}")
+        console.print(f"  source: {m['sources']['energy']}")
+        console.print("  fitted to this network (not validated by it): "
+                      + (", ".join(m["fitted_constants"]) or "none"))
+
+
+def _figure_png(fig: Any) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def write_html(rep: Dict[str, Any], path: Path) -> Path:
+    """One self-contained HTML file: tables plus plots (energy per layer per
+    profile, spikes per step). Written to a temporary name, then renamed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    profs = list(rep["profiles"])
+    names = [r["name"] for r in rep["layers"]]
+    fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(names) + 3), 4))
+    width = 0.8 / max(1, len(profs))
+    for i, p in enumerate(profs):
+        vals = [max(r["energy_pj"].get(p, 0.0), 1e-3) for r in rep["layers"]]
+        ax.bar(np.arange(len(names)) + i * width, vals, width, label=p)
+    ax.set_yscale("log")
+    ax.set_ylabel("energy per inference (pJ)")
+    ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2)
+    ax.set_xticklabels(names, rotation=60, ha="right", fontsize=7)
+    ax.legend()
+    ax.set_title("energy per layer and profile")
+    energy_png = _figure_png(fig)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.plot(np.arange(1, rep["steps"] + 1), rep["spikes_per_step"], marker="o")
+    ax.set_xlabel("time step")
+    ax.set_ylabel("spikes per sample")
+    ax.set_title("spikes per step")
+    spikes_png = _figure_png(fig)
+    plt.close(fig)
+
+    def table(rows: List[List[str]], head: List[str]) -> str:
+        h = "".join(f"<th>{html.escape(c)}</th>" for c in head)
+        b = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>"
+                    for r in rows)
+        return f"<table><tr>{h}</tr>{b}</table>"
+
+    layer_rows = [[r["name"], r["op"], f"{r['synops']:,.0f}", f"{r['spikes_out']:,.0f}",
+                   *[_fmt_pj(r["energy_pj"].get(p, 0.0)) for p in profs]] for r in rep["layers"]]
+    prof_rows = [[p, v["rule"], _fmt_pj(v["energy_per_inference_pj"]), _fmt_pj(v["dynamic_pj"]),
+                  _fmt_ns(v["time_per_step_ns"]), v["cores"]] for p, v in rep["profiles"].items()]
+    meas = "".join(
+        f"<p><b>Measured ({html.escape(m['measurement'])}, {html.escape(m['profile'])}):</b> "
+        f"{_fmt_pj(m['estimated_dynamic_pj'])} estimated vs {_fmt_pj(m['measured_dynamic_pj'])} "
+        f"measured ({m['energy_rel_error'] * 100:+.1f}%); {_fmt_ns(m['estimated_step_ns'])} vs "
+        f"{_fmt_ns(m['measured_step_ns'])} per step. Source: {html.escape(m['sources']['energy'])}"
+        "</p>" for m in rep.get("measured", []))
+    doc = f"""<!doctype html><html><head><meta charset="utf-8"><title>nmtc report</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}</style></head><body>
+<h1>nmtc report: {html.escape(str(rep['model'].get('path', 'model')))}</h1>
+<p>{rep['steps']} steps, {html.escape(rep['numerics'])} numerics, batch {rep['batch']};
+inputs: {html.escape(rep['inputs'])}</p>
+<h2>Per profile</h2>{table(prof_rows, ['profile', 'rule', 'energy', 'dynamic', 'time/step', 'cores'])}
+{meas}
+<h2>Energy per layer</h2><img alt="energy per layer" src="data:image/png;base64,{energy_png}">
+{table(layer_rows, ['layer', 'op', 'synops', 'spikes out'] + [f'E {p}' for p in profs])}
+<h2>Spikes per step</h2><img alt="spikes per step" src="data:image/png;base64,{spikes_png}">
+<script type="application/json" id="nmtc-report">{html.escape(json.dumps(rep, default=float))}</script>
+</body></html>"""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent or ".")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(doc)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path

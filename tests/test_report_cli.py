@@ -1,0 +1,90 @@
+"""nmtc simulate / report: JSON figures against hand-derived energies, HTML, errors."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from nmtoolchain import ir
+from nmtoolchain.cli import main
+
+
+def _tiny_model(tmp_path):
+    """2 inputs -> weights [1, 1] -> IF (threshold 10, never reached in 3 steps)."""
+    g = ir.Graph({"dt": 1.0})
+    g.add("x", ir.Input((2,)))
+    g.add("fc", ir.Linear(np.ones((1, 2))), ["x"])
+    g.add("n", ir.IF(v_threshold=10.0), ["fc"])
+    g.add("y", ir.Output(), ["n"])
+    path = tmp_path / "tiny.nmir"
+    ir.save_graph(g, path)
+    data = tmp_path / "ones.npz"
+    np.savez(data, x=np.ones((1, 2), np.float32), y=np.zeros(1, np.int64))
+    return path, data
+
+
+def _json(args, capfd):
+    code = main([str(a) for a in args])
+    out, err = capfd.readouterr()
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_report_energies_match_hand_derivation(tmp_path, capfd):
+    model, data = _tiny_model(tmp_path)
+    rep = _json(["report", model, "--data", data, "-T", "3", "--profiles", "loihi1,cmos45nm",
+                 "--json"], capfd)
+    # both inputs spike every step: 2 events x fan-out 1 = 2 synops per step, 6 in 3 steps
+    assert rep["totals_per_sample"]["synops"] == 6
+    # Loihi 1 (Davies 2018): 23.6 pJ per synaptic op -> 141.6 pJ
+    assert rep["profiles"]["loihi1"]["components_pj"]["synaptic"] == pytest.approx(6 * 23.6)
+    # the neuron receives input every step: 3 active updates at 81 pJ
+    assert rep["profiles"]["loihi1"]["components_pj"]["neuron"] == pytest.approx(3 * 81.0)
+    # analytic 45 nm model, Spikformer rule: fr (1.0) x T (3) x FLOPs (2) = 6 ACs x 0.9 pJ
+    assert rep["profiles"]["cmos45nm"]["energy_per_inference_pj"] == pytest.approx(6 * 0.9)
+    assert rep["profiles"]["cmos45nm"]["rule"] == "spikformer"
+
+
+def test_simulate_prints_tables_and_accuracy(capfd, tmp_path):
+    model, data = _tiny_model(tmp_path)
+    code = main(["simulate", str(model), "--data", str(data), "-T", "3", "--profile", "loihi2"])
+    out, err = capfd.readouterr()
+    assert code == 0, err
+    assert "loihi2" in out and "per layer" in out and "accuracy" in out
+
+
+def test_report_writes_html_with_plots(tmp_path, capfd):
+    model, data = _tiny_model(tmp_path)
+    html_path = tmp_path / "r.html"
+    rep = _json(["report", model, "--data", data, "-T", "2", "--html", html_path, "--json"], capfd)
+    text = html_path.read_text()
+    assert text.count("data:image/png;base64,") == 2
+    embedded = text.split('id="nmtc-report">')[1].split("</script>")[0]
+    import html as _h
+
+    assert json.loads(_h.unescape(embedded))["steps"] == rep["steps"] == 2
+
+
+def test_measured_comparison_names_missing_measurement(tmp_path, capfd):
+    model, data = _tiny_model(tmp_path)
+    code = main(["report", str(model), "--data", str(data), "--measured", "nonexistent",
+                 "--profiles", "loihi2"])
+    _, err = capfd.readouterr()
+    assert code == 2 and "nonexistent" in err
+
+
+def test_input_shape_mismatch_is_one_line(tmp_path, capfd):
+    model, _ = _tiny_model(tmp_path)
+    code = main(["simulate", str(model), "--dataset", "digits"])
+    _, err = capfd.readouterr()
+    assert code == 2 and "(1, 8, 8)" in err and "(2,)" in err
+
+
+def test_malformed_user_profile_is_named(tmp_path, capfd):
+    model, data = _tiny_model(tmp_path)
+    bad = tmp_path / "mychip.toml"
+    bad.write_text("[chip]\nname = 'x'\n[energy]\nsynop = { value = 'lots', unit = 'pJ' }\n")
+    code = main(["simulate", str(model), "--data", str(data), "--profile", str(bad)])
+    _, err = capfd.readouterr()
+    assert code == 2 and "mychip.toml" in err
