@@ -216,7 +216,7 @@ def write_html(rep: Dict[str, Any], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(names) + 3), 4))
     width = 0.8 / max(1, len(profs))
     for i, p in enumerate(profs):
-        vals = [max(r["energy_pj"].get(p, 0.0), 1e-3) for r in rep["layers"]]
+        vals = [r["energy_pj"].get(p, 0.0) or np.nan for r in rep["layers"]]  # no bar for 0
         ax.bar(np.arange(len(names)) + i * width, vals, width, label=p)
     ax.set_yscale("log")
     ax.set_ylabel("energy per inference (pJ)")

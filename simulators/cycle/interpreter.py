@@ -245,13 +245,16 @@ class Simulator:
             x = xs[0].to(torch.float32)
             b = x.shape[1]
             xf = x.reshape(n * b, -1)
-            mf = nz[0].reshape(n * b, -1).to(torch.float32)
             f_full, f_nz = full.reshape(-1), nonzero.reshape(-1)
             if kinds[0] == "spikes":
                 c["spikes_in"] = per_step(x)
                 c["synops"] = (xf @ f_full).reshape(n, b).sum(1)
-                c["nb_is_mac"] = (flat(x).max(1).values > 1).float()
+                mx = flat(x).max(1).values
+                c["nb_is_mac"] = (mx > 1).float()
+                # binary spikes are their own event mask: skip rebuilding it
+                mf = xf if bool(mx.max() <= 1) else nz[0].reshape(n * b, -1).to(torch.float32)
             else:
+                mf = nz[0].reshape(n * b, -1).to(torch.float32)
                 key = "synops" if kinds[0] == "graded" else "macs"
                 c[key] = (mf @ f_full).reshape(n, b).sum(1)
                 c["nb_is_mac"] = flat((x.abs() != 1) & (x != 0)).any(1).float()

@@ -131,23 +131,46 @@ class ConvLoihi(kf.Kernel):
 
     def reset(self, batch):
         super().reset(batch)
-        self.buf = torch.zeros((batch,) + tuple(self.shape), dtype=I64, device=self.device)
+        self.buf = torch.zeros((batch,) + tuple(self.shape), dtype=torch.float32,
+                               device=self.device)
 
     def step(self, xs, t):
         out = self.buf
         x = xs[0]
         xmax = float(x.abs().max().item()) if x.numel() else 0.0
-        if xmax * self.bound < _F32_EXACT:
-            a = torch.round(F.conv2d(x.to(torch.float32), self.w32, **self.kw)).to(I64)
+        if xmax * self.bound < _F32_EXACT / 2:  # |a| < 2^23: float32 exact, no 24-bit wrap
+            self.buf = torch.round(F.conv2d(x.to(torch.float32), self.w32, **self.kw))
         else:
             a = torch.round(F.conv2d(x.to(torch.float64), self.w64, **self.kw)).to(I64)
-        lim = 1 << 23
-        self.buf = wrap(a, 24) if a.numel() and (int(a.max()) >= lim or int(a.min()) < -lim) else a
+            self.buf = wrap(a, 24).to(torch.float64)
         return out
 
 
+F64 = torch.float64
+_LIM = float(1 << 23)
+_I32 = float(1 << 31)
+
+
+def _fits_int32(x: torch.Tensor) -> bool:
+    if not x.numel():
+        return True
+    lo, hi = torch.aminmax(x)
+    return float(hi) < _I32 and float(lo) >= -_I32
+
+
+def _wrap32_f(x: torch.Tensor) -> torch.Tensor:
+    """int32 two's-complement wrap of integer-valued float64 values (exact)."""
+    return x if _fits_int32(x) else torch.remainder(x + _I32, 2 * _I32) - _I32
+
+
 class CubaLoihi(kf.Kernel):
-    """Bit-accurate CUBA LIF (Lava PyLifModelBitAcc / PyLifResetModelBitAcc)."""
+    """Bit-accurate CUBA LIF (Lava PyLifModelBitAcc / PyLifResetModelBitAcc).
+
+    State is held as integer-valued float64: every quantity stays below 2^37,
+    so products, sums and the decay's division by 4096 are exact, and
+    trunc(x * (4096 - d) / 4096) equals Lava's sign-magnitude ``>> 12``. The
+    int32 wrap-around of Lava's arithmetic is applied whenever a value leaves
+    the int32 range (checked with one min/max reduction per step)."""
 
     output_kind = "spikes"
 
@@ -159,11 +182,13 @@ class CubaLoihi(kf.Kernel):
             raise UnsupportedOpError(
                 f"node '{node.name}' ({node.op_name}): no Loihi fixed-point parameters; quantize "
                 "for Loihi first")
-        self.i_decay, self.v_decay = int(ann["iDecay"]), int(ann["vDecay"])
-        self.vth = int(ann["vThMant"]) << 6
+        self.fu = (4096 - int(ann["iDecay"])) / 4096.0
+        self.fv = (4096 - int(ann["vDecay"])) / 4096.0
+        self.vth = float(int(ann["vThMant"]) << 6)
         bias = np.asarray(ann.get("bias_mant", 0), dtype=np.int64)
         self.bias_exp = int(ann.get("bias_exp", 6))
         self.bias = torch.as_tensor(np.broadcast_to(bias, node.shape).copy(), device=device)
+        self.bias_v = self._shift_bias(self.bias).to(F64)
         self.drive = "input_transform" in ann
         self.interval = reset_interval
         self.phase = None if not reset_interval else (reset_offset + 1 + layer_index) % reset_interval
@@ -171,11 +196,19 @@ class CubaLoihi(kf.Kernel):
     def reset(self, batch):
         super().reset(batch)
         shape = (batch,) + tuple(self.shape)
-        self.u = torch.zeros(shape, dtype=I64, device=self.device)
-        self.v = torch.zeros(shape, dtype=I64, device=self.device)
+        self.u = torch.zeros(shape, dtype=F64, device=self.device)
+        self.v = torch.zeros(shape, dtype=F64, device=self.device)
 
     def _shift_bias(self, b: torch.Tensor) -> torch.Tensor:
         return b << self.bias_exp if self.bias_exp >= 0 else b >> -self.bias_exp
+
+    @staticmethod
+    def _decay(x: torch.Tensor, f: float) -> torch.Tensor:
+        if f == 1.0:
+            return x
+        if f == 0.0:
+            return torch.zeros_like(x)
+        return torch.trunc(x * f)
 
     def step(self, xs, t):
         x = xs[0]
@@ -183,28 +216,24 @@ class CubaLoihi(kf.Kernel):
             self.u.zero_()
             self.v.zero_()
         if self.drive:  # netx input neuron: the input is its bias_mant
-            a = torch.zeros_like(self.u)
-            bias = self._shift_bias(torch.round(x).to(I64))
+            u = self._decay(self.u, self.fu)
+            bias = self._shift_bias(torch.round(x).to(I64)).to(F64)
         else:
-            a = x.to(I64)
-            bias = self._shift_bias(self.bias)
-        # |decay(u)| <= 2^23 and |decay(v)| < 2^23 always, so the int32 wraps of
-        # Lava's arithmetic can only trigger through a huge synaptic input or
-        # bias; check cheaply and wrap only then (bit-exact either way).
-        u = wrap32_if_needed(decay(self.u, self.i_decay) + wrap32_if_needed(a << 6))
-        lim = 1 << 23
-        if u.numel() and (int(u.max()) > lim or int(u.min()) <= -lim):
-            u = torch.where(u > lim, u - 2 * lim, u)
-            u = torch.where(u <= -lim, u + 2 * lim, u)
-        v = wrap32_if_needed(decay(self.v, self.v_decay) + u + wrap32_if_needed(bias))
-        v = torch.clamp(v, -(lim - 1), lim - 1)
+            u = _wrap32_f(self._decay(self.u, self.fu) + x.to(F64) * 64.0)
+            bias = self.bias_v
+        lo, hi = torch.aminmax(u) if u.numel() else (torch.tensor(0.), torch.tensor(0.))
+        if float(hi) > _LIM or float(lo) <= -_LIM:  # Lava's single 24-bit correction
+            u = torch.where(u > _LIM, u - 2 * _LIM, u)
+            u = torch.where(u <= -_LIM, u + 2 * _LIM, u)
+        v = _wrap32_f(self._decay(self.v, self.fv) + u + bias)
+        v.clamp_(-(_LIM - 1), _LIM - 1)
         s = v > self.vth
         self.u = u
-        self.v = v.masked_fill_(s, 0)
+        self.v = v.masked_fill_(s, 0.0)
         return s.to(torch.float32)
 
     def state(self) -> Dict[str, torch.Tensor]:
-        return {"u": self.u, "v": self.v}
+        return {"u": self.u.to(I64), "v": self.v.to(I64)}
 
 
 class SigmaDeltaLoihi(kf.Kernel):
