@@ -201,3 +201,15 @@ def test_inspect_nir_written_by_sinabs(tmp_path, capfd):
     assert info["totals"]["parameters"] == (2 * 4 * 9 + 4) + (64 * 10 + 10)
     nir_verdict = next(t for t in info["targets"] if t["target"] == "nir")
     assert nir_verdict["ok"]
+
+
+def test_demo_runs_the_embedded_default(intel_netx, capfd):
+    code, out, err = run_cli(["demo", "--json"], capfd)
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["totals_agree"] is True
+    assert summary["ann_test_accuracy"] > 0.9
+    # the simulator reproduces Intel's recorded PilotNet-LIF spikes bit for bit
+    assert summary["pilotnet"]["spikes_vs_intel"] == "identical"
+    measured = summary["pilotnet"]["report"]["measured"][0]
+    assert measured["measured_dynamic_pj"] == 1.09e9  # Intel's board figure, from the profile
