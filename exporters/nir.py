@@ -36,8 +36,6 @@ renames it into place.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -297,25 +295,10 @@ def export_nir(graph: Graph, path: Union[str, Path]) -> Path:
     nir_graph = graph_to_nir(graph)
     import nir
 
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise BadInputError(f"{path}: directory {parent} does not exist")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
-    except OSError as e:
-        raise BadInputError(f"{path}: cannot write ({e.strerror})") from None
-    os.close(fd)
-    try:
-        nir.write(tmp, nir_graph)
-        os.replace(tmp, path)
-    except BaseException as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(e, OSError):
-            raise BadInputError(f"{path}: cannot write ({' '.join(str(e).split())})") from None
-        raise
+    from nmtoolchain.fileio import atomic_output
+
+    with atomic_output(path) as tmp:
+        nir.write(str(tmp), nir_graph)
     return path
 
 

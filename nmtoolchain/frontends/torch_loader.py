@@ -22,9 +22,7 @@ from __future__ import annotations
 import importlib
 import json
 import operator
-import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -1072,19 +1070,14 @@ def save_torchscript(module: Any, path: Union[str, Path], input_shape: Sequence[
                 if hasattr(m, "reset_states"):
                     m.reset_states()
     extra = {EXTRA_FILE: json.dumps({"input_shape": list(shape)})}
+    from nmtoolchain.fileio import atomic_output
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
     try:
-        torch.jit.save(scripted, tmp, _extra_files=extra)
-        os.replace(tmp, path)
+        with atomic_output(path) as tmp:
+            torch.jit.save(scripted, str(tmp), _extra_files=extra)
     except RuntimeError as e:  # e.g. a traced call of a Python autograd Function
-        os.unlink(tmp)
         raise UnsupportedOpError(f"{path}: cannot save as TorchScript ({_first_line(e)})") from None
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return path
 
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any, Dict, Union
@@ -86,17 +84,12 @@ def graph_to_bytes(graph: Graph) -> bytes:
 
 def save_graph(graph: Graph, path: Union[str, Path]) -> Path:
     """Write ``graph`` to ``path`` atomically (temporary file, then rename)."""
+    from nmtoolchain.fileio import atomic_output
+
     path = Path(path)
     data = graph_to_bytes(graph)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_output(path) as tmp:
+        tmp.write_bytes(data)
     return path
 
 

@@ -14,8 +14,6 @@ are an error so a typo does not silently change the network).
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Sequence, Tuple, Union
 
@@ -162,16 +160,11 @@ def save_checkpoint(model_name: str, config: Mapping[str, Any], module: nn.Modul
         "input_shape": shape,
         "state_dict": state,
     }
+    from nmtoolchain.fileio import atomic_output
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_output(path) as tmp:
+        torch.save(payload, tmp)
     return path
 
 

@@ -14,8 +14,6 @@ import base64
 import html
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -24,6 +22,7 @@ import numpy as np
 from hardware_profiles import load_profile
 from nmtoolchain.energy import compare_profiles, estimate_latency
 from nmtoolchain.errors import BadInputError
+from nmtoolchain.fileio import atomic_output
 from nmtoolchain.ir import Graph
 
 LAYER_COUNTERS = ("events_in", "synops", "macs", "neuron_updates", "spikes_out")
@@ -264,13 +263,6 @@ inputs: {html.escape(rep['inputs'])}</p>
 <script type="application/json" id="nmtc-report">{html.escape(json.dumps(rep, default=float))}</script>
 </body></html>"""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(doc)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_output(path) as tmp:
+        tmp.write_text(doc, encoding="utf-8")
     return path
