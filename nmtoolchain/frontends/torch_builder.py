@@ -1,0 +1,401 @@
+"""The IR builder shared by nmtc's two torch walkers (torch.fx and TorchScript).
+
+Tensors are interpreted abstractly: each is an IR node with a per-sample
+shape; shape arithmetic is evaluated with the batch (and time) size kept
+symbolic, so a reshape that moves the batch axis is caught and named. Every
+error is one line naming the model and the module or op at fault.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from nmtoolchain.errors import BadInputError, IRValidationError, UnsupportedOpError
+from nmtoolchain.frontends.torch_leaves import (
+    Leaf, LeafContext, class_path, leaf_of, supported_leaf_names)
+from nmtoolchain.ir import (
+    Add, Affine, AvgPool2d, BatchNorm, Concat, Conv1d, Conv2d, Flatten, Graph, Input, LayerNorm, Linear, MatMul, MaxPool2d, Op, Output, ReLU, Reshape, Scale, Shape, Softmax, Transpose)
+from nmtoolchain.ir.op import OpCheckError, as_array
+
+
+EXTRA_FILE = "nmtc.json"
+
+
+# ======================================================================
+# abstract values
+class _Tensor:
+    """A dynamic tensor: the IR node producing it and its per-sample shape."""
+
+    __slots__ = ("name", "shape")
+
+    def __init__(self, name: str, shape: Shape) -> None:
+        self.name, self.shape = name, tuple(int(s) for s in shape)
+
+    def __repr__(self) -> str:
+        return f"<tensor {self.name} {self.shape}>"
+
+
+class _Lead:
+    """The size of a leading axis (0: batch, 1: time), unknown at load time."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Lead) and other.index == self.index
+
+    def __hash__(self) -> int:
+        return hash(("lead", self.index))
+
+    def __repr__(self) -> str:
+        return "batch" if self.index == 0 else "time"
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float, bool, np.number)) and not isinstance(v, _Lead)
+
+
+def _scalar(v: Any) -> Any:
+    """A python number for numbers and 0-d constant tensors; ``v`` otherwise."""
+    if hasattr(v, "detach") and getattr(v, "ndim", None) == 0:
+        return v.item()
+    return v
+
+
+def _prod(xs: Sequence[int]) -> int:
+    p = 1
+    for x in xs:
+        p *= int(x)
+    return p
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0].strip() if text else type(e).__name__
+
+
+# ======================================================================
+# the IR builder shared by both walkers
+class _Builder:
+    """Emits IR nodes; ``where`` strings name the torch construct in messages."""
+
+    def __init__(self, origin: str, lead: int) -> None:
+        self.origin = origin
+        self.lead = lead
+        self.graph = Graph(metadata={"dt": 1.0})
+        self.scope: Optional[str] = None  # dotted path of the module being walked
+
+    # ------------------------------------------------------------ basics
+    def fail(self, where: str, why: str) -> UnsupportedOpError:
+        return UnsupportedOpError(f"model '{self.origin}': {where}: {why}")
+
+    def emit(self, base: str, op: Op, inputs: Sequence[_Tensor], where: str,
+             source: Optional[str] = None, extra: Optional[Dict[str, Any]] = None) -> _Tensor:
+        """Add one node named after ``base``; ``source`` defaults to the current
+        module scope (TorchScript) or ``base`` (the fx node name)."""
+        name = self.graph.unique_name(base or op.op_name.lower())
+        ann = {"source": source or self.scope or base}
+        ann.update(extra or {})
+        try:
+            self.graph.add(name, op, [t.name for t in inputs], ann)
+            shape = op.infer_shape([t.shape for t in inputs])
+        except IRValidationError as e:
+            raise BadInputError(f"model '{self.origin}': {where}: {e}") from None
+        except OpCheckError as e:
+            ins = ", ".join(str(t.shape) for t in inputs)
+            raise BadInputError(
+                f"model '{self.origin}': {where} ({op.op_name}) with per-sample input {ins}: {e} "
+                "(is the input shape right?)") from None
+        return _Tensor(name, shape)
+
+    def input(self, shape: Shape) -> _Tensor:
+        node = self.graph.add("input", Input(shape=tuple(shape)), (), {"source": "input"})
+        return _Tensor(node.name, tuple(shape))
+
+    def output(self, value: Any, where: str) -> None:
+        tensors: List[_Tensor] = []
+
+        def collect(v: Any) -> None:
+            if isinstance(v, _Tensor):
+                tensors.append(v)
+            elif isinstance(v, (list, tuple)):
+                for x in v:
+                    collect(x)
+            elif isinstance(v, dict):
+                for x in v.values():
+                    collect(x)
+
+        collect(value)
+        if not tensors:
+            raise self.fail(where, "the model returns no tensor computed from its input")
+        for t in tensors:
+            name = self.graph.unique_name("output")
+            self.graph.add(name, Output(), [t.name], {"source": "output"})
+
+    def tensor(self, v: Any, where: str, what: str = "input") -> _Tensor:
+        if not isinstance(v, _Tensor):
+            raise self.fail(where, f"{what} is a constant ({type(v).__name__}), not computed "
+                                   "from the model input")
+        return v
+
+    def axis(self, x: _Tensor, dim: Any, where: str, what: str = "dim") -> int:
+        """Per-sample axis of torch ``dim``; the batch (and time) axes are refused."""
+        full = len(x.shape) + self.lead
+        if not isinstance(dim, (int, np.integer)):
+            raise self.fail(where, f"{what}={dim!r} is not a constant integer")
+        d = int(dim) + full if int(dim) < 0 else int(dim)
+        if not 0 <= d < full:
+            raise self.fail(where, f"{what}={dim} out of range for a {full}-D tensor")
+        if d < self.lead:
+            axes = "batch axis 0" if self.lead == 1 else "batch/time axes 0, 1"
+            raise self.fail(where, f"{what}={dim} acts on the {axes}, which must stay in place")
+        return d - self.lead
+
+    def shape_of(self, x: _Tensor) -> Tuple[Any, ...]:
+        return tuple(_Lead(i) for i in range(self.lead)) + x.shape
+
+    # -------------------------------------------------------- leaves
+    def leaf(self, module: Any, leaf: Leaf, path: str, x: Any, where: str) -> _Tensor:
+        x = self.tensor(x, where)
+        type_name = class_path(module).rpartition(".")[2]
+        ctx = LeafContext(path or type_name, type_name, x.shape, self.lead, self.origin)
+        emitted = leaf.translate(module, ctx)  # AttributeError: let the caller fall back
+        base = (path or type_name).replace(".", "_")
+        for op, extra in emitted:
+            x = self.emit(base, op, [x], where, path or type_name, extra)
+        return x
+
+    # ------------------------------------------------------ arithmetic
+    def add(self, a: Any, b: Any, where: str, base: str, alpha: Any = 1) -> Any:
+        a, b, alpha = _scalar(a), _scalar(b), _scalar(alpha)
+        if _is_number(a) and _is_number(b) and _is_number(alpha):
+            return a + alpha * b
+        if isinstance(a, _Lead) or isinstance(b, _Lead):
+            raise self.fail(where, "arithmetic on the batch/time size is not supported")
+        if isinstance(a, _Tensor) and isinstance(b, _Tensor):
+            if alpha != 1:
+                b = self.scale(b, alpha, where, base + "_alpha")
+            return self.emit(base, Add(), [a, b], where)
+        raise self.fail(where, "adding a constant to a tensor is not supported (only the sum "
+                               "of two computed tensors)")
+
+    def sub(self, a: Any, b: Any, where: str) -> Any:
+        a, b = _scalar(a), _scalar(b)
+        if _is_number(a) and _is_number(b):
+            return a - b
+        raise self.fail(where, "subtraction of tensors is not supported")
+
+    def mul(self, a: Any, b: Any, where: str, base: str) -> Any:
+        a, b = _scalar(a), _scalar(b)
+        if _is_number(a) and _is_number(b):
+            return a * b
+        if isinstance(a, _Lead) or isinstance(b, _Lead):
+            raise self.fail(where, "arithmetic on the batch/time size is not supported")
+        if isinstance(a, _Tensor) and isinstance(b, _Tensor):
+            raise self.fail(where, "the elementwise product of two computed tensors is not "
+                                   "supported")
+        if isinstance(b, _Tensor):
+            a, b = b, a
+        if isinstance(a, _Tensor):
+            return self.scale(a, b, where, base)
+        raise self.fail(where, f"cannot multiply {type(a).__name__} by {type(b).__name__}")
+
+    def div(self, a: Any, b: Any, where: str, base: str, floor: bool = False) -> Any:
+        a, b = _scalar(a), _scalar(b)
+        if _is_number(a) and _is_number(b):
+            return a // b if floor else a / b
+        if isinstance(a, _Lead) or isinstance(b, _Lead):
+            raise self.fail(where, "arithmetic on the batch/time size is not supported")
+        if isinstance(a, _Tensor) and not isinstance(b, _Tensor) and not floor:
+            c = as_array(b)
+            return self.scale(a, 1.0 / c, where, base)
+        raise self.fail(where, "only division of a tensor by a constant is supported")
+
+    def scale(self, x: _Tensor, c: Any, where: str, base: str) -> _Tensor:
+        arr = as_array(c)
+        if arr.ndim > len(x.shape):
+            extra = arr.ndim - len(x.shape)
+            if any(s != 1 for s in arr.shape[:extra]):
+                raise self.fail(where, f"constant of shape {arr.shape} scales the batch axis")
+            arr = arr.reshape(arr.shape[extra:])
+        return self.emit(base, Scale(arr), [x], where)
+
+    def matmul(self, a: Any, b: Any, where: str, base: str) -> _Tensor:
+        if isinstance(a, _Tensor) and isinstance(b, _Tensor):
+            return self.emit(base, MatMul(), [a, b], where)
+        if isinstance(a, _Tensor) and b is not None and getattr(b, "ndim", 0) == 2:
+            return self.emit(base, Linear(as_array(b).T.copy()), [a], where)
+        raise self.fail(where, "matmul needs two computed tensors, or a tensor times a 2-D "
+                               "constant")
+
+    # -------------------------------------------------- layers as functions
+    def relu(self, x: Any, where: str, base: str) -> _Tensor:
+        return self.emit(base, ReLU(), [self.tensor(x, where)], where)
+
+    def softmax(self, x: Any, dim: Any, where: str, base: str) -> _Tensor:
+        x = self.tensor(x, where)
+        return self.emit(base, Softmax(axis=self.axis(x, dim, where)), [x], where)
+
+    def linear(self, x: Any, w: Any, b: Any, where: str, base: str) -> _Tensor:
+        x = self.tensor(x, where)
+        if isinstance(w, _Tensor) or isinstance(b, _Tensor):
+            raise self.fail(where, "linear with computed (non-constant) weights")
+        op = Affine(as_array(w), as_array(b)) if b is not None else Linear(as_array(w))
+        return self.emit(base, op, [x], where)
+
+    def conv(self, x: Any, w: Any, b: Any, stride: Any, padding: Any, dilation: Any,
+             groups: Any, where: str, base: str) -> _Tensor:
+        x = self.tensor(x, where)
+        if isinstance(w, _Tensor) or isinstance(b, _Tensor):
+            raise self.fail(where, "convolution with computed (non-constant) weights")
+        w = as_array(w)
+        nd = w.ndim - 2
+        if nd not in (1, 2):
+            raise self.fail(where, f"{nd}-D convolution is not supported (1-D and 2-D only)")
+        if isinstance(padding, str):
+            if padding != "valid":
+                raise self.fail(where, f"padding={padding!r} (only explicit or 'valid')")
+            padding = 0
+        cls = Conv2d if nd == 2 else Conv1d
+        op = cls(w, None if b is None else as_array(b), stride=stride, padding=padding,
+                 dilation=dilation, groups=int(groups))
+        return self.emit(base, op, [x], where)
+
+    def pool(self, kind: str, x: Any, kernel: Any, stride: Any, padding: Any, where: str,
+             base: str) -> _Tensor:
+        x = self.tensor(x, where)
+        stride = stride if stride not in (None, [], ()) else 0
+        cls = MaxPool2d if kind == "max" else AvgPool2d
+        return self.emit(base, cls(kernel, stride, padding), [x], where)
+
+    def batch_norm(self, x: Any, w: Any, b: Any, mean: Any, var: Any, eps: Any, where: str,
+                   base: str) -> _Tensor:
+        x = self.tensor(x, where)
+        if mean is None or var is None:
+            raise self.fail(where, "batch norm without running statistics")
+        n = int(as_array(mean).size)
+        w = as_array(w) if w is not None else np.ones(n, np.float32)
+        b = as_array(b) if b is not None else np.zeros(n, np.float32)
+        axis = self.axis(x, 1, where, "channel axis")
+        return self.emit(base, BatchNorm(mean, var, w, b, eps=float(eps), axis=axis), [x], where)
+
+    def layer_norm(self, x: Any, shape: Any, w: Any, b: Any, eps: Any, where: str,
+                   base: str) -> _Tensor:
+        x = self.tensor(x, where)
+        shape = tuple(int(s) for s in shape)
+        w = as_array(w) if w is not None else np.ones(shape, np.float32)
+        b = as_array(b) if b is not None else np.zeros(shape, np.float32)
+        return self.emit(base, LayerNorm(w, b, eps=float(eps)), [x], where)
+
+    def concat(self, xs: Sequence[Any], dim: Any, where: str, base: str) -> _Tensor:
+        ts = [self.tensor(t, where) for t in xs]
+        if len(ts) == 1:
+            return ts[0]
+        return self.emit(base, Concat(axis=self.axis(ts[0], dim, where)), ts, where)
+
+    # ----------------------------------------------------------- shapes
+    def flatten(self, x: Any, start: Any, end: Any, where: str, base: str) -> _Tensor:
+        x = self.tensor(x, where)
+        a = self.axis(x, start, where, "start_dim")
+        b = self.axis(x, end, where, "end_dim")
+        if a == b:
+            return x
+        return self.emit(base, Flatten(start_dim=a, end_dim=b), [x], where)
+
+    def reshape(self, x: Any, target: Sequence[Any], where: str, base: str) -> _Tensor:
+        x = self.tensor(x, where)
+        target = [_scalar(t) for t in target]
+        lead = self.lead
+        head, rest = target[:lead], target[lead:]
+        ok_head = all(isinstance(t, _Lead) and t.index == i for i, t in enumerate(head))
+        numel = _prod(x.shape)
+        if not ok_head and lead == 1 and head == [-1] and all(
+                isinstance(t, (int, np.integer)) and t > 0 for t in rest) and _prod(rest) == numel:
+            ok_head = True  # view(-1, *per_sample): the batch size is inferred
+        if not ok_head or len(target) < lead or any(isinstance(t, _Lead) for t in rest):
+            shown = tuple("B" if isinstance(t, _Lead) and t.index == 0 else
+                          "T" if isinstance(t, _Lead) else t for t in target)
+            axes = "batch axis 0" if lead == 1 else "batch/time axes 0, 1"
+            raise self.fail(where, f"reshape to {shown} does not keep the {axes} in place "
+                                   "(write e.g. x.reshape(x.shape[0], ...))")
+        if any(not isinstance(t, (int, np.integer)) for t in rest):
+            raise self.fail(where, f"reshape to non-constant sizes {rest}")
+        rest = [int(t) for t in rest]
+        if rest.count(-1) == 1:
+            known = _prod([t for t in rest if t != -1])
+            if known > 0 and numel % known == 0:
+                rest[rest.index(-1)] = numel // known
+        if tuple(rest) == x.shape:
+            return x
+        return self.emit(base, Reshape(shape=tuple(rest)), [x], where)
+
+    def permute(self, x: Any, dims: Sequence[Any], where: str, base: str) -> _Tensor:
+        x = self.tensor(x, where)
+        full = len(x.shape) + self.lead
+        if len(dims) != full:
+            raise self.fail(where, f"permute{tuple(dims)} of a {full}-D tensor")
+        norm = [int(d) + full if int(d) < 0 else int(d) for d in dims]
+        if norm[:self.lead] != list(range(self.lead)):
+            raise self.fail(where, f"permute{tuple(dims)} moves the batch axis 0")
+        perm = tuple(d - self.lead for d in norm[self.lead:])
+        if perm == tuple(range(len(perm))):
+            return x
+        return self.emit(base, Transpose(perm=perm), [x], where)
+
+    def transpose(self, x: Any, d0: Any, d1: Any, where: str, base: str) -> _Tensor:
+        x = self.tensor(x, where)
+        a, b = self.axis(x, d0, where, "dim0"), self.axis(x, d1, where, "dim1")
+        if a == b:
+            return x
+        perm = list(range(len(x.shape)))
+        perm[a], perm[b] = perm[b], perm[a]
+        return self.emit(base, Transpose(perm=tuple(perm)), [x], where)
+
+    def size(self, x: Any, dim: Any, where: str) -> Any:
+        x = self.tensor(x, where)
+        shape = self.shape_of(x)
+        if dim is None:
+            return shape
+        d = int(dim)
+        if not -len(shape) <= d < len(shape):
+            raise self.fail(where, f"size({dim}) of a {len(shape)}-D tensor")
+        return shape[d]
+
+    def getitem(self, obj: Any, idx: Any, where: str) -> Any:
+        if isinstance(obj, _Tensor):
+            raise self.fail(where, "indexing or slicing a tensor is not supported")
+        try:
+            return obj[idx]
+        except (TypeError, IndexError, KeyError) as e:
+            raise self.fail(where, f"cannot index {type(obj).__name__} with {idx!r} ({e})")
+
+
+def _check_shape(input_shape: Optional[Sequence[int]], origin: str) -> Tuple[int, ...]:
+    try:
+        shape = tuple(int(s) for s in input_shape)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        shape = ()
+    if not shape or min(shape) < 1:
+        raise BadInputError(
+            f"model '{origin}': input shape {input_shape!r} must be positive integers per sample "
+            "(no batch axis), e.g. 1,8,8")
+    return shape
+
+
+def _lead_axes(module: Any) -> int:
+    """2 if the model holds a neuron working on (batch, time, ...) tensors, else 1."""
+    for m in module.modules():
+        leaf = leaf_of(m)
+        if leaf is not None and leaf.time_major:
+            return 2
+    return 1
+
+
+def _unsupported_module(origin: str, path: str, module: Any) -> UnsupportedOpError:
+    type_name = class_path(module).rpartition(".")[2]
+    return UnsupportedOpError(
+        f"model '{origin}': module '{path}' of type {type_name} is not supported "
+        f"(supported modules: {', '.join(supported_leaf_names())})")

@@ -1,0 +1,381 @@
+"""Translate a TorchScript module into the IR without inlining.
+
+A call into a leaf submodule is translated from the submodule's attributes
+(the same leaf registry as torch.fx); other calls recurse into the callee's
+graph; aten ops map onto IR ops. Also writes TorchScript archives that carry
+their input shape (``nmtc.json``).
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import operator
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+
+from nmtoolchain.errors import BadInputError, NmtcError, UnsupportedOpError
+from nmtoolchain.frontends.torch_leaves import class_path, is_vendor_module, leaf_of
+from nmtoolchain.ir import Graph
+from nmtoolchain.frontends.torch_builder import (
+    EXTRA_FILE, _Builder, _Lead, _Tensor, _check_shape, _first_line, _is_number, _lead_axes, _unsupported_module)
+from nmtoolchain.frontends.torch_fx import _check_pool_extras
+
+
+# ======================================================================
+# TorchScript
+class _ModRef:
+    """A (sub)module of a scripted model and its dotted path."""
+
+    __slots__ = ("module", "path")
+
+    def __init__(self, module: Any, path: str) -> None:
+        self.module, self.path = module, path
+
+
+class _ScriptFn:
+    """A TorchScript function constant, e.g. torch.nn.functional.relu."""
+
+    __slots__ = ("qualified",)
+
+    def __init__(self, qualified: str) -> None:
+        self.qualified = qualified
+
+
+_PASS_THROUGH = {
+    "prim::NumToTensor", "aten::Int", "aten::IntImplicit", "aten::Float", "aten::FloatImplicit",
+    "aten::ScalarImplicit", "prim::unchecked_cast", "aten::detach", "aten::contiguous",
+    "aten::dropout", "aten::dropout_", "aten::feature_dropout", "aten::alpha_dropout",
+    "aten::clone", "prim::data",
+}
+_IGNORED = {"aten::warn", "prim::Print"}
+_COMPARE: Dict[str, Callable[[Any, Any], Any]] = {
+    "aten::__is__": lambda a, b: a is b or (a is None and b is None),
+    "aten::__isnot__": lambda a, b: not (a is b or (a is None and b is None)),
+    "aten::eq": operator.eq, "aten::ne": operator.ne, "aten::lt": operator.lt,
+    "aten::gt": operator.gt, "aten::le": operator.le, "aten::ge": operator.ge,
+    "aten::__and__": lambda a, b: a and b, "aten::__or__": lambda a, b: a or b,
+}
+_FUNCTIONS_BY_NAME = {
+    "torch.nn.functional.relu": "relu", "torch.nn.functional.softmax": "softmax",
+    "torch.nn.functional.dropout": "identity", "torch.nn.functional.dropout1d": "identity",
+    "torch.nn.functional.dropout2d": "identity",
+}
+
+
+class _ScriptWalker:
+    def __init__(self, builder: _Builder) -> None:
+        self.b = builder
+        self.depth = 0
+
+    # ---------------------------------------------------------- frames
+    def call_module(self, ref: _ModRef, method: str, args: List[Any]) -> List[Any]:
+        """Translate a call of ``ref.method(*args)``: a leaf, or its graph."""
+        where = f"module '{ref.path or '<top>'}'"
+        if method == "forward":
+            leaf = leaf_of(ref.module)
+            if leaf is not None and len(args) == 1:
+                try:
+                    return [self.b.leaf(ref.module, leaf, ref.path, args[0], where)]
+                except AttributeError as missing:
+                    # a traced module keeps only tensors: walk its graph instead
+                    return self._walk_traced_leaf(ref, args, missing)
+            elif is_vendor_module(class_path(ref.module)):
+                raise _unsupported_module(self.b.origin, ref.path or "<top>", ref.module)
+        try:
+            graph = ref.module._c._get_method(method).graph
+        except (AttributeError, RuntimeError):
+            raise self.b.fail(where, f"has no TorchScript method {method!r}") from None
+        return self.run(graph, [ref] + list(args), ref.path)
+
+    def _walk_traced_leaf(self, ref: _ModRef, args: List[Any], missing: Exception) -> List[Any]:
+        try:
+            graph = ref.module._c._get_method("forward").graph
+            return self.run(graph, [ref] + list(args), ref.path)
+        except UnsupportedOpError as e:
+            inner = str(e).split(": ", 1)[-1]
+            type_name = class_path(ref.module).rpartition(".")[2]
+            raise UnsupportedOpError(
+                f"model '{self.b.origin}': module '{ref.path or '<top>'}' of type {type_name} "
+                f"was traced, so TorchScript kept no attribute to translate it from "
+                f"({_first_line(missing)}), and its traced graph cannot be walked ({inner}); "
+                "save an nmtc checkpoint or a pickled module instead") from None
+
+    def run(self, graph: Any, args: List[Any], path: str) -> List[Any]:
+        self.depth += 1
+        if self.depth > 200:
+            raise self.b.fail(f"module '{path}'", "recursion too deep")
+        env: Dict[int, Any] = {}
+        inputs = list(graph.inputs())
+        if len(inputs) != len(args):
+            raise self.b.fail(f"module '{path or '<top>'}'",
+                              f"expects {len(inputs) - 1} argument(s), got {len(args) - 1}")
+        for v, a in zip(inputs, args):
+            env[v.unique()] = a
+        self.block(graph.nodes(), env, path)
+        out = [env[v.unique()] for v in graph.outputs()]
+        self.depth -= 1
+        return out
+
+    def block(self, nodes: Any, env: Dict[int, Any], path: str) -> None:
+        for node in nodes:
+            try:
+                self.node(node, env, path)
+            except NmtcError:
+                raise
+            except Exception as e:  # a torch or numpy error on an unusual argument
+                where = f" in module '{path}'" if path else ""
+                raise UnsupportedOpError(
+                    f"model '{self.b.origin}': op {node.kind()}{where}: "
+                    f"{type(e).__name__}: {_first_line(e)}") from None
+
+    # ----------------------------------------------------------- nodes
+    def node(self, node: Any, env: Dict[int, Any], path: str) -> None:
+        kind = node.kind()
+        outs = list(node.outputs())
+        ins = [env.get(v.unique()) for v in node.inputs()]
+        short = kind.split("::", 1)[-1].strip("_")
+        # ops inside a submodule (a traced leaf, a user block) are named after it
+        base = path.replace(".", "_") if path else short
+        self.b.scope = path or None
+        where = f"op {kind} in module '{path}'" if path else f"op {kind}"
+        b = self.b
+
+        def set1(value: Any) -> None:
+            env[outs[0].unique()] = value
+
+        if kind == "prim::Constant":
+            t = outs[0].type()
+            if t.kind() == "FunctionType":
+                qualified = t.annotation_str
+                set1(_ScriptFn(qualified[len("__torch__."):] if qualified.startswith("__torch__.")
+                               else qualified))
+            else:
+                set1(outs[0].toIValue())
+        elif kind in ("prim::ListConstruct", "prim::TupleConstruct"):
+            set1(list(ins) if kind == "prim::ListConstruct" else tuple(ins))
+        elif kind in ("prim::ListUnpack", "prim::TupleUnpack"):
+            seq = ins[0]
+            if isinstance(seq, _Tensor) or len(seq) != len(outs):
+                raise b.fail(where, f"cannot unpack {seq!r} into {len(outs)} values")
+            for o, v in zip(outs, seq):
+                env[o.unique()] = v
+        elif kind == "prim::TupleIndex":
+            set1(b.getitem(ins[0], ins[1], where))
+        elif kind == "prim::GetAttr":
+            set1(self.get_attr(ins[0], node.s("name"), where))
+        elif kind == "prim::CallMethod":
+            ref = ins[0]
+            if not isinstance(ref, _ModRef):
+                raise b.fail(where, "method call on a non-module value")
+            results = self.call_module(ref, node.s("name"), ins[1:])
+            for o, v in zip(outs, results):
+                env[o.unique()] = v
+        elif kind == "prim::CallFunction":
+            results = self.call_function(ins[0], ins[1:], path)
+            for o, v in zip(outs, results):
+                env[o.unique()] = v
+        elif kind == "prim::If":
+            cond = ins[0]
+            if not isinstance(cond, (bool, int)) or isinstance(cond, _Lead):
+                raise b.fail(where, "a branch that depends on computed values is not supported")
+            blk = list(node.blocks())[0 if cond else 1]
+            self.block(blk.nodes(), env, path)
+            for o, v in zip(outs, blk.outputs()):
+                env[o.unique()] = env.get(v.unique())
+        elif kind == "prim::Loop":
+            raise b.fail(where, "loops are not supported")
+        elif kind == "prim::RaiseException":
+            raise BadInputError(f"model '{b.origin}': {where}: the model raises "
+                                f"{ins[0]!r} for this input (is the input shape right?)")
+        elif kind == "prim::Uninitialized":
+            set1(None)
+        elif kind in _PASS_THROUGH:
+            set1(ins[0])
+        elif kind in _IGNORED:
+            for o in outs:
+                env[o.unique()] = None
+        elif kind in _COMPARE:
+            if any(isinstance(v, _Tensor) for v in ins[:2]):
+                raise b.fail(where, "comparisons of tensors are not supported")
+            if any(isinstance(v, _Lead) for v in ins[:2]):
+                raise b.fail(where, "a branch on the batch/time size is not supported")
+            set1(_COMPARE[kind](ins[0], ins[1]))
+        elif kind == "aten::__not__":
+            set1(not ins[0])
+        elif kind in ("prim::dtype", "prim::device", "prim::layout", "aten::format"):
+            set1(None)
+        elif kind == "aten::size":
+            set1(b.size(ins[0], ins[1] if len(ins) > 1 else None, where))
+        elif kind == "aten::dim":
+            set1(len(b.shape_of(b.tensor(ins[0], where))))
+        elif kind == "aten::len":
+            set1(len(ins[0]))
+        elif kind == "aten::__getitem__":
+            set1(b.getitem(ins[0], ins[1], where))
+        else:
+            results = self.aten(kind, ins, where, base)
+            set1(results)
+
+    def get_attr(self, obj: Any, name: str, where: str) -> Any:
+        if not isinstance(obj, _ModRef):
+            raise self.b.fail(where, f"attribute {name!r} of a non-module value")
+        import torch
+
+        value = getattr(obj.module, name)
+        if isinstance(value, torch.jit.ScriptModule):
+            return _ModRef(value, f"{obj.path}.{name}" if obj.path else name)
+        if isinstance(value, torch.Tensor):
+            return value.detach()
+        return value
+
+    def call_function(self, fn: Any, args: List[Any], path: str) -> List[Any]:
+        if not isinstance(fn, _ScriptFn):
+            raise self.b.fail(f"module '{path}'", "call of a non-function value")
+        name = fn.qualified.rpartition(".")[2]
+        base = f"{path.replace('.', '_')}_{name}" if path else name
+        where = f"function {fn.qualified}" + (f" in module '{path}'" if path else "")
+        kind = _FUNCTIONS_BY_NAME.get(fn.qualified)
+        if kind == "identity":
+            return [args[0]]
+        if kind == "relu":
+            return [self.b.relu(args[0], where, base)]
+        if kind == "softmax":
+            return [self.b.softmax(args[0], args[1], where, base)]
+        graph = _script_function_graph(fn.qualified)
+        if graph is None:
+            raise UnsupportedOpError(f"model '{self.b.origin}': {where} is not supported")
+        return self.run(graph, list(args), path)
+
+    # ----------------------------------------------------------- aten
+    def aten(self, kind: str, a: List[Any], where: str, base: str) -> Any:
+        b = self.b
+        if kind in ("aten::add", "aten::add_"):
+            return b.add(a[0], a[1], where, base, a[2] if len(a) > 2 else 1)
+        if kind in ("aten::sub", "aten::sub_"):
+            return b.sub(a[0], a[1], where)
+        if kind in ("aten::mul", "aten::mul_"):
+            return b.mul(a[0], a[1], where, base)
+        if kind in ("aten::div", "aten::div_"):
+            if len(a) > 2 and a[2] is not None:
+                raise b.fail(where, f"rounding_mode={a[2]!r}")
+            return b.div(a[0], a[1], where, base)
+        if kind in ("aten::floordiv", "aten::floor_divide"):
+            return b.div(a[0], a[1], where, base, floor=True)
+        if kind == "aten::neg" and _is_number(a[0]):
+            return -a[0]
+        if kind in ("aten::matmul", "aten::bmm"):
+            return b.matmul(a[0], a[1], where, base)
+        if kind in ("aten::relu", "aten::relu_"):
+            return b.relu(a[0], where, base)
+        if kind == "aten::softmax":
+            return b.softmax(a[0], a[1], where, base)
+        if kind == "aten::flatten":
+            return b.flatten(a[0], a[1], a[2], where, base)
+        if kind in ("aten::view", "aten::reshape"):
+            return b.reshape(a[0], list(a[1]), where, base)
+        if kind == "aten::permute":
+            return b.permute(a[0], list(a[1]), where, base)
+        if kind == "aten::transpose":
+            return b.transpose(a[0], a[1], a[2], where, base)
+        if kind == "aten::linear":
+            return b.linear(a[0], a[1], a[2], where, base)
+        if kind == "aten::_convolution":
+            if a[6]:
+                raise b.fail(where, "transposed convolution is not supported")
+            return b.conv(a[0], a[1], a[2], a[3], a[4], a[5], a[8], where, base)
+        if kind in ("aten::conv1d", "aten::conv2d"):
+            return b.conv(a[0], a[1], a[2], a[3], a[4], a[5], a[6], where, base)
+        if kind == "aten::max_pool2d":
+            _check_pool_extras(b, where, "max_pool2d", {"dilation": a[4], "ceil_mode": a[5]},
+                               a[3])
+            return b.pool("max", a[0], a[1], a[2], a[3], where, base)
+        if kind == "aten::avg_pool2d":
+            _check_pool_extras(b, where, "avg_pool2d", {
+                "ceil_mode": a[4], "count_include_pad": a[5], "divisor_override": a[6]}, a[3])
+            return b.pool("avg", a[0], a[1], a[2], a[3], where, base)
+        if kind == "aten::batch_norm":
+            if a[5]:
+                raise b.fail(where, "batch norm in training mode (call .eval() before saving)")
+            return b.batch_norm(a[0], a[1], a[2], a[3], a[4], a[7], where, base)
+        if kind == "aten::layer_norm":
+            return b.layer_norm(a[0], a[1], a[2], a[3], a[4], where, base)
+        if kind == "aten::cat":
+            return b.concat(list(a[0]), a[1], where, base)
+        raise UnsupportedOpError(f"model '{b.origin}': {where} is not supported")
+
+
+def _script_function_graph(qualified: str) -> Any:
+    """The TorchScript graph of an importable Python function, or None."""
+    import torch
+
+    mod_name, _, fn_name = qualified.rpartition(".")
+    try:
+        fn = getattr(importlib.import_module(mod_name), fn_name)
+        return torch.jit.script(fn).graph
+    except Exception:
+        return None
+
+
+def graph_from_torchscript(scripted: Any, input_shape: Optional[Sequence[int]],
+                           origin: str = "model") -> Graph:
+    """Translate a loaded TorchScript module into an IR graph, without inlining.
+
+    A call into a submodule that is a registered leaf is translated from the
+    submodule's attributes; other calls recurse into the callee's graph.
+    ``input_shape`` is per sample; None is an error telling the user to pass
+    ``--input-shape`` (:func:`load_torch_file` reads it from the archive).
+    """
+    if input_shape is None:
+        raise BadInputError(
+            f"{origin}: TorchScript model does not record its input shape; pass --input-shape "
+            "(per sample, e.g. 1,8,8) or save it with nmtoolchain.frontends.torch_loader."
+            "save_torchscript")
+    shape = _check_shape(input_shape, origin)
+    builder = _Builder(origin, _lead_axes(scripted))
+    walker = _ScriptWalker(builder)
+    x = builder.input(shape)
+    try:
+        results = walker.call_module(_ModRef(scripted, ""), "forward", [x])
+    except NmtcError:
+        raise
+    except RecursionError:
+        raise UnsupportedOpError(
+            f"model '{origin}': the TorchScript graph nests too deeply") from None
+    builder.output(results[0] if len(results) == 1 else tuple(results), "output")
+    graph = builder.graph.infer_shapes()
+    graph.metadata["source"] = {"path": origin, "format": "torchscript"}
+    return graph
+
+
+def save_torchscript(module: Any, path: Union[str, Path], input_shape: Sequence[int]) -> Path:
+    """Script (or, failing that, trace) ``module`` and save it with ``nmtc.json``
+    (``{"input_shape": [...]}``) inside the archive, atomically."""
+    import torch
+
+    path = Path(path)
+    shape = _check_shape(input_shape, str(path))
+    try:
+        scripted = torch.jit.script(module)
+    except Exception as script_error:
+        example = torch.zeros((1,) * _lead_axes(module) + shape)
+        try:
+            with torch.no_grad():
+                scripted = torch.jit.trace(module, example)
+        except Exception as trace_error:
+            raise UnsupportedOpError(
+                f"{path}: cannot script ({_first_line(script_error)}) or trace "
+                f"({_first_line(trace_error)}) the module") from None
+        finally:
+            for m in module.modules():  # tracing ran forward: drop any neuron state
+                if hasattr(m, "reset_states"):
+                    m.reset_states()
+    extra = {EXTRA_FILE: json.dumps({"input_shape": list(shape)})}
+    from nmtoolchain.fileio import atomic_output
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with atomic_output(path) as tmp:
+            torch.jit.save(scripted, str(tmp), _extra_files=extra)
+    except RuntimeError as e:  # e.g. a traced call of a Python autograd Function
+        raise UnsupportedOpError(f"{path}: cannot save as TorchScript ({_first_line(e)})") from None
+    return path
