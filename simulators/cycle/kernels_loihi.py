@@ -198,39 +198,52 @@ class CubaLoihi(kf.Kernel):
         shape = (batch,) + tuple(self.shape)
         self.u = torch.zeros(shape, dtype=F64, device=self.device)
         self.v = torch.zeros(shape, dtype=F64, device=self.device)
+        # scratch buffers: the update runs in place (fresh large tensors every
+        # step cost more than the arithmetic itself on a CPU)
+        self._u = torch.empty_like(self.u)
+        self._v = torch.empty_like(self.v)
+        self._s = torch.empty(shape, dtype=torch.bool, device=self.device)
 
     def _shift_bias(self, b: torch.Tensor) -> torch.Tensor:
         return b << self.bias_exp if self.bias_exp >= 0 else b >> -self.bias_exp
 
     @staticmethod
-    def _decay(x: torch.Tensor, f: float) -> torch.Tensor:
+    def _decay_into(out: torch.Tensor, x: torch.Tensor, f: float) -> torch.Tensor:
         if f == 1.0:
-            return x
+            return out.copy_(x)
         if f == 0.0:
-            return torch.zeros_like(x)
-        return torch.trunc(x * f)
+            return out.zero_()
+        return torch.mul(x, f, out=out).trunc_()
 
     def step(self, xs, t):
         x = xs[0]
         if self.interval and (t + 1) % self.interval == self.phase:
             self.u.zero_()
             self.v.zero_()
+        u, v = self._u, self._v
+        self._decay_into(u, self.u, self.fu)
         if self.drive:  # netx input neuron: the input is its bias_mant
-            u = self._decay(self.u, self.fu)
             bias = self._shift_bias(torch.round(x).to(I64)).to(F64)
         else:
-            u = _wrap32_f(self._decay(self.u, self.fu) + x.to(F64) * 64.0)
+            u.add_(x, alpha=64.0)
+            if not _fits_int32(u):  # Lava's int32 arithmetic wraps
+                u.copy_(_wrap32_f(u))
             bias = self.bias_v
-        lo, hi = torch.aminmax(u) if u.numel() else (torch.tensor(0.), torch.tensor(0.))
+        lo, hi = torch.aminmax(u)
         if float(hi) > _LIM or float(lo) <= -_LIM:  # Lava's single 24-bit correction
-            u = torch.where(u > _LIM, u - 2 * _LIM, u)
-            u = torch.where(u <= -_LIM, u + 2 * _LIM, u)
-        v = _wrap32_f(self._decay(self.v, self.fv) + u + bias)
+            u.copy_(torch.where(u > _LIM, u - 2 * _LIM, u))
+            u.copy_(torch.where(u <= -_LIM, u + 2 * _LIM, u))
+        self._decay_into(v, self.v, self.fv)
+        v.add_(u).add_(bias)
+        if not _fits_int32(v):
+            v.copy_(_wrap32_f(v))
         v.clamp_(-(_LIM - 1), _LIM - 1)
-        s = v > self.vth
-        self.u = u
-        self.v = v.masked_fill_(s, 0.0)
-        return s.to(torch.float32)
+        torch.gt(v, self.vth, out=self._s)
+        v.masked_fill_(self._s, 0.0)
+        # swap state and scratch
+        self._u, self.u = self.u, u
+        self._v, self.v = self.v, v
+        return self._s.to(torch.float32)  # a fresh tensor: counting keeps it
 
     def state(self) -> Dict[str, torch.Tensor]:
         return {"u": self.u.to(I64), "v": self.v.to(I64)}
