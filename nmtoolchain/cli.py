@@ -84,21 +84,54 @@ def inspect(
         render_inspection(info, _console())
 
 
-EXPORT_TARGETS = ("nir", "nmir")
+EXPORT_TARGETS = ("nir", "nmir", "loihi2")
 
 
 @app.command()
 def export(
     model: Path = typer.Argument(..., help="Model file (any format nmtc reads)."),
     target: str = typer.Option(..., "--target", "-t", help=f"One of: {', '.join(EXPORT_TARGETS)}."),
-    output: Path = typer.Option(..., "--output", "-o", help="Output file."),
+    output: Optional[Path] = typer.Option(
+        None, "--output", "-o",
+        help="Output file (nir, nmir) or directory (loihi2; default: MODEL's name + '.loihi2')."),
+    profile: str = typer.Option("loihi2", "--profile", "-p",
+                                help="loihi2: hardware profile, a bundled name or a .toml path."),
+    calib: Optional[str] = typer.Option(
+        None, "--calib", help="loihi2: calibration data for quantization: digits or FILE.npz."),
+    timesteps: int = typer.Option(16, "--timesteps", "-T",
+                                  help="loihi2: time steps per sample (calibration, verify)."),
+    force: bool = typer.Option(False, "--force", help="loihi2: replace an existing directory."),
+    as_json: bool = typer.Option(False, "--json", help="loihi2: print the report as JSON."),
     allow_pickle: bool = ALLOW_PICKLE,
     input_shape: Optional[str] = INPUT_SHAPE,
 ) -> None:
-    """Export a model to a target format (written atomically: no partial file on failure)."""
+    """Export a model to a target format, atomically (no partial output on failure).
+
+    loihi2 writes a directory: network.net (lava-dl netx), network.nmir, mapping.json,
+    report.txt and report.json (fold pooling, quantize unless already quantized, map).
+    """
     if target not in EXPORT_TARGETS:
         raise BadInputError(f"--target {target!r}: unknown target; choose one of "
                             f"{', '.join(EXPORT_TARGETS)}")
+    if target == "loihi2":
+        from exporters.loihi2.bundle import export_loihi2
+        from nmtoolchain.frontends import parse_shape
+
+        out_dir = output if output is not None else Path(model.name.split(".")[0] + ".loihi2")
+        result = export_loihi2(model, out_dir, profile=profile, calib=calib,
+                               timesteps=timesteps, force=force, allow_pickle=allow_pickle,
+                               input_shape=parse_shape(input_shape) if input_shape else None)
+        if as_json:
+            typer.echo(json.dumps(result.report, indent=2, default=str))
+        else:
+            typer.echo("\n".join(result.lines))
+            typer.echo(f"wrote {out_dir}/ (network.net, network.nmir, mapping.json, report.txt, "
+                       "report.json)")
+        return
+    if calib is not None or force:
+        raise BadInputError(f"--calib and --force apply to --target loihi2, not {target}")
+    if output is None:
+        raise BadInputError(f"--target {target} needs --output FILE")
     graph = _load(model, allow_pickle, input_shape)
     if target == "nir":
         from exporters.nir import export_nir
@@ -109,6 +142,35 @@ def export(
 
         path = save_graph(graph, output)
     typer.echo(f"wrote {path}")
+
+
+@app.command()
+def verify(
+    directory: Path = typer.Argument(
+        ..., help="A directory written by nmtc export --target loihi2."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Inputs: .npz with x (and y)."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Bundled data set: digits."),
+    steps: Optional[int] = typer.Option(
+        None, "--steps", help="Time steps (default: the export's timesteps + pipeline depth)."),
+    samples: int = typer.Option(4, "--samples", help="At most this many input samples."),
+    reset_interval: Optional[int] = typer.Option(
+        None, "--reset-interval", help="netx LIFReset interval, e.g. 16 for Intel's pilotnet."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
+) -> int:
+    """Run an export in Lava (fixed_pt) and in nmtc (loihi numerics); exit 1 if they differ.
+
+    Prints "identical" or the first divergence (layer, step, neuron, both values) per
+    sample, and the ms/step of both.
+    """
+    from exporters.loihi2.verify import verify_export
+
+    result = verify_export(directory, data=data, dataset=dataset, steps=steps, samples=samples,
+                           reset_interval=reset_interval)
+    if as_json:
+        typer.echo(json.dumps(result.as_dict(), indent=2, default=float))
+    else:
+        typer.echo("\n".join(result.lines()))
+    return 0 if result.identical else 1
 
 
 DATASET = typer.Option(None, "--dataset", help="Bundled data set: digits.")

@@ -1,0 +1,406 @@
+"""``nmtc export --target loihi2``: a model in, a deployable directory out.
+
+The job, in order (each step a library function; this module only chains
+them and writes the results):
+
+1. load the model (any format nmtc reads) and refuse, before any work, a node
+   no later step can turn into a netx layer (e.g. MatMul), naming it;
+2. fold sum/average pooling into the next layer
+   (:func:`nmtoolchain.passes.fold_pooling`);
+3. quantize for Loihi unless the graph already is in the netx form
+   (:func:`nmtoolchain.quantize.quantize_for_loihi`, with calibration spikes
+   from ``--calib`` when given, to measure the per-layer error);
+4. map it onto cores (:func:`nmtoolchain.mapping.map_onto_cores`; a layer that
+   does not fit raises DoesNotFitError);
+5. build every netx layer in memory (:func:`exporters.loihi2.netx_writer.plan_netx`),
+   then write the directory.
+
+Directory contents:
+
+* ``network.net``: the lava-dl netx HDF5 network (what Lava and Loihi run);
+* ``network.nmir``: the exported IR graph itself (quantized, mapped), which
+  ``nmtc verify`` simulates in loihi numerics against Lava running
+  ``network.net``. Keeping it is what lets verify catch a changed
+  ``network.net``: comparing the file against itself could not;
+* ``mapping.json``: the mapping report (cores, per-core use, limits);
+* ``report.json`` / ``report.txt``: netx layers, how the input is driven and
+  encoded, quantization rows, folded pooling, mapping summary, and which parts
+  run on Loihi 2 through netx and which would need Lava's simulator.
+
+Atomicity: everything is written into a hidden temporary sibling directory
+and renamed to DIR at the end, so a failure (or Ctrl-C) leaves neither DIR
+nor the temporary directory. DIR must not exist unless ``force`` (then the
+old directory is replaced only once the new one is complete).
+
+All files are deterministic: the same model and options give the same bytes
+(no times, no absolute output paths).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+import numpy as np
+
+from nmtoolchain.errors import BadInputError, UnsupportedOpError
+from nmtoolchain.ir import Graph
+from exporters.loihi2.netx_writer import (
+    NETX_BUILDERS, NEURON_OPS, NetxPlan, op_hint, graph_origin, plan_netx, write_plan)
+
+REPORT_FORMAT = "nmtc-loihi2-export"
+REPORT_VERSION = 1
+FILES = {"network": "network.net", "graph": "network.nmir", "mapping": "mapping.json",
+         "report_json": "report.json", "report_txt": "report.txt"}
+#: Ops the pipeline can still turn into netx layers (neurons the quantizer
+#: converts, pooling the fold removes); anything else is refused up front.
+PIPELINE_OPS = frozenset(NETX_BUILDERS) | frozenset(NEURON_OPS) | {
+    "Output", "Add", "SumPool2d", "AvgPool2d", "IF", "LIF", "I"}
+#: Calibration samples taken from --calib (enough to measure spike-count error).
+CALIB_SAMPLES = 128
+DEPLOYABILITY_NOTE = (
+    "Every layer above is a lava-dl netx layer: deployable on Loihi 2 through netx and runnable "
+    "in Lava's simulator. Ops outside netx (attention MatMul, Softmax, residual Add/Concat, "
+    "token halting, ...) would need custom Lava processes that run only in Lava's simulator; "
+    "for now the exporter refuses every such op with an error naming the node, so no part of "
+    "an exported network is simulator-only.")
+
+
+@dataclass
+class ExportResult:
+    """What :func:`export_loihi2` wrote and decided."""
+
+    directory: Path
+    plan: NetxPlan
+    report: Dict[str, Any]
+    lines: List[str] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------- steps
+def refuse_unsupported(graph: Graph) -> None:
+    """UnsupportedOpError naming the first node no pipeline step can export."""
+    bad = [n for n in graph.topological_order() if n.op_name not in PIPELINE_OPS]
+    if bad:
+        first = bad[0]
+        more = f" (and {len(bad) - 1} more: {', '.join(n.name for n in bad[1:4])})" \
+            if len(bad) > 1 else ""
+        raise UnsupportedOpError(
+            f"{graph_origin(graph)}: node '{first.name}' (op {first.op_name}) cannot be exported "
+            f"to Loihi 2 through lava-dl netx{op_hint(first.op_name)}{more}")
+
+
+def is_quantized_for_loihi(graph: Graph) -> bool:
+    """True when the graph is already in the netx form (integer weights, Loihi neurons)."""
+    for n in graph:
+        if n.op_name in ("Affine", "Linear", "Conv2d"):
+            w = np.asarray(n.op.weight, dtype=np.float64)
+            if np.any(w != np.round(w)):
+                return False
+        elif n.op.is_neuron:
+            if n.op_name == "SigmaDelta":
+                continue
+            ann = n.annotations.get("loihi")
+            if n.op_name not in ("CubaLIF", "CubaLI") or not isinstance(ann, dict) \
+                    or ann.get("neuron") != "CUBA":
+                return False
+    return True
+
+
+def calibration_spikes(graph: Graph, calib: Union[str, Path], timesteps: int
+                       ) -> Tuple[np.ndarray, str, Optional[Dict[str, Any]]]:
+    """Calibration inputs as spikes (B, T, *shape): digits (train split) or a
+    user's .npz ``x``; analog values are rate-coded as the graph's
+    ``input_encoding`` says (deterministic rate code when it says nothing).
+    Returns (spikes, description, the encoding used or None)."""
+    from nmtoolchain.convert import encoding_metadata, rate_encode
+    from nmtoolchain.datasets import load_digits_split, load_npz
+    from nmtoolchain.inputs import _fit
+
+    shape = tuple(graph.inputs()[0].shape)
+    if str(calib) == "digits":
+        x = load_digits_split().x_train[:CALIB_SAMPLES]
+        origin = f"digits train split, {len(x)} images"
+    else:
+        path = Path(calib)
+        if path.suffix != ".npz":
+            raise BadInputError(f"--calib {calib}: expected 'digits' or a .npz file with x (and y)")
+        x, _ = load_npz(path)
+        x = x[:CALIB_SAMPLES]
+        origin = f"{path.name}, {len(x)} samples"
+    x = _fit(np.asarray(x, np.float32), shape, str(calib))
+    binary = bool(np.isin(x, (0.0, 1.0)).all())
+    if x.ndim == len(shape) + 2 and binary:
+        return x, origin + " (spike trains as given)", None
+    enc = graph.metadata.get("input_encoding")
+    if isinstance(enc, dict) and enc.get("method") not in (None, "rate"):
+        raise BadInputError(f"--calib {calib}: the model's input encoding "
+                            f"{enc.get('method')!r} is not one nmtc can apply (rate)")
+    x_max = float(enc.get("x_max", 1.0)) if isinstance(enc, dict) else 1.0
+    used = dict(enc) if isinstance(enc, dict) else encoding_metadata(timesteps, x_max)
+    return rate_encode(x, timesteps, x_max=x_max), origin + ", rate-coded", used
+
+
+def _quantize(graph: Graph, calib: Any, timesteps: int, profile: Any
+              ) -> Tuple[Graph, Optional[Any], List[str]]:
+    from nmtoolchain.quantize import quantize_for_loihi
+
+    notes: List[str] = []
+    spikes = None
+    if calib is not None:
+        spikes, origin, used = calibration_spikes(graph, calib, timesteps)
+        notes.append(f"calibration: {origin}")
+        if used is not None and "input_encoding" not in graph.metadata:
+            graph.metadata["input_encoding"] = used
+    else:
+        notes.append("no --calib: per-layer error not measured")
+    q, report = quantize_for_loihi(graph, spikes, steps=timesteps, profile=profile)
+    return q, report, notes
+
+
+def _map(graph: Graph, profile: Any) -> Tuple[Dict[str, Any], List[str]]:
+    """Run the mapping; returns (mapping dict for mapping.json, report lines)."""
+    from nmtoolchain.mapping import map_onto_cores
+
+    rep = map_onto_cores(graph, profile)
+    d = rep.as_dict() if hasattr(rep, "as_dict") else dict(rep)
+    lines = list(rep.lines()) if hasattr(rep, "lines") else []
+    return d, lines
+
+
+def write_network(plan: NetxPlan, path: Path) -> None:
+    write_plan(plan, path)
+
+
+def write_graph(graph: Graph, path: Path) -> None:
+    from nmtoolchain.ir import graph_to_bytes
+
+    path.write_bytes(graph_to_bytes(graph))
+
+
+def write_mapping_json(mapping: Dict[str, Any], path: Path) -> None:
+    path.write_text(_json(mapping))
+
+
+def write_reports(report: Dict[str, Any], lines: List[str], directory: Path) -> None:
+    (directory / FILES["report_json"]).write_text(_json(report))
+    (directory / FILES["report_txt"]).write_text("\n".join(lines) + "\n")
+
+
+def _json(obj: Any) -> str:
+    return json.dumps(obj, indent=2, default=_jsonable, allow_nan=True) + "\n"
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, (set, frozenset)):
+        return sorted(v)
+    if isinstance(v, Path):
+        return str(v)
+    if hasattr(v, "as_dict"):
+        return v.as_dict()
+    return str(v)
+
+
+# ------------------------------------------------------------------ report
+def _input_section(graph: Graph, plan: NetxPlan) -> Dict[str, Any]:
+    enc = graph.metadata.get("input_encoding")
+    d: Dict[str, Any] = {"drive": plan.drive, "shape": list(plan.input_shape)}
+    if plan.drive == "spikes":
+        d["how"] = ("binary spikes into net.inp (netx input layer without neuron); row t-1 of "
+                    "the drive reaches the first neuron layer at step t+1")
+        if isinstance(enc, dict):
+            d["encoding"] = enc
+        else:
+            from nmtoolchain.convert.encode import RATE_ENCODING
+
+            d["encoding"] = dict(RATE_ENCODING, assumed=True)
+            d["encoding_note"] = ("the model records no input encoding; analog data is "
+                                  "rate-coded (nmtoolchain.convert.rate_encode) by nmtc verify")
+    elif plan.drive == "bias":
+        d["how"] = ("the input layer is a CUBA neuron driven through its bias: "
+                    "bias_mant = trunc(2 * weight * x - weight + bias) for an image x in [0, 1] "
+                    "(lava-dl's own convention; see simulators.lava_runner.input_drive_from_image)")
+        d["transform"] = plan.input_transform
+        d["encoding"] = enc if isinstance(enc, dict) else {"method": "bias", "centered": True}
+    else:
+        d["how"] = ("the input layer is an SDNN Delta neuron: integer values sent to its a_in "
+                    "every step")
+        d["encoding"] = enc if isinstance(enc, dict) else {"method": "graded", "scale": 255}
+    return d
+
+
+def _quant_rows(graph: Graph, qreport: Any) -> Dict[str, Any]:
+    if qreport is not None:
+        return {"performed": True, **qreport.as_dict()}
+    rows = [{"layer": n.name, **n.annotations["quant"]} for n in graph.topological_order()
+            if isinstance(n.annotations.get("quant"), dict)]
+    return {"performed": False, "note": "the model was already in Loihi's fixed-point (netx) form",
+            "layers": rows}
+
+
+def build_report(model: str, graph: Graph, plan: NetxPlan, profile_id: str, timesteps: int,
+                 quant: Dict[str, Any], quant_lines: List[str], mapping: Dict[str, Any],
+                 mapping_lines: List[str], notes: List[str]) -> Tuple[Dict[str, Any], List[str]]:
+    """report.json (a dict) and report.txt (lines), both deterministic."""
+    from nmtoolchain import __version__
+
+    layers = [la.as_dict() for la in plan.layers]
+    deploy = {
+        "loihi2_netx": [n for la in plan.layers for n in la.nodes],
+        "lava_simulator_only": [],
+        "refused": [],
+        "note": DEPLOYABILITY_NOTE,
+    }
+    depth = sum(1 for la in plan.layers if la.type in ("dense", "dense_rec", "conv"))
+    report = {
+        "format": REPORT_FORMAT, "version": REPORT_VERSION, "nmtc_version": __version__,
+        "model": model, "target": "loihi2", "profile": profile_id,
+        "files": dict(FILES), "timesteps": int(timesteps), "pipeline_depth": depth,
+        "verify_steps": int(timesteps) + depth,
+        "input": _input_section(graph, plan),
+        "layers": layers,
+        "folded_pooling": graph.metadata.get("folded_pooling", []),
+        "quantization": quant,
+        "mapping": _mapping_summary(mapping),
+        "deployability": deploy,
+        "notes": list(notes) + list(plan.notes),
+    }
+    lines = [f"nmtc export --target loihi2: {model}",
+             f"profile {profile_id}; {len(plan.layers)} netx layers; input driven by "
+             f"{plan.drive} {list(plan.input_shape)}; pipeline depth {depth} steps",
+             "", "netx layers (network.net):",
+             f"  {'#':>3} {'type':<10} {'shape':<16} {'neuron':<7} {'weights':<14} IR nodes"]
+    for la in layers:
+        wr = la.get("weight_range")
+        lines.append(f"  {la['index']:>3} {la['type']:<10} {str(la['shape']):<16} "
+                     f"{la['neuron'] or '-':<7} {str(wr) if wr else '-':<14} "
+                     f"{', '.join(la['nodes'])}")
+        for n in la.get("notes", []):
+            lines.append(f"      note: {n}")
+    inp = report["input"]
+    lines += ["", f"input: {inp['how']}", f"  encoding: {json.dumps(inp.get('encoding'))}"]
+    if report["folded_pooling"]:
+        lines += ["", "pooling folded:"]
+        for r in report["folded_pooling"]:
+            lines.append(f"  {r['pool']} ({r['op']} {r['kernel']} stride {r['stride']}) -> "
+                         f"{r['how']} into {', '.join(r['into'])}")
+    lines += ["", "quantization:"] + ["  " + ln for ln in quant_lines]
+    lines += ["", "mapping (mapping.json):"] + ["  " + ln for ln in mapping_lines]
+    lines += ["", "deployability:", f"  on Loihi 2 through netx: {len(deploy['loihi2_netx'])} "
+              "IR nodes (all of them)", "  only in Lava's simulator: none",
+              "  " + DEPLOYABILITY_NOTE]
+    if report["notes"]:
+        lines += ["", "notes:"] + ["  " + n for n in report["notes"]]
+    lines += ["", f"check it: nmtc verify <this directory> --steps {report['verify_steps']}"]
+    return report, lines
+
+
+def _mapping_summary(mapping: Dict[str, Any]) -> Dict[str, Any]:
+    """The mapping's totals, limits, use and reference comparison; the per-layer and
+    per-core tables stay in mapping.json."""
+    keep = {k: v for k, v in mapping.items() if not isinstance(v, (list, dict))}
+    for k in ("reference", "limits", "utilization", "traffic"):
+        if k in mapping:
+            keep[k] = mapping[k]
+    return keep
+
+
+# ------------------------------------------------------------------ the job
+def export_loihi2(model: Union[str, Path, Graph], out_dir: Union[str, Path], *,
+                  profile: Any = "loihi2", calib: Optional[Union[str, Path]] = None,
+                  timesteps: int = 16, force: bool = False, allow_pickle: bool = False,
+                  input_shape: Optional[Tuple[int, ...]] = None) -> ExportResult:
+    """Export ``model`` (a file or a Graph) for Loihi 2 into ``out_dir`` (module docstring).
+
+    ``profile``: hardware profile name or .toml path (bit widths, core limits).
+    ``calib``: 'digits' or a .npz with ``x``: calibration data for the
+    quantizer's error measurement (only used when the model needs quantizing).
+    ``timesteps``: steps per sample for calibration and the report's verify
+    advice. ``force``: replace an existing ``out_dir``.
+    """
+    from hardware_profiles import load_profile
+    from nmtoolchain.passes import fold_pooling
+
+    out_dir = Path(out_dir)
+    if isinstance(timesteps, bool) or not isinstance(timesteps, (int, np.integer)) \
+            or timesteps < 1:
+        raise BadInputError(f"--timesteps must be a positive integer, got {timesteps!r}")
+    parent = out_dir.parent if str(out_dir.parent) else Path(".")
+    if out_dir.exists() and not force:
+        raise BadInputError(f"{out_dir}: already exists; choose another -o or pass --force to "
+                            "replace it")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise BadInputError(f"{out_dir}: exists and is not a directory")
+    if not parent.is_dir():
+        raise BadInputError(f"{out_dir}: parent directory {parent} does not exist")
+    prof = load_profile(profile)
+
+    if isinstance(model, Graph):
+        graph, model_name = model, graph_origin(model)
+    else:
+        from nmtoolchain.frontends import load_model
+
+        graph = load_model(model, allow_pickle=allow_pickle, input_shape=input_shape)
+        model_name = str(model)
+    refuse_unsupported(graph)
+    notes: List[str] = []
+    graph = fold_pooling(graph)
+    qreport = None
+    if is_quantized_for_loihi(graph):
+        if calib is not None:
+            notes.append("--calib ignored: the model is already quantized for Loihi")
+    else:
+        graph, qreport, qnotes = _quantize(graph, calib, int(timesteps), prof)
+        notes += qnotes
+        if any(n.op_name in ("SumPool2d", "AvgPool2d") for n in graph):
+            graph = fold_pooling(graph)
+    plan = plan_netx(graph)  # refuses what netx cannot hold, before mapping or writing
+    mapping, mapping_lines = _map(graph, prof)
+    quant = _quant_rows(graph, qreport)
+    quant_lines = list(qreport.lines()) if qreport is not None else [quant["note"]]
+    report, lines = build_report(model_name, graph, plan, prof.id, int(timesteps), quant,
+                                 quant_lines, mapping, mapping_lines, notes)
+
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".part", dir=parent))
+    try:
+        write_network(plan, tmp / FILES["network"])
+        write_graph(graph, tmp / FILES["graph"])
+        write_mapping_json(mapping, tmp / FILES["mapping"])
+        write_reports(report, lines, tmp)
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; the export is an ordinary directory
+        _move_into_place(tmp, out_dir, force)
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError):
+            raise BadInputError(f"{out_dir}: cannot write ({' '.join(str(e).split())})") from None
+        raise
+    return ExportResult(out_dir, plan, report, lines)
+
+
+def _move_into_place(tmp: Path, out_dir: Path, force: bool) -> None:
+    """Rename the finished temporary directory to ``out_dir`` (replacing it with force)."""
+    if not out_dir.exists():
+        os.replace(tmp, out_dir)
+        return
+    if not force:
+        raise BadInputError(f"{out_dir}: appeared while exporting; not replaced (use --force)")
+    old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent))
+    os.rmdir(old)
+    os.replace(out_dir, old)
+    try:
+        os.replace(tmp, out_dir)
+    except BaseException:
+        os.replace(old, out_dir)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+__all__ = ["export_loihi2", "ExportResult", "refuse_unsupported", "is_quantized_for_loihi",
+           "calibration_spikes", "build_report", "FILES"]

@@ -1,0 +1,296 @@
+"""Mapping onto cores: partitions, memory and lower bounds derived by hand,
+does-not-fit errors, placement annotations, traffic between cores, netx's
+weight widths, and Intel's PilotNet-LIF next to the 74 cores Intel's compiler
+used."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from hardware_profiles import load_profile
+from nmtoolchain.errors import BadInputError, DoesNotFitError, NmtcError, UnsupportedOpError
+from nmtoolchain.ir import IF, Affine, Conv2d, Flatten, Graph, Input, Output, SumPool2d
+from nmtoolchain.mapping import RESOURCES, map_onto_cores, netx_weight_bits
+
+RNG = np.random.default_rng(7)
+
+
+def ternary(out: int, inn: int) -> np.ndarray:
+    """Weights in {-1, 0, 1} with both signs and odd values: netx gives them
+    2 bits (mixed sign: scale 127 -> 7 scale bits, no shared trailing zeros)."""
+    w = RNG.integers(-1, 2, size=(out, inn)).astype(np.float32)
+    w[0, :3] = [-1, 0, 1]
+    return w
+
+
+def dense_net(sizes, weights=None) -> Graph:
+    """Input(sizes[0]) -> [Affine 'fc{i}' -> IF 'lif{i}'] * ... -> Output."""
+    g = Graph()
+    g.add("x", Input((sizes[0],)))
+    prev = "x"
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
+        w = weights[i - 1] if weights is not None else ternary(b, a)
+        g.add(f"fc{i}", Affine(w), [prev])
+        g.add(f"lif{i}", IF(v_threshold=0.5), [f"fc{i}"])
+        prev = f"lif{i}"
+    g.add("out", Output(), [prev])
+    return g.infer_shapes()
+
+
+def conv_net() -> Graph:
+    """Input 2x12x12 -> conv 4@3x3 pad 1 -> IF -> flatten -> dense 10 -> IF."""
+    g = Graph()
+    g.add("x", Input((2, 12, 12)))
+    g.add("conv1", Conv2d(RNG.integers(-3, 4, size=(4, 2, 3, 3)).astype(np.float32),
+                          padding=(1, 1)), ["x"])
+    g.add("lif1", IF(), ["conv1"])
+    g.add("flat", Flatten(), ["lif1"])
+    g.add("fc2", Affine(ternary(10, 576)), ["flat"])
+    g.add("lif2", IF(), ["fc2"])
+    g.add("out", Output(), ["lif2"])
+    return g.infer_shapes()
+
+
+# ------------------------------------------------------------- partitions
+def test_1000_neurons_with_400_per_core_pack_as_400_400_200():
+    report = map_onto_cores(dense_net([50, 1000]), limits={"neurons": 400})
+    assert report.layer("fc1").neurons_per_core == [400, 400, 200]
+
+
+def test_balance_strategy_splits_1000_neurons_evenly_over_the_same_3_cores():
+    report = map_onto_cores(dense_net([50, 1000]), strategy="balance", limits={"neurons": 400})
+    assert report.layer("fc1").neurons_per_core == [334, 333, 333]
+
+
+def test_synaptic_memory_limits_neurons_per_core_by_hand():
+    # loihi2 stores dense layers densely: 200 synapses per neuron at 2 + 64 bits
+    # = 13,200 bits; 100,000 bits hold 7 neurons (92,400); 100 neurons -> 14 x 7 + 2.
+    report = map_onto_cores(dense_net([200, 100]), limits={"synaptic_memory": 100_000})
+    layer = report.layer("fc1")
+    assert layer.bits_per_synapse == 2 + 64
+    assert layer.neurons_per_core == [7] * 14 + [2]
+    assert [c.needs["synaptic_memory"] for c in report.cores] == [92_400] * 14 + [26_400]
+
+
+def test_sparse_storage_counts_only_non_zero_weights():
+    w = np.zeros((100, 200), np.float32)
+    for i in range(100):  # exactly 50 non-zeros per row, both signs, odd values
+        w[i, RNG.choice(200, 50, replace=False)] = RNG.choice([-1.0, 1.0], 50)
+    w[0, :2] = [-1, 1]
+    # 50 synapses x 66 bits = 3,300 per neuron; 100,000 bits hold 30 neurons
+    report = map_onto_cores(dense_net([200, 100], [w]),
+                            limits={"synaptic_memory": 100_000, "dense_storage": False})
+    assert report.layer("fc1").neurons_per_core == [30, 30, 30, 10]
+
+
+def test_lower_bound_and_distance_from_it_by_hand():
+    # fc1 400->1000 at 66 bits: 26,400 bits per neuron; 1e6-bit cores hold 37
+    # neurons -> 28 cores, but ceil(26.4e6 / 1e6) = 27 is the layer's bound.
+    # fc2 1000->10: 660,000 bits, 1,000 inputs -> 1 core, bound 1.
+    report = map_onto_cores(dense_net([400, 1000, 10]),
+                            limits={"synaptic_memory": 1_000_000, "neurons": 400})
+    fc1, fc2 = report.layer("fc1"), report.layer("fc2")
+    assert fc1.lower_bound_by_resource == {"neurons": 3, "synaptic_memory": 27,
+                                           "input_axons": 1, "output_axons": 1}
+    assert (fc1.lower_bound, fc2.lower_bound) == (27, 1)
+    assert (len(fc1.cores), len(fc2.cores)) == (28, 1)
+    assert (report.lower_bound, report.cores_used, report.above_lower_bound) == (28, 29, 1)
+    # shared-core bound: memory (26.4e6 + 0.66e6) / 1e6 -> 28
+    assert report.shared_lower_bound == 28
+
+
+def test_conv_with_weight_sharing_stores_each_channels_kernel_once_per_core():
+    # kernel of one output channel: 2 in x 3 x 3 = 18 weights x 8 bits = 144 bits
+    g = conv_net()
+    report = map_onto_cores(g, limits={"neurons": 100})
+    conv = report.layer("conv1")
+    assert conv.totals["synaptic_memory"] == 4 * 144
+    for core in report.cores:
+        if core.layer == "conv1":
+            channels = core.box[0][1] - core.box[0][0]
+            assert core.needs["synaptic_memory"] == channels * 144
+
+
+def test_conv_without_weight_sharing_stores_the_irs_border_aware_synapses():
+    g = conv_net()
+    report = map_onto_cores(g, limits={"neurons": 10_000, "weight_sharing": False,
+                                       "dense_storage": True})
+    structural = g.node_counts(g["conv1"])["synapses"]   # the IR's own count
+    assert report.layer("conv1").totals["synaptic_memory"] == structural * (8 + 64)
+
+
+# ------------------------------------------------------------------ errors
+def test_fan_in_over_the_limit_names_layer_resource_need_and_limit():
+    with pytest.raises(DoesNotFitError) as e:
+        map_onto_cores(dense_net([5000, 10]))
+    assert str(e.value) == ("layer 'fc1' does not fit a loihi2 core: one neuron needs 5,000 "
+                            "input axons, a core has 4,096")
+
+
+def test_synapses_over_memory_names_layer_resource_need_and_limit():
+    w = RNG.integers(-128, 128, size=(10, 4000)).astype(np.float32)
+    w[0, :2] = [-128, 127]          # full 8-bit mixed range: 8 bits + 64 overhead
+    with pytest.raises(DoesNotFitError) as e:
+        map_onto_cores(dense_net([4000, 10], [w]), limits={"synaptic_memory": 100_000})
+    assert str(e.value) == ("layer 'fc1' does not fit a loihi2 core: one neuron needs 288,000 "
+                            "bits of synaptic memory (4,000 synapses x 72 bits), a core has "
+                            "100,000")
+    assert isinstance(e.value, NmtcError) and e.value.exit_code == 2
+
+
+def test_node_the_mapping_cannot_place_is_named():
+    g = Graph()
+    g.add("x", Input((2, 8, 8)))
+    g.add("lif0", IF(), ["x"])
+    g.add("pool", SumPool2d(kernel_size=(2, 2)), ["lif0"])
+    g.add("conv", Conv2d(np.ones((2, 2, 3, 3), np.float32)), ["pool"])
+    g.add("lif1", IF(), ["conv"])
+    g.add("out", Output(), ["lif1"])
+    with pytest.raises(UnsupportedOpError, match=r"node 'pool' \(op SumPool2d\)"):
+        map_onto_cores(g.infer_shapes())
+
+
+def test_a_profile_that_is_not_a_split_mapping_chip_is_refused():
+    with pytest.raises(BadInputError, match="speck"):
+        map_onto_cores(dense_net([10, 10]), "speck")
+
+
+# ----------------------------------------------------- placement annotations
+def test_every_neuron_of_every_layer_is_on_exactly_one_core():
+    g = conv_net()
+    report = map_onto_cores(g, limits={"neurons": 100})
+    seen_cores = []
+    for name in ("lif1", "lif2"):
+        ann = g[name].annotations["placement"]
+        cover = np.zeros(int(np.prod(g[name].shape)) if ann["slicing"] == "flat"
+                         else g[name].shape, np.int64)
+        for box in ann["boxes"]:
+            cover[tuple(slice(a, b) for a, b in box)] += 1
+        assert (cover == 1).all(), name
+        sizes = [int(np.prod([b - a for a, b in box])) for box in ann["boxes"]]
+        assert ann["neurons_per_core"] == sizes
+        assert len(ann["cores"]) == len(ann["boxes"])
+        seen_cores += ann["cores"]
+    assert seen_cores == list(range(report.cores_used))   # numbered in layer order
+    assert g["conv1"].annotations["placement"]["cores"] == g["lif1"].annotations[
+        "placement"]["cores"]
+
+
+def test_every_core_respects_every_limit():
+    report = map_onto_cores(conv_net(), limits={"neurons": 100, "input_axons": 600,
+                                                  "output_axons": 50})
+    caps = {r: report.limits[i].value for i, r in enumerate(RESOURCES)}
+    for core in report.cores:
+        for r in RESOURCES:
+            assert core.needs[r] <= caps[r], (core.id, r)
+
+
+# ----------------------------------------------------------------- traffic
+def two_layer_traffic_net() -> Graph:
+    wb = np.array([[1, 0, 0, 0],      # m0 <- n0
+                   [0, 1, 0, 0],      # m1 <- n1
+                   [1, 0, 0, 0],      # m2 <- n0
+                   [0, 0, 0, 1]],     # m3 <- n3
+                  np.float32)
+    return dense_net([6, 4, 4], [np.ones((4, 6), np.float32), wb])
+
+
+def test_traffic_between_cores_by_hand():
+    # lif1 on cores 0 (n0, n1) and 1 (n2, n3); lif2 on cores 2 (m0, m1), 3 (m2, m3).
+    # n0 -> cores 2 and 3, n1 -> 2, n2 -> none, n3 -> 3.
+    report = map_onto_cores(two_layer_traffic_net(),
+                            limits={"neurons": 2, "dense_storage": False})
+    cores = {c.id: c for c in report.cores}
+    assert cores[0].destinations == [2, 3] and cores[0].needs["output_axons"] == 3
+    assert cores[1].destinations == [3] and cores[1].needs["output_axons"] == 1
+    assert cores[2].needs["input_axons"] == 2 and cores[3].needs["input_axons"] == 2
+    t = report.traffic()
+    assert t["links"] == 3 and t["messages_if_every_neuron_spikes_once"] == 4
+
+
+def test_messages_per_step_from_recorded_spikes_by_hand():
+    spikes = np.zeros((3, 4))
+    spikes[0, 0] = 1                 # n0: 2 messages
+    spikes[1, [1, 2]] = 1            # n1: 1, n2: 0
+    spikes[2, [0, 3]] = 1            # n0: 2, n3: 1
+    report = map_onto_cores(two_layer_traffic_net(), spikes={"lif1": spikes},
+                            limits={"neurons": 2, "dense_storage": False})
+    assert report.activity["messages_per_step"] == [2.0, 1.0, 3.0]
+
+
+def test_messages_per_step_from_run_counts_spread_layer_spikes_evenly():
+    from simulators.cycle.interpreter import simulate
+    g = two_layer_traffic_net()
+    x = RNG.integers(0, 2, size=(3, 6)).astype(np.float32)
+    counts = simulate(g, x, steps=5).counts
+    report = map_onto_cores(g, counts=counts, limits={"neurons": 2, "dense_storage": False})
+    # 4 output axons over 4 neurons: one message per lif1 spike on average
+    expected = counts.per_sample().counter("lif1", "spikes_out")
+    assert expected.sum() > 0
+    assert report.activity["messages_per_step"] == pytest.approx(list(expected))
+
+
+# ----------------------------------------------------------- weight widths
+@pytest.mark.parametrize("case", ["full_mixed", "ternary", "excitatory", "inhibitory", "even",
+                                  "pilot_like"])
+def test_weight_bits_equal_lava_netx_optimize_weight_bits(case):
+    utils = pytest.importorskip("lava.lib.dl.netx.utils")
+    w = {"full_mixed": RNG.integers(-128, 128, (20, 30)),
+         "ternary": ternary(20, 30),
+         "excitatory": RNG.integers(0, 4, (20, 30)),
+         "inhibitory": -RNG.integers(1, 9, (20, 30)),
+         "even": 2 * RNG.integers(-20, 20, (20, 30)),
+         "pilot_like": 2 * RNG.integers(-3, 4, (20, 30))}[case].astype(np.int64)
+    assert netx_weight_bits(w)[0] == utils.optimize_weight_bits(w.copy())[1]
+
+
+def test_float_weights_assume_the_profiles_weight_bits_and_say_so():
+    w = RNG.normal(size=(10, 20)).astype(np.float32)
+    report = map_onto_cores(dense_net([20, 10], [w]))
+    assert report.layer("fc1").weight_bits == load_profile("loihi2").value("resources",
+                                                                          "weight_bits")
+    assert any("float weights" in n for n in report.notes)
+
+
+def test_mapping_is_deterministic_and_json_serializable():
+    a = json.dumps(map_onto_cores(conv_net(), limits={"neurons": 100}).as_dict(),
+                   sort_keys=True)
+    b = json.dumps(map_onto_cores(conv_net(), limits={"neurons": 100}).as_dict(),
+                   sort_keys=True)
+    assert a == b
+
+
+# ---------------------------------------------------------------- PilotNet
+@pytest.fixture(scope="module")
+def pilotnet(intel_netx):
+    from nmtoolchain.frontends.netx_loader import load_netx
+    g = load_netx(intel_netx / "gts" / "pilotnet_lif" / "network.net")
+    return g, map_onto_cores(g, "loihi2")
+
+
+def test_pilotnet_places_all_158509_neurons(pilotnet):
+    g, report = pilotnet
+    assert sum(c.needs["neurons"] for c in report.cores) == 158_509
+    placed = sum(sum(n.annotations["placement"]["neurons_per_core"])
+                 for n in g.nodes.values() if n.op.is_neuron)
+    assert placed == 158_509
+
+
+def test_pilotnet_fits_every_core_and_uses_at_least_the_lower_bound(pilotnet):
+    _, report = pilotnet
+    for core in report.cores:
+        assert all(u <= 1.0 for u in core.utilization.values()), core.id
+    assert report.cores_used >= report.lower_bound >= report.shared_lower_bound
+
+
+def test_pilotnet_report_puts_its_cores_next_to_intels_74(pilotnet):
+    _, report = pilotnet
+    ref = report.reference
+    assert ref["cores_used"] == 74 and ref["nmtc_cores_used"] == report.cores_used
+    text = "\n".join(report.lines())
+    assert "74 cores" in text and f"nmtc uses {report.cores_used}" in text
+    kinds = {lim.name: lim.kind for lim in report.limits}
+    assert kinds["input_axons"] == "assumed" and kinds["neurons"] == "fitted"
+    assert report.what_if and all("change" in w for w in report.what_if)
