@@ -7,8 +7,12 @@ checks that both formats give the same totals, and measures the model's
 accuracy on the digits test split. Then it simulates Intel's PilotNet-LIF
 (shipped inside lava-dl) bit-exactly in Loihi numerics on Intel's own input,
 checks the spikes against Intel's recording, and prices the run with the
-hardware profiles next to Intel's Loihi 2 board measurement. Later stages
-(conversion, export to Loihi 2 and Speck) are added here as they land.
+hardware profiles next to Intel's Loihi 2 board measurement. Finally it
+takes the bundled digits SNN (an MLP converted from a ReLU ANN, made by
+``examples/train_digits_snn.py``), compares its float and Loihi fixed-point
+accuracy, exports it for Loihi 2 (netx file, mapping, reports) and runs the
+export in Lava next to nmtc's simulator. Later stages (MST conversion, the
+Speck back end) are added here as they land.
 """
 from __future__ import annotations
 
@@ -72,6 +76,52 @@ def pilotnet_stage() -> Optional[Dict[str, Any]]:
             "ms_per_step": result.ms_per_step, "report": rep}
 
 
+BUNDLED_SNN = DATA_DIR / "digits_mlp_snn.nmir"
+
+
+def loihi_stage(samples: int = 2) -> Dict[str, Any]:
+    """Digits SNN: float vs fixed-point accuracy, export for Loihi 2, verify in Lava."""
+    import tempfile
+
+    from exporters.loihi2.bundle import export_loihi2
+    from nmtoolchain.convert import rate_encode
+    from nmtoolchain.datasets import load_digits_split
+    from nmtoolchain.ir import load_graph
+    from nmtoolchain.quantize import quantize_for_loihi, spike_counts
+
+    snn = load_graph(BUNDLED_SNN).infer_shapes()
+    steps = int(snn.metadata.get("input_encoding", {}).get("steps", 32))
+    data = load_digits_split()
+    shape = tuple(snn.inputs()[0].shape)
+    xtr = data.x_train.reshape((len(data.x_train),) + shape)
+    xte = data.x_test.reshape((len(data.x_test),) + shape)
+    q, report = quantize_for_loihi(snn, rate_encode(xtr[:128], steps), steps=steps)
+    out = report.layers[-1]
+    spikes = rate_encode(xte, steps)
+    fl = spike_counts(snn, "float", spikes, steps, [out.float_neuron])[out.float_neuron]
+    fx = spike_counts(q, "loihi", spikes, steps, [out.layer])[out.layer]
+    acc = lambda c: float((c.reshape(len(c), -1).argmax(1) == data.y_test).mean())  # noqa: E731
+    result: Dict[str, Any] = {"model": str(BUNDLED_SNN.name), "steps": steps,
+                              "float_accuracy": acc(fl), "fixed_accuracy": acc(fx),
+                              "test_images": len(data.y_test)}
+    try:
+        import lava  # noqa: F401
+    except ImportError:
+        result["verify"] = "skipped: Lava is not installed"
+        return result
+    from exporters.loihi2.verify import verify_export
+
+    with tempfile.TemporaryDirectory() as tmp:
+        exp = export_loihi2(BUNDLED_SNN, Path(tmp) / "digits_mlp.loihi2", calib="digits",
+                            timesteps=steps)
+        ver = verify_export(exp.directory, dataset="digits", samples=samples)
+        result.update(cores=exp.report.get("mapping", {}).get("cores_used"),
+                      verify="identical" if ver.identical else "DIFFERENT",
+                      verify_lines=ver.lines(), lava_ms_per_step=ver.lava_ms_per_step,
+                      nmtc_ms_per_step=ver.nmtc_ms_per_step)
+    return result
+
+
 def run_demo(as_json: bool = False, console: Optional[Any] = None) -> Dict[str, Any]:
     """Run the demo; print tables (or JSON) and return the summary."""
     from nmtoolchain.frontends import load_model
@@ -85,8 +135,9 @@ def run_demo(as_json: bool = False, console: Optional[Any] = None) -> Dict[str, 
                         f"{ox['totals']}")
     acc, n_test = digits_accuracy_torchscript(BUNDLED_TORCHSCRIPT)
     pilot = pilotnet_stage()
+    loihi = loihi_stage()
     summary = {"torchscript": ts, "onnx_totals": ox["totals"], "totals_agree": same,
-               "ann_test_accuracy": acc, "pilotnet": pilot}
+               "ann_test_accuracy": acc, "pilotnet": pilot, "loihi_export": loihi}
     if as_json:
         print(json.dumps(summary, indent=2, default=str))
     elif console is not None:
@@ -113,4 +164,15 @@ def run_demo(as_json: bool = False, console: Optional[Any] = None) -> Dict[str, 
                     f"{m['measured_step_ns'] / 1e3:.0f} µs per step, {m['measured_cores']:.0f} cores; "
                     f"estimate off by {m['energy_rel_error'] * 100:+.0f}% (energy), "
                     f"{m['time_rel_error'] * 100:+.0f}% (time)")
+        console.rule("digits SNN -> Loihi 2: quantize, export, run in Lava")
+        console.print(f"{loihi['model']}: accuracy on {loihi['test_images']} test images, "
+                      f"{loihi['steps']} steps: float SNN {loihi['float_accuracy'] * 100:.2f}%, "
+                      f"Loihi fixed point {loihi['fixed_accuracy'] * 100:.2f}% "
+                      f"({(loihi['fixed_accuracy'] - loihi['float_accuracy']) * 100:+.2f} points)")
+        if "verify_lines" in loihi:
+            console.print(f"exported to netx on {loihi['cores']} Loihi 2 core(s); Lava vs nmtc: "
+                          f"{loihi['verify']} (Lava {loihi['lava_ms_per_step']:.1f} ms/step, "
+                          f"nmtc {loihi['nmtc_ms_per_step']:.1f} ms/step)")
+        else:
+            console.print(f"Lava check {loihi['verify']}")
     return summary

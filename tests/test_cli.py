@@ -213,3 +213,8 @@ def test_demo_runs_the_embedded_default(intel_netx, capfd):
     assert summary["pilotnet"]["spikes_vs_intel"] == "identical"
     measured = summary["pilotnet"]["report"]["measured"][0]
     assert measured["measured_dynamic_pj"] == 1.09e9  # Intel's board figure, from the profile
+    # the digits SNN: fixed point within 1 point of float, and Lava runs the export identically
+    loihi = summary["loihi_export"]
+    assert abs(loihi["fixed_accuracy"] - loihi["float_accuracy"]) <= 0.01
+    assert loihi["float_accuracy"] > 0.9
+    assert loihi["verify"] == "identical"

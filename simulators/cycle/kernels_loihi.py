@@ -293,6 +293,52 @@ class SigmaDeltaLoihi(kf.Kernel):
         return (s >> 6).to(torch.float64)
 
 
+# ----------------------------------------------------------- Lava-only ops
+# Ops that netx cannot express (products of two dynamic tensors, residual
+# sums, axis permutations). They run in Lava only as the custom processes of
+# exporters/loihi2/lava_graph.py, which implement exactly these rules:
+#   Add:       y = x_0 + x_1 + ... (integers, numpy broadcasting), same step;
+#   MatMul:    y = a @ b (integers: spike counts or graded values), same step;
+#   Transpose: pure re-indexing of the step's input, same step.
+# None adds a pipeline step (only synapses do). Outputs are integer-valued
+# float64 tensors (graded values), exact up to 2^53.
+
+
+def _ints(x: torch.Tensor) -> torch.Tensor:
+    return torch.round(x.to(F64))
+
+
+class AddLoihi(kf.Kernel):
+    """Elementwise integer sum of all inputs of the same step (no delay)."""
+
+    output_kind = "graded"
+
+    def step(self, xs, t):
+        out = _ints(xs[0])
+        for x in xs[1:]:
+            out = out + _ints(x)
+        return out
+
+
+class MatMulLoihi(kf.Kernel):
+    """Integer a @ b of the two inputs of the same step (no delay); spikes
+    (0/1) multiply into counts, the output is graded."""
+
+    output_kind = "graded"
+
+    def step(self, xs, t):
+        return torch.matmul(_ints(xs[0]), _ints(xs[1]))
+
+
+class TransposeLoihi(kf.TransposeK):
+    """Axis permutation of the same step's input (no delay, values unchanged)."""
+
+
+LAVA_ONLY_KERNELS: Dict[str, Type[kf.Kernel]] = {
+    "Add": AddLoihi, "MatMul": MatMulLoihi, "Transpose": TransposeLoihi,
+}
+
+
 PASS_THROUGH: Dict[str, Type[kf.Kernel]] = {
     "Input": kf.InputKernel, "Output": kf.Identity, "Flatten": kf.FlattenK,
     "Reshape": kf.ReshapeK,
@@ -313,6 +359,8 @@ def make_loihi_kernel(node: Node, graph: Graph, device: str = "cpu", *, layer_in
         return CubaLoihi(node, graph, device, layer_index, reset_interval, reset_offset)
     if name == "SigmaDelta":
         return SigmaDeltaLoihi(node, graph, device)
+    if name in LAVA_ONLY_KERNELS:
+        return LAVA_ONLY_KERNELS[name](node, graph, device)
     raise UnsupportedOpError(
         f"node '{node.name}' ({name}) has no Loihi fixed-point semantics; fold or quantize the "
         "graph for Loihi first")
