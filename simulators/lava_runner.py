@@ -473,7 +473,7 @@ def run_netx_in_lava(net_path: Union[str, Path], drive: Any, steps: int, *,
                 f"{name}: a binary spike drive must hold only 0 and 1 (Lava's Dense treats any "
                 "non-zero as one spike); pass input_message_bits=N for graded input")
 
-    from lava.lib.dl import netx
+    netx = import_netx()
     from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg
     from lava.proc import io
@@ -581,6 +581,22 @@ def run_netx_in_lava(net_path: Union[str, Path], drive: Any, steps: int, *,
         build_s=build_s, first_step_s=first_s, run_s=first_s + rest_s,
         ms_per_step=(1000.0 * rest_s / (steps - 1)) if steps > 1 else math.nan,
         stop_s=stop_s)
+
+
+def import_netx() -> Any:
+    """``lava.lib.dl.netx``, imported without its import-time chatter.
+
+    lava-dl's slayer prints a warning about an optional DVS toolbox to
+    stdout when first imported; that would corrupt ``--json`` output."""
+    import contextlib
+    import io as _io
+    import sys
+
+    if "lava.lib.dl.netx" in sys.modules:
+        return sys.modules["lava.lib.dl.netx"]
+    with contextlib.redirect_stdout(_io.StringIO()):
+        from lava.lib.dl import netx
+    return netx
 
 
 def netx_layer_names(net_path: Union[str, Path], num_layers: Optional[int] = None) -> List[str]:
