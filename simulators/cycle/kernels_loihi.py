@@ -19,8 +19,10 @@ models):
 * Sigma-delta (netx SDNN, spike_exp = state_exp = 6): see :class:`SigmaDeltaLoihi`.
 
 State is held in int64 tensors; int32 wrap-around is emulated explicitly.
-Only ops that netx can express run here; anything else must be quantized or
-folded first (an UnsupportedOpError names the node).
+Besides the ops netx can express, Add, MatMul and Transpose run here with the
+rules of the custom Lava processes in ``exporters/loihi2/lava_graph.py``
+(integer, same step, no delay; see the section "Lava-only ops"); anything
+else must be quantized or folded first (an UnsupportedOpError names the node).
 """
 from __future__ import annotations
 
