@@ -138,8 +138,10 @@ def _decode(value: Any) -> Optional[str]:
     return None
 
 
-def _tau(decay: int) -> float:
-    """Continuous time constant (dt = 1) whose exp(-1/tau) is 1 - decay/4096."""
+def tau_from_decay(decay: int) -> float:
+    """Continuous time constant (dt = 1) whose exp(-1/tau) is 1 - decay/4096.
+
+    The one place this convention lives: the quantizer inverts it."""
     if decay == 0:
         return math.inf
     if decay == DECAY_UNIT:
@@ -147,7 +149,7 @@ def _tau(decay: int) -> float:
     return -1.0 / math.log(1.0 - decay / DECAY_UNIT)
 
 
-def _as_annotation(a: np.ndarray) -> Union[int, List[Any]]:
+def int_annotation(a: np.ndarray) -> Union[int, List[Any]]:
     """An integer array as a JSON-friendly int (size 1, 0-d) or nested list."""
     a = np.asarray(a)
     if a.ndim == 0:
@@ -554,13 +556,14 @@ class _NetxReader:
             for k in ("iDecay", "vDecay"):
                 if not 0 <= params[k] <= DECAY_UNIT:
                     raise self.bad(f"neuron/{k} = {params[k]} is outside 0..{DECAY_UNIT}")
-            op = CubaLIF(tau_syn=_tau(params["iDecay"]), tau_mem=_tau(params["vDecay"]),
+            op = CubaLIF(tau_syn=tau_from_decay(params["iDecay"]),
+                         tau_mem=tau_from_decay(params["vDecay"]),
                          r=1.0, v_leak=0.0, v_threshold=float(params["vThMant"]), w_in=1.0,
                          v_reset=0.0, reset="to_reset", v_bias=b.astype(np.float32),
                          compare=">")
             annotations["loihi"] = {
                 "neuron": "CUBA", "iDecay": params["iDecay"], "vDecay": params["vDecay"],
-                "vThMant": params["vThMant"], "bias_mant": _as_annotation(b),
+                "vThMant": params["vThMant"], "bias_mant": int_annotation(b),
                 "bias_exp": BIAS_EXP, "refDelay": params["refDelay"], "readout": readout,
                 "bias_truncated": truncated}
             self.msg_bits = 0
@@ -581,7 +584,7 @@ class _NetxReader:
                             activation="relu" if role == "sigma_delta" else "identity")
             annotations["loihi"] = {
                 "neuron": "SDNN", "process": process, "vThMant": vth,
-                "bias": _as_annotation(b), "spike_exp": SDNN_SPIKE_EXP,
+                "bias": int_annotation(b), "spike_exp": SDNN_SPIKE_EXP,
                 "state_exp": SDNN_STATE_EXP, "num_message_bits": SDNN_MESSAGE_BITS,
                 "compare": ">=", "file_activation": act, "bias_truncated": truncated}
             self.msg_bits = SDNN_MESSAGE_BITS

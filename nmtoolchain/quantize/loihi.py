@@ -94,6 +94,9 @@ from nmtoolchain.errors import (
     BadInputError, NmtcError, NotExpressibleError, UnsupportedOpError)
 from nmtoolchain.ir import (
     Affine, Conv2d, CubaLIF, Flatten, Graph, Input, Node, Output, SumPool2d)
+# the netx loader owns the decay <-> tau convention; quantizing inverts it
+from nmtoolchain.frontends.netx_loader import int_annotation as _as_annotation
+from nmtoolchain.frontends.netx_loader import tau_from_decay as _tau
 
 #: Loihi's decay unit: a decay d removes d/4096 of the state per step.
 DECAY_UNIT = 4096
@@ -353,18 +356,6 @@ def _decay_from_factor(keep: float) -> int:
     return int(min(DECAY_UNIT, max(0, round(DECAY_UNIT * (1.0 - keep)))))
 
 
-def _tau(decay: int) -> float:
-    """Time constant (dt = 1) the netx loader gives a decay (its inverse)."""
-    if decay == 0:
-        return math.inf
-    if decay == DECAY_UNIT:
-        return 0.0
-    return -1.0 / math.log(1.0 - decay / DECAY_UNIT)
-
-
-def _as_annotation(a: np.ndarray) -> Union[int, List[Any]]:
-    a = np.asarray(a)
-    return int(a) if a.ndim == 0 else a.astype(np.int64).tolist()
 
 
 def _row_factor(f: np.ndarray, kind: str, out_shape: Tuple[int, ...], node: Node,
