@@ -125,8 +125,7 @@ def export(
             typer.echo(json.dumps(result.report, indent=2, default=str))
         else:
             typer.echo("\n".join(result.lines))
-            typer.echo(f"wrote {out_dir}/ (network.net, network.nmir, mapping.json, report.txt, "
-                       "report.json)")
+            typer.echo(f"wrote {out_dir}/ ({', '.join(result.files)})")
         return
     if calib is not None or force:
         raise BadInputError(f"--calib and --force apply to --target loihi2, not {target}")

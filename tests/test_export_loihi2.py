@@ -654,3 +654,117 @@ def test_exporter_refuses_dense_weights_lava_would_change(w, tmp_path):
     with pytest.raises(Exception, match="'fc'.*would not reproduce"):
         export_netx(g, tmp_path / "net.net")
     assert not (tmp_path / "net.net").exists()
+
+
+# ------------------------------------------------------------------ Lava-only ops (Spikformer)
+def _spikformer():
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+    from spikformer_block import block_input, build_spikformer_block
+
+    return build_spikformer_block, block_input
+
+
+@pytest.fixture
+def block_export(tmp_path, capfd):
+    build, _ = _spikformer()
+    model = tmp_path / "block.nmir"
+    save_graph(build(), model)
+    out_dir = tmp_path / "block_loihi2"
+    code, out, err = run_cli(["export", model, "--target", "loihi2", "-o", out_dir], capfd)
+    assert code == 0, err
+    return out_dir, out
+
+
+def test_quantized_block_with_matmul_exports_a_lava_graph_and_no_netx_file(block_export):
+    out_dir, out = block_export
+    assert sorted(p.name for p in out_dir.iterdir()) == [
+        "lava_graph.json", "network.nmir", "report.json", "report.txt"]
+    assert "wrote" in out and "network.net" not in out.split("wrote")[-1]
+
+
+def test_block_report_lists_netx_and_lava_simulator_only_nodes(block_export):
+    out_dir, _ = block_export
+    report = json.loads((out_dir / "report.json").read_text())
+    dep = report["deployability"]
+    # the example's own list of attention/residual nodes is the referee
+    assert dep["lava_simulator_only"] == ["k_t", "scores", "attn_v", "res1", "res2"]
+    assert {"x", "q_fc", "q_lif", "attn_lif", "mlp2_lif"} <= set(dep["loihi2_netx"])
+    assert not set(dep["loihi2_netx"]) & set(dep["lava_simulator_only"])
+    assert dep["netx_file_written"] is False and "No network.net is written" in dep["note"]
+    assert report["mapping"]["mapped"] is False
+    txt = (out_dir / "report.txt").read_text()
+    assert "only in Lava's simulator: k_t, scores, attn_v, res1, res2" in txt
+    assert "not mapped: Lava-only ops" in txt
+
+
+def test_lava_graph_json_says_which_nodes_are_lava_dense_lif_and_which_nmtc_processes(
+        block_export):
+    out_dir, _ = block_export
+    desc = json.loads((out_dir / "lava_graph.json").read_text())
+    assert {"q_fc", "q_lif", "mlp1_fc", "mlp2_lif"} <= set(desc["lava_dense_lif"])
+    assert {"k_t", "scores", "attn_v", "res1", "res2"} <= set(desc["nmtc_lava_processes"])
+    procs = {p["node"]: p for p in desc["processes"]}
+    assert procs["q_fc"]["process"] == "Dense" and procs["q_lif"]["process"] == "LIF"
+    assert procs["scores"]["process"] == "GraphMatMul"
+    assert procs["scores"]["inputs"] == ["q_lif", "k_t"]
+
+
+@needs_lava
+def test_verify_of_the_block_export_runs_lava_processes_and_says_identical(
+        block_export, capfd):
+    out_dir, _ = block_export
+    code, out, err = run_cli(["verify", out_dir, "--steps", "12", "--samples", "1"], capfd)
+    assert code == 0, out + err
+    assert "sample 0: identical" in out and "\nidentical\n" in out
+    assert "seeded random spikes" in out and "Lava process graph" in out
+
+
+@needs_lava
+def test_verify_of_the_block_export_uses_spikes_from_an_npz(block_export, tmp_path, capfd):
+    _, block_input = _spikformer()
+    out_dir, _ = block_export
+    np.savez(tmp_path / "spikes.npz", x=block_input(steps=12)[None].astype(np.float32),
+             y=np.zeros(1, np.int64))  # labels are required by the .npz reader, unused here
+    code, out, err = run_cli(["verify", out_dir, "--steps", "12", "--samples", "1",
+                              "--data", tmp_path / "spikes.npz"], capfd)
+    assert code == 0, out + err
+    assert "spikes.npz" in out and "sample 0: identical" in out
+
+
+def test_float_graph_with_a_matmul_is_refused_naming_it_and_leaves_no_directory(
+        tmp_path, capfd):
+    from nmtoolchain.ir import LIF, Linear
+
+    g = Graph({"source": {"path": "float_attn.nmir"}})
+    g.add("x", Input((8, 8)))
+    g.add("fc", Linear(np.full((8, 8), 0.25, np.float32)), ["x"])
+    g.add("lif", LIF(tau=2.0, r=1.0, v_leak=0.0, v_threshold=1.0), ["fc"])
+    g.add("self_scores", MatMul(), ["lif", "lif"])
+    g.add("out", Output(), ["self_scores"])
+    model = tmp_path / "float_attn.nmir"
+    save_graph(g.infer_shapes(), model)
+    out_dir = tmp_path / "float_attn_loihi2"
+    code, _, err = run_cli(["export", model, "--target", "loihi2", "-o", out_dir], capfd)
+    assert code == 2
+    assert err.startswith("nmtc: error: ") and len(err.strip().splitlines()) == 1
+    assert "'self_scores' (op MatMul)" in err and "not supported yet" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["float_attn.nmir"]
+
+
+def test_bundled_digits_cnn_snn_exports_and_verifies_identical_in_lava(tmp_path, capfd):
+    # the trained digits CNN (examples/train_digits_snn.py): conv, pooling folded,
+    # quantized with digits calibration, then run by Lava next to nmtc
+    from nmtoolchain.cli import main
+    from nmtoolchain.demo import DATA_DIR
+
+    out = tmp_path / "cnn.loihi2"
+    code = main(["export", str(DATA_DIR / "digits_cnn_snn.nmir"), "--target", "loihi2",
+                 "--calib", "digits", "-o", str(out)])
+    _, err = capfd.readouterr()
+    assert code == 0, err
+    code = main(["verify", str(out), "--dataset", "digits", "--samples", "2"])
+    text, err = capfd.readouterr()
+    assert code == 0, text + err
+    assert "sample 0: identical" in text and "sample 1: identical" in text

@@ -4,7 +4,8 @@ The job, in order (each step a library function; this module only chains
 them and writes the results):
 
 1. load the model (any format nmtc reads) and refuse, before any work, a node
-   no later step can turn into a netx layer (e.g. MatMul), naming it;
+   no later step can turn into a netx layer or a Lava process (e.g. Softmax;
+   MatMul in a float graph), naming it;
 2. fold sum/average pooling into the next layer
    (:func:`nmtoolchain.passes.fold_pooling`);
 3. quantize for Loihi unless the graph already is in the netx form
@@ -27,6 +28,18 @@ Directory contents:
   encoded, quantization rows, folded pooling, mapping summary, and which parts
   run on Loihi 2 through netx and which would need Lava's simulator.
 
+A graph with ops netx cannot hold but nmtc can run as Lava processes (Add
+outside a recurrent layer, MatMul, Transpose: ``lava_graph.deployability()``'s
+``lava_simulator_only``) is exported when it is already quantized (quantizing
+such float graphs is not supported yet and is refused naming the node). No
+``network.net`` is written for it (netx cannot hold those ops) and it is not
+mapped onto cores; the directory holds ``network.nmir``, ``lava_graph.json``
+(which nodes run as Lava's Dense/LIF and which as nmtc's own Lava processes,
+:func:`exporters.loihi2.lava_graph.plan_lava_graph`) and the reports, whose
+deployability section says which parts Loihi 2 could run through netx and
+which run only in Lava's CPU simulator. ``nmtc verify`` runs it as a Lava
+process graph against nmtc's simulator.
+
 Atomicity: everything is written into a hidden temporary sibling directory
 and renamed to DIR at the end, so a failure (or Ctrl-C) leaves neither DIR
 nor the temporary directory. DIR must not exist unless ``force`` (then the
@@ -47,7 +60,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
-from nmtoolchain.errors import BadInputError, UnsupportedOpError
+from nmtoolchain.errors import BadInputError, NotExpressibleError, UnsupportedOpError
 from nmtoolchain.ir import Graph
 from exporters.loihi2.netx_writer import (
     NETX_BUILDERS, NEURON_OPS, NetxPlan, op_hint, graph_origin, plan_netx, write_plan)
@@ -56,6 +69,13 @@ REPORT_FORMAT = "nmtc-loihi2-export"
 REPORT_VERSION = 1
 FILES = {"network": "network.net", "graph": "network.nmir", "mapping": "mapping.json",
          "report_json": "report.json", "report_txt": "report.txt"}
+#: Files of an export that runs as a Lava process graph (no netx file, no mapping).
+LAVA_GRAPH_FILES = {"graph": "network.nmir", "lava_graph": "lava_graph.json",
+                    "report_json": "report.json", "report_txt": "report.txt"}
+LAVA_GRAPH_FORMAT = "nmtc-lava-graph"
+#: Ops netx cannot hold (outside a recurrent layer's Add) that run as nmtc's own
+#: Lava processes in Lava's CPU simulator (lava_graph.LAVA_SIMULATOR_ONLY_OPS).
+LAVA_ONLY_OPS = ("Add", "MatMul", "Transpose")
 #: Ops the pipeline can still turn into netx layers (neurons the quantizer
 #: converts, pooling the fold removes); anything else is refused up front.
 PIPELINE_OPS = frozenset(NETX_BUILDERS) | frozenset(NEURON_OPS) | {
@@ -65,9 +85,9 @@ CALIB_SAMPLES = 128
 DEPLOYABILITY_NOTE = (
     "Every layer above is a lava-dl netx layer: deployable on Loihi 2 through netx and runnable "
     "in Lava's simulator. Ops outside netx (attention MatMul, Softmax, residual Add/Concat, "
-    "token halting, ...) would need custom Lava processes that run only in Lava's simulator; "
-    "for now the exporter refuses every such op with an error naming the node, so no part of "
-    "an exported network is simulator-only.")
+    "token halting, ...) would need custom Lava processes that run only in Lava's simulator "
+    "(a quantized graph with Add/MatMul/Transpose is exported as a Lava process graph, "
+    "without network.net); this network has none, so no part of it is simulator-only.")
 
 
 @dataclass
@@ -75,15 +95,32 @@ class ExportResult:
     """What :func:`export_loihi2` wrote and decided."""
 
     directory: Path
-    plan: NetxPlan
+    plan: Optional[NetxPlan]  # None for a Lava process graph (no network.net)
     report: Dict[str, Any]
     lines: List[str] = field(default_factory=list)
+    files: List[str] = field(default_factory=list)  # names written into ``directory``
 
 
 # ------------------------------------------------------------------- steps
 def refuse_unsupported(graph: Graph) -> None:
-    """UnsupportedOpError naming the first node no pipeline step can export."""
-    bad = [n for n in graph.topological_order() if n.op_name not in PIPELINE_OPS]
+    """UnsupportedOpError naming the first node no pipeline step can export.
+
+    The Lava-only ops (Add, MatMul, Transpose) pass when the graph is already
+    quantized; in a float graph a MatMul or Transpose is refused naming it
+    (quantizing such graphs is not supported yet)."""
+    quantized = is_quantized_for_loihi(graph)
+    allowed = PIPELINE_OPS | (set(LAVA_ONLY_OPS) if quantized else set())
+    if not quantized:
+        lava_only = [n for n in graph.topological_order()
+                     if n.op_name in LAVA_ONLY_OPS and n.op_name not in PIPELINE_OPS]
+        if lava_only:
+            first = lava_only[0]
+            raise UnsupportedOpError(
+                f"{graph_origin(graph)}: node '{first.name}' (op {first.op_name}) runs only as "
+                "a Lava process, which nmtc exports only from an already quantized graph "
+                "(integer weights, Loihi CUBA neurons); quantizing float graphs with "
+                f"{'/'.join(LAVA_ONLY_OPS)} is not supported yet")
+    bad = [n for n in graph.topological_order() if n.op_name not in allowed]
     if bad:
         first = bad[0]
         more = f" (and {len(bad) - 1} more: {', '.join(n.name for n in bad[1:4])})" \
@@ -361,19 +398,35 @@ def export_loihi2(model: Union[str, Path, Graph], out_dir: Union[str, Path], *,
         notes += qnotes
         if any(n.op_name in ("SumPool2d", "AvgPool2d") for n in graph):
             graph = fold_pooling(graph)
-    plan = plan_netx(graph)  # refuses what netx cannot hold, before mapping or writing
+    if qreport is None and any(n.op_name in LAVA_ONLY_OPS for n in graph):
+        try:
+            plan = plan_netx(graph)  # a recurrent layer's Add is netx's dense_rec
+        except (NotExpressibleError, UnsupportedOpError):
+            return _export_lava_graph(graph, model_name, out_dir, parent, prof.id,
+                                      int(timesteps), notes, force)
+    else:
+        plan = plan_netx(graph)  # refuses what netx cannot hold, before mapping or writing
     mapping, mapping_lines = _map(graph, prof)
     quant = _quant_rows(graph, qreport)
     quant_lines = list(qreport.lines()) if qreport is not None else [quant["note"]]
     report, lines = build_report(model_name, graph, plan, prof.id, int(timesteps), quant,
                                  quant_lines, mapping, mapping_lines, notes)
 
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".part", dir=parent))
-    try:
+    def write(tmp: Path) -> None:
         write_network(plan, tmp / FILES["network"])
         write_graph(graph, tmp / FILES["graph"])
         write_mapping_json(mapping, tmp / FILES["mapping"])
         write_reports(report, lines, tmp)
+
+    _write_atomically(write, out_dir, parent, force)
+    return ExportResult(out_dir, plan, report, lines, list(FILES.values()))
+
+
+def _write_atomically(write: Any, out_dir: Path, parent: Path, force: bool) -> None:
+    """``write(tmp)`` into a hidden temporary sibling, then rename it to ``out_dir``."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".part", dir=parent))
+    try:
+        write(tmp)
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; the export is an ordinary directory
         _move_into_place(tmp, out_dir, force)
     except BaseException as e:
@@ -381,7 +434,126 @@ def export_loihi2(model: Union[str, Path, Graph], out_dir: Union[str, Path], *,
         if isinstance(e, OSError):
             raise BadInputError(f"{out_dir}: cannot write ({' '.join(str(e).split())})") from None
         raise
-    return ExportResult(out_dir, plan, report, lines)
+
+
+# ------------------------------------------------------- Lava process graph
+#: What each planned process kind is in Lava, and whose it is.
+_LAVA_PROCESS = {"source": ("GraphSpikeSource", "nmtc"), "dense": ("Dense", "lava"),
+                 "lif": ("LIF", "lava"), "add": ("GraphAdd", "nmtc"),
+                 "matmul": ("GraphMatMul", "nmtc"), "permute": ("GraphPermute", "nmtc")}
+
+
+def describe_lava_graph(graph: Graph, model: str) -> Dict[str, Any]:
+    """lava_graph.json: the Lava processes that run ``graph`` (no weights: those
+    stay in network.nmir), from :func:`exporters.loihi2.lava_graph.plan_lava_graph`.
+
+    Refuses (UnsupportedOpError naming the first Lava-only node, one line) a
+    graph that cannot run as a Lava process graph."""
+    from exporters.loihi2.lava_graph import plan_lava_graph
+    from nmtoolchain.errors import NmtcError
+
+    try:
+        plan = plan_lava_graph(graph)
+    except NmtcError as e:
+        first = next(n for n in graph.topological_order() if n.op_name in LAVA_ONLY_OPS)
+        raise UnsupportedOpError(
+            f"{graph_origin(graph)}: node '{first.name}' (op {first.op_name}) cannot be exported "
+            f"to Loihi 2 through lava-dl netx{op_hint(first.op_name)}, and the graph cannot run "
+            f"as a Lava process graph either: {' '.join(str(e).split())}") from None
+    procs = []
+    depth: Dict[str, int] = {}
+    for p in plan.procs:
+        cls, owner = _LAVA_PROCESS[p.kind]
+        depth[p.node] = max((depth[i] for i in p.inputs), default=0) + (p.kind == "dense")
+        d: Dict[str, Any] = {"node": p.node, "op": graph[p.node].op_name, "process": cls,
+                             "provided_by": owner, "inputs": list(p.inputs), "size": int(p.size),
+                             "sends": plan.kinds.get(p.node, "graded")}
+        if p.kind == "dense":
+            d.update(num_weight_bits=p.params["num_weight_bits"],
+                     num_message_bits=p.params["num_message_bits"], tokens=p.params["tokens"])
+        elif p.kind == "lif":
+            d.update(du=p.params["du"], dv=p.params["dv"], vth=p.params["vth"],
+                     bias_exp=p.params["bias_exp"])
+        procs.append(d)
+    by = lambda owner: [d["node"] for d in procs if d["provided_by"] == owner]  # noqa: E731
+    return {"format": LAVA_GRAPH_FORMAT, "version": REPORT_VERSION, "model": model,
+            "input": {"node": plan.input_node, "shape": list(plan.shapes[plan.input_node]),
+                      "drive": "spikes (row t-1 of the drive at step t)"},
+            "lava_dense_lif": by("lava"), "nmtc_lava_processes": by("nmtc"),
+            "no_process": {k: plan.process_of(k) for k in sorted(plan.alias)},
+            "pipeline_depth": max(depth.values(), default=0),
+            "processes": procs,
+            "run_with": "exporters.loihi2.lava_graph.run_graph_in_lava(graph, spikes, steps), "
+                        "Loihi2SimCfg fixed_pt (Lava's CPU simulator)"}
+
+
+LAVA_ONLY_NOTE = (
+    "The Lava-only nodes run as nmtc's own Python Lava processes with no Loihi 2 microcode. "
+    "No network.net is written: netx cannot hold the Lava-only ops, so the whole graph "
+    "runs in Lava's CPU simulator (network.nmir + lava_graph.json).")
+
+
+def _lava_deployability_sentence(dep: Dict[str, List[str]]) -> str:
+    return (f"Deployable on Loihi 2 through netx: {len(dep['loihi2_netx'])} IR nodes "
+            f"({', '.join(dep['loihi2_netx'])}). Only in Lava's CPU simulator: "
+            f"{len(dep['lava_simulator_only'])} IR nodes ({', '.join(dep['lava_simulator_only'])}"
+            "). " + LAVA_ONLY_NOTE)
+
+
+def _export_lava_graph(graph: Graph, model: str, out_dir: Path, parent: Path, profile_id: str,
+                       timesteps: int, notes: List[str], force: bool) -> ExportResult:
+    """The export of a quantized graph with Lava-only ops (module docstring)."""
+    from nmtoolchain import __version__
+    from exporters.loihi2.lava_graph import deployability
+
+    desc = describe_lava_graph(graph, model)
+    dep = deployability(graph)
+    sentence = _lava_deployability_sentence(dep)
+    quant = _quant_rows(graph, None)
+    depth = int(desc["pipeline_depth"])
+    mapping = {"mapped": False, "note": "not mapped: Lava-only ops (the core mapping places "
+                                        "netx layers; these run in Lava's CPU simulator)"}
+    report = {
+        "format": REPORT_FORMAT, "version": REPORT_VERSION, "nmtc_version": __version__,
+        "model": model, "target": "loihi2", "runs_as": "lava_process_graph",
+        "profile": profile_id, "files": dict(LAVA_GRAPH_FILES), "timesteps": timesteps,
+        "pipeline_depth": depth, "verify_steps": timesteps + depth,
+        "input": {"drive": "spikes", "shape": desc["input"]["shape"],
+                  "how": "binary spikes into the Input node's source process; row t-1 of the "
+                         "drive is sent at step t"},
+        "lava_graph": {k: desc[k] for k in ("lava_dense_lif", "nmtc_lava_processes")},
+        "quantization": quant, "mapping": mapping,
+        "deployability": {"loihi2_netx": dep["loihi2_netx"],
+                          "lava_simulator_only": dep["lava_simulator_only"],
+                          "refused": dep["unsupported"], "netx_file_written": False,
+                          "note": sentence},
+        "notes": list(notes),
+    }
+    lines = [f"nmtc export --target loihi2: {model}",
+             f"runs as a Lava process graph: {len(desc['processes'])} processes; input spikes "
+             f"{desc['input']['shape']}; pipeline depth {depth} steps",
+             "", "Lava processes (lava_graph.json):",
+             f"  {'node':<12} {'op':<10} {'process':<18} {'by':<5} inputs"]
+    for d in desc["processes"]:
+        lines.append(f"  {d['node']:<12} {d['op']:<10} {d['process']:<18} {d['provided_by']:<5} "
+                     f"{', '.join(d['inputs']) or '-'}")
+    lines += ["", "quantization:", "  " + quant["note"],
+              "", "mapping:", "  " + mapping["note"],
+              "", "deployability:",
+              f"  on Loihi 2 through netx: {', '.join(dep['loihi2_netx'])}",
+              f"  only in Lava's simulator: {', '.join(dep['lava_simulator_only'])}",
+              "  " + LAVA_ONLY_NOTE]
+    if notes:
+        lines += ["", "notes:"] + ["  " + n for n in notes]
+    lines += ["", f"check it: nmtc verify <this directory> --steps {report['verify_steps']}"]
+
+    def write(tmp: Path) -> None:
+        write_graph(graph, tmp / LAVA_GRAPH_FILES["graph"])
+        (tmp / LAVA_GRAPH_FILES["lava_graph"]).write_text(_json(desc))
+        write_reports(report, lines, tmp)
+
+    _write_atomically(write, out_dir, parent, force)
+    return ExportResult(out_dir, None, report, lines, list(LAVA_GRAPH_FILES.values()))
 
 
 def _move_into_place(tmp: Path, out_dir: Path, force: bool) -> None:
@@ -403,4 +575,5 @@ def _move_into_place(tmp: Path, out_dir: Path, force: bool) -> None:
 
 
 __all__ = ["export_loihi2", "ExportResult", "refuse_unsupported", "is_quantized_for_loihi",
-           "calibration_spikes", "build_report", "FILES"]
+           "calibration_spikes", "build_report", "describe_lava_graph", "FILES",
+           "LAVA_GRAPH_FILES"]

@@ -20,6 +20,14 @@ Both sides get the same drive, built from the data for the file's input kind
 * ``a_in``: integer data as given, data in [0, 1] times the recorded scale
   (255 by default); with no data, seeded random integers.
 
+An export of a graph with Lava-only ops (``lava_graph.json``, no
+``network.net``) is run as a Lava process graph
+(:func:`exporters.loihi2.lava_graph.check_graph_parity`): Lava (Dense, LIF
+and nmtc's own processes) against nmtc's simulator, both from
+``network.nmir``, every node with a process compared at every step. Its
+input is spikes: ``--data``/``--dataset`` as for a ``spikes`` netx file, or
+seeded random Bernoulli spikes.
+
 Every neuron layer is compared at every step; the result per sample is
 "identical" or the first divergence (layer, step, neuron, both values).
 Lava runs one sample at a time (a runtime per run); nmtc runs the samples as
@@ -70,6 +78,9 @@ class VerifyResult:
     samples: List[SampleResult] = field(default_factory=list)
     nmtc_ms_per_step: float = math.nan
     structure_error: Optional[str] = None
+    #: 'netx' (network.net in Lava) or 'lava_graph' (network.nmir as Lava processes)
+    mode: str = "netx"
+    total_s: float = math.nan  # lava_graph: both runs of every sample, wall time
 
     @property
     def identical(self) -> bool:
@@ -90,9 +101,15 @@ class VerifyResult:
 
     def lines(self) -> List[str]:
         out = [f"verify {self.directory}: {len(self.samples)} sample(s) x {self.steps} steps; "
-               f"input: {self.drive} ({self.inputs})",
-               f"Lava fixed_pt running network.net vs nmtc loihi numerics running "
-               f"{self.reference}; {len(self.layers)} neuron layers compared at every step"]
+               f"input: {self.drive} ({self.inputs})"]
+        if self.mode == "lava_graph":
+            out.append(f"Lava fixed_pt running {self.reference} as a Lava process graph "
+                       f"(lava_graph.json) vs nmtc loihi numerics running network.nmir; "
+                       f"{len(self.layers)} nodes compared at every step")
+        else:
+            out.append(f"Lava fixed_pt running network.net vs nmtc loihi numerics running "
+                       f"{self.reference}; {len(self.layers)} neuron layers compared at every "
+                       "step")
         if self.structure_error:
             out.append(f"DIFFERENT: {self.structure_error}")
         for s in self.samples:
@@ -102,8 +119,13 @@ class VerifyResult:
         out.append("identical" if self.identical else
                    f"DIFFERENT: {n_bad} of {len(self.samples)} sample(s) diverge"
                    if n_bad else "DIFFERENT")
-        out.append(f"speed: Lava {self.lava_ms_per_step:.2f} ms/step (steady state, one sample), "
-                   f"nmtc {self.nmtc_ms_per_step:.2f} ms/step (batch of {len(self.samples)})")
+        if self.mode == "lava_graph":
+            out.append(f"time: {self.total_s:.1f} s for Lava and nmtc together, "
+                       f"{len(self.samples)} sample(s) (Lava starts one runtime per sample)")
+        else:
+            out.append(f"speed: Lava {self.lava_ms_per_step:.2f} ms/step (steady state, one "
+                       f"sample), nmtc {self.nmtc_ms_per_step:.2f} ms/step (batch of "
+                       f"{len(self.samples)})")
         return out
 
     def as_dict(self) -> Dict[str, Any]:
@@ -116,7 +138,7 @@ class VerifyResult:
 
         return {"directory": str(self.directory), "identical": self.identical,
                 "steps": self.steps, "drive": self.drive, "inputs": self.inputs,
-                "reference": self.reference, "layers": self.layers,
+                "reference": self.reference, "layers": self.layers, "mode": self.mode,
                 "structure_error": self.structure_error,
                 "lava_ms_per_step": self.lava_ms_per_step,
                 "nmtc_ms_per_step": self.nmtc_ms_per_step,
@@ -223,7 +245,8 @@ def verify_export(directory: Union[str, Path], *, data: Optional[Union[str, Path
     if not directory.is_dir():
         raise BadInputError(f"{directory}: no such export directory")
     net = directory / "network.net"
-    if not net.is_file():
+    lava_graph = not net.is_file() and (directory / "lava_graph.json").is_file()
+    if not net.is_file() and not lava_graph:
         raise BadInputError(f"{directory}: no network.net (is this an nmtc export directory?)")
     if dataset is not None and data is not None:
         raise BadInputError("give either --data or --dataset, not both")
@@ -235,6 +258,11 @@ def verify_export(directory: Union[str, Path], *, data: Optional[Union[str, Path
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
         raise BadInputError(f"--steps must be a positive integer, got {steps!r}")
     steps = int(steps)
+    if lava_graph:
+        if reset_interval is not None:
+            raise BadInputError("--reset-interval applies to netx exports (network.net), not "
+                                "to a Lava process graph")
+        return _verify_lava_graph(directory, report, data, dataset, steps, samples)
 
     nmir = directory / "network.nmir"
     if nmir.is_file():
@@ -280,6 +308,38 @@ def verify_export(directory: Union[str, Path], *, data: Optional[Union[str, Path
         d = first_divergence(ref, cand, layers=file_layers)
         events = int(sum(np.count_nonzero(v) for v in ref.values()))
         result.samples.append(SampleResult(i, d, events, float(lava.ms_per_step)))
+    return result
+
+
+def _verify_lava_graph(directory: Path, report: Dict[str, Any], data: Optional[Union[str, Path]],
+                       dataset: Optional[str], steps: int, samples: int) -> VerifyResult:
+    """A Lava process graph export: ``check_graph_parity`` per sample (spike input)."""
+    import time
+
+    from exporters.loihi2.lava_graph import check_graph_parity, plan_lava_graph
+    from nmtoolchain.ir import load_graph
+
+    nmir = directory / "network.nmir"
+    if not nmir.is_file():
+        raise BadInputError(f"{directory}: has lava_graph.json but no network.nmir (the graph "
+                            "the Lava processes are built from)")
+    graph = load_graph(nmir)
+    plan = plan_lava_graph(graph)
+    layers = [p.node for p in plan.procs if p.kind != "source"]
+    types = {n: graph[n].op_name for n in layers}
+    shape = tuple(int(s) for s in graph[plan.input_node].shape)
+    result = VerifyResult(directory, steps, "spikes", "", "network.nmir", layers, {}, types,
+                          mode="lava_graph")
+    x, origin = _data(shape, dataset, Path(data) if data is not None else None, samples, graph)
+    encoding = report.get("input", {}).get("encoding") or {}
+    drives, result.inputs = _drives("spikes", x, origin, shape, steps, samples, encoding,
+                                    directory / "network.nmir")
+    t0 = time.perf_counter()
+    for i, drive in enumerate(drives[:samples]):
+        div, lava, _ = check_graph_parity(graph, drive, steps)
+        events = int(sum(np.count_nonzero(v) for v in lava.values()))
+        result.samples.append(SampleResult(i, div, events, math.nan))
+    result.total_s = time.perf_counter() - t0
     return result
 
 
