@@ -218,3 +218,21 @@ def test_demo_runs_the_embedded_default(intel_netx, capfd):
     assert abs(loihi["fixed_accuracy"] - loihi["float_accuracy"]) <= 0.01
     assert loihi["float_accuracy"] > 0.9
     assert loihi["verify"] == "identical"
+
+
+def test_inspect_says_which_nodes_run_only_in_lavas_simulator(tmp_path, capfd):
+    import sys as _sys
+
+    from nmtoolchain.ir import save_graph
+
+    _sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+    from spikformer_block import build_spikformer_block
+
+    path = tmp_path / "block.nmir"
+    save_graph(build_spikformer_block(), path)
+    info = _inspect_json(path, capfd)
+    loihi = next(t for t in info["targets"] if t["target"] == "loihi2")
+    assert loihi["ok"]
+    text = " ".join(loihi["reasons"])
+    assert "MatMul runs only in Lava's CPU simulator" in text and "scores" in text
+    assert "Add runs only" in text and "res1" in text

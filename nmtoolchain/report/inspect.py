@@ -61,6 +61,7 @@ def render_inspection(info: Dict[str, Any], console: Any) -> None:
         f"{tot['macs']:,} MACs per time step, {tot['neurons']:,} neurons")
     for v in info["targets"]:
         if v["ok"]:
-            console.print(f"  [green]✓[/green] {v['target']}")
+            notes = ("; " + "; ".join(v["reasons"])) if v["reasons"] else ""
+            console.print(f"  [green]✓[/green] {v['target']}{notes}")
         else:
             console.print(f"  [red]✗[/red] {v['target']}: " + "; ".join(v["reasons"]))
