@@ -264,6 +264,100 @@ def report(
 
 
 @app.command()
+def convert(
+    model: Path = typer.Argument(..., help="ANN model file with QCFS activations."),
+    method: str = typer.Option(..., "--method", help="Conversion rule: mst (QCFS -> IF)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Output SNN graph (.nmir)."),
+    timesteps: Optional[int] = typer.Option(
+        None, "--timesteps", "-T", help="Intended time steps (recorded in the graph)."),
+    no_precharge: bool = typer.Option(
+        False, "--no-precharge", help="Start membranes at 0 instead of λ/2."),
+    allow_pickle: bool = ALLOW_PICKLE, input_shape: Optional[str] = INPUT_SHAPE,
+) -> None:
+    """Convert a QCFS ANN into an IF SNN graph (MST/QCFS rule) and write it atomically."""
+    if method != "mst":
+        raise BadInputError(f"--method {method!r}: unknown conversion method; choose one of: mst")
+    from nmtoolchain.convert.mst import convert_mst
+    from nmtoolchain.ir import save_graph
+
+    graph = _load(model, allow_pickle, input_shape)
+    snn = convert_mst(graph, timesteps=timesteps, precharge=not no_precharge)
+    path = save_graph(snn, output)
+    n_if = sum(1 for n in snn if n.op_name == "IF")
+    typer.echo(f"wrote {path} ({n_if} IF layer(s), precharge {'off' if no_precharge else 'on'})")
+
+
+@app.command("check-accuracy")
+def check_accuracy(
+    model: Path = typer.Argument(..., help="ANN model file with QCFS activations."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Bundled data set: digits."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Labelled data: .npz with x and y."),
+    timesteps: int = typer.Option(32, "--timesteps", "-T", help="Largest number of time steps."),
+    min_accuracy: Optional[float] = typer.Option(
+        None, "--min-accuracy", help="Gate: SNN accuracy at T_max must be >= A (in [0, 1])."),
+    max_drop: Optional[float] = typer.Option(
+        None, "--max-drop", help="Gate: ANN accuracy minus SNN accuracy at T_max must be <= D."),
+    no_precharge: bool = typer.Option(
+        False, "--no-precharge", help="Start membranes at 0 instead of λ/2."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    allow_pickle: bool = ALLOW_PICKLE, input_shape: Optional[str] = INPUT_SHAPE,
+) -> int:
+    """Accuracy of the ANN and of its MST-converted SNN against time step; exit 1 if a gate fails.
+
+    The test split of --dataset digits, or all of --data. The SNN sees the image at every
+    step and predicts by the argmax of its summed logits.
+    """
+    from nmtoolchain.accuracy import accuracy_vs_timesteps, ann_accuracy
+    from nmtoolchain.convert.mst import convert_mst
+    from nmtoolchain.inputs import load_run_inputs
+
+    if min_accuracy is not None and max_drop is not None:
+        raise BadInputError("give either --min-accuracy or --max-drop, not both")
+    if min_accuracy is not None and not 0.0 <= min_accuracy <= 1.0:
+        raise BadInputError(f"--min-accuracy must be in [0, 1], got {min_accuracy}")
+    if max_drop is not None and not 0.0 <= max_drop <= 1.0:
+        raise BadInputError(f"--max-drop must be in [0, 1], got {max_drop}")
+    if timesteps < 1:
+        raise BadInputError(f"--timesteps must be >= 1, got {timesteps}")
+    if dataset is None and data is None:
+        raise BadInputError("give --dataset digits or --data FILE.npz")
+    if data is not None and data.suffix != ".npz":
+        raise BadInputError(f"--data {data}: needs a .npz with x and y (labels)")
+    graph = _load(model, allow_pickle, input_shape)
+    inputs = load_run_inputs(graph, dataset=dataset, data=data, samples=10 ** 9)
+    if inputs.y is None:
+        raise BadInputError(f"{inputs.description}: no labels (y) to measure accuracy")
+    if inputs.x.ndim != len(graph.inputs()[0].shape) + 1:
+        raise BadInputError(f"{inputs.description}: expected static samples (N, "
+                            f"{tuple(graph.inputs()[0].shape)}), got {inputs.x.shape}")
+    snn = convert_mst(graph, timesteps=timesteps, precharge=not no_precharge)
+    ann = ann_accuracy(graph, inputs.x, inputs.y)
+    curve = accuracy_vs_timesteps(snn, inputs.x, inputs.y, timesteps)
+    snn_final = curve[-1][1]
+    if min_accuracy is not None:
+        passed = snn_final >= min_accuracy
+        gate = f"SNN accuracy at T={timesteps} {snn_final:.4f} >= {min_accuracy:.4f}"
+    elif max_drop is not None:
+        passed = ann - snn_final <= max_drop + 1e-12
+        gate = f"drop ANN - SNN(T={timesteps}) {ann - snn_final:.4f} <= {max_drop:.4f}"
+    else:
+        passed, gate = True, "no gate given"
+    verdict = "PASS" if passed else "FAIL"
+    if as_json:
+        typer.echo(json.dumps({
+            "model": str(model), "data": inputs.description, "samples": int(len(inputs.x)),
+            "ann_accuracy": ann, "snn_accuracy": [{"timesteps": t, "accuracy": a} for t, a in curve],
+            "precharge": not no_precharge, "gate": gate, "passed": passed}, indent=2))
+    else:
+        typer.echo(f"{model.name} on {inputs.description}: ANN accuracy {ann:.4f}")
+        typer.echo(f"{'T':>6}  {'SNN acc':>8}  {'ANN - SNN':>9}")
+        for t, a in curve:
+            typer.echo(f"{t:>6}  {a:>8.4f}  {ann - a:>9.4f}")
+        typer.echo(f"gate: {gate}: {verdict}")
+    return 0 if passed else 1
+
+
+@app.command()
 def demo(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
 ) -> None:
