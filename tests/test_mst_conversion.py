@@ -2,6 +2,7 @@
 QCFS CNN's conversion curve, and the ``nmtc check-accuracy`` gate."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -179,3 +180,22 @@ def test_convert_cli_refuses_relu_checkpoint_naming_the_node(tmp_path, capfd):
     assert code == 2
     assert f"'{node}' (ReLU)" in err
     assert not out.exists()
+
+
+def test_ci_snippet_passes_and_fails_the_build_by_exit_code(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    nmtc = Path(sys.executable).with_name("nmtc")
+    env = dict(os.environ, NMTC=str(nmtc), OUT=str(tmp_path / "acc.json"), TIMESTEPS="8")
+    ok = subprocess.run(["bash", "examples/ci/accuracy_gate.sh"], cwd=root, capture_output=True,
+                        text=True, env=dict(env, MAX_DROP="0.05"), timeout=300)
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads((tmp_path / "acc.json").read_text())["passed"] is True
+    bad = subprocess.run(["bash", "examples/ci/accuracy_gate.sh"], cwd=root, capture_output=True,
+                         text=True, env=dict(env, MAX_DROP="0.0"), timeout=300)
+    # at T=8 the SNN is below the ANN (98.22% vs 98.67%, benchmarks/qcfs_conversion_curve.py)
+    assert bad.returncode == 1
