@@ -210,3 +210,39 @@ def test_every_nir_primitive_has_an_ir_op():
                       "Input", "Output"}
     mapped = {cls.nir_type for cls in ir.OP_REGISTRY.values() if cls.nir_type}
     assert nir_primitives <= mapped
+
+
+def test_bias_and_mean_shapes_and_simulation_match_torch():
+    from simulators.cycle import simulate
+
+    b = np.arange(4, dtype=np.float32).reshape(1, 4)
+    g = ir.Graph()
+    g.add("x", ir.Input((3, 4)))
+    g.add("b", ir.Bias(b), ["x"])
+    g.add("m", ir.Mean(0), ["b"])
+    g.add("y", ir.Output(), ["m"])
+    g.infer_shapes()
+    assert g["m"].shape == (4,)
+    x = torch.randn(2, 3, 4)
+    out = simulate(g, x, 1).outputs["y"][:, 0]
+    assert torch.allclose(out, (x + torch.from_numpy(b)).mean(1))
+    with pytest.raises(IRValidationError, match="'bad' \\(Bias\\)"):
+        g2 = ir.Graph()
+        g2.add("x", ir.Input((3,)))
+        g2.add("bad", ir.Bias(np.zeros(5)), ["x"])
+        g2.infer_shapes()
+
+
+def test_spike_mask_module_loads_as_ir_spike_mask_with_its_role():
+    from nmtoolchain.frontends.torch_loader import graph_from_module
+    from nmtoolchain.nn import SpikeMask
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), SpikeMask(0.75, role="q"))
+    g = graph_from_module(model, (4,))
+    masks = [n for n in g if n.op_name == "SpikeMask"]
+    assert len(masks) == 1 and masks[0].op.p == 0.75
+    assert masks[0].annotations["rsm_role"] == "q"
+    # p = 0.75 drops about three quarters, fresh every call, no rescaling
+    x = torch.ones(20000)
+    kept = float(SpikeMask(0.75)(x).mean())
+    assert 0.23 < kept < 0.27 and set(SpikeMask(0.75)(x).unique().tolist()) <= {0.0, 1.0}

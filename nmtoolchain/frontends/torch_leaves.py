@@ -25,7 +25,7 @@ import numpy as np
 from nmtoolchain.errors import UnsupportedOpError
 from nmtoolchain.ir import (
     IF, LI, LIF, Affine, AvgPool2d, BatchNorm, Conv1d, Conv2d, Flatten, LayerNorm, Linear,
-    MaxPool2d, Op, QCFS, ReLU, Shape, Softmax, SumPool2d)
+    MaxPool2d, Op, QCFS, ReLU, Shape, Softmax, SpikeMask, SumPool2d)
 from nmtoolchain.ir.op import as_array
 
 #: one emitted op and the annotations to add to its node (besides ``source``)
@@ -267,6 +267,10 @@ def _nmtc_qcfs(m: Any, ctx: LeafContext) -> List[Emitted]:
     return [(QCFS(levels=int(m.levels), threshold=_array(m.threshold), shift=float(m.shift)), {})]
 
 
+def _nmtc_spike_mask(m: Any, ctx: LeafContext) -> List[Emitted]:
+    return [(SpikeMask(p=float(m.p), seed=m.seed), {"rsm_role": str(m.role)})]
+
+
 def _nmtc_neuron_fields(m: Any) -> Dict[str, Any]:
     return {"v_threshold": float(m.v_threshold), "reset": str(m.reset),
             "v_reset": float(m.v_reset), "v_init": float(m.v_init), "compare": str(m.compare),
@@ -307,6 +311,7 @@ LEAVES: List[Leaf] = [
     Leaf("sinabs", "ExpLeakSqueeze", _sinabs_exp_leak),
     Leaf("sinabs", "SumPool2d", _sinabs_sum_pool),
     Leaf("nmtoolchain.nn", "QCFS", _nmtc_qcfs),
+    Leaf("nmtoolchain.nn", "SpikeMask", _nmtc_spike_mask),
     Leaf("nmtoolchain.nn", "IFNeuron", _nmtc_if, time_major=True),
     Leaf("nmtoolchain.nn", "LIFNeuron", _nmtc_lif, time_major=True),
 ]

@@ -6,10 +6,10 @@ token halting/merging, sigma-delta) are what the seed methods and Loihi need.
 """
 from nmtoolchain.ir.op import OP_REGISTRY, Op, Shape
 from nmtoolchain.ir.io import Input, Output
-from nmtoolchain.ir.linear import Affine, Linear, Scale
+from nmtoolchain.ir.linear import Affine, Bias, Linear, Scale
 from nmtoolchain.ir.conv import Conv1d, Conv2d
 from nmtoolchain.ir.pooling import AvgPool2d, MaxPool2d, SumPool2d
-from nmtoolchain.ir.reshape import Flatten, Reshape, Transpose
+from nmtoolchain.ir.reshape import Flatten, Mean, Reshape, Transpose
 from nmtoolchain.ir.neuron import (
     IF, LI, LIF, CubaLI, CubaLIF, Delay, I, SigmaDelta, Threshold)
 from nmtoolchain.ir.norm import BatchNorm, LayerNorm
@@ -21,7 +21,7 @@ from nmtoolchain.ir.serialize import graph_from_bytes, graph_to_bytes, load_grap
 
 __all__ = [
     "OP_REGISTRY", "Op", "Shape", "Graph", "Node",
-    "Input", "Output", "Affine", "Linear", "Scale", "Conv1d", "Conv2d",
+    "Input", "Output", "Affine", "Bias", "Linear", "Scale", "Mean", "Conv1d", "Conv2d",
     "SumPool2d", "AvgPool2d", "MaxPool2d", "Flatten", "Reshape", "Transpose",
     "I", "IF", "LI", "LIF", "CubaLIF", "CubaLI", "Threshold", "Delay", "SigmaDelta",
     "BatchNorm", "LayerNorm", "ReLU", "QCFS", "Softmax", "Add", "Concat", "MatMul",

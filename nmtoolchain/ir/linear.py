@@ -100,3 +100,26 @@ class Scale(Op):
         if tuple(out) != s:
             raise OpCheckError(f"scale shape {self.scale.shape} would enlarge input {s}")
         return s
+
+
+@dataclasses.dataclass(eq=False)
+class Bias(Op):
+    """y = x + b, elementwise; ``bias`` broadcasts to the input shape.
+
+    A constant current: e.g. MST's relative position bias added to the
+    attention logits (a bias current on hardware, not a spike)."""
+
+    bias: np.ndarray  # broadcastable to the input shape
+
+    def __post_init__(self) -> None:
+        self.bias = as_array(self.bias)
+
+    def infer_shape(self, in_shapes: Sequence[Shape]) -> Shape:
+        s = tuple(in_shapes[0])
+        try:
+            out = np.broadcast_shapes(self.bias.shape, s)
+        except ValueError:
+            raise OpCheckError(f"bias shape {self.bias.shape} does not broadcast to input {s}")
+        if tuple(out) != s:
+            raise OpCheckError(f"bias shape {self.bias.shape} would enlarge input {s}")
+        return s

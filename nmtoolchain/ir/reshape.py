@@ -74,3 +74,16 @@ class Transpose(Op):
         if sorted(self.perm) != list(range(len(s))):
             raise OpCheckError(f"perm {self.perm} is not a permutation of {len(s)} axes")
         return tuple(s[p] for p in self.perm)
+
+
+@dataclasses.dataclass(eq=False)
+class Mean(Op):
+    """Mean over one per-sample axis, which is removed (e.g. over tokens
+    before a classification head)."""
+
+    axis: int = 0
+
+    def infer_shape(self, in_shapes: Sequence[Shape]) -> Shape:
+        s = tuple(in_shapes[0])
+        a = _norm_axis(self.axis, len(s))
+        return s[:a] + s[a + 1:]

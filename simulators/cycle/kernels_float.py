@@ -125,6 +125,24 @@ class ScaleK(Kernel):
         return xs[0] * self.s
 
 
+class BiasK(Kernel):
+    output_kind = "analog"
+
+    def __init__(self, node, graph, device="cpu"):
+        super().__init__(node, graph, device)
+        self.b = _t(node.op.bias, device=device)
+
+    def step(self, xs, t):
+        return xs[0] + self.b
+
+
+class MeanK(Kernel):
+    output_kind = "analog"
+
+    def step(self, xs, t):
+        return xs[0].mean(dim=_axis(self.node.op.axis))
+
+
 class BatchNormK(Kernel):
     output_kind = "analog"
 
@@ -429,7 +447,7 @@ FLOAT_KERNELS: Dict[str, Type[Kernel]] = {
     "Input": InputKernel, "Output": Identity,
     "Affine": AffineK, "Linear": AffineK, "Conv1d": ConvK, "Conv2d": ConvK,
     "SumPool2d": SumPoolK, "AvgPool2d": SumPoolK, "MaxPool2d": MaxPoolK,
-    "Flatten": FlattenK, "Reshape": ReshapeK, "Transpose": TransposeK, "Scale": ScaleK,
+    "Flatten": FlattenK, "Reshape": ReshapeK, "Transpose": TransposeK, "Scale": ScaleK, "Bias": BiasK, "Mean": MeanK,
     "BatchNorm": BatchNormK, "LayerNorm": LayerNormK, "ReLU": ReLUK, "QCFS": QCFSK,
     "Softmax": SoftmaxK, "Add": AddK, "Concat": ConcatK, "MatMul": MatMulK,
     "Threshold": ThresholdK, "Delay": DelayK, "SpikeMask": SpikeMaskK,
