@@ -222,3 +222,17 @@ def test_bad_input_shape_is_named():
     g = _cuba_graph(0, 0, 10)
     with pytest.raises(BadInputError, match="input 'x' has shape"):
         simulate(g, torch.zeros(1, 2, 3), 2)
+
+
+def test_lambda_scaled_spikes_are_counted_as_events_not_macs():
+    # a converted QCFS layer emits spikes of amplitude λ (IF -> Scale(λ)); the next
+    # layer receives events: 1 event x fan-out 3 = 3 synops per step, no MACs
+    g = ir.Graph()
+    g.add("x", ir.Input((1,)))
+    g.add("n", ir.IF(v_threshold=0.5), ["x"])
+    g.add("s", ir.Scale(2.0), ["n"])
+    g.add("fc", ir.Linear(np.ones((3, 1))), ["s"])
+    g.add("y", ir.Output(), ["fc"])
+    res = simulate(g, torch.ones(1, 1), 2)
+    assert res.counts.counter("fc", "synops").tolist() == [3, 3]
+    assert res.counts.counter("fc", "macs").tolist() == [0, 0]

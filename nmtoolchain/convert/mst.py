@@ -24,6 +24,15 @@ Inference (recorded in ``metadata['input_encoding']`` and
 step (direct encoding); the logits are summed over steps and the prediction at
 step t is the argmax of the running sum.
 
+Transformers (MST's windowed attention, seeds.md §2.3): only the QCFS nodes
+change. MatMul (Q·Kᵀ of the current step's spikes, P·V), Softmax (a float
+softmax every step), Bias (the relative position bias, a constant current),
+Mean, Reshape/Transpose, Add and BatchNorm on the residual stream stay as they
+are and are evaluated per step on that step's values, exactly MST's inference;
+SpikeMask (RSM) nodes stay and are resampled every step. These nodes are listed
+in ``metadata['conversion']['per_step_analog']`` (op -> node names) so a back
+end sees what it must compute off the neuron cores.
+
 Refused with an :class:`UnsupportedOpError` naming the node: ReLU (this rule
 needs QCFS-trained activations; use threshold balancing for ReLU networks) and
 MaxPool2d (QCFS networks use average pooling). The pass never changes the graph
@@ -47,6 +56,10 @@ SUM_DECODING = {
     "method": "sum",
     "rule": "output values summed over time steps; prediction at step t = argmax of the running sum",
 }
+
+
+#: ops a converted transformer evaluates per step on analog values (kept as is)
+_PER_STEP_ANALOG = ("MatMul", "Softmax", "Bias", "Mean", "SpikeMask", "LayerNorm")
 
 
 def convert_mst(graph: Graph, *, timesteps: Optional[int] = None, precharge: bool = True) -> Graph:
@@ -93,11 +106,16 @@ def convert_mst(graph: Graph, *, timesteps: Optional[int] = None, precharge: boo
             un.inputs = tuple(scale_name if i == name else i for i in un.inputs)
         converted.append(name)
     snn.infer_shapes()
+    per_step: dict = {}
+    for n in snn:
+        if n.op_name in _PER_STEP_ANALOG:
+            per_step.setdefault(n.op_name, []).append(n.name)
     snn.metadata["conversion"] = {
         "method": "mst", "rule": "QCFS -> IF(v_th=λ, v_init=λ·shift, reset subtract, fire at >=)"
                                  " followed by Scale(λ)",
         "precharge": bool(precharge), "converted": converted,
-        "unfolded_batchnorm": list(snn.metadata.get("unfolded_batchnorm", []))}
+        "unfolded_batchnorm": list(snn.metadata.get("unfolded_batchnorm", [])),
+        "per_step_analog": per_step}
     snn.metadata["input_encoding"] = dict(DIRECT_ENCODING)
     if timesteps is not None:
         snn.metadata["input_encoding"]["steps"] = int(timesteps)

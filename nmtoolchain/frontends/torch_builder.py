@@ -15,7 +15,7 @@ from nmtoolchain.errors import BadInputError, IRValidationError, UnsupportedOpEr
 from nmtoolchain.frontends.torch_leaves import (
     Leaf, LeafContext, class_path, leaf_of, supported_leaf_names)
 from nmtoolchain.ir import (
-    Add, Affine, AvgPool2d, BatchNorm, Concat, Conv1d, Conv2d, Flatten, Graph, Input, LayerNorm, Linear, MatMul, MaxPool2d, Op, Output, ReLU, Reshape, Scale, Shape, Softmax, Transpose)
+    Add, Affine, AvgPool2d, BatchNorm, Bias, Concat, Conv1d, Conv2d, Flatten, Graph, Input, LayerNorm, Linear, MatMul, MaxPool2d, Mean, Op, Output, ReLU, Reshape, Scale, Shape, Softmax, Transpose)
 from nmtoolchain.ir.op import OpCheckError, as_array
 
 
@@ -179,8 +179,38 @@ class _Builder:
             if alpha != 1:
                 b = self.scale(b, alpha, where, base + "_alpha")
             return self.emit(base, Add(), [a, b], where)
-        raise self.fail(where, "adding a constant to a tensor is not supported (only the sum "
-                               "of two computed tensors)")
+        if isinstance(b, _Tensor):
+            a, b = b, a
+        if isinstance(a, _Tensor) and b is not None and not isinstance(b, _Tensor):
+            if isinstance(b, _Lead) or not _is_number(alpha):
+                raise self.fail(where, "arithmetic on the batch/time size is not supported")
+            c = as_array(b)
+            return self.bias(a, c * np.float32(alpha) if alpha != 1 else c, where, base)
+        raise self.fail(where, f"cannot add {type(a).__name__} and {type(b).__name__}")
+
+    def bias(self, x: _Tensor, c: Any, where: str, base: str) -> _Tensor:
+        """``x + constant``: a Bias node (e.g. MST's relative position bias)."""
+        arr = as_array(c)
+        if arr.ndim > len(x.shape):
+            extra = arr.ndim - len(x.shape)
+            if any(s != 1 for s in arr.shape[:extra]):
+                raise self.fail(where, f"constant of shape {arr.shape} varies along the batch "
+                                       "axis")
+            arr = arr.reshape(arr.shape[extra:])
+        return self.emit(base, Bias(arr), [x], where)
+
+    def mean(self, x: Any, dim: Any, keepdim: Any, where: str, base: str) -> _Tensor:
+        """``x.mean(dim)`` over one per-sample axis: a Mean node."""
+        x = self.tensor(x, where)
+        if isinstance(dim, (list, tuple)):
+            if len(dim) != 1:
+                raise self.fail(where, f"mean over several dims {tuple(dim)} (one only)")
+            dim = dim[0]
+        if dim is None:
+            raise self.fail(where, "mean over all elements (give one dim)")
+        if keepdim:
+            raise self.fail(where, "mean with keepdim=True")
+        return self.emit(base, Mean(axis=self.axis(x, dim, where)), [x], where)
 
     def sub(self, a: Any, b: Any, where: str) -> Any:
         a, b = _scalar(a), _scalar(b)

@@ -57,13 +57,14 @@ def _fx_handlers() -> Tuple[Dict[Any, str], Dict[str, str]]:
         torch.softmax: "softmax", torch.reshape: "reshape_fn", torch.permute: "permute_fn",
         torch.transpose: "transpose", operator.getitem: "getitem", getattr: "getattr",
         torch.cat: "cat", F.linear: "linear", F.dropout: "identity", F.max_pool2d: "max_pool2d",
-        F.avg_pool2d: "avg_pool2d",
+        F.avg_pool2d: "avg_pool2d", torch.mean: "mean",
     }
     methods = {
         "flatten": "flatten", "add": "add", "add_": "add", "mul": "mul", "mul_": "mul",
         "div": "div", "sub": "sub", "matmul": "matmul", "relu": "relu", "relu_": "relu",
         "softmax": "softmax", "view": "reshape", "reshape": "reshape", "permute": "permute",
         "transpose": "transpose", "contiguous": "identity", "size": "size", "dim": "dim",
+        "mean": "mean",
     }
     return functions, methods
 
@@ -211,6 +212,9 @@ class _FxWalker:
         if kind == "add":
             x, y, alpha = bind([("input", R), ("other", R), ("alpha", 1)])
             return b.add(x, y, where, base, alpha)
+        if kind == "mean":
+            x, dim, keepdim = bind([("input", R), ("dim", None), ("keepdim", False)])
+            return b.mean(x, dim, keepdim, where, base)
         if kind == "sub":
             x, y = bind([("input", R), ("other", R)])
             return b.sub(x, y, where)

@@ -22,6 +22,7 @@ from torch import nn
 
 from nmtoolchain.errors import BadInputError
 from nmtoolchain.nn import QCFS
+from nmtoolchain.models.mst import build_mini_mst
 
 CHECKPOINT_VERSION = 1
 
@@ -122,6 +123,7 @@ def build_cnn(config: Mapping[str, Any]) -> nn.Module:
 ARCHITECTURES: Dict[str, Callable[[Mapping[str, Any]], nn.Module]] = {
     "mlp": build_mlp,
     "cnn": build_cnn,
+    "mini_mst": build_mini_mst,
 }
 
 

@@ -103,6 +103,9 @@ class Simulator:
             if kind == "auto":
                 x = feeds[name]
                 kind = "spikes" if bool(((x >= 0) & (x == torch.round(x))).all()) else "analog"
+            elif kind == "scaled":
+                srcs = [self.kind.get(s, "analog") for s in node.inputs]
+                kind = "graded" if srcs and srcs[0] in _SPIKING_KINDS else "analog"
             elif kind == "same":
                 srcs = [self.kind.get(s, "analog") for s in node.inputs]
                 if node.op_name == "AvgPool2d" and srcs and srcs[0] == "spikes":

@@ -115,7 +115,8 @@ class TransposeK(Kernel):
 
 
 class ScaleK(Kernel):
-    output_kind = "analog"
+    #: spikes times λ (converted SNNs) are still events, carrying a payload
+    output_kind = "scaled"
 
     def __init__(self, node, graph, device="cpu"):
         super().__init__(node, graph, device)

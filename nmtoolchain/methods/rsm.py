@@ -1,0 +1,134 @@
+"""Random Spike Masking (RSM, Wang et al., MST, ICCV 2023) as a graph pass.
+
+RSM drops each spike on an edge with probability ``p`` (keep 1 - p), a fresh
+elementwise Bernoulli draw at every time step, with no 1/(1 - p) rescaling, in
+training and in inference (``reference/seeds.md`` §2.4). In the IR a masked
+edge is a ``SpikeMask`` node; the simulator resamples it every step from the
+node's seed, so the counted synaptic operations are those of the spikes that
+actually pass.
+
+:func:`apply_rsm` chooses the edges two ways:
+
+* by role: ``SpikeMask`` nodes already in the graph (from
+  :class:`nmtoolchain.nn.SpikeMask` modules, tagged ``annotations['rsm_role']``)
+  whose role is asked get their ``p`` set. Preset ``'mst'`` = q, k, score (MST's
+  released code); ``'mst+mlp'`` adds ``mlp_in`` (the paper's Fig. 2(e), not in
+  the released code: flagged paper-only in ``graph.metadata['rsm']``);
+* by node: ``nodes=[...]`` inserts a new ``SpikeMask`` right after each named
+  node, on every edge leaving it (generic masking, e.g. after every IF of a CNN
+  block as the paper does for VGG/ResNet).
+
+Every mask the pass touches gets its own seed (``seed``, ``seed + 1``, ... in
+graph order), so no two masks draw the same pattern. The pass never changes
+the graph it is given and imports no torch or vendor library.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Dict, List, Optional, Sequence
+
+from nmtoolchain.errors import BadInputError
+from nmtoolchain.ir import Graph, SpikeMask
+
+#: preset name -> roles it masks
+PRESETS: Dict[str, tuple] = {
+    "mst": ("q", "k", "score"),  # MST's released code: attention only, V never masked
+    "mst+mlp": ("q", "k", "score", "mlp_in"),  # + the paper's Fig. 2(e) MLP mask
+}
+#: roles a SpikeMask may carry: attention query/key spikes, attention-score
+#: spikes, spikes entering an MLP linear layer, spikes leaving a conv block
+KNOWN_ROLES: tuple = ("q", "k", "score", "mlp_in", "conv_out")
+#: roles whose masking is described by the MST paper but absent from its code
+PAPER_ONLY_ROLES: tuple = ("mlp_in",)
+#: role recorded on masks that ``nodes=`` inserts
+EDGE_ROLE = "edge"
+
+
+def apply_rsm(graph: Graph, p: float, *, preset: Optional[str] = None,
+              roles: Optional[Sequence[str]] = None, nodes: Optional[Sequence[str]] = None,
+              seed: int = 0) -> Graph:
+    """A copy of ``graph`` whose chosen edges drop spikes with probability ``p``.
+
+    ``preset`` and ``roles`` select existing ``SpikeMask`` nodes by their
+    ``rsm_role`` (union of both); ``nodes`` names nodes after which a new mask
+    is inserted. Raises BadInputError for p outside [0, 1], nothing chosen, an
+    unknown preset or role, a role no mask in the graph carries, or a node
+    that is missing, an Output, or already a SpikeMask.
+    """
+    p = float(p)
+    if not 0.0 <= p <= 1.0:
+        raise BadInputError(f"RSM: drop ratio p must be in [0, 1], got {p}")
+    if preset is not None and preset not in PRESETS:
+        raise BadInputError(f"RSM: unknown preset {preset!r}; known: {sorted(PRESETS)}")
+    want: List[str] = list(PRESETS[preset]) if preset is not None else []
+    want += [r for r in (roles or ()) if r not in want]
+    unknown = [r for r in want if r not in KNOWN_ROLES]
+    if unknown:
+        raise BadInputError(f"RSM: unknown role(s) {unknown}; known: {list(KNOWN_ROLES)}")
+    nodes = list(nodes or ())
+    if not want and not nodes:
+        raise BadInputError("RSM: nothing to mask; give preset=, roles= or nodes=")
+
+    out = copy.deepcopy(graph)
+    present = {r: [n.name for n in out if n.op_name == "SpikeMask"
+                   and n.annotations.get("rsm_role") == r] for r in want}
+    absent = [r for r, names in present.items() if not names]
+    if absent:
+        have = sorted({str(n.annotations.get("rsm_role", "")) for n in out
+                       if n.op_name == "SpikeMask"})
+        raise BadInputError(f"RSM: no SpikeMask node with role(s) {absent} in the graph "
+                            f"(roles present: {have or 'none'})")
+    for name in nodes:
+        if name not in out.nodes:
+            raise BadInputError(f"RSM: no node named '{name}' to mask after")
+        op = out.nodes[name].op_name
+        if op in ("Output", "SpikeMask"):
+            raise BadInputError(f"RSM: node '{name}' ({op}) cannot be masked after")
+        if not out.users(name):
+            raise BadInputError(f"RSM: node '{name}' ({op}) has no consumer to mask")
+
+    chosen = {n for names in present.values() for n in names}
+    for name in nodes:
+        users = [u.name for u in out.users(name)]
+        mask = out.unique_name(f"{name}_rsm")
+        out.add(mask, SpikeMask(p=p), [name], {"rsm_role": EDGE_ROLE, "rsm_after": name})
+        for u in users:
+            un = out.nodes[u]
+            un.inputs = tuple(mask if i == name else i for i in un.inputs)
+        chosen.add(mask)
+    i = 0
+    for n in out:  # graph order, so seeds do not depend on set iteration
+        if n.name in chosen:
+            n.op = SpikeMask(p=p, seed=int(seed) + i)
+            i += 1
+    out.infer_shapes()
+    paper_only = [r for r in want if r in PAPER_ONLY_ROLES]
+    out.metadata["rsm"] = {
+        "p": p, "preset": preset, "roles": want, "inserted_after": nodes, "seed": int(seed),
+        "masks": [n.name for n in out if n.name in chosen],
+        "paper_only_roles": paper_only,
+        "rule": "y = x * (U >= p), U ~ Uniform[0,1) per element and step; no rescaling",
+    }
+    return out
+
+
+def masked_path(graph: Graph, roles: Optional[Sequence[str]] = None) -> List[str]:
+    """Nodes fed by a SpikeMask (any p, so p = 0 gives the same set as a
+    reference), directly or through non-neuron nodes, up to and including the
+    next neuron: where masking changes the counts. ``roles`` restricts the
+    masks to those roles (inserted masks have role ``'edge'``)."""
+    seen: List[str] = []
+    stack = [n.name for n in graph if n.op_name == "SpikeMask"
+             and (roles is None or n.annotations.get("rsm_role") in roles)]
+    while stack:
+        name = stack.pop()
+        for u in graph.users(name):
+            if u.name in seen:
+                continue
+            seen.append(u.name)
+            if not u.op.is_neuron and u.op_name != "Output":
+                stack.append(u.name)
+    return [n.name for n in graph if n.name in seen]
+
+
+__all__ = ["apply_rsm", "masked_path", "PRESETS", "KNOWN_ROLES", "PAPER_ONLY_ROLES", "EDGE_ROLE"]
