@@ -39,6 +39,7 @@ from nmtoolchain.ir import Graph
 from nmtoolchain.methods import apply_rsm, masked_path
 from nmtoolchain.models import build_model
 from nmtoolchain.nn import QCFS, SpikeMask
+from nmtoolchain.training import fit_classifier
 
 CONFIG = {"activation": "qcfs", "pool": "avg", "levels": 8, "threshold": 2.0,
           "channels": [8, 16], "batch_norm": True}
@@ -64,24 +65,8 @@ def train_masked_cnn(p: float, epochs: int, seed: int = 0, lr: float = 3e-3) -> 
     split = load_digits_split()
     xtr, ytr = torch.from_numpy(split.x_train), torch.from_numpy(split.y_train)
     model = masked_cnn(p)
-    lam = {id(q) for m in model.modules() if isinstance(m, QCFS) for q in m.parameters()}
-    decay = [q for q in model.parameters() if id(q) not in lam and q.ndim > 1]
-    rest = [q for q in model.parameters() if id(q) not in lam and q.ndim <= 1] + \
-        [q for q in model.parameters() if id(q) in lam]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 1e-4},
-                             {"params": rest, "weight_decay": 0.0}], lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * ((len(xtr) + 63) // 64))
-    gen = torch.Generator().manual_seed(seed)
-    for _ in range(epochs):
-        model.train()
-        perm = torch.randperm(len(xtr), generator=gen)
-        for i in range(0, len(xtr), 64):
-            idx = perm[i:i + 64]
-            opt.zero_grad()
-            nn.functional.cross_entropy(model(xtr[idx]), ytr[idx]).backward()
-            opt.step()
-            sched.step()
-    return model.eval()
+    fit_classifier(model, xtr, ytr, epochs=epochs, lr=lr, seed=seed)  # no decay on λ
+    return model
 
 
 def measure(snn: Graph, x: np.ndarray, y: np.ndarray, steps: int) -> Dict[str, object]:

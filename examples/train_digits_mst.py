@@ -21,6 +21,7 @@ from torch import nn
 
 from nmtoolchain.datasets import load_digits_split
 from nmtoolchain.models import build_model, save_checkpoint
+from nmtoolchain.training import fit_classifier
 
 CONFIG = {"dim": 32, "heads": 2, "depth": 1, "window": 2, "mlp_ratio": 2, "levels": 16,
           "threshold": 2.0, "mask_p": 0.0}
@@ -34,26 +35,8 @@ def train(config: dict, epochs: int = 60, seed: int = 0, lr: float = 3e-3) -> tu
     split = load_digits_split()
     xtr, ytr = torch.from_numpy(split.x_train), torch.from_numpy(split.y_train)
     model = build_model("mini_mst", config)
-    decay = [p for n, p in model.named_parameters() if p.ndim > 1 and "rpb_table" not in n]
-    ids = {id(p) for p in decay}
-    no_decay = [p for p in model.parameters() if id(p) not in ids]  # λ, biases, BN, table
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 1e-4},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=lr)
-    steps = epochs * ((len(xtr) + 63) // 64)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    loss_fn = nn.CrossEntropyLoss()
-    gen = torch.Generator().manual_seed(seed)
-    for _ in range(epochs):
-        model.train()
-        perm = torch.randperm(len(xtr), generator=gen)
-        for i in range(0, len(xtr), 64):
-            idx = perm[i:i + 64]
-            opt.zero_grad()
-            loss_fn(model(xtr[idx]), ytr[idx]).backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            opt.step()
-            sched.step()
-    model.eval()
+    fit_classifier(model, xtr, ytr, epochs=epochs, lr=lr, seed=seed, clip=5.0,
+                   no_decay_names=("rpb_table",))  # nor on λ, biases, BN
     with torch.no_grad():
         acc = float((model(torch.from_numpy(split.x_test)).argmax(-1).numpy()
                      == split.y_test).mean())

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from nmtoolchain.datasets import load_digits_split
 from nmtoolchain.models import build_model, save_checkpoint
 from nmtoolchain.nn import QCFS
+from nmtoolchain.training import fit_classifier
 
 CONFIG = {"activation": "qcfs", "pool": "avg", "levels": 8, "threshold": 2.0,
           "channels": [8, 16], "batch_norm": True}
@@ -33,26 +33,7 @@ def train(epochs: int = 40, seed: int = 0, lr: float = 3e-3) -> tuple:
     split = load_digits_split()
     xtr, ytr = torch.from_numpy(split.x_train), torch.from_numpy(split.y_train)
     model = build_model("cnn", CONFIG)
-    lam = [p for m in model.modules() if isinstance(m, QCFS) for p in m.parameters()]
-    lam_ids = {id(p) for p in lam}
-    decay = [p for p in model.parameters() if id(p) not in lam_ids and p.ndim > 1]
-    no_decay = [p for p in model.parameters() if id(p) not in lam_ids and p.ndim <= 1]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 1e-4},
-                             {"params": no_decay + lam, "weight_decay": 0.0}], lr=lr)
-    steps_per_epoch = (len(xtr) + 63) // 64
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * steps_per_epoch)
-    loss_fn = nn.CrossEntropyLoss()
-    gen = torch.Generator().manual_seed(seed)
-    for _ in range(epochs):
-        model.train()
-        perm = torch.randperm(len(xtr), generator=gen)
-        for i in range(0, len(xtr), 64):
-            idx = perm[i:i + 64]
-            opt.zero_grad()
-            loss_fn(model(xtr[idx]), ytr[idx]).backward()
-            opt.step()
-            sched.step()
-    model.eval()
+    fit_classifier(model, xtr, ytr, epochs=epochs, lr=lr, seed=seed)  # no decay on λ
     with torch.no_grad():
         acc = float((model(torch.from_numpy(split.x_test)).argmax(-1).numpy()
                      == split.y_test).mean())

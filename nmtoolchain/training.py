@@ -1,0 +1,42 @@
+"""The one small training loop nmtc's examples and benchmarks share.
+
+AdamW with weight decay on weight matrices only (QCFS's λ, biases, norm
+parameters and tables get none, as MST trains them), a cosine schedule over
+all steps, seeded shuffled mini-batches, optional gradient-norm clipping.
+Deliberately minimal: digits-sized models on a CPU.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+from torch import nn
+
+
+def fit_classifier(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int,
+                   lr: float = 3e-3, seed: int = 0, batch: int = 64, weight_decay: float = 1e-4,
+                   no_decay_names: Sequence[str] = (), clip: Optional[float] = None) -> nn.Module:
+    """Train ``model`` with cross-entropy on (x, y); returns it in eval mode.
+
+    Parameters with more than one dimension get ``weight_decay`` unless their
+    name contains one of ``no_decay_names``; all others get none."""
+    decay = [p for n, p in model.named_parameters()
+             if p.ndim > 1 and not any(s in n for s in no_decay_names)]
+    ids = {id(p) for p in decay}
+    rest = [p for p in model.parameters() if id(p) not in ids]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                             {"params": rest, "weight_decay": 0.0}], lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * ((len(x) + batch - 1) // batch))
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        model.train()
+        perm = torch.randperm(len(x), generator=gen)
+        for i in range(0, len(x), batch):
+            idx = perm[i:i + batch]
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
+            if clip is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), clip)
+            opt.step()
+            sched.step()
+    return model.eval()
