@@ -299,13 +299,19 @@ def check_accuracy(
         None, "--max-drop", help="Gate: ANN accuracy minus SNN accuracy at T_max must be <= D."),
     no_precharge: bool = typer.Option(
         False, "--no-precharge", help="Start membranes at 0 instead of λ/2."),
+    target: Optional[str] = typer.Option(
+        None, "--target", help="Also measure the target's fixed-point export (loihi2) at T_max; "
+                               "the gate then applies to it."),
+    calib: str = typer.Option("digits", "--calib",
+                              help="Calibration data for --target: digits or a .npz with x."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     allow_pickle: bool = ALLOW_PICKLE, input_shape: Optional[str] = INPUT_SHAPE,
 ) -> int:
     """Accuracy of the ANN and of its MST-converted SNN against time step; exit 1 if a gate fails.
 
     The test split of --dataset digits, or all of --data. The SNN sees the image at every
-    step and predicts by the argmax of its summed logits.
+    step and predicts by the argmax of its summed logits. With --target loihi2 the network
+    nmtc export would write is also run bit-exactly in Loihi fixed point.
     """
     from nmtoolchain.accuracy import accuracy_vs_timesteps, ann_accuracy
     from nmtoolchain.convert.mst import convert_mst
@@ -330,16 +336,25 @@ def check_accuracy(
     if inputs.x.ndim != len(graph.inputs()[0].shape) + 1:
         raise BadInputError(f"{inputs.description}: expected static samples (N, "
                             f"{tuple(graph.inputs()[0].shape)}), got {inputs.x.shape}")
+    if target not in (None, "loihi2"):
+        raise BadInputError(f"--target {target}: fixed-point accuracy is available for loihi2")
     snn = convert_mst(graph, timesteps=timesteps, precharge=not no_precharge)
     ann = ann_accuracy(graph, inputs.x, inputs.y)
     curve = accuracy_vs_timesteps(snn, inputs.x, inputs.y, timesteps)
     snn_final = curve[-1][1]
+    fixed = None
+    if target == "loihi2":
+        from exporters.loihi2.accuracy import loihi_accuracy
+
+        fixed = loihi_accuracy(snn, inputs.x, inputs.y, steps=timesteps, calib=calib)
+        snn_final = fixed["accuracy"]
+    what = f"{target} fixed-point SNN" if fixed else "SNN"
     if min_accuracy is not None:
         passed = snn_final >= min_accuracy
-        gate = f"SNN accuracy at T={timesteps} {snn_final:.4f} >= {min_accuracy:.4f}"
+        gate = f"{what} accuracy at T={timesteps} {snn_final:.4f} >= {min_accuracy:.4f}"
     elif max_drop is not None:
         passed = ann - snn_final <= max_drop + 1e-12
-        gate = f"drop ANN - SNN(T={timesteps}) {ann - snn_final:.4f} <= {max_drop:.4f}"
+        gate = f"drop ANN - {what}(T={timesteps}) {ann - snn_final:.4f} <= {max_drop:.4f}"
     else:
         passed, gate = True, "no gate given"
     verdict = "PASS" if passed else "FAIL"
@@ -347,12 +362,19 @@ def check_accuracy(
         typer.echo(json.dumps({
             "model": str(model), "data": inputs.description, "samples": int(len(inputs.x)),
             "ann_accuracy": ann, "snn_accuracy": [{"timesteps": t, "accuracy": a} for t, a in curve],
-            "precharge": not no_precharge, "gate": gate, "passed": passed}, indent=2))
+            "precharge": not no_precharge,
+            "target": None if fixed is None else {
+                "name": target, "timesteps": timesteps, "accuracy": fixed["accuracy"],
+                "headroom": fixed["headroom"], "notes": fixed["notes"]},
+            "gate": gate, "passed": passed}, indent=2))
     else:
         typer.echo(f"{model.name} on {inputs.description}: ANN accuracy {ann:.4f}")
         typer.echo(f"{'T':>6}  {'SNN acc':>8}  {'ANN - SNN':>9}")
         for t, a in curve:
             typer.echo(f"{t:>6}  {a:>8.4f}  {ann - a:>9.4f}")
+        if fixed is not None:
+            typer.echo(f"{target} export in fixed point (T={timesteps}, rate-coded input, "
+                       f"headroom k={fixed['headroom']}): {fixed['accuracy']:.4f}")
         typer.echo(f"gate: {gate}: {verdict}")
     return 0 if passed else 1
 

@@ -20,6 +20,8 @@ import json
 from pathlib import Path
 from typing import Any, Dict, Optional
 
+import numpy as np
+
 
 from nmtoolchain.errors import NmtcError
 
@@ -122,6 +124,100 @@ def loihi_stage(samples: int = 2) -> Dict[str, Any]:
     return result
 
 
+BUNDLED_QCFS = DATA_DIR / "digits_qcfs_cnn.pt"
+#: Presentation length of the MST stage (the QCFS CNN is within 0.5 point of its ANN here).
+MST_STEPS = 32
+
+
+def mst_stage(samples: int = 2, steps: int = MST_STEPS) -> Dict[str, Any]:
+    """QCFS CNN -> MST conversion -> Loihi 2 export -> Lava check -> cost report.
+
+    Accuracy on the digits test split at each stage: the ANN, the converted
+    float SNN (direct input, subtract reset, λ/2 pre-charge), and the
+    exported network in Loihi fixed point (rate-coded input, adapted to
+    reset-to-zero neurons; bit-exact with Lava). Then energy and time per
+    inference of the exported network under loihi2 and loihi1 (its counts
+    in Loihi numerics) and of the float SNN under cmos45nm."""
+    import tempfile
+
+    from exporters.loihi2.accuracy import loihi_accuracy
+    from nmtoolchain.accuracy import accuracy_vs_timesteps, ann_accuracy
+    from nmtoolchain.convert import rate_encode
+    from nmtoolchain.convert.mst import convert_mst
+    from nmtoolchain.datasets import load_digits_split
+    from nmtoolchain.frontends import load_model
+    from nmtoolchain.quantize import aligned_run
+    from nmtoolchain.report.simulation import build_report
+    from simulators.cycle import Simulator, simulate
+
+    data = load_digits_split()
+    ann = load_model(BUNDLED_QCFS)
+    x = data.x_test.reshape((len(data.x_test),) + tuple(ann.inputs()[0].shape))
+    snn = convert_mst(ann, timesteps=steps)
+    curve = dict(accuracy_vs_timesteps(snn, x, data.y_test, steps))
+    fixed = loihi_accuracy(snn, x, data.y_test, steps=steps, calib="digits")
+    q = fixed["graph"]
+    plan = aligned_run(q, steps)
+    drive = rate_encode(x[:64], steps)
+    pad = np.zeros((len(drive), plan["steps"] - steps) + drive.shape[2:], np.float32)
+    run = Simulator(q, "loihi", reset_interval=plan["reset_interval"],
+                    reset_offset=plan["reset_offset"]).run(np.concatenate([drive, pad], 1),
+                                                           plan["steps"])
+    loihi_rep = build_report(q, run, ["loihi2", "loihi1"], reference="loihi2",
+                             inputs=f"digits test split, 64 images, {steps} steps, rate-coded")
+    float_rep = build_report(snn, simulate(snn, x[:64], steps), ["cmos45nm"],
+                             inputs=f"digits test split, 64 images, {steps} steps")
+    result: Dict[str, Any] = {
+        "model": BUNDLED_QCFS.name, "steps": steps, "test_images": len(x),
+        "ann_accuracy": ann_accuracy(ann, x, data.y_test),
+        "snn_accuracy": curve[steps], "snn_curve": curve,
+        "loihi_fixed_accuracy": fixed["accuracy"], "headroom": fixed["headroom"],
+        "loihi_report": loihi_rep, "float_report": float_rep}
+    try:
+        import lava  # noqa: F401
+    except ImportError:
+        result["verify"] = "skipped: Lava is not installed"
+        return result
+    from exporters.loihi2.bundle import export_loihi2
+    from exporters.loihi2.verify import verify_export
+
+    with tempfile.TemporaryDirectory() as tmp:
+        exp = export_loihi2(snn, Path(tmp) / "digits_qcfs.loihi2", calib="digits",
+                            timesteps=steps)
+        ver = verify_export(exp.directory, dataset="digits", samples=samples)
+        result.update(cores=exp.report.get("mapping", {}).get("cores_used"),
+                      verify="identical" if ver.identical else "DIFFERENT",
+                      lava_ms_per_step=ver.lava_ms_per_step)
+    return result
+
+
+def _render_mst(m: Dict[str, Any], console: Any) -> None:
+    console.rule("MST: QCFS CNN -> IF SNN -> Loihi 2 (export, Lava check, cost)")
+    t = m["steps"]
+    console.print(f"{m['model']} on {m['test_images']} digits test images: ANN "
+                  f"{m['ann_accuracy'] * 100:.2f}%; converted SNN (T={t}) "
+                  f"{m['snn_accuracy'] * 100:.2f}%; Loihi 2 export in fixed point "
+                  f"{m['loihi_fixed_accuracy'] * 100:.2f}% (rate-coded input, reset to 0, "
+                  f"headroom k={m['headroom']})")
+    console.print("SNN accuracy vs T: " + ", ".join(
+        f"{k}: {v * 100:.1f}%" for k, v in sorted(m["snn_curve"].items())))
+    if "cores" in m:
+        console.print(f"exported to netx on {m['cores']} Loihi 2 core(s); Lava vs nmtc: "
+                      f"{m['verify']} (Lava {m['lava_ms_per_step']:.1f} ms/step)")
+    else:
+        console.print(f"Lava check {m['verify']}")
+    for rep in (m["loihi_report"], m["float_report"]):
+        for p, row in rep["profiles"].items():
+            ts = row["time_per_step_ns"]
+            console.print(f"  {p:<9} {row['energy_per_inference_pj'] / 1e6:9.4f} µJ per inference"
+                          f" ({row['dynamic_pj'] / 1e6:.4f} µJ dynamic)"
+                          + (f", {ts / 1e3:.2f} µs per step" if ts else ""))
+
+
+def _plain(v: Any) -> Any:
+    return v.tolist() if hasattr(v, "tolist") else str(v)
+
+
 def run_demo(as_json: bool = False, console: Optional[Any] = None) -> Dict[str, Any]:
     """Run the demo; print tables (or JSON) and return the summary."""
     from nmtoolchain.frontends import load_model
@@ -136,10 +232,11 @@ def run_demo(as_json: bool = False, console: Optional[Any] = None) -> Dict[str, 
     acc, n_test = digits_accuracy_torchscript(BUNDLED_TORCHSCRIPT)
     pilot = pilotnet_stage()
     loihi = loihi_stage()
+    mst = mst_stage()
     summary = {"torchscript": ts, "onnx_totals": ox["totals"], "totals_agree": same,
-               "ann_test_accuracy": acc, "pilotnet": pilot, "loihi_export": loihi}
+               "ann_test_accuracy": acc, "pilotnet": pilot, "loihi_export": loihi, "mst": mst}
     if as_json:
-        print(json.dumps(summary, indent=2, default=str))
+        print(json.dumps({k: v for k, v in summary.items()}, indent=2, default=_plain))
     elif console is not None:
         render_inspection(ts, console)
         console.print(f"ONNX export of the same CNN: totals {'agree' if same else 'DIFFER'} "
@@ -175,4 +272,5 @@ def run_demo(as_json: bool = False, console: Optional[Any] = None) -> Dict[str, 
                           f"nmtc {loihi['nmtc_ms_per_step']:.1f} ms/step)")
         else:
             console.print(f"Lava check {loihi['verify']}")
+        _render_mst(mst, console)
     return summary

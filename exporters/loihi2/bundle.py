@@ -80,6 +80,11 @@ LAVA_ONLY_OPS = ("Add", "MatMul", "Transpose")
 #: converts, pooling the fold removes); anything else is refused up front.
 PIPELINE_OPS = frozenset(NETX_BUILDERS) | frozenset(NEURON_OPS) | {
     "Output", "Add", "SumPool2d", "AvgPool2d", "IF", "LIF", "I"}
+#: What the export says when a converted network's direct (analog) input is re-coded.
+DIRECT_REPLACED = (
+    "input: the model applies the analog input at every step (direct encoding); a netx "
+    "input layer without neuron carries binary spikes, so the export feeds the deterministic "
+    "rate code of the input instead (same mean current, quantized to 1/T)")
 #: Calibration samples taken from --calib (enough to measure spike-count error).
 CALIB_SAMPLES = 128
 DEPLOYABILITY_NOTE = (
@@ -102,14 +107,14 @@ class ExportResult:
 
 
 # ------------------------------------------------------------------- steps
-def refuse_unsupported(graph: Graph) -> None:
+def refuse_unsupported(graph: Graph, also_allowed: Tuple[str, ...] = ()) -> None:
     """UnsupportedOpError naming the first node no pipeline step can export.
 
     The Lava-only ops (Add, MatMul, Transpose) pass when the graph is already
     quantized; in a float graph a MatMul or Transpose is refused naming it
     (quantizing such graphs is not supported yet)."""
     quantized = is_quantized_for_loihi(graph)
-    allowed = PIPELINE_OPS | (set(LAVA_ONLY_OPS) if quantized else set())
+    allowed = PIPELINE_OPS | (set(LAVA_ONLY_OPS) if quantized else set()) | set(also_allowed)
     if not quantized:
         lava_only = [n for n in graph.topological_order()
                      if n.op_name in LAVA_ONLY_OPS and n.op_name not in PIPELINE_OPS]
@@ -125,9 +130,12 @@ def refuse_unsupported(graph: Graph) -> None:
         first = bad[0]
         more = f" (and {len(bad) - 1} more: {', '.join(n.name for n in bad[1:4])})" \
             if len(bad) > 1 else ""
+        why = {r["scale"]: r["why"] for r in graph.metadata.get("unfolded_scales", [])}
+        hint = (f" (its spike amplitude cannot be folded into weights: {why[first.name]})"
+                if first.name in why else op_hint(first.op_name))
         raise UnsupportedOpError(
             f"{graph_origin(graph)}: node '{first.name}' (op {first.op_name}) cannot be exported "
-            f"to Loihi 2 through lava-dl netx{op_hint(first.op_name)}{more}")
+            f"to Loihi 2 through lava-dl netx{hint}{more}")
 
 
 def is_quantized_for_loihi(graph: Graph) -> bool:
@@ -173,19 +181,61 @@ def calibration_spikes(graph: Graph, calib: Union[str, Path], timesteps: int
     if x.ndim == len(shape) + 2 and binary:
         return x, origin + " (spike trains as given)", None
     enc = graph.metadata.get("input_encoding")
-    if isinstance(enc, dict) and enc.get("method") not in (None, "rate"):
+    method = enc.get("method") if isinstance(enc, dict) else None
+    if method not in (None, "rate", "direct"):
         raise BadInputError(f"--calib {calib}: the model's input encoding "
-                            f"{enc.get('method')!r} is not one nmtc can apply (rate)")
+                            f"{method!r} is not one nmtc can apply (rate, or direct re-coded "
+                            "as rate)")
     x_max = float(enc.get("x_max", 1.0)) if isinstance(enc, dict) else 1.0
-    used = dict(enc) if isinstance(enc, dict) else encoding_metadata(timesteps, x_max)
+    used = dict(enc) if method == "rate" else dict(encoding_metadata(timesteps, x_max))
+    if method == "direct":
+        used["replaces"] = DIRECT_REPLACED
     return rate_encode(x, timesteps, x_max=x_max), origin + ", rate-coded", used
+
+
+def recode_direct_input(graph: Graph, timesteps: int) -> List[str]:
+    """Re-record a directly encoded (analog every step) input as a rate code, in
+    place; returns the note saying so (or nothing)."""
+    from nmtoolchain.convert import encoding_metadata
+
+    enc = graph.metadata.get("input_encoding")
+    if not (isinstance(enc, dict) and enc.get("method") == "direct"):
+        return []
+    graph.metadata["input_encoding"] = dict(
+        encoding_metadata(timesteps, float(enc.get("x_max", 1.0))), replaces=DIRECT_REPLACED)
+    return [DIRECT_REPLACED]
+
+
+def adapt_converted(graph: Graph, calib: Any, timesteps: int) -> Tuple[Graph, List[str]]:
+    """A converted (QCFS/MST) graph adapted to reset-to-zero CUBA neurons
+    (:func:`nmtoolchain.convert.for_loihi.adapt_for_loihi`, which needs
+    calibration data), with its spike amplitudes folded into weights; other
+    graphs only get the fold. Returns (graph, notes)."""
+    from nmtoolchain.convert.for_loihi import adapt_for_loihi, needs_adaptation
+    from nmtoolchain.passes import fold_scales
+
+    notes: List[str] = []
+    if needs_adaptation(graph) and not is_quantized_for_loihi(graph):
+        if calib is None:
+            raise BadInputError(
+                f"{graph_origin(graph)}: a converted network (subtract reset, pre-charge or an "
+                "analog output) is adapted to Loihi's reset-to-zero neurons on calibration data; "
+                "pass --calib digits or --calib FILE.npz")
+        notes += recode_direct_input(graph, timesteps)
+        spikes, origin, _ = calibration_spikes(graph, calib, timesteps)
+        graph = adapt_for_loihi(graph, spikes, timesteps)
+        ad = graph.metadata["loihi_adaptation"]
+        notes.append(f"adapted for Loihi on {origin}: " + "; ".join(ad["changes"])
+                     + f" (headroom k={ad['headroom']} chosen; prediction agreement with the "
+                     f"unadapted SNN per k: {ad['agreement_with_unadapted']})")
+    return fold_scales(graph), notes
 
 
 def _quantize(graph: Graph, calib: Any, timesteps: int, profile: Any
               ) -> Tuple[Graph, Optional[Any], List[str]]:
     from nmtoolchain.quantize import quantize_for_loihi
 
-    notes: List[str] = []
+    notes: List[str] = recode_direct_input(graph, timesteps)
     spikes = None
     if calib is not None:
         spikes, origin, used = calibration_spikes(graph, calib, timesteps)
@@ -350,6 +400,30 @@ def _mapping_summary(mapping: Dict[str, Any]) -> Dict[str, Any]:
 
 
 # ------------------------------------------------------------------ the job
+def prepare_for_loihi(graph: Graph, calib: Optional[Union[str, Path]], timesteps: int,
+                      profile: Any = "loihi2") -> Tuple[Graph, Optional[Any], List[str]]:
+    """The graph half of the export, in memory: refuse what cannot be exported,
+    adapt a converted network (:func:`adapt_converted`), fold pooling, quantize
+    (unless already in netx form). Returns (graph in netx form, the
+    quantization report or None, notes)."""
+    from nmtoolchain.passes import fold_pooling
+
+    refuse_unsupported(graph, also_allowed=("Scale",))  # before any work
+    graph, notes = adapt_converted(graph, calib, int(timesteps))
+    refuse_unsupported(graph)
+    graph = fold_pooling(graph)
+    qreport = None
+    if is_quantized_for_loihi(graph):
+        if calib is not None:
+            notes.append("--calib ignored: the model is already quantized for Loihi")
+    else:
+        graph, qreport, qnotes = _quantize(graph, calib, int(timesteps), profile)
+        notes += qnotes
+        if any(n.op_name in ("SumPool2d", "AvgPool2d") for n in graph):
+            graph = fold_pooling(graph)
+    return graph, qreport, notes
+
+
 def export_loihi2(model: Union[str, Path, Graph], out_dir: Union[str, Path], *,
                   profile: Any = "loihi2", calib: Optional[Union[str, Path]] = None,
                   timesteps: int = 16, force: bool = False, allow_pickle: bool = False,
@@ -363,7 +437,6 @@ def export_loihi2(model: Union[str, Path, Graph], out_dir: Union[str, Path], *,
     advice. ``force``: replace an existing ``out_dir``.
     """
     from hardware_profiles import load_profile
-    from nmtoolchain.passes import fold_pooling
 
     out_dir = Path(out_dir)
     if isinstance(timesteps, bool) or not isinstance(timesteps, (int, np.integer)) \
@@ -386,18 +459,7 @@ def export_loihi2(model: Union[str, Path, Graph], out_dir: Union[str, Path], *,
 
         graph = load_model(model, allow_pickle=allow_pickle, input_shape=input_shape)
         model_name = str(model)
-    refuse_unsupported(graph)
-    notes: List[str] = []
-    graph = fold_pooling(graph)
-    qreport = None
-    if is_quantized_for_loihi(graph):
-        if calib is not None:
-            notes.append("--calib ignored: the model is already quantized for Loihi")
-    else:
-        graph, qreport, qnotes = _quantize(graph, calib, int(timesteps), prof)
-        notes += qnotes
-        if any(n.op_name in ("SumPool2d", "AvgPool2d") for n in graph):
-            graph = fold_pooling(graph)
+    graph, qreport, notes = prepare_for_loihi(graph, calib, int(timesteps), prof)
     if qreport is None and any(n.op_name in LAVA_ONLY_OPS for n in graph):
         try:
             plan = plan_netx(graph)  # a recurrent layer's Add is netx's dense_rec
