@@ -6,6 +6,11 @@ them and writes the results):
 1. load the model (any format nmtc reads) and refuse, before any work, a node
    no later step can turn into a netx layer or a Lava process (e.g. Softmax;
    MatMul in a float graph), naming it;
+1b. a converted (QCFS/MST) network is adapted to Loihi's reset-to-zero CUBA
+   neurons on the ``--calib`` data (:func:`adapt_converted`: spiking readout,
+   threshold headroom, pre-charge as a bias; its direct analog input is
+   re-coded as a rate code) and its spike amplitudes (``Scale`` after a
+   neuron) are folded into the next weights (:func:`nmtoolchain.passes.fold_scales`);
 2. fold sum/average pooling into the next layer
    (:func:`nmtoolchain.passes.fold_pooling`);
 3. quantize for Loihi unless the graph already is in the netx form
