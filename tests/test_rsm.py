@@ -159,3 +159,87 @@ def test_masked_path_runs_from_each_mask_to_the_next_neuron():
     g = apply_rsm(_attention_graph(), 0.5, preset="mst")
     assert masked_path(g, roles=("q", "k", "score")) == ["kT", "qk", "score_if", "sv", "attn_if"]
     assert "fc1" in masked_path(g)  # all masks, the p = 0 mlp_in one included
+
+
+# ------------------------------------------------- spiking view of P·V (seeds.md §2.4)
+H, NT, DV = 2, 4, 5  # heads, tokens, V's last dimension
+
+
+def _pv_graph(bias: bool = True, p: float = 0.0, seed: int = 0) -> ir.Graph:
+    """score spikes (H, NT, NT) -> SpikeMask -> [Bias] -> Softmax -> @ V (H, NT, DV)."""
+    g = ir.Graph()
+    g.add("s", ir.Input((H, NT, NT)))
+    g.add("v", ir.Input((H, NT, DV)))
+    g.add("mask", ir.SpikeMask(p=p, seed=seed), ["s"], {"rsm_role": "score"})
+    last = "mask"
+    if bias:
+        g.add("bias", ir.Bias(np.linspace(-1, 1, NT * NT, dtype=np.float32).reshape(NT, NT)),
+              ["mask"])
+        last = "bias"
+    g.add("soft", ir.Softmax(-1), [last])
+    g.add("pv", ir.MatMul(), ["soft", "v"])
+    g.add("y", ir.Output(), ["pv"])
+    return g.infer_shapes()
+
+
+def _score_spikes(counts_per_step) -> np.ndarray:
+    """(1, T, H, NT, NT) binary spikes with the given number of ones per step."""
+    s = np.zeros((1, len(counts_per_step), H * NT * NT), dtype=np.float32)
+    for t, c in enumerate(counts_per_step):
+        s[0, t, (np.arange(c) * 3) % (H * NT * NT)] = 1.0  # 3 is coprime to 32: c distinct
+    return s.reshape(1, len(counts_per_step), H, NT, NT)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_spiking_view_books_pv_as_passed_score_spikes_times_d(bias):
+    from nmtoolchain.methods.rsm import score_value_matmuls, spiking_view_counts
+
+    g = _pv_graph(bias)
+    (m,) = score_value_matmuls(g)
+    assert (m["matmul"], m["mask"], m["d"]) == ("pv", "mask", DV)
+    s = _score_spikes([3, 7, 0])
+    v = np.ones((1, 3, H, NT, DV), dtype=np.float32)
+    counts = simulate(g, {"s": s, "v": v}, 3).counts
+    # graph view, by hand: softmax is never 0, V is all ones -> H*NT*NT*DV = 160 MACs a step
+    assert counts.counter("pv", "macs").tolist() == [160.0] * 3
+    view = spiking_view_counts(g, counts)
+    assert view.counter("pv", "synops").tolist() == [3 * DV, 7 * DV, 0.0]  # 15, 35, 0
+    assert view.counter("pv", "macs").tolist() == [0.0] * 3
+    # the run's own counts are untouched
+    assert counts.counter("pv", "macs").tolist() == [160.0] * 3
+    assert not counts.counter("pv", "synops").any()
+    assert "spiking_view" not in counts.static["pv"]
+    assert view.static["pv"]["spiking_view"]["replaced"] == {"synops": 0.0, "macs": 480.0}
+
+
+def test_spiking_view_counts_only_the_spikes_the_mask_passed():
+    from nmtoolchain.methods.rsm import spiking_view_counts
+
+    g = _pv_graph(True, p=0.5, seed=11)
+    rng = np.random.default_rng(5)
+    s = (rng.random((4, 6, H, NT, NT)) < 0.4).astype(np.float32)
+    v = (rng.random((4, 6, H, NT, DV)) < 0.5).astype(np.float32)
+    res = simulate(g, {"s": s, "v": v}, 6, record=["mask"])
+    passed = res.recorded["mask"].numpy()  # (B, T, H, NT, NT)
+    want = np.count_nonzero(passed, axis=(0, 2, 3, 4)) * DV  # per step, summed over the batch
+    assert 0 < want.sum() < np.count_nonzero(s) * DV  # the mask dropped some, kept some
+    got = spiking_view_counts(g, res.counts).counter("pv", "synops")
+    np.testing.assert_array_equal(got, want)
+
+
+def test_spiking_view_leaves_a_softmax_over_unmasked_values_alone():
+    from nmtoolchain.methods.rsm import score_value_matmuls, spiking_view_counts
+
+    g = ir.Graph()
+    g.add("s", ir.Input((NT, NT)))
+    g.add("v", ir.Input((NT, DV)))
+    g.add("soft", ir.Softmax(-1), ["s"])
+    g.add("pv", ir.MatMul(), ["soft", "v"])
+    g.add("y", ir.Output(), ["pv"])
+    g.infer_shapes()
+    assert score_value_matmuls(g) == []
+    counts = simulate(g, {"s": np.ones((1, NT, NT), np.float32),
+                          "v": np.ones((1, NT, DV), np.float32)}, 2).counts
+    view = spiking_view_counts(g, counts)
+    assert view.counter("pv", "macs").tolist() == [NT * NT * DV] * 2
+    assert not view.counter("pv", "synops").any()

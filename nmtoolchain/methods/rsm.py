@@ -21,14 +21,29 @@ actually pass.
 Every mask the pass touches gets its own seed (``seed``, ``seed + 1``, ... in
 graph order), so no two masks draw the same pattern. The pass never changes
 the graph it is given and imports no torch or vendor library.
+
+Two views of the work of P·V (``reference/seeds.md`` §2.4). The simulator
+counts what the graph executes: softmax makes the attention matrix P dense,
+so ``P @ V`` is booked as dense, activity-aware MACs whatever the score mask
+dropped. In the paper's spiking view a masked score spike does not trigger
+its multiplication with V. :func:`spiking_view_counts` re-books, in a copy of
+a run's counts, every such MatMul (found by :func:`score_value_matmuls`) as
+``synops = score spikes passed by the mask × V's last dimension`` per step;
+the energy of both views then comes from the same profiles applied to the two
+``RunCounts``.
 """
 from __future__ import annotations
 
 import copy
-from typing import Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
+
+import numpy as np
 
 from nmtoolchain.errors import BadInputError
 from nmtoolchain.ir import Graph, SpikeMask
+
+if TYPE_CHECKING:  # typing only: importing simulators.cycle loads torch
+    from simulators.cycle.counts import RunCounts
 
 #: preset name -> roles it masks
 PRESETS: Dict[str, tuple] = {
@@ -131,4 +146,76 @@ def masked_path(graph: Graph, roles: Optional[Sequence[str]] = None) -> List[str
     return [n.name for n in graph if n.name in seen]
 
 
-__all__ = ["apply_rsm", "masked_path", "PRESETS", "KNOWN_ROLES", "PAPER_ONLY_ROLES", "EDGE_ROLE"]
+#: single-input ops allowed between a score SpikeMask and its Softmax: the
+#: position bias (a constant current) and value-preserving reshapes/scalings
+SCORE_PASS_OPS: tuple = ("Bias", "Scale", "Reshape", "Transpose", "Flatten")
+
+
+def score_value_matmuls(graph: Graph) -> List[Dict[str, object]]:
+    """The MatMuls ``P @ V`` whose left operand is a Softmax over masked spikes.
+
+    A match is a MatMul whose first input is a Softmax node, whose input is
+    reached from a ``SpikeMask`` through single-input :data:`SCORE_PASS_OPS`
+    nodes only (MST: mask -> Bias -> Softmax, or mask -> Softmax). Each match
+    is a dict: ``matmul``, ``softmax``, ``mask`` (the SpikeMask), ``role`` (its
+    ``rsm_role``), ``events_node`` (the node right after the mask on that
+    chain, whose ``events_in`` are the spikes the mask passed), ``value`` (the
+    right operand) and ``d`` (its last dimension). Graph order; shapes needed.
+    """
+    out: List[Dict[str, object]] = []
+    for node in graph:
+        if node.op_name != "MatMul" or len(node.inputs) != 2:
+            continue
+        soft = graph[node.inputs[0]]
+        if soft.op_name != "Softmax" or len(soft.inputs) != 1:
+            continue
+        prev, cur = soft.name, graph[soft.inputs[0]]
+        while cur.op_name in SCORE_PASS_OPS and len(cur.inputs) == 1:
+            prev, cur = cur.name, graph[cur.inputs[0]]
+        if cur.op_name != "SpikeMask":
+            continue
+        value = graph[node.inputs[1]]
+        if value.shape is None:
+            raise BadInputError(f"RSM spiking view: node '{value.name}' has no shape "
+                                "(call graph.infer_shapes())")
+        out.append({"matmul": node.name, "softmax": soft.name, "mask": cur.name,
+                    "role": cur.annotations.get("rsm_role"), "events_node": prev,
+                    "value": value.name, "d": int(value.shape[-1])})
+    return out
+
+
+def spiking_view_counts(graph: Graph, counts: "RunCounts") -> "RunCounts":
+    """A NEW ``RunCounts`` with every P·V MatMul of :func:`score_value_matmuls`
+    booked in the paper's spiking view (``reference/seeds.md`` §2.4).
+
+    For each match, per step: ``synops = events × d`` and ``macs = 0``, where
+    ``events`` are the non-zero score elements the mask passed (the
+    ``events_in`` of the node right after the mask, summed over the batch as
+    every counter) and ``d`` is V's last dimension: one accumulate of a V row
+    per surviving score spike, whatever softmax did to the zeros. Every other
+    counter and node is copied unchanged; ``static[matmul]['spiking_view']``
+    records the match and the replaced totals. ``counts`` is not modified.
+    Energy of the view: pass the returned counts to
+    :func:`nmtoolchain.energy.compare_profiles` like any run's counts.
+    """
+    new = copy.deepcopy(counts)
+    for m in score_value_matmuls(graph):
+        name, d = str(m["matmul"]), int(m["d"])
+        events = np.asarray(counts.counter(str(m["events_node"]), "events_in"), dtype=float)
+        series = new.nodes.setdefault(name, {})
+        replaced = {k: float(np.asarray(series.get(k, np.zeros(new.steps))).sum())
+                    for k in ("synops", "macs")}
+        series["synops"] = events * d
+        series["macs"] = np.zeros(new.steps)
+        st = dict(new.static.get(name, {}))
+        kinds = list(st.get("input_kind") or ["analog", "spikes"])
+        st["input_kind"] = ["spikes"] + kinds[1:]
+        st["spiking_view"] = {**m, "replaced": replaced,
+                              "rule": "synops = score spikes passed by the mask x d per step; "
+                                      "macs = 0"}
+        new.static[name] = st
+    return new
+
+
+__all__ = ["apply_rsm", "masked_path", "score_value_matmuls", "spiking_view_counts", "PRESETS",
+           "KNOWN_ROLES", "PAPER_ONLY_ROLES", "EDGE_ROLE", "SCORE_PASS_OPS"]
