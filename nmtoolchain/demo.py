@@ -83,9 +83,6 @@ BUNDLED_SNN = DATA_DIR / "digits_mlp_snn.nmir"
 
 def loihi_stage(samples: int = 2) -> Dict[str, Any]:
     """Digits SNN: float vs fixed-point accuracy, export for Loihi 2, verify in Lava."""
-    import tempfile
-
-    from exporters.loihi2.bundle import export_loihi2
     from nmtoolchain.convert import rate_encode
     from nmtoolchain.datasets import load_digits_split
     from nmtoolchain.ir import load_graph
@@ -106,22 +103,30 @@ def loihi_stage(samples: int = 2) -> Dict[str, Any]:
     result: Dict[str, Any] = {"model": str(BUNDLED_SNN.name), "steps": steps,
                               "float_accuracy": acc(fl), "fixed_accuracy": acc(fx),
                               "test_images": len(data.y_test)}
+    result.update(export_and_verify(BUNDLED_SNN, "digits_mlp.loihi2", steps, samples))
+    return result
+
+
+def export_and_verify(model: Any, name: str, steps: int, samples: int) -> Dict[str, Any]:
+    """Export ``model`` for Loihi 2 (calibrated on digits) into a temporary
+    directory and run it in Lava next to nmtc: cores, verdict, speeds; or
+    ``{'verify': 'skipped: ...'}`` without Lava."""
+    import tempfile
+
     try:
         import lava  # noqa: F401
     except ImportError:
-        result["verify"] = "skipped: Lava is not installed"
-        return result
+        return {"verify": "skipped: Lava is not installed"}
+    from exporters.loihi2.bundle import export_loihi2
     from exporters.loihi2.verify import verify_export
 
     with tempfile.TemporaryDirectory() as tmp:
-        exp = export_loihi2(BUNDLED_SNN, Path(tmp) / "digits_mlp.loihi2", calib="digits",
-                            timesteps=steps)
+        exp = export_loihi2(model, Path(tmp) / name, calib="digits", timesteps=steps)
         ver = verify_export(exp.directory, dataset="digits", samples=samples)
-        result.update(cores=exp.report.get("mapping", {}).get("cores_used"),
-                      verify="identical" if ver.identical else "DIFFERENT",
-                      verify_lines=ver.lines(), lava_ms_per_step=ver.lava_ms_per_step,
-                      nmtc_ms_per_step=ver.nmtc_ms_per_step)
-    return result
+        return {"cores": exp.report.get("mapping", {}).get("cores_used"),
+                "verify": "identical" if ver.identical else "DIFFERENT",
+                "verify_lines": ver.lines(), "lava_ms_per_step": ver.lava_ms_per_step,
+                "nmtc_ms_per_step": ver.nmtc_ms_per_step}
 
 
 BUNDLED_QCFS = DATA_DIR / "digits_qcfs_cnn.pt"
@@ -138,8 +143,6 @@ def mst_stage(samples: int = 2, steps: int = MST_STEPS) -> Dict[str, Any]:
     reset-to-zero neurons; bit-exact with Lava). Then energy and time per
     inference of the exported network under loihi2 and loihi1 (its counts
     in Loihi numerics) and of the float SNN under cmos45nm."""
-    import tempfile
-
     from exporters.loihi2.accuracy import loihi_accuracy
     from nmtoolchain.accuracy import accuracy_vs_timesteps, ann_accuracy
     from nmtoolchain.convert import rate_encode
@@ -173,21 +176,7 @@ def mst_stage(samples: int = 2, steps: int = MST_STEPS) -> Dict[str, Any]:
         "snn_accuracy": curve[steps], "snn_curve": curve,
         "loihi_fixed_accuracy": fixed["accuracy"], "headroom": fixed["headroom"],
         "loihi_report": loihi_rep, "float_report": float_rep}
-    try:
-        import lava  # noqa: F401
-    except ImportError:
-        result["verify"] = "skipped: Lava is not installed"
-        return result
-    from exporters.loihi2.bundle import export_loihi2
-    from exporters.loihi2.verify import verify_export
-
-    with tempfile.TemporaryDirectory() as tmp:
-        exp = export_loihi2(snn, Path(tmp) / "digits_qcfs.loihi2", calib="digits",
-                            timesteps=steps)
-        ver = verify_export(exp.directory, dataset="digits", samples=samples)
-        result.update(cores=exp.report.get("mapping", {}).get("cores_used"),
-                      verify="identical" if ver.identical else "DIFFERENT",
-                      lava_ms_per_step=ver.lava_ms_per_step)
+    result.update(export_and_verify(snn, "digits_qcfs.loihi2", steps, samples))
     return result
 
 

@@ -218,6 +218,13 @@ def test_demo_runs_the_embedded_default(intel_netx, capfd):
     assert abs(loihi["fixed_accuracy"] - loihi["float_accuracy"]) <= 0.01
     assert loihi["float_accuracy"] > 0.9
     assert loihi["verify"] == "identical"
+    # MST: the QCFS CNN converts, its export runs identically in Lava, and the
+    # fixed-point accuracy on the whole test split stays within 5 points of the ANN
+    mst = summary["mst"]
+    assert mst["verify"] == "identical"
+    assert abs(mst["snn_accuracy"] - mst["ann_accuracy"]) <= 0.01
+    assert mst["ann_accuracy"] - mst["loihi_fixed_accuracy"] <= 0.05
+    assert set(mst["loihi_report"]["profiles"]) == {"loihi2", "loihi1"}
 
 
 def test_inspect_says_which_nodes_run_only_in_lavas_simulator(tmp_path, capfd):
