@@ -185,3 +185,11 @@ def test_check_accuracy_gate_on_the_loihi2_export(capsys):
     assert main(args + ["--min-accuracy", "0.999"]) == 1
     capsys.readouterr()
     assert main(["check-accuracy", str(BUNDLED), "--dataset", "digits", "--target", "speck"]) == 2
+
+
+def test_exporting_the_qcfs_ann_says_to_convert_it_first(tmp_path, capsys):
+    rc = main(["export", str(BUNDLED), "--target", "loihi2", "--calib", "digits",
+               "-o", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "QCFS" in err and "nmtc convert" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "out").exists()

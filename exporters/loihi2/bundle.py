@@ -118,6 +118,12 @@ def refuse_unsupported(graph: Graph, also_allowed: Tuple[str, ...] = ()) -> None
     The Lava-only ops (Add, MatMul, Transpose) pass when the graph is already
     quantized; in a float graph a MatMul or Transpose is refused naming it
     (quantizing such graphs is not supported yet)."""
+    qcfs = [n.name for n in graph.topological_order() if n.op_name == "QCFS"]
+    if qcfs:
+        raise UnsupportedOpError(
+            f"{graph_origin(graph)}: node '{qcfs[0]}' is a QCFS activation: this is the ANN; "
+            "convert it to a spiking network first (nmtc convert MODEL --method mst -T T -o "
+            "snn.nmir), then export snn.nmir")
     quantized = is_quantized_for_loihi(graph)
     allowed = PIPELINE_OPS | (set(LAVA_ONLY_OPS) if quantized else set()) | set(also_allowed)
     if not quantized:
