@@ -376,13 +376,8 @@ def test_intel_network_and_its_reexport_give_identical_spikes_in_lava(intel_netx
     assert sum(int(np.count_nonzero(v)) for v in orig.outputs.values()) > 0  # not vacuous
 
 
-@needs_lava
-def test_recurrent_layer_reexported_gives_the_same_spikes_in_lava(tmp_path):
-    # a dense_rec file written by hand with h5py (reference/loihi_lava.md §1.2)
-    from simulators.lava_runner import run_netx_in_lava
-
-    rng = np.random.default_rng(4)
-    src = tmp_path / "hand_rec.net"
+def _hand_dense_rec(src: Path, rng: np.random.Generator) -> None:
+    """A dense_rec file written by hand with h5py (reference/loihi_lava.md §1.2)."""
     with h5py.File(src, "w") as f:
         g = f.create_group("layer/0")
         g.create_dataset("type", (1,), "S10", [b"input"])
@@ -395,6 +390,15 @@ def test_recurrent_layer_reexported_gives_the_same_spikes_in_lava(tmp_path):
         g["bias"] = rng.integers(-3, 9, 12).astype("f4")
         n = g.create_group("neuron")
         n["type"], n["iDecay"], n["vDecay"], n["vThMant"], n["refDelay"] = b"CUBA", 1024, 512, 60, 1
+
+
+@needs_lava
+def test_recurrent_layer_reexported_gives_the_same_spikes_in_lava(tmp_path):
+    from simulators.lava_runner import run_netx_in_lava
+
+    rng = np.random.default_rng(4)
+    src = tmp_path / "hand_rec.net"
+    _hand_dense_rec(src, rng)
     plan = export_netx(load_netx(src), tmp_path / "re.net")
     assert [la.type for la in plan.layers] == ["input", "dense_rec"]
     with h5py.File(tmp_path / "re.net", "r") as f:
@@ -405,6 +409,36 @@ def test_recurrent_layer_reexported_gives_the_same_spikes_in_lava(tmp_path):
     a, b = run_netx_in_lava(src, x, 30), run_netx_in_lava(tmp_path / "re.net", x, 30)
     np.testing.assert_array_equal(b.outputs["layer1_neuron"], a.outputs["layer1_neuron"])
     assert a.outputs["layer1_neuron"].sum() > 0
+
+
+@needs_lava
+def test_recurrent_layer_simulates_like_lava_and_its_export_verifies(tmp_path):
+    """Lava's Dense sends before it receives, so a spike at step t reaches its own
+    layer's u at step t + 1 through the recurrent synapses: nmtc's loihi numerics
+    give Lava's spikes at every step, and the export's verify says identical."""
+    from exporters.loihi2.bundle import export_loihi2
+    from exporters.loihi2.verify import verify_export
+    from simulators.cycle import Simulator
+    from simulators.lava_runner import run_netx_in_lava
+
+    rng = np.random.default_rng(4)
+    src = tmp_path / "hand_rec.net"
+    _hand_dense_rec(src, rng)
+    x = (rng.random((30, 20)) < 0.3).astype(np.float32)
+    lava = run_netx_in_lava(src, x, 30).outputs["layer1_neuron"]
+    graph = load_netx(src)
+    res = Simulator(graph, "loihi", record="neurons").run(x[None], 30)
+    ours = res.recorded["layer1_neuron"][0].numpy()
+    np.testing.assert_array_equal(ours, lava)
+    assert lava.sum() > 0
+    w_rec = graph["layer1_recurrent"].op.weight
+    # every spike is delivered to each of its recurrent synapses (all 12 targets)
+    assert res.counts.total("synops", ["layer1_recurrent"]) == lava.sum() * w_rec.shape[0]
+    exp = export_loihi2(src, tmp_path / "rec.loihi2")
+    assert exp.report["mapping"]["mapped"] is False
+    np.savez(tmp_path / "x.npz", x=x[None], y=np.zeros(1, int))
+    ver = verify_export(exp.directory, data=tmp_path / "x.npz", steps=30)
+    assert ver.identical, ver.lines()
 
 
 @needs_lava

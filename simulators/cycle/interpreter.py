@@ -68,6 +68,13 @@ class Simulator:
                     reset_interval=reset_interval, reset_offset=reset_offset)
             if node.op.is_neuron:
                 layer_index += 1
+        #: synapses on a recurrent loop that run in two halves (send, then take the
+        #: step's input once their source has run), as Lava's Dense does: Loihi
+        #: numerics only; the float kernels have no synaptic delay, so the back
+        #: edge's one step is the loop's whole delay there.
+        self.deferred = sorted({dst for src, dst in self.back
+                                if hasattr(self.kernels[dst], "absorb")
+                                and len(graph[dst].inputs) == 1})
         self.inputs = [n.name for n in graph.inputs()]
         self.outputs = [n.name for n in graph.outputs()]
         neurons = [n for n in self.order if graph[n].op.is_neuron]
@@ -165,6 +172,11 @@ class Simulator:
                     node = self.graph[name]
                     if name in feeds:
                         xs = [feeds[name][:, t]]
+                    elif name in self.deferred:
+                        values[name] = out = self.kernels[name].emit(t)
+                        if name in rec:
+                            rec[name].append(out.detach().clone())
+                        continue
                     else:
                         xs = []
                         for src in node.inputs:
@@ -183,6 +195,11 @@ class Simulator:
                     if self.record_state and hasattr(self.kernels[name], "state"):
                         for key, val in self.kernels[name].state().items():
                             state.setdefault(name, {}).setdefault(key, []).append(val.clone())
+                for name in self.deferred:  # their source has run: take its spikes
+                    xs = [values[self.graph[name].inputs[0]]]
+                    self.kernels[name].absorb(xs, t)
+                    if self.count and name not in self._skip_count:
+                        pending.setdefault(name, []).append((xs, values[name]))
                 prev = values
                 if self.count and ((t + 1) % self.chunk == 0 or t + 1 == steps):
                     self._flush(pending, t + 1)

@@ -103,14 +103,27 @@ class DenseLoihi(kf.Kernel):
         self.head = 0
 
     def step(self, xs, t):
+        out = self.emit(t)
+        self.absorb(xs, t)
+        return out
+
+    # A synapse on a recurrent loop is run in two halves (simulators.cycle.
+    # interpreter): it sends what it holds, then takes its input of the same
+    # step once the neuron it reads has run, as Lava's Dense sends a_buff
+    # before receiving s_in. A spike at step t then reaches u at step t + 1.
+    def emit(self, t):
+        """The input that reaches the neuron at this step (sent before receiving)."""
         out = self.ring[self.head].clone()
         self.ring[self.head].zero_()
-        x = xs[0]
-        for dv, w32, w64, bound in self.groups:
-            slot = (self.head + 1 + dv) % self.depth
-            self.ring[slot] += _exact_matmul(w32, w64, bound, x)
         self.head = (self.head + 1) % self.depth
         return out
+
+    def absorb(self, xs, t):
+        """Take this step's spikes; they arrive 1 + delay steps later."""
+        x = xs[0]
+        for dv, w32, w64, bound in self.groups:
+            slot = (self.head + dv) % self.depth
+            self.ring[slot] += _exact_matmul(w32, w64, bound, x)
 
 
 class ConvLoihi(kf.Kernel):
