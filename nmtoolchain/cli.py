@@ -186,13 +186,14 @@ def _simulate(model: Path, dataset, data, timesteps: int, numerics: str, samples
     """Load, pick inputs, and run the simulator with a progress bar."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from nmtoolchain.inputs import load_run_inputs
+    from nmtoolchain.inputs import encode_for_graph, load_run_inputs
     from simulators.cycle import Simulator
 
     if timesteps < 1:
         raise BadInputError(f"--timesteps must be >= 1, got {timesteps}")
     graph = _load(model, allow_pickle, input_shape)
-    inputs = load_run_inputs(graph, dataset=dataset, data=data, samples=samples)
+    inputs = encode_for_graph(
+        graph, load_run_inputs(graph, dataset=dataset, data=data, samples=samples), timesteps)
     sim = Simulator(graph, numerics, reset_interval=reset_interval)
     err = _console(stderr=True)
     with Progress(TextColumn("simulating"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),

@@ -74,3 +74,20 @@ def load_run_inputs(graph: Graph, *, dataset: Optional[str] = None, data: Option
     x = (rng.random((samples,) + shape) < rate).astype(np.float32)
     return RunInputs(x, None, f"random spikes (rate {rate}, seed {seed}); pass --data or --dataset "
                               "for real inputs")
+
+
+def encode_for_graph(graph: Graph, inputs: RunInputs, steps: int) -> RunInputs:
+    """Static analog samples rate-coded for ``steps`` steps when the graph records a
+    rate input encoding (``metadata['input_encoding']``, e.g. a Loihi export);
+    anything else (spikes, time series, graphs without a rate encoding) as is."""
+    from nmtoolchain.convert import rate_encode
+
+    enc = graph.metadata.get("input_encoding")
+    x = np.asarray(inputs.x)
+    shape = tuple(graph.inputs()[0].shape)
+    if not (isinstance(enc, dict) and enc.get("method") == "rate") or x.ndim != len(shape) + 1 \
+            or np.isin(x, (0.0, 1.0)).all():
+        return inputs
+    x_max = float(enc.get("x_max", 1.0))
+    return RunInputs(rate_encode(x, steps, x_max=x_max), inputs.y,
+                     f"{inputs.description}, rate-coded as the model records (x_max {x_max:g})")

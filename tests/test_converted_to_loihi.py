@@ -193,3 +193,25 @@ def test_exporting_the_qcfs_ann_says_to_convert_it_first(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "QCFS" in err and "nmtc convert" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_simulating_the_export_rate_codes_digits_as_the_model_records(converted, tmp_path,
+                                                                      capsys):
+    """The exported graph records a rate input encoding, so `nmtc simulate --dataset
+    digits` feeds spikes: the first convolution counts synaptic events, no MACs, and
+    its input events equal the number of spikes numpy's rate code holds."""
+    from exporters.loihi2.bundle import prepare_for_loihi
+    from nmtoolchain.convert import rate_encode
+    from nmtoolchain.ir import save_graph
+
+    q, _, _ = prepare_for_loihi(converted, "digits", 16)
+    save_graph(q, tmp_path / "q.nmir")
+    rc = main(["simulate", str(tmp_path / "q.nmir"), "--numerics", "loihi", "--dataset",
+               "digits", "-T", "16", "--samples", "4", "--json"])
+    rep = json.loads(capsys.readouterr().out)
+    assert rc in (0, None) and "rate-coded" in rep["inputs"]
+    first = next(r for r in rep["layers"] if r["name"] == "layer1_conv")
+    assert first["macs"] == 0 and first["synops"] > 0
+    d = load_digits_split()
+    spikes = rate_encode(d.x_test[:4].reshape(-1, 1, 8, 8), 16)
+    assert first["events_in"] == pytest.approx(spikes.sum() / 4)
