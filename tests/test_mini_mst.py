@@ -134,3 +134,27 @@ def test_bias_and_mean_loading_matches_torch():
     out = next(n.name for n in graph.outputs())
     got = Simulator(graph, "float", count=False).run(x.numpy(), 1).outputs[out][:, 0].numpy()
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_patch_merging_variant_translates_and_converts():
+    """merge=True adds Swin's patch merging (2x2 tokens -> 4C -> BN -> Linear -> QCFS) and a
+    block at half resolution: the IR graph equals the torch module at one step, and the
+    converted SNN runs with the reduction as an IF layer."""
+    torch.manual_seed(0)
+    model = build_model("mini_mst", {"dim": 8, "heads": 2, "merge": True, "window": 2}).eval()
+    with torch.no_grad():  # non-trivial BN statistics
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm1d) or isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+    x = load_digits_split().x_test[:16]
+    with torch.no_grad():
+        want = model(torch.from_numpy(x)).numpy()
+    graph = graph_from_module(model, (1, 8, 8))
+    out = next(n.name for n in graph.outputs())
+    got = Simulator(graph, "float", count=False).run(x, 1).outputs[out][:, 0].numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    snn = convert_mst(graph)
+    assert any(n.op_name == "IF" and "reduction" in n.name for n in snn)
+    res = Simulator(snn, "float", count=False).run(x, 4).outputs[out]
+    assert tuple(res.shape) == (16, 4, 10)
