@@ -303,8 +303,9 @@ def check_accuracy(
     target: Optional[str] = typer.Option(
         None, "--target", help="Also measure the target's fixed-point export (loihi2) at T_max; "
                                "the gate then applies to it."),
-    calib: str = typer.Option("digits", "--calib",
-                              help="Calibration data for --target: digits or a .npz with x."),
+    calib: Optional[str] = typer.Option(
+        None, "--calib", help="Calibration data for --target: digits or a .npz with x "
+                              "(default: the digits train split with --dataset digits, else --data)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     allow_pickle: bool = ALLOW_PICKLE, input_shape: Optional[str] = INPUT_SHAPE,
 ) -> int:
@@ -347,6 +348,8 @@ def check_accuracy(
     if target == "loihi2":
         from exporters.loihi2.accuracy import loihi_accuracy
 
+        if calib is None:
+            calib = "digits" if dataset == "digits" else str(data)
         fixed = loihi_accuracy(snn, inputs.x, inputs.y, steps=timesteps, calib=calib)
         snn_final = fixed["accuracy"]
     what = f"{target} fixed-point SNN" if fixed else "SNN"

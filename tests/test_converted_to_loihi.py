@@ -215,3 +215,13 @@ def test_simulating_the_export_rate_codes_digits_as_the_model_records(converted,
     d = load_digits_split()
     spikes = rate_encode(d.x_test[:4].reshape(-1, 1, 8, 8), 16)
     assert first["events_in"] == pytest.approx(spikes.sum() / 4)
+
+
+def test_check_accuracy_target_calibrates_on_the_data_file_by_default(tmp_path, capsys):
+    d = load_digits_split()
+    np.savez(tmp_path / "digits.npz", x=d.x_test[:200].reshape(-1, 1, 8, 8), y=d.y_test[:200])
+    rc = main(["check-accuracy", str(BUNDLED), "--data", str(tmp_path / "digits.npz"), "-T", "16",
+               "--target", "loihi2", "--min-accuracy", "0.85", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0 and out["samples"] == 200
+    assert any("digits.npz" in n for n in out["target"]["notes"])  # calibrated on the file
