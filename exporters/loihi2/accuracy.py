@@ -9,7 +9,6 @@ count window. The class is the output neuron with the most spikes.
 """
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
@@ -33,7 +32,7 @@ def loihi_accuracy(graph: Graph, x: Any, y: Any, *, steps: int,
     y = np.asarray(y).reshape(-1)
     if len(x) != len(y):
         raise BadInputError(f"loihi_accuracy: {len(x)} samples but {len(y)} labels")
-    q, _, notes = prepare_for_loihi(copy.deepcopy(graph), calib, int(steps), profile)
+    q, _, notes = prepare_for_loihi(graph, calib, int(steps), profile)
     out = q[q.outputs()[0].inputs[0]].name
     enc = q.metadata.get("input_encoding", {})
     shape = tuple(q.inputs()[0].shape)

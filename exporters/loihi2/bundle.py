@@ -55,6 +55,7 @@ All files are deterministic: the same model and options give the same bytes
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -192,15 +193,12 @@ def calibration_spikes(graph: Graph, calib: Union[str, Path], timesteps: int
     if x.ndim == len(shape) + 2 and binary:
         return x, origin + " (spike trains as given)", None
     enc = graph.metadata.get("input_encoding")
-    method = enc.get("method") if isinstance(enc, dict) else None
-    if method not in (None, "rate", "direct"):
+    if isinstance(enc, dict) and enc.get("method") not in (None, "rate"):
         raise BadInputError(f"--calib {calib}: the model's input encoding "
-                            f"{method!r} is not one nmtc can apply (rate, or direct re-coded "
-                            "as rate)")
+                            f"{enc.get('method')!r} is not one nmtc can apply (rate; a direct "
+                            "input is re-coded first by recode_direct_input)")
     x_max = float(enc.get("x_max", 1.0)) if isinstance(enc, dict) else 1.0
-    used = dict(enc) if method == "rate" else dict(encoding_metadata(timesteps, x_max))
-    if method == "direct":
-        used["replaces"] = DIRECT_REPLACED
+    used = dict(enc) if isinstance(enc, dict) else encoding_metadata(timesteps, x_max)
     return rate_encode(x, timesteps, x_max=x_max), origin + ", rate-coded", used
 
 
@@ -423,6 +421,7 @@ def prepare_for_loihi(graph: Graph, calib: Optional[Union[str, Path]], timesteps
     quantization report or None, notes)."""
     from nmtoolchain.passes import fold_pooling
 
+    graph = copy.deepcopy(graph)  # the steps below record metadata; the caller's graph stays
     refuse_unsupported(graph, also_allowed=("Scale",))  # before any work
     graph, notes = adapt_converted(graph, calib, int(timesteps))
     refuse_unsupported(graph)

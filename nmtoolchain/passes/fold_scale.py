@@ -98,13 +98,13 @@ def _plan(g: Graph, scale: Node) -> List[Tuple[Node, Any]]:
     shape = tuple(g[scale.inputs[0]].shape)
     full = np.broadcast_to(np.asarray(scale.op.scale, dtype=np.float64), shape)
     plans: List[Tuple[Node, Any]] = []
-    seen: Dict[str, str] = {}
+    seen: set = set()
     stack: List[Tuple[Node, np.ndarray]] = [(u, full) for u in g.users(scale.name)]
     while stack:
         user, s = stack.pop()
         if user.name in seen:
             raise _Stop(user.name, f"'{user.name}' is reached by more than one path")
-        seen[user.name] = scale.name
+        seen.add(user.name)
         if user.op_name in _SYNAPSES:
             plans.append((user, _scaled_synapse(user, s)))
         elif user.op_name in _PASS_THROUGH:
