@@ -8,7 +8,7 @@ bundled QCFS CNN on the digits test split, side by side in one run, for each T:
 * ``k=1, 2, 4``: the adaptation (nmtoolchain.convert.for_loihi) with a fixed
   headroom, float;
 * ``export``: the exported network in Loihi fixed point with the k the export
-  chooses (exporters.loihi2.accuracy.loihi_accuracy).
+  chooses (nmtoolchain.targets.loihi2.loihi_accuracy).
 
     .venv/bin/python benchmarks/loihi_adaptation_ablation.py [--steps 16 32 64]
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from exporters.loihi2.accuracy import loihi_accuracy
+from nmtoolchain.targets.loihi2 import loihi_accuracy
 from nmtoolchain.convert import rate_encode
 from nmtoolchain.convert.for_loihi import with_headroom
 from nmtoolchain.convert.mst import convert_mst

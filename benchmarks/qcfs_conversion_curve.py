@@ -43,7 +43,7 @@ def main() -> None:
     print(f"ANN accuracy: {100 * ann_acc:.2f} %")
     fixed = {}
     if args.loihi_from:
-        from exporters.loihi2.accuracy import loihi_accuracy
+        from nmtoolchain.targets.loihi2 import loihi_accuracy
 
         x = split.x_test.reshape((len(split.x_test),) + tuple(ann.inputs()[0].shape))
         from nmtoolchain.errors import NmtcError

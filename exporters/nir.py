@@ -42,6 +42,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from nmtoolchain.errors import BadInputError, NotExpressibleError
+from nmtoolchain.fileio import atomic_output
 from nmtoolchain.frontends.nir_loader import (
     NAME_ENCODING, NAME_ENCODING_KEY, RESET_TO_V_RESET_SINCE, parse_nir_version)
 from nmtoolchain.ir import Graph, Node
@@ -137,6 +138,19 @@ def _refusal(problems: Sequence[Tuple[Node, Optional[str]]]) -> str:
                      else f"node {plain[0]} has no NIR equivalent")
     parts += [f"node {n.name} ({n.op_name}) {r}" for n, r in problems if r is not None]
     return "cannot export to NIR: " + "; ".join(parts)
+
+
+def nir_problems(graph: Graph) -> List[Tuple[Node, Optional[str]]]:
+    """(node, reason) for every node the installed nir cannot express (reason None:
+    the op has no NIR primitive); empty when :func:`graph_to_nir` would succeed."""
+    _ensure_shapes(graph)
+    nir, version, semantics = _installed_nir()
+    return _problems(graph, nir, version, semantics)
+
+
+def nir_refusal_message(problems: Sequence[Tuple[Node, Optional[str]]]) -> str:
+    """The one-line refusal :func:`graph_to_nir` raises for ``problems``."""
+    return _refusal(problems)
 
 
 def nir_unsupported_nodes(graph: Graph) -> List[str]:
@@ -292,14 +306,19 @@ def export_nir(graph: Graph, path: Union[str, Path]) -> Path:
     into place, so a failure leaves neither a partial file nor a changed one.
     """
     path = Path(path)
-    nir_graph = graph_to_nir(graph)
+    write_nir_graph(graph_to_nir(graph), path)
+    return path
+
+
+def write_nir_graph(nir_graph: Any, path: Union[str, Path]) -> Path:
+    """Write a built ``nir.NIRGraph`` to ``path`` atomically; returns the path."""
     import nir
 
-    from nmtoolchain.fileio import atomic_output
-
+    path = Path(path)
     with atomic_output(path) as tmp:
         nir.write(str(tmp), nir_graph)
     return path
 
 
-__all__ = ["graph_to_nir", "export_nir", "nir_unsupported_nodes", "encode_name"]
+__all__ = ["graph_to_nir", "export_nir", "nir_unsupported_nodes", "nir_problems",
+           "nir_refusal_message", "write_nir_graph", "encode_name"]

@@ -84,63 +84,49 @@ def inspect(
         render_inspection(info, _console())
 
 
-EXPORT_TARGETS = ("nir", "nmir", "loihi2")
-
-
 @app.command()
 def export(
     model: Path = typer.Argument(..., help="Model file (any format nmtc reads)."),
-    target: str = typer.Option(..., "--target", "-t", help=f"One of: {', '.join(EXPORT_TARGETS)}."),
+    target: str = typer.Option(..., "--target", "-t",
+                               help="A registered target: loihi2, nir, nmir (nmtc inspect lists "
+                                    "them with their verdicts)."),
     output: Optional[Path] = typer.Option(
         None, "--output", "-o",
         help="Output file (nir, nmir) or directory (loihi2; default: MODEL's name + '.loihi2')."),
-    profile: str = typer.Option("loihi2", "--profile", "-p",
-                                help="loihi2: hardware profile, a bundled name or a .toml path."),
+    profile: Optional[str] = typer.Option(
+        None, "--profile", "-p", help="Hardware profile, a bundled name or a .toml path "
+                                      "(default: the target's own, e.g. loihi2)."),
     calib: Optional[str] = typer.Option(
-        None, "--calib", help="loihi2: calibration data for quantization: digits or FILE.npz."),
+        None, "--calib", help="Calibration data for quantization/adaptation: digits or FILE.npz."),
     timesteps: int = typer.Option(16, "--timesteps", "-T",
-                                  help="loihi2: time steps per sample (calibration, verify)."),
-    force: bool = typer.Option(False, "--force", help="loihi2: replace an existing directory."),
-    as_json: bool = typer.Option(False, "--json", help="loihi2: print the report as JSON."),
+                                  help="Time steps per sample (calibration, verify advice)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing output directory."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     allow_pickle: bool = ALLOW_PICKLE,
     input_shape: Optional[str] = INPUT_SHAPE,
 ) -> None:
-    """Export a model to a target format, atomically (no partial output on failure).
+    """Export a model to a target, atomically (no partial output on failure).
 
+    The target's pass pipeline runs first (loihi2: adapt a converted network, fold
+    scales and pooling, quantize, map onto cores); report.txt lists what each pass did.
     loihi2 writes a directory: network.net (lava-dl netx), network.nmir, mapping.json,
-    report.txt and report.json (fold pooling, quantize unless already quantized, map).
+    report.txt and report.json.
     """
-    if target not in EXPORT_TARGETS:
-        raise BadInputError(f"--target {target!r}: unknown target; choose one of "
-                            f"{', '.join(EXPORT_TARGETS)}")
-    if target == "loihi2":
-        from exporters.loihi2.bundle import export_loihi2
-        from nmtoolchain.frontends import parse_shape
+    from nmtoolchain.frontends import parse_shape
+    from nmtoolchain.targets import ExportOptions, export as export_to
 
-        out_dir = output if output is not None else Path(model.name.split(".")[0] + ".loihi2")
-        result = export_loihi2(model, out_dir, profile=profile, calib=calib,
-                               timesteps=timesteps, force=force, allow_pickle=allow_pickle,
-                               input_shape=parse_shape(input_shape) if input_shape else None)
-        if as_json:
-            typer.echo(json.dumps(result.report, indent=2, default=str))
-        else:
-            typer.echo("\n".join(result.lines))
-            typer.echo(f"wrote {out_dir}/ ({', '.join(result.files)})")
-        return
-    if calib is not None or force:
-        raise BadInputError(f"--calib and --force apply to --target loihi2, not {target}")
-    if output is None:
-        raise BadInputError(f"--target {target} needs --output FILE")
-    graph = _load(model, allow_pickle, input_shape)
-    if target == "nir":
-        from exporters.nir import export_nir
-
-        path = export_nir(graph, output)
+    result = export_to(model, target, output,
+                       ExportOptions(profile=profile, calib=calib, timesteps=timesteps,
+                                     force=force),
+                       allow_pickle=allow_pickle,
+                       input_shape=parse_shape(input_shape) if input_shape else None)
+    if as_json:
+        typer.echo(json.dumps(result.report, indent=2, default=str))
+    elif result.path.is_dir():
+        typer.echo("\n".join(result.lines))
+        typer.echo(f"wrote {result.path}/ ({', '.join(result.files)})")
     else:
-        from nmtoolchain.ir import save_graph
-
-        path = save_graph(graph, output)
-    typer.echo(f"wrote {path}")
+        typer.echo(f"wrote {result.path}")
 
 
 @app.command()
@@ -346,7 +332,7 @@ def check_accuracy(
     snn_final = curve[-1][1]
     fixed = None
     if target == "loihi2":
-        from exporters.loihi2.accuracy import loihi_accuracy
+        from nmtoolchain.targets.loihi2 import loihi_accuracy
 
         if calib is None:
             calib = "digits" if dataset == "digits" else str(data)

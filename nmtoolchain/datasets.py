@@ -38,21 +38,27 @@ def load_digits_split(test_fraction: float = 0.25, seed: int = 0) -> Split:
     return Split(xtr, ytr, xte, yte)
 
 
-def load_npz(path: Union[str, Path]) -> tuple:
-    """Read ``x`` and ``y`` from a user's ``.npz`` (never unpickles)."""
+def load_npz(path: Union[str, Path], *, labels: bool = True) -> tuple:
+    """Read ``x`` and ``y`` from a user's ``.npz`` (never unpickles).
+
+    ``labels=False``: ``y`` is optional (calibration data); it is None when absent."""
     path = Path(path)
     if not path.exists():
         raise BadInputError(f"{path}: no such file")
     try:
         with np.load(path, allow_pickle=False) as f:
-            missing = [k for k in ("x", "y") if k not in f.files]
+            missing = [k for k in (("x", "y") if labels else ("x",)) if k not in f.files]
             if missing:
-                raise BadInputError(f"{path}: missing array(s) {missing}; expected 'x' and 'y'")
-            x, y = f["x"], f["y"]
+                want = "'x' and 'y'" if labels else "'x' (and optionally 'y')"
+                raise BadInputError(f"{path}: missing array(s) {missing}; expected {want}")
+            x = f["x"]
+            y = f["y"] if "y" in f.files else None
     except BadInputError:
         raise
     except (ValueError, OSError, EOFError) as e:
         raise BadInputError(f"{path}: not a readable .npz file ({e})") from None
+    if y is None:
+        return x.astype(np.float32), None
     if len(x) != len(y):
         raise BadInputError(f"{path}: x has {len(x)} samples but y has {len(y)}")
     return x.astype(np.float32), y.astype(np.int64)

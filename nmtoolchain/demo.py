@@ -117,7 +117,7 @@ def export_and_verify(model: Any, name: str, steps: int, samples: int) -> Dict[s
         import lava  # noqa: F401
     except ImportError:
         return {"verify": "skipped: Lava is not installed"}
-    from exporters.loihi2.bundle import export_loihi2
+    from nmtoolchain.targets.loihi2 import export_loihi2
     from exporters.loihi2.verify import verify_export
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -143,7 +143,7 @@ def mst_stage(samples: int = 2, steps: int = MST_STEPS) -> Dict[str, Any]:
     reset-to-zero neurons; bit-exact with Lava). Then energy and time per
     inference of the exported network under loihi2 and loihi1 (its counts
     in Loihi numerics) and of the float SNN under cmos45nm."""
-    from exporters.loihi2.accuracy import loihi_accuracy
+    from nmtoolchain.targets.loihi2 import loihi_accuracy
     from nmtoolchain.accuracy import accuracy_vs_timesteps, ann_accuracy
     from nmtoolchain.convert import rate_encode
     from nmtoolchain.convert.mst import convert_mst

@@ -240,6 +240,6 @@ def test_inspect_says_which_nodes_run_only_in_lavas_simulator(tmp_path, capfd):
     info = _inspect_json(path, capfd)
     loihi = next(t for t in info["targets"] if t["target"] == "loihi2")
     assert loihi["ok"]
-    text = " ".join(loihi["reasons"])
+    text = " ".join(loihi["notes"])
     assert "MatMul runs only in Lava's CPU simulator" in text and "scores" in text
     assert "Add runs only" in text and "res1" in text

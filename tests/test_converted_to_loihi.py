@@ -152,7 +152,7 @@ def test_export_without_calibration_is_refused_in_one_line(converted, tmp_path, 
 
 def test_converted_cnn_exports_and_runs_identically_in_lava(converted, tmp_path):
     pytest.importorskip("lava", reason="Lava (lava-nc) is not installed")
-    from exporters.loihi2.bundle import export_loihi2
+    from nmtoolchain.targets.loihi2 import export_loihi2
     from exporters.loihi2.verify import verify_export
 
     exp = export_loihi2(converted, tmp_path / "qcfs.loihi2", calib="digits", timesteps=16)
@@ -165,7 +165,7 @@ def test_converted_cnn_exports_and_runs_identically_in_lava(converted, tmp_path)
 def test_fixed_point_accuracy_stays_near_the_ann(converted):
     """ANN 98.67% (torch); without the adaptation Loihi's reset-to-zero costs
     ~30 points here, with it the T=16 fixed-point export keeps > 90%."""
-    from exporters.loihi2.accuracy import loihi_accuracy
+    from nmtoolchain.targets.loihi2 import loihi_accuracy
     from nmtoolchain.accuracy import ann_accuracy
 
     d = load_digits_split()
@@ -200,7 +200,7 @@ def test_simulating_the_export_rate_codes_digits_as_the_model_records(converted,
     """The exported graph records a rate input encoding, so `nmtc simulate --dataset
     digits` feeds spikes: the first convolution counts synaptic events, no MACs, and
     its input events equal the number of spikes numpy's rate code holds."""
-    from exporters.loihi2.bundle import prepare_for_loihi
+    from nmtoolchain.targets.loihi2 import prepare_for_loihi
     from nmtoolchain.convert import rate_encode
     from nmtoolchain.ir import save_graph
 

@@ -416,7 +416,7 @@ def test_recurrent_layer_simulates_like_lava_and_its_export_verifies(tmp_path):
     """Lava's Dense sends before it receives, so a spike at step t reaches its own
     layer's u at step t + 1 through the recurrent synapses: nmtc's loihi numerics
     give Lava's spikes at every step, and the export's verify says identical."""
-    from exporters.loihi2.bundle import export_loihi2
+    from nmtoolchain.targets.loihi2 import export_loihi2
     from exporters.loihi2.verify import verify_export
     from simulators.cycle import Simulator
     from simulators.lava_runner import run_netx_in_lava

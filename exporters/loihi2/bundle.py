@@ -1,27 +1,8 @@
-"""``nmtc export --target loihi2``: a model in, a deployable directory out.
+"""The Loihi 2 export directory: reports and files, written atomically.
 
-The job, in order (each step a library function; this module only chains
-them and writes the results):
-
-1. load the model (any format nmtc reads) and refuse, before any work, a node
-   no later step can turn into a netx layer or a Lava process (e.g. Softmax;
-   MatMul in a float graph), naming it;
-1b. a converted (QCFS/MST) network is adapted to Loihi's reset-to-zero CUBA
-   neurons on the ``--calib`` data (:func:`adapt_converted`: spiking readout,
-   threshold headroom, pre-charge as a bias; its direct analog input is
-   re-coded as a rate code) and its spike amplitudes (``Scale`` after a
-   neuron) are folded into the next weights (:func:`nmtoolchain.passes.fold_scales`);
-2. fold sum/average pooling into the next layer
-   (:func:`nmtoolchain.passes.fold_pooling`);
-3. quantize for Loihi unless the graph already is in the netx form
-   (:func:`nmtoolchain.quantize.quantize_for_loihi`, with calibration spikes
-   from ``--calib`` when given, to measure the per-layer error);
-4. map it onto cores (:func:`nmtoolchain.mapping.map_onto_cores`; a layer that
-   does not fit raises DoesNotFitError);
-5. build every netx layer in memory (:func:`exporters.loihi2.netx_writer.plan_netx`),
-   then write the directory.
-
-Directory contents:
+The compile side (refusal, adaptation, folding, quantization, placement) is
+the Loihi 2 target's pipeline (:mod:`nmtoolchain.targets.loihi2`); this
+module only turns its result into the directory:
 
 * ``network.net``: the lava-dl netx HDF5 network (what Lava and Loihi run);
 * ``network.nmir``: the exported IR graph itself (quantized, mapped), which
@@ -29,29 +10,22 @@ Directory contents:
   ``network.net``. Keeping it is what lets verify catch a changed
   ``network.net``: comparing the file against itself could not;
 * ``mapping.json``: the mapping report (cores, per-core use, limits);
-* ``report.json`` / ``report.txt``: netx layers, how the input is driven and
-  encoded, quantization rows, folded pooling, mapping summary, and which parts
-  run on Loihi 2 through netx and which would need Lava's simulator.
+* ``report.json`` / ``report.txt``: the passes that ran and what each
+  changed, netx layers, how the input is driven and encoded, quantization
+  rows, folded pooling, mapping summary, and which parts run on Loihi 2
+  through netx and which would need Lava's simulator.
 
-A graph with ops netx cannot hold but nmtc can run as Lava processes (Add
-outside a recurrent layer, MatMul, Transpose: ``lava_graph.deployability()``'s
-``lava_simulator_only``) is exported when it is already quantized (quantizing
-such float graphs is not supported yet and is refused naming the node). No
-``network.net`` is written for it (netx cannot hold those ops) and it is not
-mapped onto cores; the directory holds ``network.nmir``, ``lava_graph.json``
-(which nodes run as Lava's Dense/LIF and which as nmtc's own Lava processes,
-:func:`exporters.loihi2.lava_graph.plan_lava_graph`) and the reports, whose
-deployability section says which parts Loihi 2 could run through netx and
-which run only in Lava's CPU simulator. ``nmtc verify`` runs it as a Lava
-process graph against nmtc's simulator.
+A quantized graph with ops netx cannot hold but nmtc can run as Lava processes
+(Add outside a recurrent layer, MatMul, Transpose) is written as a Lava
+process graph: ``network.nmir``, ``lava_graph.json`` (which nodes run as
+Lava's Dense/LIF and which as nmtc's own Lava processes) and the reports,
+without ``network.net`` and without a mapping.
 
 Atomicity: everything is written into a hidden temporary sibling directory
 and renamed to DIR at the end, so a failure (or Ctrl-C) leaves neither DIR
 nor the temporary directory. DIR must not exist unless ``force`` (then the
-old directory is replaced only once the new one is complete).
-
-All files are deterministic: the same model and options give the same bytes
-(no times, no absolute output paths).
+old directory is replaced only once the new one is complete). All files are
+deterministic: the same model and options give the same bytes.
 """
 from __future__ import annotations
 
@@ -62,14 +36,16 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from nmtoolchain.errors import BadInputError, NotExpressibleError, UnsupportedOpError
-from nmtoolchain.ir import Graph
-from exporters.loihi2.netx_writer import (
-    NETX_BUILDERS, NEURON_OPS, NetxPlan, op_hint, graph_origin, plan_netx, write_plan)
+from exporters.loihi2.lava_graph import deployability, plan_lava_graph
+from exporters.loihi2.netx_writer import NetxPlan, write_plan
+from nmtoolchain import __version__
+from nmtoolchain.convert.encode import RATE_ENCODING
+from nmtoolchain.errors import BadInputError
+from nmtoolchain.ir import Graph, graph_to_bytes
 
 REPORT_FORMAT = "nmtc-loihi2-export"
 REPORT_VERSION = 1
@@ -79,20 +55,6 @@ FILES = {"network": "network.net", "graph": "network.nmir", "mapping": "mapping.
 LAVA_GRAPH_FILES = {"graph": "network.nmir", "lava_graph": "lava_graph.json",
                     "report_json": "report.json", "report_txt": "report.txt"}
 LAVA_GRAPH_FORMAT = "nmtc-lava-graph"
-#: Ops netx cannot hold (outside a recurrent layer's Add) that run as nmtc's own
-#: Lava processes in Lava's CPU simulator (lava_graph.LAVA_SIMULATOR_ONLY_OPS).
-LAVA_ONLY_OPS = ("Add", "MatMul", "Transpose")
-#: Ops the pipeline can still turn into netx layers (neurons the quantizer
-#: converts, pooling the fold removes); anything else is refused up front.
-PIPELINE_OPS = frozenset(NETX_BUILDERS) | frozenset(NEURON_OPS) | {
-    "Output", "Add", "SumPool2d", "AvgPool2d", "IF", "LIF", "I"}
-#: What the export says when a converted network's direct (analog) input is re-coded.
-DIRECT_REPLACED = (
-    "input: the model applies the analog input at every step (direct encoding); a netx "
-    "input layer without neuron carries binary spikes, so the export feeds the deterministic "
-    "rate code of the input instead (same mean current, quantized to 1/T)")
-#: Calibration samples taken from --calib (enough to measure spike-count error).
-CALIB_SAMPLES = 128
 DEPLOYABILITY_NOTE = (
     "Every layer above is a lava-dl netx layer: deployable on Loihi 2 through netx and runnable "
     "in Lava's simulator. Ops outside netx (attention MatMul, Softmax, residual Add/Concat, "
@@ -102,173 +64,33 @@ DEPLOYABILITY_NOTE = (
 
 
 @dataclass
-class ExportResult:
-    """What :func:`export_loihi2` wrote and decided."""
+class NetxExport:
+    """Everything the netx directory is written from (the compiled graph and its records)."""
 
-    directory: Path
-    plan: Optional[NetxPlan]  # None for a Lava process graph (no network.net)
-    report: Dict[str, Any]
-    lines: List[str] = field(default_factory=list)
-    files: List[str] = field(default_factory=list)  # names written into ``directory``
-
-
-# ------------------------------------------------------------------- steps
-def refuse_unsupported(graph: Graph, also_allowed: Tuple[str, ...] = ()) -> None:
-    """UnsupportedOpError naming the first node no pipeline step can export.
-
-    The Lava-only ops (Add, MatMul, Transpose) pass when the graph is already
-    quantized; in a float graph a MatMul or Transpose is refused naming it
-    (quantizing such graphs is not supported yet)."""
-    qcfs = [n.name for n in graph.topological_order() if n.op_name == "QCFS"]
-    if qcfs:
-        raise UnsupportedOpError(
-            f"{graph_origin(graph)}: node '{qcfs[0]}' is a QCFS activation: this is the ANN; "
-            "convert it to a spiking network first (nmtc convert MODEL --method mst -T T -o "
-            "snn.nmir), then export snn.nmir")
-    quantized = is_quantized_for_loihi(graph)
-    allowed = PIPELINE_OPS | (set(LAVA_ONLY_OPS) if quantized else set()) | set(also_allowed)
-    if not quantized:
-        lava_only = [n for n in graph.topological_order()
-                     if n.op_name in LAVA_ONLY_OPS and n.op_name not in PIPELINE_OPS]
-        if lava_only:
-            first = lava_only[0]
-            raise UnsupportedOpError(
-                f"{graph_origin(graph)}: node '{first.name}' (op {first.op_name}) runs only as "
-                "a Lava process, which nmtc exports only from an already quantized graph "
-                "(integer weights, Loihi CUBA neurons); quantizing float graphs with "
-                f"{'/'.join(LAVA_ONLY_OPS)} is not supported yet")
-    bad = [n for n in graph.topological_order() if n.op_name not in allowed]
-    if bad:
-        first = bad[0]
-        more = f" (and {len(bad) - 1} more: {', '.join(n.name for n in bad[1:4])})" \
-            if len(bad) > 1 else ""
-        why = {r["scale"]: r["why"] for r in graph.metadata.get("unfolded_scales", [])}
-        hint = (f" (its spike amplitude cannot be folded into weights: {why[first.name]})"
-                if first.name in why else op_hint(first.op_name))
-        raise UnsupportedOpError(
-            f"{graph_origin(graph)}: node '{first.name}' (op {first.op_name}) cannot be exported "
-            f"to Loihi 2 through lava-dl netx{hint}{more}")
+    model: str
+    graph: Graph
+    plan: NetxPlan
+    profile_id: str
+    timesteps: int
+    qreport: Any  # QuantReport, or None when the model was already in netx form
+    mapping: Any  # MappingReport, or None when not mapped
+    not_mapped_because: Optional[str]
+    notes: List[str]
+    pass_lines: List[str]
+    passes: List[Dict[str, Any]]
 
 
-def is_quantized_for_loihi(graph: Graph) -> bool:
-    """True when the graph is already in the netx form (integer weights, Loihi neurons)."""
-    for n in graph:
-        if n.op_name in ("Affine", "Linear", "Conv2d"):
-            w = np.asarray(n.op.weight, dtype=np.float64)
-            if np.any(w != np.round(w)):
-                return False
-        elif n.op.is_neuron:
-            if n.op_name == "SigmaDelta":
-                continue
-            ann = n.annotations.get("loihi")
-            if n.op_name not in ("CubaLIF", "CubaLI") or not isinstance(ann, dict) \
-                    or ann.get("neuron") != "CUBA":
-                return False
-    return True
+@dataclass
+class LavaGraphExport:
+    """Everything a Lava process graph export is written from."""
 
-
-def calibration_spikes(graph: Graph, calib: Union[str, Path], timesteps: int
-                       ) -> Tuple[np.ndarray, str, Optional[Dict[str, Any]]]:
-    """Calibration inputs as spikes (B, T, *shape): digits (train split) or a
-    user's .npz ``x``; analog values are rate-coded as the graph's
-    ``input_encoding`` says (deterministic rate code when it says nothing).
-    Returns (spikes, description, the encoding used or None)."""
-    from nmtoolchain.convert import encoding_metadata, rate_encode
-    from nmtoolchain.datasets import load_digits_split, load_npz
-    from nmtoolchain.inputs import _fit
-
-    shape = tuple(graph.inputs()[0].shape)
-    if str(calib) == "digits":
-        x = load_digits_split().x_train[:CALIB_SAMPLES]
-        origin = f"digits train split, {len(x)} images"
-    else:
-        path = Path(calib)
-        if path.suffix != ".npz":
-            raise BadInputError(f"--calib {calib}: expected 'digits' or a .npz file with x (and y)")
-        x, _ = load_npz(path)
-        x = x[:CALIB_SAMPLES]
-        origin = f"{path.name}, {len(x)} samples"
-    x = _fit(np.asarray(x, np.float32), shape, str(calib))
-    binary = bool(np.isin(x, (0.0, 1.0)).all())
-    if x.ndim == len(shape) + 2 and binary:
-        return x, origin + " (spike trains as given)", None
-    enc = graph.metadata.get("input_encoding")
-    if isinstance(enc, dict) and enc.get("method") not in (None, "rate"):
-        raise BadInputError(f"--calib {calib}: the model's input encoding "
-                            f"{enc.get('method')!r} is not one nmtc can apply (rate; a direct "
-                            "input is re-coded first by recode_direct_input)")
-    x_max = float(enc.get("x_max", 1.0)) if isinstance(enc, dict) else 1.0
-    used = dict(enc) if isinstance(enc, dict) else encoding_metadata(timesteps, x_max)
-    return rate_encode(x, timesteps, x_max=x_max), origin + ", rate-coded", used
-
-
-def recode_direct_input(graph: Graph, timesteps: int) -> List[str]:
-    """Re-record a directly encoded (analog every step) input as a rate code, in
-    place; returns the note saying so (or nothing)."""
-    from nmtoolchain.convert import encoding_metadata
-
-    enc = graph.metadata.get("input_encoding")
-    if not (isinstance(enc, dict) and enc.get("method") == "direct"):
-        return []
-    graph.metadata["input_encoding"] = dict(
-        encoding_metadata(timesteps, float(enc.get("x_max", 1.0))), replaces=DIRECT_REPLACED)
-    return [DIRECT_REPLACED]
-
-
-def adapt_converted(graph: Graph, calib: Any, timesteps: int) -> Tuple[Graph, List[str]]:
-    """A converted (QCFS/MST) graph adapted to reset-to-zero CUBA neurons
-    (:func:`nmtoolchain.convert.for_loihi.adapt_for_loihi`, which needs
-    calibration data), with its spike amplitudes folded into weights; other
-    graphs only get the fold. Returns (graph, notes)."""
-    from nmtoolchain.convert.for_loihi import adapt_for_loihi, needs_adaptation
-    from nmtoolchain.passes import fold_scales
-
-    notes: List[str] = []
-    if needs_adaptation(graph) and not is_quantized_for_loihi(graph):
-        if calib is None:
-            raise BadInputError(
-                f"{graph_origin(graph)}: a converted network (subtract reset, pre-charge or an "
-                "analog output) is adapted to Loihi's reset-to-zero neurons on calibration data; "
-                "pass --calib digits or --calib FILE.npz")
-        notes += recode_direct_input(graph, timesteps)
-        spikes, origin, _ = calibration_spikes(graph, calib, timesteps)
-        graph = adapt_for_loihi(graph, spikes, timesteps)
-        ad = graph.metadata["loihi_adaptation"]
-        notes.append(f"adapted for Loihi on {origin}: " + "; ".join(ad["changes"])
-                     + f" (headroom k={ad['headroom']} chosen; prediction agreement with the "
-                     f"unadapted SNN per k: {ad['agreement_with_unadapted']})")
-    return fold_scales(graph), notes
-
-
-def _quantize(graph: Graph, calib: Any, timesteps: int, profile: Any
-              ) -> Tuple[Graph, Optional[Any], List[str]]:
-    from nmtoolchain.quantize import quantize_for_loihi
-
-    notes: List[str] = recode_direct_input(graph, timesteps)
-    spikes = None
-    if calib is not None:
-        spikes, origin, used = calibration_spikes(graph, calib, timesteps)
-        notes.append(f"calibration: {origin}")
-        if used is not None and "input_encoding" not in graph.metadata:
-            graph.metadata["input_encoding"] = used
-    else:
-        notes.append("no --calib: per-layer error not measured")
-    q, report = quantize_for_loihi(graph, spikes, steps=timesteps, profile=profile)
-    return q, report, notes
-
-
-def _map(graph: Graph, profile: Any) -> Tuple[Dict[str, Any], List[str]]:
-    """Run the mapping; returns (mapping dict for mapping.json, report lines)."""
-    from nmtoolchain.mapping import map_onto_cores
-
-    if graph.order()[1]:
-        note = ("not mapped: nmtc's core mapper does not place recurrent layers yet (netx "
-                "dense_rec); the network itself is exported and nmtc verify checks it in Lava")
-        return {"mapped": False, "note": note}, [note]
-    rep = map_onto_cores(graph, profile)
-    d = rep.as_dict() if hasattr(rep, "as_dict") else dict(rep)
-    lines = list(rep.lines()) if hasattr(rep, "lines") else []
-    return d, lines
+    model: str
+    graph: Graph
+    profile_id: str
+    timesteps: int
+    notes: List[str]
+    pass_lines: List[str]
+    passes: List[Dict[str, Any]]
 
 
 def write_network(plan: NetxPlan, path: Path) -> None:
@@ -276,8 +98,6 @@ def write_network(plan: NetxPlan, path: Path) -> None:
 
 
 def write_graph(graph: Graph, path: Path) -> None:
-    from nmtoolchain.ir import graph_to_bytes
-
     path.write_bytes(graph_to_bytes(graph))
 
 
@@ -318,8 +138,6 @@ def _input_section(graph: Graph, plan: NetxPlan) -> Dict[str, Any]:
         if isinstance(enc, dict):
             d["encoding"] = enc
         else:
-            from nmtoolchain.convert.encode import RATE_ENCODING
-
             d["encoding"] = dict(RATE_ENCODING, assumed=True)
             d["encoding_note"] = ("the model records no input encoding; analog data is "
                                   "rate-coded (nmtoolchain.convert.rate_encode) by nmtc verify")
@@ -347,10 +165,10 @@ def _quant_rows(graph: Graph, qreport: Any) -> Dict[str, Any]:
 
 def build_report(model: str, graph: Graph, plan: NetxPlan, profile_id: str, timesteps: int,
                  quant: Dict[str, Any], quant_lines: List[str], mapping: Dict[str, Any],
-                 mapping_lines: List[str], notes: List[str]) -> Tuple[Dict[str, Any], List[str]]:
+                 mapping_lines: List[str], notes: List[str],
+                 pass_lines: Sequence[str] = (), passes: Sequence[Dict[str, Any]] = ()
+                 ) -> Tuple[Dict[str, Any], List[str]]:
     """report.json (a dict) and report.txt (lines), both deterministic."""
-    from nmtoolchain import __version__
-
     layers = [la.as_dict() for la in plan.layers]
     deploy = {
         "loihi2_netx": [n for la in plan.layers for n in la.nodes],
@@ -364,6 +182,7 @@ def build_report(model: str, graph: Graph, plan: NetxPlan, profile_id: str, time
         "model": model, "target": "loihi2", "profile": profile_id,
         "files": dict(FILES), "timesteps": int(timesteps), "pipeline_depth": depth,
         "verify_steps": int(timesteps) + depth,
+        "passes": list(passes),
         "input": _input_section(graph, plan),
         "layers": layers,
         "folded_pooling": graph.metadata.get("folded_pooling", []),
@@ -375,6 +194,7 @@ def build_report(model: str, graph: Graph, plan: NetxPlan, profile_id: str, time
     lines = [f"nmtc export --target loihi2: {model}",
              f"profile {profile_id}; {len(plan.layers)} netx layers; input driven by "
              f"{plan.drive} {list(plan.input_shape)}; pipeline depth {depth} steps",
+             "", "passes:"] + ["  " + ln for ln in pass_lines] + [
              "", "netx layers (network.net):",
              f"  {'#':>3} {'type':<10} {'shape':<16} {'neuron':<7} {'weights':<14} IR nodes"]
     for la in layers:
@@ -412,90 +232,29 @@ def _mapping_summary(mapping: Dict[str, Any]) -> Dict[str, Any]:
     return keep
 
 
-# ------------------------------------------------------------------ the job
-def prepare_for_loihi(graph: Graph, calib: Optional[Union[str, Path]], timesteps: int,
-                      profile: Any = "loihi2") -> Tuple[Graph, Optional[Any], List[str]]:
-    """The graph half of the export, in memory: refuse what cannot be exported,
-    adapt a converted network (:func:`adapt_converted`), fold pooling, quantize
-    (unless already in netx form). Returns (graph in netx form, the
-    quantization report or None, notes)."""
-    from nmtoolchain.passes import fold_pooling
-
-    graph = copy.deepcopy(graph)  # the steps below record metadata; the caller's graph stays
-    refuse_unsupported(graph, also_allowed=("Scale",))  # before any work
-    graph, notes = adapt_converted(graph, calib, int(timesteps))
-    refuse_unsupported(graph)
-    graph = fold_pooling(graph)
-    qreport = None
-    if is_quantized_for_loihi(graph):
-        if calib is not None:
-            notes.append("--calib ignored: the model is already quantized for Loihi")
+def write_netx_export(ex: NetxExport, out_dir: Path, force: bool
+                      ) -> Tuple[Dict[str, Any], List[str], List[str]]:
+    """Write the netx export directory; returns (report, report lines, file names)."""
+    if ex.mapping is not None:
+        mapping = ex.mapping.as_dict()
+        mapping_lines = list(ex.mapping.lines())
     else:
-        graph, qreport, qnotes = _quantize(graph, calib, int(timesteps), profile)
-        notes += qnotes
-        if any(n.op_name in ("SumPool2d", "AvgPool2d") for n in graph):
-            graph = fold_pooling(graph)
-    return graph, qreport, notes
-
-
-def export_loihi2(model: Union[str, Path, Graph], out_dir: Union[str, Path], *,
-                  profile: Any = "loihi2", calib: Optional[Union[str, Path]] = None,
-                  timesteps: int = 16, force: bool = False, allow_pickle: bool = False,
-                  input_shape: Optional[Tuple[int, ...]] = None) -> ExportResult:
-    """Export ``model`` (a file or a Graph) for Loihi 2 into ``out_dir`` (module docstring).
-
-    ``profile``: hardware profile name or .toml path (bit widths, core limits).
-    ``calib``: 'digits' or a .npz with ``x``: calibration data for the
-    quantizer's error measurement (only used when the model needs quantizing).
-    ``timesteps``: steps per sample for calibration and the report's verify
-    advice. ``force``: replace an existing ``out_dir``.
-    """
-    from hardware_profiles import load_profile
-
-    out_dir = Path(out_dir)
-    if isinstance(timesteps, bool) or not isinstance(timesteps, (int, np.integer)) \
-            or timesteps < 1:
-        raise BadInputError(f"--timesteps must be a positive integer, got {timesteps!r}")
-    parent = out_dir.parent if str(out_dir.parent) else Path(".")
-    if out_dir.exists() and not force:
-        raise BadInputError(f"{out_dir}: already exists; choose another -o or pass --force to "
-                            "replace it")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise BadInputError(f"{out_dir}: exists and is not a directory")
-    if not parent.is_dir():
-        raise BadInputError(f"{out_dir}: parent directory {parent} does not exist")
-    prof = load_profile(profile)
-
-    if isinstance(model, Graph):
-        graph, model_name = model, graph_origin(model)
-    else:
-        from nmtoolchain.frontends import load_model
-
-        graph = load_model(model, allow_pickle=allow_pickle, input_shape=input_shape)
-        model_name = str(model)
-    graph, qreport, notes = prepare_for_loihi(graph, calib, int(timesteps), prof)
-    if qreport is None and any(n.op_name in LAVA_ONLY_OPS for n in graph):
-        try:
-            plan = plan_netx(graph)  # a recurrent layer's Add is netx's dense_rec
-        except (NotExpressibleError, UnsupportedOpError):
-            return _export_lava_graph(graph, model_name, out_dir, parent, prof.id,
-                                      int(timesteps), notes, force)
-    else:
-        plan = plan_netx(graph)  # refuses what netx cannot hold, before mapping or writing
-    mapping, mapping_lines = _map(graph, prof)
-    quant = _quant_rows(graph, qreport)
-    quant_lines = list(qreport.lines()) if qreport is not None else [quant["note"]]
-    report, lines = build_report(model_name, graph, plan, prof.id, int(timesteps), quant,
-                                 quant_lines, mapping, mapping_lines, notes)
+        note = f"not mapped: {ex.not_mapped_because}"
+        mapping, mapping_lines = {"mapped": False, "note": note}, [note]
+    quant = _quant_rows(ex.graph, ex.qreport)
+    quant_lines = list(ex.qreport.lines()) if ex.qreport is not None else [quant["note"]]
+    report, lines = build_report(ex.model, ex.graph, ex.plan, ex.profile_id, ex.timesteps, quant,
+                                 quant_lines, mapping, mapping_lines, ex.notes, ex.pass_lines, ex.passes)
 
     def write(tmp: Path) -> None:
-        write_network(plan, tmp / FILES["network"])
-        write_graph(graph, tmp / FILES["graph"])
+        write_network(ex.plan, tmp / FILES["network"])
+        write_graph(ex.graph, tmp / FILES["graph"])
         write_mapping_json(mapping, tmp / FILES["mapping"])
         write_reports(report, lines, tmp)
 
+    parent = out_dir.parent if str(out_dir.parent) else Path(".")
     _write_atomically(write, out_dir, parent, force)
-    return ExportResult(out_dir, plan, report, lines, list(FILES.values()))
+    return report, lines, list(FILES.values())
 
 
 def _write_atomically(write: Any, out_dir: Path, parent: Path, force: bool) -> None:
@@ -521,21 +280,9 @@ _LAVA_PROCESS = {"source": ("GraphSpikeSource", "nmtc"), "dense": ("Dense", "lav
 
 def describe_lava_graph(graph: Graph, model: str) -> Dict[str, Any]:
     """lava_graph.json: the Lava processes that run ``graph`` (no weights: those
-    stay in network.nmir), from :func:`exporters.loihi2.lava_graph.plan_lava_graph`.
-
-    Refuses (UnsupportedOpError naming the first Lava-only node, one line) a
-    graph that cannot run as a Lava process graph."""
-    from exporters.loihi2.lava_graph import plan_lava_graph
-    from nmtoolchain.errors import NmtcError
-
-    try:
-        plan = plan_lava_graph(graph)
-    except NmtcError as e:
-        first = next(n for n in graph.topological_order() if n.op_name in LAVA_ONLY_OPS)
-        raise UnsupportedOpError(
-            f"{graph_origin(graph)}: node '{first.name}' (op {first.op_name}) cannot be exported "
-            f"to Loihi 2 through lava-dl netx{op_hint(first.op_name)}, and the graph cannot run "
-            f"as a Lava process graph either: {' '.join(str(e).split())}") from None
+    stay in network.nmir), from :func:`exporters.loihi2.lava_graph.plan_lava_graph`
+    (the target has already checked that the graph runs as a Lava process graph)."""
+    plan = plan_lava_graph(graph)
     procs = []
     depth: Dict[str, int] = {}
     for p in plan.procs:
@@ -576,12 +323,13 @@ def _lava_deployability_sentence(dep: Dict[str, List[str]]) -> str:
             "). " + LAVA_ONLY_NOTE)
 
 
-def _export_lava_graph(graph: Graph, model: str, out_dir: Path, parent: Path, profile_id: str,
-                       timesteps: int, notes: List[str], force: bool) -> ExportResult:
-    """The export of a quantized graph with Lava-only ops (module docstring)."""
-    from nmtoolchain import __version__
-    from exporters.loihi2.lava_graph import deployability
-
+def write_lava_graph_export(ex: LavaGraphExport, out_dir: Path, force: bool
+                            ) -> Tuple[Dict[str, Any], List[str], List[str]]:
+    """Write the export of a quantized graph with Lava-only ops (module docstring);
+    returns (report, report lines, file names)."""
+    graph, model, profile_id, timesteps, notes = (ex.graph, ex.model, ex.profile_id,
+                                                   ex.timesteps, ex.notes)
+    parent = out_dir.parent if str(out_dir.parent) else Path(".")
     desc = describe_lava_graph(graph, model)
     dep = deployability(graph)
     sentence = _lava_deployability_sentence(dep)
@@ -594,6 +342,7 @@ def _export_lava_graph(graph: Graph, model: str, out_dir: Path, parent: Path, pr
         "model": model, "target": "loihi2", "runs_as": "lava_process_graph",
         "profile": profile_id, "files": dict(LAVA_GRAPH_FILES), "timesteps": timesteps,
         "pipeline_depth": depth, "verify_steps": timesteps + depth,
+        "passes": list(ex.passes),
         "input": {"drive": "spikes", "shape": desc["input"]["shape"],
                   "how": "binary spikes into the Input node's source process; row t-1 of the "
                          "drive is sent at step t"},
@@ -608,6 +357,7 @@ def _export_lava_graph(graph: Graph, model: str, out_dir: Path, parent: Path, pr
     lines = [f"nmtc export --target loihi2: {model}",
              f"runs as a Lava process graph: {len(desc['processes'])} processes; input spikes "
              f"{desc['input']['shape']}; pipeline depth {depth} steps",
+             "", "passes:"] + ["  " + ln for ln in ex.pass_lines] + [
              "", "Lava processes (lava_graph.json):",
              f"  {'node':<12} {'op':<10} {'process':<18} {'by':<5} inputs"]
     for d in desc["processes"]:
@@ -629,7 +379,7 @@ def _export_lava_graph(graph: Graph, model: str, out_dir: Path, parent: Path, pr
         write_reports(report, lines, tmp)
 
     _write_atomically(write, out_dir, parent, force)
-    return ExportResult(out_dir, None, report, lines, list(LAVA_GRAPH_FILES.values()))
+    return report, lines, list(LAVA_GRAPH_FILES.values())
 
 
 def _move_into_place(tmp: Path, out_dir: Path, force: bool) -> None:
@@ -650,6 +400,5 @@ def _move_into_place(tmp: Path, out_dir: Path, force: bool) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-__all__ = ["export_loihi2", "ExportResult", "refuse_unsupported", "is_quantized_for_loihi",
-           "calibration_spikes", "build_report", "describe_lava_graph", "FILES",
-           "LAVA_GRAPH_FILES"]
+__all__ = ["NetxExport", "LavaGraphExport", "write_netx_export", "write_lava_graph_export",
+           "build_report", "describe_lava_graph", "FILES", "LAVA_GRAPH_FILES"]

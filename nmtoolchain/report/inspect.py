@@ -61,7 +61,8 @@ def render_inspection(info: Dict[str, Any], console: Any) -> None:
         f"{tot['macs']:,} MACs per time step, {tot['neurons']:,} neurons")
     for v in info["targets"]:
         if v["ok"]:
-            notes = ("; " + "; ".join(v["reasons"])) if v["reasons"] else ""
+            extra = [f"needs {r}" for r in v.get("requires", [])] + list(v.get("notes", []))
+            notes = ("; " + "; ".join(extra)) if extra else ""
             console.print(f"  [green]✓[/green] {v['target']}{notes}")
         else:
             console.print(f"  [red]✗[/red] {v['target']}: " + "; ".join(v["reasons"]))
