@@ -14,6 +14,8 @@ from nmtoolchain.ir.op import Op, OpCheckError, Shape, as_array, broadcast_ok
 class ReLU(Op):
     """y = max(x, 0)."""
 
+    is_ann_activation = True
+
 
 @dataclasses.dataclass(eq=False)
 class QCFS(Op):
@@ -23,6 +25,8 @@ class QCFS(Op):
     ``shift`` is φ (1/2 in the published code). Converts to an IF neuron with
     threshold λ, pre-charged to λ·shift, reset by subtraction.
     """
+
+    is_ann_activation = True
 
     levels: int = 8
     threshold: np.ndarray = 2.0

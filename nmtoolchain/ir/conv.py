@@ -33,6 +33,7 @@ def valid_taps(n: int, k: int, s: int, p: int, d: int) -> int:
 
 @dataclasses.dataclass(eq=False)
 class _ConvNd(Op):
+    is_synapse = True
     weight: np.ndarray
     bias: Optional[np.ndarray] = None
     stride: Tuple[int, ...] = (1,)

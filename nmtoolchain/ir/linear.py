@@ -21,6 +21,8 @@ def _prod(shape: Sequence[int]) -> int:
 class Linear(Op):
     """y = W x  (W: (out, in), applied to the last axis)."""
 
+    is_synapse = True
+
     weight: np.ndarray  # (out, in)
     nir_type = "Linear"
 

@@ -33,6 +33,7 @@ COMPARES = (">", ">=")
 
 @dataclasses.dataclass(eq=False)
 class _Neuron(Op):
+    is_stateful = True
     is_neuron = True
 
     def num_parameters(self) -> int:
@@ -178,6 +179,8 @@ class Threshold(Op):
 @dataclasses.dataclass(eq=False)
 class Delay(Op):
     """y(t) = x(t - delay), delay in time steps, per element (NIR Delay)."""
+
+    is_stateful = True
 
     delay: np.ndarray = 0
     nir_type = "Delay"

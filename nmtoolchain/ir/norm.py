@@ -17,6 +17,8 @@ class BatchNorm(Op):
     For tokens (N, D) normalized per feature, ``axis`` is 1.
     """
 
+    is_normalization = True
+
     mean: np.ndarray
     var: np.ndarray
     weight: np.ndarray
@@ -52,6 +54,8 @@ class BatchNorm(Op):
 @dataclasses.dataclass(eq=False)
 class LayerNorm(Op):
     """Layer norm over the trailing axes of size ``weight.shape``."""
+
+    is_normalization = True
 
     weight: np.ndarray
     bias: np.ndarray

@@ -53,12 +53,29 @@ class Op:
       ``nir_type``: the NIR 1.0.x primitive this op maps to one-to-one, or None.
       ``is_neuron``: the op holds state across time steps and emits spikes or
       membrane values (the simulator keeps its state; cycles may pass through it).
+
+    Capability traits (what passes and targets ask instead of comparing names):
+      ``is_stateful``: the output depends on earlier time steps (neurons, Delay).
+      ``is_synapse``: a stored weight tensor connects its input to its output
+      (Linear, Affine, Conv1d, Conv2d): what quantizers scale and mappers place.
+      ``is_pooling``: a fixed-window reduction (sum, average, max pooling).
+      ``is_ann_activation``: a rate-coded ANN nonlinearity a spiking target cannot
+      run before conversion (ReLU, QCFS).
+      ``is_normalization``: statistics-based normalization (BatchNorm, LayerNorm),
+      folded into weights or refused by spiking targets.
+      ``is_layout``: moves values without arithmetic (Flatten, Reshape, Transpose).
     """
 
     op_name: ClassVar[str] = "Op"
     num_inputs: ClassVar[Optional[int]] = 1
     nir_type: ClassVar[Optional[str]] = None
     is_neuron: ClassVar[bool] = False
+    is_stateful: ClassVar[bool] = False
+    is_synapse: ClassVar[bool] = False
+    is_pooling: ClassVar[bool] = False
+    is_ann_activation: ClassVar[bool] = False
+    is_normalization: ClassVar[bool] = False
+    is_layout: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -16,6 +16,7 @@ from nmtoolchain.ir.op import Op, OpCheckError, Shape, as_tuple
 
 @dataclasses.dataclass(eq=False)
 class _Pool2d(Op):
+    is_pooling = True
     kernel_size: Tuple[int, int] = (2, 2)
     stride: Tuple[int, int] = (0, 0)  # (0, 0) means "same as kernel_size"
     padding: Tuple[int, int] = (0, 0)

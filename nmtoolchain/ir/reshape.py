@@ -23,6 +23,8 @@ def _norm_axis(axis: int, ndim: int) -> int:
 class Flatten(Op):
     """Merge per-sample axes ``start_dim..end_dim`` into one (PyTorch order)."""
 
+    is_layout = True
+
     start_dim: int = 0
     end_dim: int = -1
     nir_type = "Flatten"
@@ -38,6 +40,8 @@ class Flatten(Op):
 @dataclasses.dataclass(eq=False)
 class Reshape(Op):
     """Reshape to ``shape`` (per sample; one entry may be -1)."""
+
+    is_layout = True
 
     shape: Tuple[int, ...] = ()
 
@@ -63,6 +67,8 @@ class Reshape(Op):
 @dataclasses.dataclass(eq=False)
 class Transpose(Op):
     """Permute per-sample axes: output axis i is input axis ``perm[i]``."""
+
+    is_layout = True
 
     perm: Tuple[int, ...] = ()
 

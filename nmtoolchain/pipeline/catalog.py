@@ -126,7 +126,7 @@ class QuantizeForLoihi(GraphPass):
 def is_quantized_for_loihi(graph: Graph) -> bool:
     """True when the graph is already in the netx form (integer weights, Loihi neurons)."""
     for n in graph:
-        if n.op_name in ("Affine", "Linear", "Conv2d"):
+        if n.op.is_synapse:
             w = np.asarray(n.op.weight, dtype=np.float64)
             if np.any(w != np.round(w)):
                 return False
