@@ -147,7 +147,7 @@ def verify(
     Prints "identical" or the first divergence (layer, step, neuron, both values) per
     sample, and the ms/step of both.
     """
-    from exporters.loihi2.verify import verify_export
+    from nmtoolchain.targets import verify as verify_export
 
     result = verify_export(directory, data=data, dataset=dataset, steps=steps, samples=samples,
                            reset_interval=reset_interval)

@@ -9,7 +9,7 @@
 """
 from nmtoolchain.targets.base import (ExportOptions, ExportResult, Refusal, Target,
                                       TargetVerdict)
-from nmtoolchain.targets.registry import check_targets, export, get_target, targets
+from nmtoolchain.targets.registry import check_targets, export, get_target, targets, verify
 
 __all__ = ["Target", "TargetVerdict", "ExportOptions", "ExportResult", "Refusal",
-           "check_targets", "export", "get_target", "targets"]
+           "check_targets", "export", "get_target", "targets", "verify"]

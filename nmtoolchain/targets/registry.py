@@ -9,9 +9,10 @@ table, so a target's acceptance is declared once.
 """
 from __future__ import annotations
 
+import json
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 from nmtoolchain.errors import BadInputError
 from nmtoolchain.ir import Graph
@@ -76,4 +77,29 @@ def export(model: ModelLike, target: str, output: Optional[Union[str, Path]] = N
     return t.export(graph, Path(output), options, model=name)
 
 
-__all__ = ["targets", "get_target", "check_targets", "export", "BUILTIN", "ENTRY_POINT_GROUP"]
+def target_of_export(directory: Union[str, Path]) -> Target:
+    """The target that wrote the export directory ``directory`` (its report.json says)."""
+    d = Path(directory)
+    if not d.is_dir():
+        raise BadInputError(f"{d}: nmtc verify takes an export directory (from nmtc export "
+                            "--target loihi2 -o DIR), not a file" if d.exists() else
+                            f"{d}: no such export directory")
+    report = d / "report.json"
+    if not report.exists() and (d / "network.net").is_file():
+        return get_target("loihi2")  # a bare netx network, e.g. one of Intel's
+    try:
+        name = json.loads(report.read_text()).get("target")
+    except (OSError, ValueError, AttributeError):
+        raise BadInputError(f"{d}: not an nmtc export directory (no readable report.json)") \
+            from None
+    if not isinstance(name, str):
+        raise BadInputError(f"{report}: no 'target' field; not written by nmtc export")
+    return get_target(name)
+
+
+def verify(directory: Union[str, Path], **kwargs: Any) -> Any:
+    """Run the referee of the target that wrote ``directory`` (Lava for loihi2)."""
+    return target_of_export(directory).verify(Path(directory), **kwargs)
+
+
+__all__ = ["targets", "get_target", "check_targets", "export", "verify", "target_of_export", "BUILTIN", "ENTRY_POINT_GROUP"]
