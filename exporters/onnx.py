@@ -110,8 +110,17 @@ def onnx_unsupported_nodes(graph: Graph) -> List[OnnxRefusal]:
     return out
 
 
-def _refusal_message(refusals: Sequence[OnnxRefusal]) -> str:
-    return "cannot export to ONNX: " + "; ".join(str(r) for r in refusals)
+def _refusal_message(refusals: Sequence[OnnxRefusal], shown: int = 6) -> str:
+    """One line: per (op, reason), the nodes (the first ``shown`` by name)."""
+    groups: Dict[Tuple[str, str], List[str]] = {}
+    for r in refusals:
+        groups.setdefault((r.op, r.reason), []).append(f"'{r.node}'")
+    parts = []
+    for (op, reason), names in groups.items():
+        more = f" (+{len(names) - shown} more)" if len(names) > shown else ""
+        label = "node" if len(names) == 1 else "nodes"
+        parts.append(f"{label} {', '.join(names[:shown])}{more} ({op}): {reason}")
+    return "cannot export to ONNX: " + "; ".join(parts)
 
 
 # ------------------------------------------------------------------- building

@@ -9,6 +9,9 @@ side is run by ``onnx.reference.ReferenceEvaluator``, ONNX's executable spec.
 """
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Tuple
 
@@ -178,7 +181,8 @@ def test_convolution_families_equal_torch(make, input_shape, tmp_path):
     np.testing.assert_allclose(run_onnx(graph_to_onnx(graph), x), torch_forward(module, x), **TOL)
 
 
-@pytest.mark.parametrize("opset", [17, 18])  # ReduceMean's axes moved to an input in 18
+# ReduceMean's axes moved to an input in opset 18; the newest opset the installed onnx knows
+@pytest.mark.parametrize("opset", [17, 18, onnx.defs.onnx_opset_version()])
 def test_attention_block_equals_torch(opset, tmp_path):
     torch.manual_seed(0)
     module = randomize_norms(Attention())
@@ -311,3 +315,35 @@ def test_exporting_twice_gives_identical_bytes(tmp_path):
     first = export_onnx(load_model(DATA / "digits_cnn.pt"), tmp_path / "first.onnx")
     second = export_onnx(load_model(DATA / "digits_cnn.pt"), tmp_path / "second.onnx")
     assert first.read_bytes() == second.read_bytes()
+
+
+def test_another_process_writes_the_same_bytes(tmp_path):
+    """No hash order, time or path leaks into the file (a fresh interpreter, another hash seed)."""
+    here = export_onnx(load_model(DATA / "digits_cnn.pt"), tmp_path / "here.onnx")
+    there = tmp_path / "there.onnx"
+    code = ("import sys; from nmtoolchain.frontends import load_model; "
+            "from exporters.onnx import export_onnx; "
+            "export_onnx(load_model(sys.argv[1]), sys.argv[2])")
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONHASHSEED="12345", PYTHONPATH=str(root))
+    subprocess.run([sys.executable, "-c", code, str(DATA / "digits_cnn.pt"), str(there)],
+                   check=True, env=env, cwd=tmp_path, timeout=300)
+    assert there.read_bytes() == here.read_bytes()
+
+
+# ------------------------------------------- acceptance and export give one answer
+@pytest.mark.parametrize("name", sorted(p.name for p in DATA.iterdir()
+                                        if p.suffix in (".pt", ".onnx", ".nmir")))
+def test_acceptance_is_what_export_does_for_every_bundled_model(name, tmp_path):
+    graph = load_model(DATA / name)
+    refusals = onnx_unsupported_nodes(graph)
+    target = tmp_path / "model.onnx"
+    if refusals:
+        with pytest.raises(NotExpressibleError) as info:
+            export_onnx(graph, target)
+        message = str(info.value)
+        assert f"'{refusals[0].node}'" in message and "\n" not in message
+        assert all(f"({r.op}): {r.reason}" in message for r in refusals)
+        assert not target.exists()
+    else:
+        assert onnx.load(str(export_onnx(graph, target))).graph.node
