@@ -93,14 +93,17 @@ def _refusal_reason(node: Node) -> Optional[str]:
     delay = getattr(op, "delay", None)
     if op.op_name == "Affine" and delay is not None and np.any(delay != 0):
         return f"has per-synapse delays, which act across time steps; {_ANN_ONLY}"
+    if op.op_name == "LayerNorm" and np.ndim(op.weight) == 0:
+        return "normalizes over no axis (0-d weight); ONNX's axis would take in the batch"
     return None
 
 
 def onnx_unsupported_nodes(graph: Graph) -> List[OnnxRefusal]:
     """Every node :func:`export_onnx` would refuse, in graph order.
 
-    Empty exactly when the graph can be exported. Needs no onnx import and
-    does not modify ``graph``.
+    Empty exactly when every node can be exported (export still refuses, as a
+    whole, a graph with no Output node or one that fails validation). Needs
+    no onnx import and does not modify ``graph``.
     """
     out = []
     for node in graph:
