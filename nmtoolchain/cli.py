@@ -88,7 +88,7 @@ def inspect(
 def export(
     model: Path = typer.Argument(..., help="Model file (any format nmtc reads)."),
     target: str = typer.Option(..., "--target", "-t",
-                               help="A registered target: loihi2, nir, nmir (nmtc inspect lists "
+                               help="A registered target: loihi2, nir, onnx, nmir (nmtc inspect lists "
                                     "them with their verdicts)."),
     output: Optional[Path] = typer.Option(
         None, "--output", "-o",

@@ -120,4 +120,5 @@ def test_the_corpus_has_both_outcomes_for_every_chip_target(made, capsys):
         for t, v in _verdicts(_path(m, made), capsys).items():
             seen[t].add(v["ok"])
     assert seen["loihi2"] == {True, False} and seen["nir"] == {True, False}
+    assert seen["onnx"] == {True, False}
     assert seen["nmir"] == {True}

@@ -5,7 +5,7 @@
   :class:`ExportOptions`, :class:`ExportResult`;
 * :mod:`nmtoolchain.targets.registry`: the table of targets (built-ins and
   ``nmtc.targets`` entry points), :func:`check_targets` and :func:`export`;
-* one module per built-in target: ``loihi2``, ``nir``, ``nmir``.
+* one module per built-in target: ``loihi2``, ``nir``, ``onnx``, ``nmir``.
 """
 from nmtoolchain.targets.base import (ExportOptions, ExportResult, Refusal, Target,
                                       TargetVerdict)
