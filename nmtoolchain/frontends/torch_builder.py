@@ -7,7 +7,7 @@ error is one line naming the model and the module or op at fault.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Generic, Iterator, List, Optional, Sequence, Tuple, TypeVar
 
 import numpy as np
 
@@ -75,6 +75,44 @@ def _prod(xs: Sequence[int]) -> int:
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0].strip() if text else type(e).__name__
+
+
+# ======================================================================
+# op tables: one handler per torch op, shared shape by both walkers
+H = TypeVar("H", bound=Callable[..., Any])
+
+
+class OpTable(Generic[H]):
+    """A table from a torch op's name to the one handler that translates it.
+
+    As lava-dl netx turns each layer record into a block through one builder
+    per layer type, each walker dispatches each op through one handler per
+    name: adding an op is adding one handler under its name(s). A name absent
+    from the table is for the walker to refuse, naming it.
+    """
+
+    def __init__(self, what: str) -> None:
+        self.what = what  # e.g. "TorchScript op": for the duplicate-name error
+        self._handlers: Dict[str, H] = {}
+
+    def register(self, *names: str) -> Callable[[H], H]:
+        """Decorator: ``handler`` translates every op in ``names``."""
+        def add(handler: H) -> H:
+            for name in names:
+                if name in self._handlers:
+                    raise ValueError(f"{self.what} {name!r} has two handlers")
+                self._handlers[name] = handler
+            return handler
+        return add
+
+    def get(self, name: str) -> Optional[H]:
+        return self._handlers.get(name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._handlers
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._handlers)
 
 
 # ======================================================================
@@ -401,6 +439,23 @@ class _Builder:
             return obj[idx]
         except (TypeError, IndexError, KeyError) as e:
             raise self.fail(where, f"cannot index {type(obj).__name__} with {idx!r} ({e})")
+
+
+def _check_pool_extras(b: _Builder, where: str, kind: str, extra: Dict[str, Any],
+                       padding: Any) -> None:
+    """Refuse pooling options the IR's pools do not model (both walkers)."""
+    if extra.get("ceil_mode"):
+        raise b.fail(where, "ceil_mode=True")
+    dil = extra.get("dilation", 1)
+    if any(int(d) != 1 for d in (dil if isinstance(dil, (list, tuple)) else [dil])):
+        raise b.fail(where, f"dilation={dil}")
+    if extra.get("return_indices"):
+        raise b.fail(where, "return_indices=True")
+    if extra.get("divisor_override"):
+        raise b.fail(where, "divisor_override")
+    pads = padding if isinstance(padding, (list, tuple)) else [padding]
+    if extra.get("count_include_pad", True) is False and any(int(p) for p in pads):
+        raise b.fail(where, "count_include_pad=False with padding")
 
 
 def _check_shape(input_shape: Optional[Sequence[int]], origin: str) -> Tuple[int, ...]:
