@@ -72,6 +72,15 @@ def _prod(xs: Sequence[int]) -> int:
     return p
 
 
+def _infer_minus_one(sizes: List[int], numel: int) -> List[int]:
+    """``sizes`` with a single -1 replaced by what makes ``numel`` elements (when it divides)."""
+    if sizes.count(-1) == 1:
+        known = _prod([t for t in sizes if t != -1])
+        if known > 0 and numel % known == 0:
+            sizes[sizes.index(-1)] = numel // known
+    return sizes
+
+
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0].strip() if text else type(e).__name__
@@ -220,11 +229,15 @@ class _Builder:
         if isinstance(b, _Tensor):
             a, b = b, a
         if isinstance(a, _Tensor) and b is not None and not isinstance(b, _Tensor):
-            if isinstance(b, _Lead) or not _is_number(alpha):
-                raise self.fail(where, "arithmetic on the batch/time size is not supported")
-            c = as_array(b)
-            return self.bias(a, c * np.float32(alpha) if alpha != 1 else c, where, base)
+            return self._add_constant(a, b, alpha, where, base)
         raise self.fail(where, f"cannot add {type(a).__name__} and {type(b).__name__}")
+
+    def _add_constant(self, x: _Tensor, c: Any, alpha: Any, where: str, base: str) -> _Tensor:
+        """``x + alpha * c`` for a constant ``c``: a Bias node."""
+        if isinstance(c, _Lead) or not _is_number(alpha):
+            raise self.fail(where, "arithmetic on the batch/time size is not supported")
+        arr = as_array(c)
+        return self.bias(x, arr * np.float32(alpha) if alpha != 1 else arr, where, base)
 
     def bias(self, x: _Tensor, c: Any, where: str, base: str) -> _Tensor:
         """``x + constant``: a Bias node (e.g. MST's relative position bias)."""
@@ -376,29 +389,33 @@ class _Builder:
     def reshape(self, x: Any, target: Sequence[Any], where: str, base: str) -> _Tensor:
         x = self.tensor(x, where)
         target = [_scalar(t) for t in target]
-        lead = self.lead
-        head, rest = target[:lead], target[lead:]
-        ok_head = all(isinstance(t, _Lead) and t.index == i for i, t in enumerate(head))
         numel = _prod(x.shape)
-        if not ok_head and lead == 1 and head == [-1] and all(
-                isinstance(t, (int, np.integer)) and t > 0 for t in rest) and _prod(rest) == numel:
-            ok_head = True  # view(-1, *per_sample): the batch size is inferred
-        if not ok_head or len(target) < lead or any(isinstance(t, _Lead) for t in rest):
+        if not self._keeps_lead_axes(target, numel):
             shown = tuple("B" if isinstance(t, _Lead) and t.index == 0 else
                           "T" if isinstance(t, _Lead) else t for t in target)
-            axes = "batch axis 0" if lead == 1 else "batch/time axes 0, 1"
+            axes = "batch axis 0" if self.lead == 1 else "batch/time axes 0, 1"
             raise self.fail(where, f"reshape to {shown} does not keep the {axes} in place "
                                    "(write e.g. x.reshape(x.shape[0], ...))")
+        rest = target[self.lead:]
         if any(not isinstance(t, (int, np.integer)) for t in rest):
             raise self.fail(where, f"reshape to non-constant sizes {rest}")
-        rest = [int(t) for t in rest]
-        if rest.count(-1) == 1:
-            known = _prod([t for t in rest if t != -1])
-            if known > 0 and numel % known == 0:
-                rest[rest.index(-1)] = numel // known
+        rest = _infer_minus_one([int(t) for t in rest], numel)
         if tuple(rest) == x.shape:
             return x
         return self.emit(base, Reshape(shape=tuple(rest)), [x], where)
+
+    def _keeps_lead_axes(self, target: List[Any], numel: int) -> bool:
+        """Whether torch sizes ``target`` keep the batch (and time) axes in place:
+        they start with those axes' symbolic sizes, or (batch only) with -1
+        followed by constant sizes of the sample's ``numel`` elements."""
+        head, rest = target[:self.lead], target[self.lead:]
+        if len(target) < self.lead or any(isinstance(t, _Lead) for t in rest):
+            return False
+        if all(isinstance(t, _Lead) and t.index == i for i, t in enumerate(head)):
+            return True
+        return (self.lead == 1 and head == [-1]  # view(-1, *per_sample): batch inferred
+                and all(isinstance(t, (int, np.integer)) and t > 0 for t in rest)
+                and _prod(rest) == numel)
 
     def permute(self, x: Any, dims: Sequence[Any], where: str, base: str) -> _Tensor:
         x = self.tensor(x, where)
