@@ -24,7 +24,6 @@ from simulators.cycle.kernels_loihi import make_loihi_kernel
 from simulators.cycle.recording import Recording, recorded_nodes
 
 NUMERICS = ("float", "loihi")
-_SPIKING_KINDS = SPIKING_KINDS
 
 
 @dataclass
