@@ -2,7 +2,10 @@
 
 Registered leaves (:mod:`nmtoolchain.frontends.torch_leaves`: torch.nn,
 sinabs and nmtc modules) are kept opaque and translated from their
-attributes; everything else is traced through.
+attributes; everything else is traced through. Each torch function or tensor
+method of the traced graph goes through its one handler in :data:`_FX`
+(registered under its import path, e.g. ``torch.add``, or ``.add`` for the
+method); one outside the table is refused, naming it and the fx node.
 """
 from __future__ import annotations
 

@@ -2,8 +2,11 @@
 
 A call into a leaf submodule is translated from the submodule's attributes
 (the same leaf registry as torch.fx); other calls recurse into the callee's
-graph; aten ops map onto IR ops. Also writes TorchScript archives that carry
-their input shape (``nmtc.json``).
+graph; every other node goes through one handler per op kind, in two tables
+(:data:`_PRIM`: values and control flow; :data:`_ATEN`: aten ops on tensors,
+emitted by the shared builder). A kind in neither table is refused, naming
+the op and the module. Also writes TorchScript archives that carry their
+input shape (``nmtc.json``).
 """
 from __future__ import annotations
 
