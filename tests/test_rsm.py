@@ -10,6 +10,7 @@ import torch
 from nmtoolchain import ir
 from nmtoolchain.errors import BadInputError
 from nmtoolchain.methods import apply_rsm, masked_path
+from nmtoolchain.methods.rsm import select_masks
 from simulators.cycle import simulate
 
 N, D = 4, 8
@@ -52,6 +53,54 @@ def test_preset_mst_plus_mlp_also_masks_mlp_input_and_flags_it_paper_only():
     g = apply_rsm(_attention_graph(), 0.5, preset="mst+mlp")
     assert _mask_ps(g) == {"q": 0.5, "k": 0.5, "score": 0.5, "mlp_in": 0.5}
     assert g.metadata["rsm"]["paper_only_roles"] == ["mlp_in"]
+
+
+def _masked_edges(g: ir.Graph) -> list:
+    """(source, consumer) of every edge that passes through a SpikeMask with p > 0."""
+    return sorted((m.inputs[0], u.name) for m in g if m.op_name == "SpikeMask" and m.op.p > 0
+                  for u in g.users(m.name))
+
+
+# the attention graph's edges, listed by hand from _attention_graph
+_MST_EDGES = [("k_if", "kT"), ("q_if", "qk"), ("score_if", "sv")]
+
+
+@pytest.mark.parametrize("request_, expected", [
+    ({"preset": "mst"}, _MST_EDGES),
+    ({"preset": "mst+mlp"}, _MST_EDGES + [("attn_if", "fc1")]),
+    ({"roles": ["score"]}, [("score_if", "sv")]),
+    ({"preset": "mst", "roles": ["mlp_in", "q"]}, _MST_EDGES + [("attn_if", "fc1")]),
+    ({"nodes": ["v_if"]}, [("v_if", "sv")]),
+    ({"roles": ["k"], "nodes": ["x"]}, [("k_if", "kT"), ("x", "k_lin"), ("x", "q_lin"),
+                                        ("x", "v_lin")]),
+])
+def test_each_request_masks_exactly_the_hand_listed_edges(request_, expected):
+    assert _masked_edges(apply_rsm(_attention_graph(), 0.5, **request_)) == sorted(expected)
+
+
+def test_select_masks_names_the_masks_by_role_and_the_insertion_points():
+    g = _attention_graph()
+    sel = select_masks(g, preset="mst", roles=["mlp_in"], nodes=["v_if"])
+    assert sel.roles == ("q", "k", "score", "mlp_in")
+    assert sel.role_masks == {"q": ("q_mask",), "k": ("k_mask",), "score": ("score_mask",),
+                              "mlp_in": ("mlp_mask",)}
+    assert sel.insert_after == ("v_if",)
+    assert sel.existing_masks == {"q_mask", "k_mask", "score_mask", "mlp_mask"}
+    assert [n.name for n in g] == [n.name for n in _attention_graph()]  # only read
+
+
+def test_a_role_carried_by_several_masks_selects_all_of_them_in_graph_order():
+    g = ir.Graph()
+    g.add("x", ir.Input((3,)))
+    g.add("m2", ir.SpikeMask(p=0.0), ["x"], {"rsm_role": "conv_out"})
+    g.add("a", ir.IF(), ["m2"])
+    g.add("m1", ir.SpikeMask(p=0.0), ["a"], {"rsm_role": "conv_out"})
+    g.add("b", ir.IF(), ["m1"])
+    g.add("y", ir.Output(), ["b"])
+    assert select_masks(g, roles=["conv_out"]).role_masks == {"conv_out": ("m2", "m1")}
+    out = apply_rsm(g, 0.5, roles=["conv_out"], seed=3)
+    assert _masked_edges(out) == [("a", "b"), ("x", "a")]
+    assert (out["m2"].op.seed, out["m1"].op.seed) == (3, 4)
 
 
 def test_apply_rsm_leaves_the_input_graph_unchanged():

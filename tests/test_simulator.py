@@ -95,6 +95,37 @@ def test_counts_of_a_small_net_match_hand_derivation():
     assert c.static["fc"]["input_binary"] is True
 
 
+def test_counts_over_many_steps_equal_numpy_across_the_counters_buffered_chunks():
+    # 70 steps span three of the counter's 32-step chunks (the last one partial);
+    # every per-step count of a Linear fed random multi-spikes is recomputed here
+    # with numpy from the same spikes, summed over the batch.
+    rng = np.random.default_rng(3)
+    w = rng.normal(size=(5, 12)).astype(np.float32)
+    w[:3, :4] = 0.0  # columns 0-3 drive only 2 of the 5 outputs
+    g = ir.Graph({"dt": 1.0})
+    g.add("x", ir.Input((12,)))
+    g.add("fc", ir.Linear(w), ["x"])
+    g.add("y", ir.Output(), ["fc"])
+    x = rng.integers(0, 3, size=(2, 70, 12)) * (rng.random((2, 70, 12)) < 0.3)
+    x = x.astype(np.float32)
+    c = simulate(g, x, 70).counts
+    np.testing.assert_array_equal(c.counter("fc", "events_in"), (x != 0).sum(axis=(0, 2)))
+    np.testing.assert_array_equal(c.counter("fc", "spikes_in"), x.sum(axis=(0, 2)))
+    np.testing.assert_array_equal(c.counter("fc", "synops"), 5 * x.sum(axis=(0, 2)))
+    np.testing.assert_array_equal(c.counter("fc", "nb_ops"),
+                                  ((x != 0) * (w != 0).sum(0)).sum(axis=(0, 2)))
+    np.testing.assert_array_equal(c.counter("fc", "nb_is_mac"), (x.max(axis=(0, 2)) > 1) * 1.0)
+    assert c.static["fc"]["input_binary"] is bool(x.max() <= 1)
+
+
+def test_recording_an_unknown_node_is_refused_naming_it():
+    g = ir.Graph()
+    g.add("x", ir.Input((2,)))
+    g.add("y", ir.Output(), ["x"])
+    with pytest.raises(BadInputError, match=r"cannot record unknown node\(s\) \['nope'\]"):
+        Simulator(g, record=["x", "nope"])
+
+
 def test_conv_synops_are_border_aware():
     # 1 input channel 3x3, kernel 3x3, padding 1, 2 output channels: a spike in the
     # corner reaches 2x2 output positions per channel = 8 synapses; the centre reaches 18.

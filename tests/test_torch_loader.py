@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+import torch.nn.functional as F
 
 from nmtoolchain.errors import BadInputError, PickleRefusedError, UnsupportedOpError
 from nmtoolchain.frontends.torch_loader import (
@@ -325,3 +326,191 @@ def test_if_neuron_compare_decides_firing_at_equality():
     assert IFNeuron(1.0, compare=">")(x)[0, :, 0].tolist() == [0.0, 0.0, 0.0, 0.0]
     g = graph_from_module(nn.Sequential(nn.Linear(2, 1), IFNeuron(1.0, compare=">")), (2,))
     assert g["1"].op.compare == ">" and g["1"].op.reset == "subtract"
+
+
+# ------------------------------------- every handler family, against torch's forward
+# Each model below exercises one family of the walkers' op tables (arithmetic,
+# shape ops, layers written as functions, aten layers of a traced module,
+# control flow); the loaded graph, simulated for one step in float numerics,
+# must give what torch's own forward gives on the same input.
+def _simulated(g: Graph, x: torch.Tensor) -> np.ndarray:
+    from simulators.cycle.interpreter import simulate
+
+    (out,) = simulate(g, x.numpy(), 1).outputs.values()
+    return out[:, 0].numpy()
+
+
+def _load(model: nn.Module, shape: Tuple[int, ...], route: str) -> Graph:
+    if route == "fx":
+        return graph_from_module(model, shape)
+    return graph_from_torchscript(torch.jit.script(model), shape)
+
+
+def _assert_matches_torch(model: nn.Module, g: Graph, x: torch.Tensor) -> None:
+    with torch.no_grad():
+        expected = model(x).numpy()
+    np.testing.assert_allclose(_simulated(g, x), expected, rtol=1e-5, atol=1e-5)
+
+
+class Arithmetic(nn.Module):
+    """add (with alpha, with a constant), mul, div by constants, integer size arithmetic."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(6, 6)
+        self.register_buffer("shift", torch.linspace(-1.0, 1.0, 6))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.fc(x)
+        y = torch.add(h, x, alpha=2.0)
+        y = y + self.shift
+        y = y.mul(0.5)
+        y = 3.0 * y
+        y = y / 4.0
+        half = x.size(-1) // 2  # 3
+        return y * (half - 1)
+
+
+class Shapes(nn.Module):
+    """shape reads, permute/transpose/reshape/view/flatten (method and function forms), cat."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 2, 4, 4)
+        b = x.shape[0]
+        h = x.permute(0, 2, 3, 1).contiguous()  # (B, 4, 4, 2)
+        h = torch.reshape(h, (-1, 16, 2))
+        h = torch.transpose(h, 1, 2).contiguous()  # (B, 2, 16)
+        h = h.view(b, -1)
+        g = torch.flatten(torch.permute(x, (0, 1, 3, 2)), 1)
+        k = x.reshape(x.size(0), x.dim() * 8)  # (B, 32)
+        return torch.cat([h, g, k], dim=1)
+
+
+class Functional(nn.Module):
+    """Layers written as functions: pools, relu, dropout, linear, softmax, matmuls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        gen = torch.Generator().manual_seed(1)
+        self.w = nn.Parameter(torch.randn(6, 8, generator=gen))
+        self.b = nn.Parameter(torch.randn(6, generator=gen))
+        self.register_buffer("m", torch.randn(6, 3, generator=gen))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 2, 4, 4)
+        mx = F.max_pool2d(x, 2)
+        av = F.avg_pool2d(x, kernel_size=2, stride=2)
+        h = torch.relu(mx) + F.relu(av)
+        h = F.dropout(h, 0.5, training=False)
+        h = F.linear(torch.flatten(h, 1), self.w, self.b)  # (B, 6)
+        s = F.softmax(h, dim=-1)
+        q = h.reshape(h.shape[0], 3, 2)
+        qq = torch.matmul(q, q.transpose(1, 2)).flatten(1)  # (B, 9)
+        return torch.cat([s @ self.m, qq], dim=1)
+
+
+@pytest.mark.parametrize("route", ["fx", "torchscript"])
+@pytest.mark.parametrize("model_cls, shape", [(Arithmetic, (3, 6)), (Shapes, (2, 4, 4)),
+                                              (Functional, (2, 4, 4))])
+def test_each_op_family_simulates_as_torch_computes(model_cls, shape, route):
+    model = model_cls().eval()
+    x = torch.randn(3, *shape, generator=torch.Generator().manual_seed(0))
+    _assert_matches_torch(model, _load(model, shape, route), x)
+
+
+class TracedLayers(nn.Module):
+    """Conv, batch norm, layer norm and linear layers; traced, TorchScript keeps only their
+    tensors, so the walker reads the aten ops of their graphs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 3, 3, padding=1, stride=1)
+        self.bn = nn.BatchNorm2d(3)
+        self.conv1d = nn.Conv1d(3, 2, 3, padding=1)
+        self.norm = nn.LayerNorm(16)
+        self.fc = nn.Linear(32, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 2, 4, 4)
+        h = torch.relu(self.bn(self.conv(x)))
+        h = self.conv1d(h.flatten(2))  # (B, 2, 16)
+        return self.fc(self.norm(h).flatten(1))
+
+
+def test_traced_conv_norm_and_linear_layers_simulate_as_torch_computes():
+    torch.manual_seed(0)
+    model = TracedLayers()
+    model.train()
+    with torch.no_grad():  # non-trivial running statistics
+        model(torch.randn(8, 2, 4, 4) * 2 + 0.5)
+    model.eval()
+    x = torch.randn(3, 2, 4, 4)
+    traced = torch.jit.trace(model, x)
+    g = graph_from_torchscript(traced, (2, 4, 4))
+    assert {"Conv2d", "Conv1d", "BatchNorm", "LayerNorm", "Affine"} <= {n.op_name for n in g}
+    _assert_matches_torch(model, g, x)
+
+
+class Branching(nn.Module):
+    """TorchScript control flow on constants: if/else on the rank, comparisons, asserts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.flag: bool = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 3 and not self.flag is False:
+            x = x.flatten(1)
+        if x.size(1) < 8 or x.size(1) != 12:
+            raise ValueError("12 features expected")
+        y = self.fc(x.reshape(x.shape[0], 3, 4))
+        n = int(x.size(1))
+        return y * float(n) if n >= 12 else y
+
+
+def test_torchscript_branches_on_constants_simulate_as_torch_computes():
+    model = Branching().eval()
+    x = torch.randn(2, 3, 4)
+    _assert_matches_torch(model, graph_from_torchscript(torch.jit.script(model), (3, 4)), x)
+    with pytest.raises(BadInputError, match="the model raises"):
+        graph_from_torchscript(torch.jit.script(model), (2, 4))
+
+
+class ShapeReads(nn.Module):
+    """fx-only shape reads: x.ndim, x.size(), x.mean(dim)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, 4)
+        b, c, w = x.size()
+        y = x.reshape(b, c * w // x.ndim * 3)
+        return torch.cat([y, x.mean(dim=-1), torch.mean(x, 1)], dim=1)
+
+
+def test_fx_shape_reads_and_mean_simulate_as_torch_computes():
+    model = ShapeReads()
+    x = torch.randn(2, 3, 4)
+    _assert_matches_torch(model, graph_from_module(model, (3, 4)), x)
+
+
+class Sigmoid(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.block = nn.Sequential(nn.Linear(3, 3))
+        self.inner = _SigmoidInner()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(self.block(x))
+
+
+class _SigmoidInner(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(x)
+
+
+def test_an_op_outside_the_tables_is_refused_naming_the_op_and_where():
+    with pytest.raises(UnsupportedOpError) as fx_err:
+        graph_from_module(Sigmoid(), (3,), origin="s.pt")
+    assert str(fx_err.value).startswith(
+        "model 's.pt': function torch.sigmoid (node 'sigmoid') is not supported "
+        "(supported: ")
+    assert "F.relu" in str(fx_err.value) and ".view()" in str(fx_err.value)
+    with pytest.raises(UnsupportedOpError) as ts_err:
+        graph_from_torchscript(torch.jit.script(Sigmoid()), (3,), origin="s.pt")
+    assert str(ts_err.value) == "model 's.pt': op aten::sigmoid in module 'inner' is not supported"

@@ -7,7 +7,7 @@ error is one line naming the model and the module or op at fault.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Generic, Iterator, List, Optional, Sequence, Tuple, TypeVar
 
 import numpy as np
 
@@ -72,9 +72,56 @@ def _prod(xs: Sequence[int]) -> int:
     return p
 
 
+def _infer_minus_one(sizes: List[int], numel: int) -> List[int]:
+    """``sizes`` with a single -1 replaced by what makes ``numel`` elements (when it divides)."""
+    if sizes.count(-1) == 1:
+        known = _prod([t for t in sizes if t != -1])
+        if known > 0 and numel % known == 0:
+            sizes[sizes.index(-1)] = numel // known
+    return sizes
+
+
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0].strip() if text else type(e).__name__
+
+
+# ======================================================================
+# op tables: one handler per torch op, shared shape by both walkers
+H = TypeVar("H", bound=Callable[..., Any])
+
+
+class OpTable(Generic[H]):
+    """A table from a torch op's name to the one handler that translates it.
+
+    As lava-dl netx turns each layer record into a block through one builder
+    per layer type, each walker dispatches each op through one handler per
+    name: adding an op is adding one handler under its name(s). A name absent
+    from the table is for the walker to refuse, naming it.
+    """
+
+    def __init__(self, what: str) -> None:
+        self.what = what  # e.g. "TorchScript op": for the duplicate-name error
+        self._handlers: Dict[str, H] = {}
+
+    def register(self, *names: str) -> Callable[[H], H]:
+        """Decorator: ``handler`` translates every op in ``names``."""
+        def add(handler: H) -> H:
+            for name in names:
+                if name in self._handlers:
+                    raise ValueError(f"{self.what} {name!r} has two handlers")
+                self._handlers[name] = handler
+            return handler
+        return add
+
+    def get(self, name: str) -> Optional[H]:
+        return self._handlers.get(name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._handlers
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._handlers)
 
 
 # ======================================================================
@@ -182,11 +229,15 @@ class _Builder:
         if isinstance(b, _Tensor):
             a, b = b, a
         if isinstance(a, _Tensor) and b is not None and not isinstance(b, _Tensor):
-            if isinstance(b, _Lead) or not _is_number(alpha):
-                raise self.fail(where, "arithmetic on the batch/time size is not supported")
-            c = as_array(b)
-            return self.bias(a, c * np.float32(alpha) if alpha != 1 else c, where, base)
+            return self._add_constant(a, b, alpha, where, base)
         raise self.fail(where, f"cannot add {type(a).__name__} and {type(b).__name__}")
+
+    def _add_constant(self, x: _Tensor, c: Any, alpha: Any, where: str, base: str) -> _Tensor:
+        """``x + alpha * c`` for a constant ``c``: a Bias node."""
+        if isinstance(c, _Lead) or not _is_number(alpha):
+            raise self.fail(where, "arithmetic on the batch/time size is not supported")
+        arr = as_array(c)
+        return self.bias(x, arr * np.float32(alpha) if alpha != 1 else arr, where, base)
 
     def bias(self, x: _Tensor, c: Any, where: str, base: str) -> _Tensor:
         """``x + constant``: a Bias node (e.g. MST's relative position bias)."""
@@ -338,29 +389,33 @@ class _Builder:
     def reshape(self, x: Any, target: Sequence[Any], where: str, base: str) -> _Tensor:
         x = self.tensor(x, where)
         target = [_scalar(t) for t in target]
-        lead = self.lead
-        head, rest = target[:lead], target[lead:]
-        ok_head = all(isinstance(t, _Lead) and t.index == i for i, t in enumerate(head))
         numel = _prod(x.shape)
-        if not ok_head and lead == 1 and head == [-1] and all(
-                isinstance(t, (int, np.integer)) and t > 0 for t in rest) and _prod(rest) == numel:
-            ok_head = True  # view(-1, *per_sample): the batch size is inferred
-        if not ok_head or len(target) < lead or any(isinstance(t, _Lead) for t in rest):
+        if not self._keeps_lead_axes(target, numel):
             shown = tuple("B" if isinstance(t, _Lead) and t.index == 0 else
                           "T" if isinstance(t, _Lead) else t for t in target)
-            axes = "batch axis 0" if lead == 1 else "batch/time axes 0, 1"
+            axes = "batch axis 0" if self.lead == 1 else "batch/time axes 0, 1"
             raise self.fail(where, f"reshape to {shown} does not keep the {axes} in place "
                                    "(write e.g. x.reshape(x.shape[0], ...))")
+        rest = target[self.lead:]
         if any(not isinstance(t, (int, np.integer)) for t in rest):
             raise self.fail(where, f"reshape to non-constant sizes {rest}")
-        rest = [int(t) for t in rest]
-        if rest.count(-1) == 1:
-            known = _prod([t for t in rest if t != -1])
-            if known > 0 and numel % known == 0:
-                rest[rest.index(-1)] = numel // known
+        rest = _infer_minus_one([int(t) for t in rest], numel)
         if tuple(rest) == x.shape:
             return x
         return self.emit(base, Reshape(shape=tuple(rest)), [x], where)
+
+    def _keeps_lead_axes(self, target: List[Any], numel: int) -> bool:
+        """Whether torch sizes ``target`` keep the batch (and time) axes in place:
+        they start with those axes' symbolic sizes, or (batch only) with -1
+        followed by constant sizes of the sample's ``numel`` elements."""
+        head, rest = target[:self.lead], target[self.lead:]
+        if len(target) < self.lead or any(isinstance(t, _Lead) for t in rest):
+            return False
+        if all(isinstance(t, _Lead) and t.index == i for i, t in enumerate(head)):
+            return True
+        return (self.lead == 1 and head == [-1]  # view(-1, *per_sample): batch inferred
+                and all(isinstance(t, (int, np.integer)) and t > 0 for t in rest)
+                and _prod(rest) == numel)
 
     def permute(self, x: Any, dims: Sequence[Any], where: str, base: str) -> _Tensor:
         x = self.tensor(x, where)
@@ -401,6 +456,23 @@ class _Builder:
             return obj[idx]
         except (TypeError, IndexError, KeyError) as e:
             raise self.fail(where, f"cannot index {type(obj).__name__} with {idx!r} ({e})")
+
+
+def _check_pool_extras(b: _Builder, where: str, kind: str, extra: Dict[str, Any],
+                       padding: Any) -> None:
+    """Refuse pooling options the IR's pools do not model (both walkers)."""
+    if extra.get("ceil_mode"):
+        raise b.fail(where, "ceil_mode=True")
+    dil = extra.get("dilation", 1)
+    if any(int(d) != 1 for d in (dil if isinstance(dil, (list, tuple)) else [dil])):
+        raise b.fail(where, f"dilation={dil}")
+    if extra.get("return_indices"):
+        raise b.fail(where, "return_indices=True")
+    if extra.get("divisor_override"):
+        raise b.fail(where, "divisor_override")
+    pads = padding if isinstance(padding, (list, tuple)) else [padding]
+    if extra.get("count_include_pad", True) is False and any(int(p) for p in pads):
+        raise b.fail(where, "count_include_pad=False with padding")
 
 
 def _check_shape(input_shape: Optional[Sequence[int]], origin: str) -> Tuple[int, ...]:

@@ -2,18 +2,22 @@
 
 Registered leaves (:mod:`nmtoolchain.frontends.torch_leaves`: torch.nn,
 sinabs and nmtc modules) are kept opaque and translated from their
-attributes; everything else is traced through.
+attributes; everything else is traced through. Each torch function or tensor
+method of the traced graph goes through its one handler in :data:`_FX`
+(registered under its import path, e.g. ``torch.add``, or ``.add`` for the
+method); one outside the table is refused, naming it and the fx node.
 """
 from __future__ import annotations
 
-import operator
+import importlib
 from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 from nmtoolchain.errors import NmtcError, UnsupportedOpError
 from nmtoolchain.frontends.torch_leaves import class_path, is_vendor_module, leaf_of
 from nmtoolchain.ir import Graph
 from nmtoolchain.frontends.torch_builder import (
-    _Builder, _Tensor, _check_shape, _first_line, _lead_axes, _unsupported_module)
+    OpTable, _Builder, _Tensor, _check_pool_extras, _check_shape, _first_line, _lead_axes,
+    _unsupported_module)
 
 
 # ======================================================================
@@ -44,28 +48,200 @@ def _varargs(args: Sequence[Any]) -> List[Any]:
     return list(args)
 
 
-def _fx_handlers() -> Tuple[Dict[Any, str], Dict[str, str]]:
-    import torch
-    import torch.nn.functional as F
+class _FxCall:
+    """One ``call_function``/``call_method`` node being translated: its
+    argument values, and how it is named in messages (``where``) and in the
+    IR (``base``)."""
 
-    functions: Dict[Any, str] = {
-        torch.flatten: "flatten", operator.add: "add", operator.iadd: "add", torch.add: "add",
-        operator.sub: "sub", torch.sub: "sub", operator.mul: "mul", operator.imul: "mul",
-        torch.mul: "mul", operator.truediv: "div", torch.div: "div",
-        operator.floordiv: "floordiv", operator.matmul: "matmul", torch.matmul: "matmul",
-        torch.bmm: "matmul", F.relu: "relu", torch.relu: "relu", F.softmax: "softmax",
-        torch.softmax: "softmax", torch.reshape: "reshape_fn", torch.permute: "permute_fn",
-        torch.transpose: "transpose", operator.getitem: "getitem", getattr: "getattr",
-        torch.cat: "cat", F.linear: "linear", F.dropout: "identity", F.max_pool2d: "max_pool2d",
-        F.avg_pool2d: "avg_pool2d", torch.mean: "mean",
-    }
-    methods = {
-        "flatten": "flatten", "add": "add", "add_": "add", "mul": "mul", "mul_": "mul",
-        "div": "div", "sub": "sub", "matmul": "matmul", "relu": "relu", "relu_": "relu",
-        "softmax": "softmax", "view": "reshape", "reshape": "reshape", "permute": "permute",
-        "transpose": "transpose", "contiguous": "identity", "size": "size", "dim": "dim",
-        "mean": "mean",
-    }
+    __slots__ = ("b", "args", "kwargs", "where", "base")
+
+    def __init__(self, b: _Builder, args: Tuple[Any, ...], kwargs: Dict[str, Any], where: str,
+                 base: str) -> None:
+        self.b, self.args, self.kwargs, self.where, self.base = b, args, kwargs, where, base
+
+    def bind(self, params: Sequence[Tuple[str, Any]]) -> List[Any]:
+        """The arguments in ``params`` order, by position or keyword, defaults filled."""
+        return _bind(self.args, self.kwargs, params, self.where, self.b)
+
+
+#: torch function (by import path, e.g. ``torch.add``) or tensor method (``.add``)
+#: -> handler(call) -> the value
+_FX: OpTable[Callable[[_FxCall], Any]] = OpTable("torch.fx function or method")
+_R = _REQUIRED
+_F = "torch.nn.functional."
+
+
+@_FX.register(_F + "dropout", ".contiguous")
+def _identity(c: _FxCall) -> Any:
+    return c.b.tensor(c.args[0], c.where) if isinstance(c.args[0], _Tensor) else c.args[0]
+
+
+@_FX.register("torch.flatten", ".flatten")
+def _flatten(c: _FxCall) -> Any:
+    x, s, e = c.bind([("input", _R), ("start_dim", 0), ("end_dim", -1)])
+    return c.b.flatten(x, s, e, c.where, c.base)
+
+
+@_FX.register("operator.add", "operator.iadd", "torch.add", ".add", ".add_")
+def _add(c: _FxCall) -> Any:
+    x, y, alpha = c.bind([("input", _R), ("other", _R), ("alpha", 1)])
+    return c.b.add(x, y, c.where, c.base, alpha)
+
+
+@_FX.register("torch.mean", ".mean")
+def _mean(c: _FxCall) -> Any:
+    x, dim, keepdim = c.bind([("input", _R), ("dim", None), ("keepdim", False)])
+    return c.b.mean(x, dim, keepdim, c.where, c.base)
+
+
+@_FX.register("operator.sub", "torch.sub", ".sub")
+def _sub(c: _FxCall) -> Any:
+    x, y = c.bind([("input", _R), ("other", _R)])
+    return c.b.sub(x, y, c.where)
+
+
+@_FX.register("operator.mul", "operator.imul", "torch.mul", ".mul", ".mul_")
+def _mul(c: _FxCall) -> Any:
+    x, y = c.bind([("input", _R), ("other", _R)])
+    return c.b.mul(x, y, c.where, c.base)
+
+
+@_FX.register("operator.truediv", "torch.div", ".div")
+def _div(c: _FxCall) -> Any:
+    x, y, mode = c.bind([("input", _R), ("other", _R), ("rounding_mode", None)])
+    if mode is not None:
+        raise c.b.fail(c.where, f"rounding_mode={mode!r}")
+    return c.b.div(x, y, c.where, c.base)
+
+
+@_FX.register("operator.floordiv")
+def _floordiv(c: _FxCall) -> Any:
+    x, y = c.bind([("input", _R), ("other", _R)])
+    return c.b.div(x, y, c.where, c.base, floor=True)
+
+
+@_FX.register("operator.matmul", "torch.matmul", "torch.bmm", ".matmul")
+def _matmul(c: _FxCall) -> Any:
+    x, y = c.bind([("input", _R), ("other", _R)])
+    return c.b.matmul(x, y, c.where, c.base)
+
+
+@_FX.register(_F + "relu", "torch.relu", ".relu", ".relu_")
+def _relu(c: _FxCall) -> Any:
+    return c.b.relu(c.bind([("input", _R)])[0], c.where, c.base)
+
+
+@_FX.register(_F + "softmax", "torch.softmax", ".softmax")
+def _softmax(c: _FxCall) -> Any:
+    x, dim = c.bind([("input", _R), ("dim", None)])
+    if dim is None:
+        raise c.b.fail(c.where, "softmax without dim")
+    return c.b.softmax(x, dim, c.where, c.base)
+
+
+@_FX.register(".view", ".reshape")
+def _reshape_method(c: _FxCall) -> Any:
+    return c.b.reshape(c.args[0], _varargs(c.args[1:]) or list(c.kwargs.get("shape", ())),
+                       c.where, c.base)
+
+
+@_FX.register("torch.reshape")
+def _reshape_function(c: _FxCall) -> Any:
+    x, target = c.bind([("input", _R), ("shape", _R)])
+    return c.b.reshape(x, list(target), c.where, c.base)
+
+
+@_FX.register(".permute")
+def _permute_method(c: _FxCall) -> Any:
+    return c.b.permute(c.args[0], _varargs(c.args[1:]) or list(c.kwargs.get("dims", ())),
+                       c.where, c.base)
+
+
+@_FX.register("torch.permute")
+def _permute_function(c: _FxCall) -> Any:
+    x, dims = c.bind([("input", _R), ("dims", _R)])
+    return c.b.permute(x, list(dims), c.where, c.base)
+
+
+@_FX.register("torch.transpose", ".transpose")
+def _transpose(c: _FxCall) -> Any:
+    x, d0, d1 = c.bind([("input", _R), ("dim0", _R), ("dim1", _R)])
+    return c.b.transpose(x, d0, d1, c.where, c.base)
+
+
+@_FX.register(".size")
+def _size(c: _FxCall) -> Any:
+    x, dim = c.bind([("input", _R), ("dim", None)])
+    return c.b.size(x, dim, c.where)
+
+
+@_FX.register(".dim")
+def _dim(c: _FxCall) -> Any:
+    return len(c.b.shape_of(c.b.tensor(c.args[0], c.where)))
+
+
+@_FX.register("builtins.getattr")
+def _getattr(c: _FxCall) -> Any:
+    obj, attr = c.args[0], c.args[1]
+    if isinstance(obj, _Tensor) and attr == "shape":
+        return c.b.shape_of(obj)
+    if isinstance(obj, _Tensor) and attr == "ndim":
+        return len(c.b.shape_of(obj))
+    raise c.b.fail(c.where, f"attribute .{attr} of a tensor is not supported")
+
+
+@_FX.register("operator.getitem")
+def _getitem(c: _FxCall) -> Any:
+    return c.b.getitem(c.args[0], c.args[1], c.where)
+
+
+@_FX.register("torch.cat")
+def _cat(c: _FxCall) -> Any:
+    xs, dim = c.bind([("tensors", _R), ("dim", 0)])
+    return c.b.concat(list(xs), dim, c.where, c.base)
+
+
+@_FX.register(_F + "linear")
+def _linear(c: _FxCall) -> Any:
+    x, w, bias = c.bind([("input", _R), ("weight", _R), ("bias", None)])
+    return c.b.linear(x, w, bias, c.where, c.base)
+
+
+_POOL_PARAMS = [("input", _R), ("kernel_size", _R), ("stride", None), ("padding", 0)]
+
+
+def _pool(c: _FxCall, kind: str, extra_names: Tuple[str, ...]) -> Any:
+    """``F.max_pool2d``/``F.avg_pool2d``; options the IR lacks are refused."""
+    x, k, s, p = c.bind(_POOL_PARAMS)
+    extra = dict(zip(extra_names, c.args[4:4 + len(extra_names)]))
+    extra.update({k2: v for k2, v in c.kwargs.items() if k2 not in
+                  ("input", "kernel_size", "stride", "padding")})
+    _check_pool_extras(c.b, c.where, kind, extra, p)
+    return c.b.pool(kind[:3], x, k, s, p, c.where, c.base)
+
+
+@_FX.register(_F + "max_pool2d")
+def _max_pool2d(c: _FxCall) -> Any:
+    return _pool(c, "max_pool2d", ("dilation", "ceil_mode"))
+
+
+@_FX.register(_F + "avg_pool2d")
+def _avg_pool2d(c: _FxCall) -> Any:
+    return _pool(c, "avg_pool2d", ("ceil_mode", "count_include_pad", "divisor_override"))
+
+
+def _fx_handlers() -> Tuple[Dict[Any, Callable[[_FxCall], Any]],
+                            Dict[str, Callable[[_FxCall], Any]]]:
+    """:data:`_FX` resolved: torch callables -> handler, method names -> handler."""
+    functions: Dict[Any, Callable[[_FxCall], Any]] = {}
+    methods: Dict[str, Callable[[_FxCall], Any]] = {}
+    for name in _FX:
+        handler = _FX.get(name)
+        if name.startswith("."):
+            methods[name[1:]] = handler
+        else:
+            module, _, attr = name.rpartition(".")
+            functions[getattr(importlib.import_module(module), attr)] = handler
     return functions, methods
 
 
@@ -188,118 +364,22 @@ class _FxWalker:
         return self.b.leaf(sub, leaf, path, args[0], f"module '{path}'")
 
     def _function(self, node: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Any:
+        """A function or method call through its handler in :data:`_FX`; one outside
+        the table is refused naming it and listing the supported ones."""
         if node.op == "call_method":
-            kind = self.methods.get(node.target)
+            handler = self.methods.get(node.target)
             label = f"method .{node.target}()"
         else:
-            kind = self.functions.get(node.target)
+            handler = self.functions.get(node.target)
             label = f"function {_callable_name(node.target)}"
         where = f"{label} (node '{node.name}')"
-        if kind is None:
+        if handler is None:
             supported = sorted({_callable_name(f) for f in self.functions}
                                | {f".{m}()" for m in self.methods})
             raise UnsupportedOpError(
                 f"model '{self.b.origin}': {where} is not supported (supported: "
                 f"{', '.join(supported)})")
-        b, base = self.b, node.name
-        bind = lambda params: _bind(args, kwargs, params, where, b)  # noqa: E731
-        R = _REQUIRED
-        if kind == "identity":
-            return b.tensor(args[0], where) if isinstance(args[0], _Tensor) else args[0]
-        if kind == "flatten":
-            x, s, e = bind([("input", R), ("start_dim", 0), ("end_dim", -1)])
-            return b.flatten(x, s, e, where, base)
-        if kind == "add":
-            x, y, alpha = bind([("input", R), ("other", R), ("alpha", 1)])
-            return b.add(x, y, where, base, alpha)
-        if kind == "mean":
-            x, dim, keepdim = bind([("input", R), ("dim", None), ("keepdim", False)])
-            return b.mean(x, dim, keepdim, where, base)
-        if kind == "sub":
-            x, y = bind([("input", R), ("other", R)])
-            return b.sub(x, y, where)
-        if kind == "mul":
-            x, y = bind([("input", R), ("other", R)])
-            return b.mul(x, y, where, base)
-        if kind == "div":
-            x, y, mode = bind([("input", R), ("other", R), ("rounding_mode", None)])
-            if mode is not None:
-                raise b.fail(where, f"rounding_mode={mode!r}")
-            return b.div(x, y, where, base)
-        if kind == "floordiv":
-            x, y = bind([("input", R), ("other", R)])
-            return b.div(x, y, where, base, floor=True)
-        if kind == "matmul":
-            x, y = bind([("input", R), ("other", R)])
-            return b.matmul(x, y, where, base)
-        if kind == "relu":
-            return b.relu(bind([("input", R)])[0], where, base)
-        if kind == "softmax":
-            x, dim = bind([("input", R), ("dim", None)])
-            if dim is None:
-                raise b.fail(where, "softmax without dim")
-            return b.softmax(x, dim, where, base)
-        if kind == "reshape":
-            return b.reshape(args[0], _varargs(args[1:]) or list(kwargs.get("shape", ())),
-                             where, base)
-        if kind == "reshape_fn":
-            x, target = bind([("input", R), ("shape", R)])
-            return b.reshape(x, list(target), where, base)
-        if kind == "permute":
-            return b.permute(args[0], _varargs(args[1:]) or list(kwargs.get("dims", ())),
-                             where, base)
-        if kind == "permute_fn":
-            x, dims = bind([("input", R), ("dims", R)])
-            return b.permute(x, list(dims), where, base)
-        if kind == "transpose":
-            x, d0, d1 = bind([("input", R), ("dim0", R), ("dim1", R)])
-            return b.transpose(x, d0, d1, where, base)
-        if kind == "size":
-            x, dim = bind([("input", R), ("dim", None)])
-            return b.size(x, dim, where)
-        if kind == "dim":
-            return len(b.shape_of(b.tensor(args[0], where)))
-        if kind == "getattr":
-            obj, attr = args[0], args[1]
-            if isinstance(obj, _Tensor) and attr == "shape":
-                return b.shape_of(obj)
-            if isinstance(obj, _Tensor) and attr == "ndim":
-                return len(b.shape_of(obj))
-            raise b.fail(where, f"attribute .{attr} of a tensor is not supported")
-        if kind == "getitem":
-            return b.getitem(args[0], args[1], where)
-        if kind == "cat":
-            xs, dim = bind([("tensors", R), ("dim", 0)])
-            return b.concat(list(xs), dim, where, base)
-        if kind == "linear":
-            x, w, bias = bind([("input", R), ("weight", R), ("bias", None)])
-            return b.linear(x, w, bias, where, base)
-        if kind in ("max_pool2d", "avg_pool2d"):
-            x, k, s, p = bind([("input", R), ("kernel_size", R), ("stride", None),
-                               ("padding", 0)])
-            extra = dict(zip(("dilation", "ceil_mode"), args[4:6])) if kind == "max_pool2d" \
-                else dict(zip(("ceil_mode", "count_include_pad", "divisor_override"), args[4:7]))
-            extra.update({k2: v for k2, v in kwargs.items() if k2 not in
-                          ("input", "kernel_size", "stride", "padding")})
-            _check_pool_extras(b, where, kind, extra, p)
-            return b.pool(kind[:3], x, k, s, p, where, base)
-        raise b.fail(where, "is not supported")  # pragma: no cover
-
-
-def _check_pool_extras(b: _Builder, where: str, kind: str, extra: Dict[str, Any],
-                       padding: Any) -> None:
-    if extra.get("ceil_mode"):
-        raise b.fail(where, "ceil_mode=True")
-    dil = extra.get("dilation", 1)
-    if any(int(d) != 1 for d in (dil if isinstance(dil, (list, tuple)) else [dil])):
-        raise b.fail(where, f"dilation={dil}")
-    if extra.get("return_indices"):
-        raise b.fail(where, "return_indices=True")
-    if extra.get("divisor_override"):
-        raise b.fail(where, "divisor_override")
-    pads = padding if isinstance(padding, (list, tuple)) else [padding]
-    if extra.get("count_include_pad", True) is False and any(int(p) for p in pads):
-        raise b.fail(where, "count_include_pad=False with padding")
+        return handler(_FxCall(self.b, args, kwargs, where, node.name))
 
 
 def _callable_name(f: Any) -> str:

@@ -2,8 +2,11 @@
 
 A call into a leaf submodule is translated from the submodule's attributes
 (the same leaf registry as torch.fx); other calls recurse into the callee's
-graph; aten ops map onto IR ops. Also writes TorchScript archives that carry
-their input shape (``nmtc.json``).
+graph; every other node goes through one handler per op kind, in two tables
+(:data:`_PRIM`: values and control flow; :data:`_ATEN`: aten ops on tensors,
+emitted by the shared builder). A kind in neither table is refused, naming
+the op and the module. Also writes TorchScript archives that carry their
+input shape (``nmtc.json``).
 """
 from __future__ import annotations
 
@@ -17,8 +20,8 @@ from nmtoolchain.errors import BadInputError, NmtcError, UnsupportedOpError
 from nmtoolchain.frontends.torch_leaves import class_path, is_vendor_module, leaf_of
 from nmtoolchain.ir import Graph
 from nmtoolchain.frontends.torch_builder import (
-    EXTRA_FILE, _Builder, _Lead, _Tensor, _check_shape, _first_line, _is_number, _lead_axes, _unsupported_module)
-from nmtoolchain.frontends.torch_fx import _check_pool_extras
+    EXTRA_FILE, OpTable, _Builder, _Lead, _Tensor, _check_pool_extras, _check_shape, _first_line,
+    _is_number, _lead_axes, _unsupported_module)
 
 
 # ======================================================================
@@ -41,13 +44,134 @@ class _ScriptFn:
         self.qualified = qualified
 
 
-_PASS_THROUGH = {
+class _ScriptNode:
+    """One TorchScript node being translated: its values and where it sits.
+
+    ``ins`` are the values of its inputs; ``where`` and ``base`` name it in
+    messages and in the IR (ops inside a submodule are named after it).
+    """
+
+    __slots__ = ("node", "kind", "ins", "outs", "env", "path", "where", "base")
+
+    def __init__(self, node: Any, env: Dict[int, Any], path: str) -> None:
+        self.node, self.env, self.path = node, env, path
+        self.kind: str = node.kind()
+        self.outs = list(node.outputs())
+        self.ins = [env.get(v.unique()) for v in node.inputs()]
+        short = self.kind.split("::", 1)[-1].strip("_")
+        self.base = path.replace(".", "_") if path else short
+        self.where = f"op {self.kind} in module '{path}'" if path else f"op {self.kind}"
+
+    def set1(self, value: Any) -> None:
+        """Bind the node's (first) output."""
+        self.env[self.outs[0].unique()] = value
+
+    def set_all(self, values: Sequence[Any]) -> None:
+        """Bind the node's outputs, in order."""
+        for o, v in zip(self.outs, values):
+            self.env[o.unique()] = v
+
+
+#: prim::/aten:: ops on Python values and control flow: handler(walker, node)
+_PRIM: OpTable[Callable[["_ScriptWalker", _ScriptNode], None]] = OpTable("TorchScript op")
+#: aten ops on tensors: handler(builder, args, where, base) -> the value
+_ATEN: OpTable[Callable[[_Builder, List[Any], str, str], Any]] = OpTable("TorchScript aten op")
+
+
+# ----------------------------------------------------- values and control flow
+@_PRIM.register("prim::Constant")
+def _constant(w: "_ScriptWalker", n: _ScriptNode) -> None:
+    t = n.outs[0].type()
+    if t.kind() == "FunctionType":
+        qualified = t.annotation_str
+        n.set1(_ScriptFn(qualified[len("__torch__."):] if qualified.startswith("__torch__.")
+                         else qualified))
+    else:
+        n.set1(n.outs[0].toIValue())
+
+
+@_PRIM.register("prim::ListConstruct")
+def _list(w: "_ScriptWalker", n: _ScriptNode) -> None:
+    n.set1(list(n.ins))
+
+
+@_PRIM.register("prim::TupleConstruct")
+def _tuple(w: "_ScriptWalker", n: _ScriptNode) -> None:
+    n.set1(tuple(n.ins))
+
+
+@_PRIM.register("prim::ListUnpack", "prim::TupleUnpack")
+def _unpack(w: "_ScriptWalker", n: _ScriptNode) -> None:
+    seq = n.ins[0]
+    if isinstance(seq, _Tensor) or len(seq) != len(n.outs):
+        raise w.b.fail(n.where, f"cannot unpack {seq!r} into {len(n.outs)} values")
+    n.set_all(seq)
+
+
+@_PRIM.register("prim::TupleIndex", "aten::__getitem__")
+def _index(w: "_ScriptWalker", n: _ScriptNode) -> None:
+    n.set1(w.b.getitem(n.ins[0], n.ins[1], n.where))
+
+
+@_PRIM.register("prim::GetAttr")
+def _get_attr(w: "_ScriptWalker", n: _ScriptNode) -> None:
+    n.set1(w.get_attr(n.ins[0], n.node.s("name"), n.where))
+
+
+@_PRIM.register("prim::CallMethod")
+def _call_method(w: "_ScriptWalker", n: _ScriptNode) -> None:
+    ref = n.ins[0]
+    if not isinstance(ref, _ModRef):
+        raise w.b.fail(n.where, "method call on a non-module value")
+    n.set_all(w.call_module(ref, n.node.s("name"), n.ins[1:]))
+
+
+@_PRIM.register("prim::CallFunction")
+def _call_function(w: "_ScriptWalker", n: _ScriptNode) -> None:
+    n.set_all(w.call_function(n.ins[0], n.ins[1:], n.path))
+
+
+@_PRIM.register("prim::If")
+def _if(w: "_ScriptWalker", n: _ScriptNode) -> None:
+    cond = n.ins[0]
+    if not isinstance(cond, (bool, int)) or isinstance(cond, _Lead):
+        raise w.b.fail(n.where, "a branch that depends on computed values is not supported")
+    blk = list(n.node.blocks())[0 if cond else 1]
+    w.block(blk.nodes(), n.env, n.path)
+    n.set_all([n.env.get(v.unique()) for v in blk.outputs()])
+
+
+@_PRIM.register("prim::Loop")
+def _loop(w: "_ScriptWalker", n: _ScriptNode) -> None:
+    raise w.b.fail(n.where, "loops are not supported")
+
+
+@_PRIM.register("prim::RaiseException")
+def _raise(w: "_ScriptWalker", n: _ScriptNode) -> None:
+    raise BadInputError(f"model '{w.b.origin}': {n.where}: the model raises "
+                        f"{n.ins[0]!r} for this input (is the input shape right?)")
+
+
+@_PRIM.register("prim::Uninitialized", "prim::dtype", "prim::device", "prim::layout",
+                "aten::format")
+def _none(w: "_ScriptWalker", n: _ScriptNode) -> None:
+    n.set1(None)
+
+
+@_PRIM.register(
     "prim::NumToTensor", "aten::Int", "aten::IntImplicit", "aten::Float", "aten::FloatImplicit",
     "aten::ScalarImplicit", "prim::unchecked_cast", "aten::detach", "aten::contiguous",
     "aten::dropout", "aten::dropout_", "aten::feature_dropout", "aten::alpha_dropout",
-    "aten::clone", "prim::data",
-}
-_IGNORED = {"aten::warn", "prim::Print"}
+    "aten::clone", "prim::data")
+def _pass_through(w: "_ScriptWalker", n: _ScriptNode) -> None:
+    n.set1(n.ins[0])
+
+
+@_PRIM.register("aten::warn", "prim::Print")
+def _ignored(w: "_ScriptWalker", n: _ScriptNode) -> None:
+    n.set_all([None] * len(n.outs))
+
+
 _COMPARE: Dict[str, Callable[[Any, Any], Any]] = {
     "aten::__is__": lambda a, b: a is b or (a is None and b is None),
     "aten::__isnot__": lambda a, b: not (a is b or (a is None and b is None)),
@@ -55,6 +179,158 @@ _COMPARE: Dict[str, Callable[[Any, Any], Any]] = {
     "aten::gt": operator.gt, "aten::le": operator.le, "aten::ge": operator.ge,
     "aten::__and__": lambda a, b: a and b, "aten::__or__": lambda a, b: a or b,
 }
+
+
+@_PRIM.register(*_COMPARE)
+def _compare(w: "_ScriptWalker", n: _ScriptNode) -> None:
+    if any(isinstance(v, _Tensor) for v in n.ins[:2]):
+        raise w.b.fail(n.where, "comparisons of tensors are not supported")
+    if any(isinstance(v, _Lead) for v in n.ins[:2]):
+        raise w.b.fail(n.where, "a branch on the batch/time size is not supported")
+    n.set1(_COMPARE[n.kind](n.ins[0], n.ins[1]))
+
+
+@_PRIM.register("aten::__not__")
+def _not(w: "_ScriptWalker", n: _ScriptNode) -> None:
+    n.set1(not n.ins[0])
+
+
+@_PRIM.register("aten::size")
+def _size(w: "_ScriptWalker", n: _ScriptNode) -> None:
+    n.set1(w.b.size(n.ins[0], n.ins[1] if len(n.ins) > 1 else None, n.where))
+
+
+@_PRIM.register("aten::dim")
+def _dim(w: "_ScriptWalker", n: _ScriptNode) -> None:
+    n.set1(len(w.b.shape_of(w.b.tensor(n.ins[0], n.where))))
+
+
+@_PRIM.register("aten::len")
+def _len(w: "_ScriptWalker", n: _ScriptNode) -> None:
+    n.set1(len(n.ins[0]))
+
+
+# --------------------------------------------------------------- aten on tensors
+@_ATEN.register("aten::add", "aten::add_")
+def _add(b: _Builder, a: List[Any], where: str, base: str) -> Any:
+    return b.add(a[0], a[1], where, base, a[2] if len(a) > 2 else 1)
+
+
+@_ATEN.register("aten::sub", "aten::sub_")
+def _sub(b: _Builder, a: List[Any], where: str, base: str) -> Any:
+    return b.sub(a[0], a[1], where)
+
+
+@_ATEN.register("aten::mul", "aten::mul_")
+def _mul(b: _Builder, a: List[Any], where: str, base: str) -> Any:
+    return b.mul(a[0], a[1], where, base)
+
+
+@_ATEN.register("aten::div", "aten::div_")
+def _div(b: _Builder, a: List[Any], where: str, base: str) -> Any:
+    if len(a) > 2 and a[2] is not None:
+        raise b.fail(where, f"rounding_mode={a[2]!r}")
+    return b.div(a[0], a[1], where, base)
+
+
+@_ATEN.register("aten::floordiv", "aten::floor_divide")
+def _floordiv(b: _Builder, a: List[Any], where: str, base: str) -> Any:
+    return b.div(a[0], a[1], where, base, floor=True)
+
+
+@_ATEN.register("aten::neg")
+def _neg(b: _Builder, a: List[Any], where: str, base: str) -> Any:
+    if not _is_number(a[0]):  # negating a tensor: not an IR op
+        raise _unsupported_aten(b, where)
+    return -a[0]
+
+
+@_ATEN.register("aten::matmul", "aten::bmm")
+def _matmul(b: _Builder, a: List[Any], where: str, base: str) -> Any:
+    return b.matmul(a[0], a[1], where, base)
+
+
+@_ATEN.register("aten::relu", "aten::relu_")
+def _relu(b: _Builder, a: List[Any], where: str, base: str) -> Any:
+    return b.relu(a[0], where, base)
+
+
+@_ATEN.register("aten::softmax")
+def _softmax(b: _Builder, a: List[Any], where: str, base: str) -> Any:
+    return b.softmax(a[0], a[1], where, base)
+
+
+@_ATEN.register("aten::flatten")
+def _flatten(b: _Builder, a: List[Any], where: str, base: str) -> Any:
+    return b.flatten(a[0], a[1], a[2], where, base)
+
+
+@_ATEN.register("aten::view", "aten::reshape")
+def _reshape(b: _Builder, a: List[Any], where: str, base: str) -> Any:
+    return b.reshape(a[0], list(a[1]), where, base)
+
+
+@_ATEN.register("aten::permute")
+def _permute(b: _Builder, a: List[Any], where: str, base: str) -> Any:
+    return b.permute(a[0], list(a[1]), where, base)
+
+
+@_ATEN.register("aten::transpose")
+def _transpose(b: _Builder, a: List[Any], where: str, base: str) -> Any:
+    return b.transpose(a[0], a[1], a[2], where, base)
+
+
+@_ATEN.register("aten::linear")
+def _linear(b: _Builder, a: List[Any], where: str, base: str) -> Any:
+    return b.linear(a[0], a[1], a[2], where, base)
+
+
+@_ATEN.register("aten::_convolution")
+def _convolution(b: _Builder, a: List[Any], where: str, base: str) -> Any:
+    if a[6]:
+        raise b.fail(where, "transposed convolution is not supported")
+    return b.conv(a[0], a[1], a[2], a[3], a[4], a[5], a[8], where, base)
+
+
+@_ATEN.register("aten::conv1d", "aten::conv2d")
+def _conv(b: _Builder, a: List[Any], where: str, base: str) -> Any:
+    return b.conv(a[0], a[1], a[2], a[3], a[4], a[5], a[6], where, base)
+
+
+@_ATEN.register("aten::max_pool2d")
+def _max_pool2d(b: _Builder, a: List[Any], where: str, base: str) -> Any:
+    _check_pool_extras(b, where, "max_pool2d", {"dilation": a[4], "ceil_mode": a[5]}, a[3])
+    return b.pool("max", a[0], a[1], a[2], a[3], where, base)
+
+
+@_ATEN.register("aten::avg_pool2d")
+def _avg_pool2d(b: _Builder, a: List[Any], where: str, base: str) -> Any:
+    _check_pool_extras(b, where, "avg_pool2d", {
+        "ceil_mode": a[4], "count_include_pad": a[5], "divisor_override": a[6]}, a[3])
+    return b.pool("avg", a[0], a[1], a[2], a[3], where, base)
+
+
+@_ATEN.register("aten::batch_norm")
+def _batch_norm(b: _Builder, a: List[Any], where: str, base: str) -> Any:
+    if a[5]:
+        raise b.fail(where, "batch norm in training mode (call .eval() before saving)")
+    return b.batch_norm(a[0], a[1], a[2], a[3], a[4], a[7], where, base)
+
+
+@_ATEN.register("aten::layer_norm")
+def _layer_norm(b: _Builder, a: List[Any], where: str, base: str) -> Any:
+    return b.layer_norm(a[0], a[1], a[2], a[3], a[4], where, base)
+
+
+@_ATEN.register("aten::cat")
+def _cat(b: _Builder, a: List[Any], where: str, base: str) -> Any:
+    return b.concat(list(a[0]), a[1], where, base)
+
+
+def _unsupported_aten(b: _Builder, where: str) -> UnsupportedOpError:
+    return UnsupportedOpError(f"model '{b.origin}': {where} is not supported")
+
+
 _FUNCTIONS_BY_NAME = {
     "torch.nn.functional.relu": "relu", "torch.nn.functional.softmax": "softmax",
     "torch.nn.functional.dropout": "identity", "torch.nn.functional.dropout1d": "identity",
@@ -130,91 +406,14 @@ class _ScriptWalker:
 
     # ----------------------------------------------------------- nodes
     def node(self, node: Any, env: Dict[int, Any], path: str) -> None:
-        kind = node.kind()
-        outs = list(node.outputs())
-        ins = [env.get(v.unique()) for v in node.inputs()]
-        short = kind.split("::", 1)[-1].strip("_")
-        # ops inside a submodule (a traced leaf, a user block) are named after it
-        base = path.replace(".", "_") if path else short
+        """Translate one node through its handler in :data:`_PRIM` or :data:`_ATEN`."""
+        n = _ScriptNode(node, env, path)
         self.b.scope = path or None
-        where = f"op {kind} in module '{path}'" if path else f"op {kind}"
-        b = self.b
-
-        def set1(value: Any) -> None:
-            env[outs[0].unique()] = value
-
-        if kind == "prim::Constant":
-            t = outs[0].type()
-            if t.kind() == "FunctionType":
-                qualified = t.annotation_str
-                set1(_ScriptFn(qualified[len("__torch__."):] if qualified.startswith("__torch__.")
-                               else qualified))
-            else:
-                set1(outs[0].toIValue())
-        elif kind in ("prim::ListConstruct", "prim::TupleConstruct"):
-            set1(list(ins) if kind == "prim::ListConstruct" else tuple(ins))
-        elif kind in ("prim::ListUnpack", "prim::TupleUnpack"):
-            seq = ins[0]
-            if isinstance(seq, _Tensor) or len(seq) != len(outs):
-                raise b.fail(where, f"cannot unpack {seq!r} into {len(outs)} values")
-            for o, v in zip(outs, seq):
-                env[o.unique()] = v
-        elif kind == "prim::TupleIndex":
-            set1(b.getitem(ins[0], ins[1], where))
-        elif kind == "prim::GetAttr":
-            set1(self.get_attr(ins[0], node.s("name"), where))
-        elif kind == "prim::CallMethod":
-            ref = ins[0]
-            if not isinstance(ref, _ModRef):
-                raise b.fail(where, "method call on a non-module value")
-            results = self.call_module(ref, node.s("name"), ins[1:])
-            for o, v in zip(outs, results):
-                env[o.unique()] = v
-        elif kind == "prim::CallFunction":
-            results = self.call_function(ins[0], ins[1:], path)
-            for o, v in zip(outs, results):
-                env[o.unique()] = v
-        elif kind == "prim::If":
-            cond = ins[0]
-            if not isinstance(cond, (bool, int)) or isinstance(cond, _Lead):
-                raise b.fail(where, "a branch that depends on computed values is not supported")
-            blk = list(node.blocks())[0 if cond else 1]
-            self.block(blk.nodes(), env, path)
-            for o, v in zip(outs, blk.outputs()):
-                env[o.unique()] = env.get(v.unique())
-        elif kind == "prim::Loop":
-            raise b.fail(where, "loops are not supported")
-        elif kind == "prim::RaiseException":
-            raise BadInputError(f"model '{b.origin}': {where}: the model raises "
-                                f"{ins[0]!r} for this input (is the input shape right?)")
-        elif kind == "prim::Uninitialized":
-            set1(None)
-        elif kind in _PASS_THROUGH:
-            set1(ins[0])
-        elif kind in _IGNORED:
-            for o in outs:
-                env[o.unique()] = None
-        elif kind in _COMPARE:
-            if any(isinstance(v, _Tensor) for v in ins[:2]):
-                raise b.fail(where, "comparisons of tensors are not supported")
-            if any(isinstance(v, _Lead) for v in ins[:2]):
-                raise b.fail(where, "a branch on the batch/time size is not supported")
-            set1(_COMPARE[kind](ins[0], ins[1]))
-        elif kind == "aten::__not__":
-            set1(not ins[0])
-        elif kind in ("prim::dtype", "prim::device", "prim::layout", "aten::format"):
-            set1(None)
-        elif kind == "aten::size":
-            set1(b.size(ins[0], ins[1] if len(ins) > 1 else None, where))
-        elif kind == "aten::dim":
-            set1(len(b.shape_of(b.tensor(ins[0], where))))
-        elif kind == "aten::len":
-            set1(len(ins[0]))
-        elif kind == "aten::__getitem__":
-            set1(b.getitem(ins[0], ins[1], where))
+        handler = _PRIM.get(n.kind)
+        if handler is not None:
+            handler(self, n)
         else:
-            results = self.aten(kind, ins, where, base)
-            set1(results)
+            n.set1(self.aten(n.kind, n.ins, n.where, n.base))
 
     def get_attr(self, obj: Any, name: str, where: str) -> Any:
         if not isinstance(obj, _ModRef):
@@ -248,60 +447,11 @@ class _ScriptWalker:
 
     # ----------------------------------------------------------- aten
     def aten(self, kind: str, a: List[Any], where: str, base: str) -> Any:
-        b = self.b
-        if kind in ("aten::add", "aten::add_"):
-            return b.add(a[0], a[1], where, base, a[2] if len(a) > 2 else 1)
-        if kind in ("aten::sub", "aten::sub_"):
-            return b.sub(a[0], a[1], where)
-        if kind in ("aten::mul", "aten::mul_"):
-            return b.mul(a[0], a[1], where, base)
-        if kind in ("aten::div", "aten::div_"):
-            if len(a) > 2 and a[2] is not None:
-                raise b.fail(where, f"rounding_mode={a[2]!r}")
-            return b.div(a[0], a[1], where, base)
-        if kind in ("aten::floordiv", "aten::floor_divide"):
-            return b.div(a[0], a[1], where, base, floor=True)
-        if kind == "aten::neg" and _is_number(a[0]):
-            return -a[0]
-        if kind in ("aten::matmul", "aten::bmm"):
-            return b.matmul(a[0], a[1], where, base)
-        if kind in ("aten::relu", "aten::relu_"):
-            return b.relu(a[0], where, base)
-        if kind == "aten::softmax":
-            return b.softmax(a[0], a[1], where, base)
-        if kind == "aten::flatten":
-            return b.flatten(a[0], a[1], a[2], where, base)
-        if kind in ("aten::view", "aten::reshape"):
-            return b.reshape(a[0], list(a[1]), where, base)
-        if kind == "aten::permute":
-            return b.permute(a[0], list(a[1]), where, base)
-        if kind == "aten::transpose":
-            return b.transpose(a[0], a[1], a[2], where, base)
-        if kind == "aten::linear":
-            return b.linear(a[0], a[1], a[2], where, base)
-        if kind == "aten::_convolution":
-            if a[6]:
-                raise b.fail(where, "transposed convolution is not supported")
-            return b.conv(a[0], a[1], a[2], a[3], a[4], a[5], a[8], where, base)
-        if kind in ("aten::conv1d", "aten::conv2d"):
-            return b.conv(a[0], a[1], a[2], a[3], a[4], a[5], a[6], where, base)
-        if kind == "aten::max_pool2d":
-            _check_pool_extras(b, where, "max_pool2d", {"dilation": a[4], "ceil_mode": a[5]},
-                               a[3])
-            return b.pool("max", a[0], a[1], a[2], a[3], where, base)
-        if kind == "aten::avg_pool2d":
-            _check_pool_extras(b, where, "avg_pool2d", {
-                "ceil_mode": a[4], "count_include_pad": a[5], "divisor_override": a[6]}, a[3])
-            return b.pool("avg", a[0], a[1], a[2], a[3], where, base)
-        if kind == "aten::batch_norm":
-            if a[5]:
-                raise b.fail(where, "batch norm in training mode (call .eval() before saving)")
-            return b.batch_norm(a[0], a[1], a[2], a[3], a[4], a[7], where, base)
-        if kind == "aten::layer_norm":
-            return b.layer_norm(a[0], a[1], a[2], a[3], a[4], where, base)
-        if kind == "aten::cat":
-            return b.concat(list(a[0]), a[1], where, base)
-        raise UnsupportedOpError(f"model '{b.origin}': {where} is not supported")
+        """An aten op on tensors through its handler; an op outside the table is refused."""
+        handler = _ATEN.get(kind)
+        if handler is None:
+            raise _unsupported_aten(self.b, where)
+        return handler(self.b, a, where, base)
 
 
 def _script_function_graph(qualified: str) -> Any:

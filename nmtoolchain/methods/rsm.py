@@ -35,7 +35,8 @@ the energy of both views then comes from the same profiles applied to the two
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
@@ -59,20 +60,25 @@ PAPER_ONLY_ROLES: tuple = ("mlp_in",)
 EDGE_ROLE = "edge"
 
 
-def apply_rsm(graph: Graph, p: float, *, preset: Optional[str] = None,
-              roles: Optional[Sequence[str]] = None, nodes: Optional[Sequence[str]] = None,
-              seed: int = 0) -> Graph:
-    """A copy of ``graph`` whose chosen edges drop spikes with probability ``p``.
+@dataclass(frozen=True)
+class RsmSelection:
+    """What :func:`apply_rsm` masks in a graph, before any change to it."""
 
-    ``preset`` and ``roles`` select existing ``SpikeMask`` nodes by their
-    ``rsm_role`` (union of both); ``nodes`` names nodes after which a new mask
-    is inserted. Raises BadInputError for p outside [0, 1], nothing chosen, an
-    unknown preset or role, a role no mask in the graph carries, or a node
-    that is missing, an Output, or already a SpikeMask.
-    """
-    p = float(p)
-    if not 0.0 <= p <= 1.0:
-        raise BadInputError(f"RSM: drop ratio p must be in [0, 1], got {p}")
+    #: roles asked: the preset's, then those of ``roles=`` not already in it
+    roles: Tuple[str, ...]
+    #: role -> the SpikeMask nodes carrying it, in graph order (each non-empty)
+    role_masks: Dict[str, Tuple[str, ...]]
+    #: nodes after which a new SpikeMask goes, on every edge leaving them
+    insert_after: Tuple[str, ...]
+
+    @property
+    def existing_masks(self) -> Set[str]:
+        """The SpikeMask nodes already in the graph that get ``p``."""
+        return {n for names in self.role_masks.values() for n in names}
+
+
+def requested_roles(preset: Optional[str], roles: Optional[Sequence[str]]) -> List[str]:
+    """The roles of ``preset`` then the other ``roles``; BadInputError for an unknown one."""
     if preset is not None and preset not in PRESETS:
         raise BadInputError(f"RSM: unknown preset {preset!r}; known: {sorted(PRESETS)}")
     want: List[str] = list(PRESETS[preset]) if preset is not None else []
@@ -80,50 +86,110 @@ def apply_rsm(graph: Graph, p: float, *, preset: Optional[str] = None,
     unknown = [r for r in want if r not in KNOWN_ROLES]
     if unknown:
         raise BadInputError(f"RSM: unknown role(s) {unknown}; known: {list(KNOWN_ROLES)}")
-    nodes = list(nodes or ())
-    if not want and not nodes:
-        raise BadInputError("RSM: nothing to mask; give preset=, roles= or nodes=")
+    return want
 
-    out = copy.deepcopy(graph)
-    present = {r: [n.name for n in out if n.op_name == "SpikeMask"
-                   and n.annotations.get("rsm_role") == r] for r in want}
+
+def _masks_by_role(graph: Graph, want: Sequence[str]) -> Dict[str, Tuple[str, ...]]:
+    """role -> SpikeMask nodes carrying it; BadInputError if a role has none."""
+    present = {r: tuple(n.name for n in graph if n.op_name == "SpikeMask"
+                        and n.annotations.get("rsm_role") == r) for r in want}
     absent = [r for r, names in present.items() if not names]
     if absent:
-        have = sorted({str(n.annotations.get("rsm_role", "")) for n in out
+        have = sorted({str(n.annotations.get("rsm_role", "")) for n in graph
                        if n.op_name == "SpikeMask"})
         raise BadInputError(f"RSM: no SpikeMask node with role(s) {absent} in the graph "
                             f"(roles present: {have or 'none'})")
-    for name in nodes:
-        if name not in out.nodes:
-            raise BadInputError(f"RSM: no node named '{name}' to mask after")
-        op = out.nodes[name].op_name
-        if op in ("Output", "SpikeMask"):
-            raise BadInputError(f"RSM: node '{name}' ({op}) cannot be masked after")
-        if not out.users(name):
-            raise BadInputError(f"RSM: node '{name}' ({op}) has no consumer to mask")
+    return present
 
-    chosen = {n for names in present.values() for n in names}
-    for name in nodes:
-        users = [u.name for u in out.users(name)]
-        mask = out.unique_name(f"{name}_rsm")
-        out.add(mask, SpikeMask(p=p), [name], {"rsm_role": EDGE_ROLE, "rsm_after": name})
+
+def _check_mask_after(graph: Graph, name: str) -> None:
+    """BadInputError unless a mask can go on the edges leaving node ``name``."""
+    if name not in graph.nodes:
+        raise BadInputError(f"RSM: no node named '{name}' to mask after")
+    op = graph.nodes[name].op_name
+    if op in ("Output", "SpikeMask"):
+        raise BadInputError(f"RSM: node '{name}' ({op}) cannot be masked after")
+    if not graph.users(name):
+        raise BadInputError(f"RSM: node '{name}' ({op}) has no consumer to mask")
+
+
+def select_masks(graph: Graph, *, preset: Optional[str] = None,
+                 roles: Optional[Sequence[str]] = None,
+                 nodes: Optional[Sequence[str]] = None) -> RsmSelection:
+    """The edges :func:`apply_rsm` would mask, checked; ``graph`` is only read.
+
+    Raises BadInputError for an unknown preset or role, nothing chosen, a role
+    no mask in the graph carries, or a node that is missing, an Output,
+    already a SpikeMask, or without consumer.
+    """
+    want = requested_roles(preset, roles)
+    after = list(nodes or ())
+    if not want and not after:
+        raise BadInputError("RSM: nothing to mask; give preset=, roles= or nodes=")
+    present = _masks_by_role(graph, want)
+    for name in after:
+        _check_mask_after(graph, name)
+    return RsmSelection(tuple(want), present, tuple(after))
+
+
+def _insert_masks(graph: Graph, after: Sequence[str], p: float) -> List[str]:
+    """Put a new SpikeMask on every edge leaving each node of ``after`` (in place);
+    returns the new masks' names."""
+    inserted = []
+    for name in after:
+        users = [u.name for u in graph.users(name)]
+        mask = graph.unique_name(f"{name}_rsm")
+        graph.add(mask, SpikeMask(p=p), [name], {"rsm_role": EDGE_ROLE, "rsm_after": name})
         for u in users:
-            un = out.nodes[u]
+            un = graph.nodes[u]
             un.inputs = tuple(mask if i == name else i for i in un.inputs)
-        chosen.add(mask)
-    i = 0
-    for n in out:  # graph order, so seeds do not depend on set iteration
+        inserted.append(mask)
+    return inserted
+
+
+def _set_masks(graph: Graph, chosen: Set[str], p: float, seed: int) -> List[str]:
+    """Give each chosen mask drop ratio ``p`` and its own seed (``seed``, ``seed + 1``,
+    ... in graph order, so seeds do not depend on set iteration); returns their names."""
+    names = []
+    for n in graph:
         if n.name in chosen:
-            n.op = SpikeMask(p=p, seed=int(seed) + i)
-            i += 1
-    out.infer_shapes()
-    paper_only = [r for r in want if r in PAPER_ONLY_ROLES]
-    out.metadata["rsm"] = {
-        "p": p, "preset": preset, "roles": want, "inserted_after": nodes, "seed": int(seed),
-        "masks": [n.name for n in out if n.name in chosen],
-        "paper_only_roles": paper_only,
+            n.op = SpikeMask(p=p, seed=int(seed) + len(names))
+            names.append(n.name)
+    return names
+
+
+def _rsm_record(p: float, preset: Optional[str], selection: RsmSelection, seed: int,
+                masks: List[str]) -> Dict[str, object]:
+    """What ``graph.metadata['rsm']`` says about the pass."""
+    want = list(selection.roles)
+    return {
+        "p": p, "preset": preset, "roles": want,
+        "inserted_after": list(selection.insert_after), "seed": int(seed),
+        "masks": masks,
+        "paper_only_roles": [r for r in want if r in PAPER_ONLY_ROLES],
         "rule": "y = x * (U >= p), U ~ Uniform[0,1) per element and step; no rescaling",
     }
+
+
+def apply_rsm(graph: Graph, p: float, *, preset: Optional[str] = None,
+              roles: Optional[Sequence[str]] = None, nodes: Optional[Sequence[str]] = None,
+              seed: int = 0) -> Graph:
+    """A copy of ``graph`` whose chosen edges drop spikes with probability ``p``.
+
+    ``preset`` and ``roles`` select existing ``SpikeMask`` nodes by their
+    ``rsm_role`` (union of both); ``nodes`` names nodes after which a new mask
+    is inserted (:func:`select_masks`). Raises BadInputError for p outside
+    [0, 1] and for the bad requests :func:`select_masks` refuses.
+    """
+    p = float(p)
+    if not 0.0 <= p <= 1.0:
+        raise BadInputError(f"RSM: drop ratio p must be in [0, 1], got {p}")
+    selection = select_masks(graph, preset=preset, roles=roles, nodes=nodes)
+    out = copy.deepcopy(graph)
+    chosen = selection.existing_masks | set(_insert_masks(out, selection.insert_after, p))
+    masks = _set_masks(out, chosen, p, seed)
+    out.infer_shapes()
+    out.metadata["rsm"] = _rsm_record(p, preset, selection, seed, masks)
     return out
 
 
@@ -217,5 +283,5 @@ def spiking_view_counts(graph: Graph, counts: "RunCounts") -> "RunCounts":
     return new
 
 
-__all__ = ["apply_rsm", "masked_path", "score_value_matmuls", "spiking_view_counts", "PRESETS",
+__all__ = ["apply_rsm", "select_masks", "requested_roles", "RsmSelection", "masked_path", "score_value_matmuls", "spiking_view_counts", "PRESETS",
            "KNOWN_ROLES", "PAPER_ONLY_ROLES", "EDGE_ROLE", "SCORE_PASS_OPS"]

@@ -1,0 +1,161 @@
+"""Counting the work of a simulation run, from the tensors the kernels saw.
+
+The interpreter hands every step's (inputs, output) of each node to an
+:class:`ActivityCounter`; the counter buffers :attr:`ActivityCounter.chunk`
+steps and reduces them in one vectorized pass per node into the per-step
+series of a :class:`~simulators.cycle.counts.RunCounts` (the counters are
+documented there). :func:`static_facts` adds what does not depend on activity.
+This module never steps a kernel nor walks the graph a second time.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from nmtoolchain.ir import Graph
+from simulators.cycle.fanout import fanout_maps
+
+#: kinds of node outputs that are events (spikes, or graded spikes)
+SPIKING_KINDS = ("spikes", "graded")
+
+Series = Dict[str, Dict[str, np.ndarray]]
+
+
+class ActivityCounter:
+    """Buffers each node's per-step (inputs, output) and counts them by chunks.
+
+    ``kinds`` (set by :meth:`start`) says what each node's output carries
+    ('spikes', 'graded', 'analog'); Input and Output nodes are not counted.
+    """
+
+    def __init__(self, graph: Graph, order: Sequence[str], device: str, chunk: int = 32) -> None:
+        self.graph = graph
+        self.chunk = chunk  # steps buffered before counting them in one vectorized pass
+        fanout = {n: fanout_maps(graph, graph[n]) for n in order}
+        #: per synaptic node: (structural, non-zero-weight) fan-out per input element
+        self.fanout: Dict[str, Tuple[torch.Tensor, ...]] = {
+            n: tuple(f.to(device=device, dtype=torch.float32) for f in m)
+            for n, m in fanout.items() if m is not None}
+        self.skip = {n for n in order if graph[n].op_name in ("Input", "Output")}
+        self.kinds: Dict[str, str] = {}
+        self.series: Series = {}
+        self.steps = 0
+        self._pending: Dict[str, list] = {}
+
+    def start(self, steps: int, kinds: Dict[str, str]) -> None:
+        """Begin a run of ``steps`` steps with nothing counted."""
+        self.steps, self.kinds = steps, kinds
+        self.series, self._pending = {}, {}
+
+    def observe(self, name: str, xs: List[torch.Tensor], out: torch.Tensor) -> None:
+        """Node ``name`` took ``xs`` and gave ``out`` this step."""
+        if name not in self.skip:
+            self._pending.setdefault(name, []).append((xs, out))
+
+    def end_step(self, t: int) -> None:
+        """Step ``t`` is over: count the buffered steps when a chunk (or the run) is full."""
+        if (t + 1) % self.chunk == 0 or t + 1 == self.steps:
+            self._flush(t + 1)
+            self._pending = {}
+
+    def _flush(self, t_end: int) -> None:
+        """Count the buffered steps [t_end - n, t_end) of every node at once.
+
+        The tensors are the very inputs and outputs the kernels saw in this
+        run; only the reductions are batched over steps to save dispatches."""
+        for name, items in self._pending.items():
+            n = len(items)
+            xs = [torch.stack([it[0][i] for it in items]) for i in range(len(items[0][0]))]
+            out = torch.stack([it[1] for it in items])
+            for key, series in self.count_chunk(name, xs, out).items():
+                arr = self.series.setdefault(name, {}).setdefault(key, np.zeros(self.steps))
+                arr[t_end - n:t_end] = series.double().cpu().numpy()
+
+    def count_chunk(self, name: str, xs: List[torch.Tensor], out: torch.Tensor
+                    ) -> Dict[str, torch.Tensor]:
+        """Counters for one node over a chunk: xs[i] and out are (n, B, ...)."""
+        node = self.graph[name]
+        n = out.shape[0]
+        kinds = [self.kinds.get(s, "analog") for s in node.inputs]
+        nz = [(x != 0) for x in xs]
+        c: Dict[str, torch.Tensor] = {"events_in": sum(_per_step(m, n) for m in nz)}
+        if kinds and all(k == "spikes" for k in kinds):
+            c["max_in"] = torch.stack([_flat(x, n).max(1).values for x in xs]).max(0).values.float()
+        fo = self.fanout.get(name)
+        if fo is not None:
+            c.update(_synaptic_counts(fo, xs[0], nz[0], kinds[0]))
+        elif node.op_name == "MatMul":
+            products = _per_step(torch.matmul(nz[0].to(torch.float32), nz[1].to(torch.float32)), n)
+            c["synops" if all(k in SPIKING_KINDS for k in kinds) else "macs"] = products
+        if node.op.is_neuron:
+            c.update(_neuron_counts(out, nz, self.kinds[name]))
+        return c
+
+
+def _flat(x: torch.Tensor, n: int) -> torch.Tensor:
+    return x.reshape(n, -1)
+
+
+def _per_step(x: torch.Tensor, n: int) -> torch.Tensor:
+    return _flat(x, n).sum(1)
+
+
+def _synaptic_counts(fanout: Tuple[torch.Tensor, ...], x: torch.Tensor, nonzero: torch.Tensor,
+                     kind: str) -> Dict[str, torch.Tensor]:
+    """synops or macs, spikes_in and NeuroBench's ops of a node with fan-out maps;
+    ``x`` is its (n, B, ...) input over a chunk and ``nonzero`` its event mask."""
+    full, nz_weights = fanout
+    x = x.to(torch.float32)
+    n, b = x.shape[0], x.shape[1]
+    xf = x.reshape(n * b, -1)
+    f_full, f_nz = full.reshape(-1), nz_weights.reshape(-1)
+    c: Dict[str, torch.Tensor] = {}
+    if kind == "spikes":
+        c["spikes_in"] = _per_step(x, n)
+        c["synops"] = (xf @ f_full).reshape(n, b).sum(1)
+        mx = _flat(x, n).max(1).values
+        c["nb_is_mac"] = (mx > 1).float()
+        # binary spikes are their own event mask: skip rebuilding it
+        mf = xf if bool(mx.max() <= 1) else nonzero.reshape(n * b, -1).to(torch.float32)
+    else:
+        mf = nonzero.reshape(n * b, -1).to(torch.float32)
+        key = "synops" if kind == "graded" else "macs"
+        c[key] = (mf @ f_full).reshape(n, b).sum(1)
+        c["nb_is_mac"] = _flat((x.abs() != 1) & (x != 0), n).any(1).float()
+    c["nb_ops"] = (mf @ f_nz).reshape(n, b).sum(1)
+    return c
+
+
+def _neuron_counts(out: torch.Tensor, nz: List[torch.Tensor], kind: str
+                   ) -> Dict[str, torch.Tensor]:
+    """neuron_updates, active_neurons and spikes_out of a neuron node over a chunk."""
+    n = out.shape[0]
+    c = {"neuron_updates": torch.full((n,), float(out[0].numel()))}
+    active = (nz[0] | (out != 0)) if nz else (out != 0)
+    c["active_neurons"] = _per_step(active, n)
+    if kind == "spikes":
+        c["spikes_out"] = _per_step(out, n)
+    elif kind == "graded":
+        c["spikes_out"] = _per_step(out != 0, n)
+    return c
+
+
+def static_facts(graph: Graph, name: str, series: Optional[Dict[str, np.ndarray]],
+                 kinds: Dict[str, str]) -> Dict[str, object]:
+    """What :attr:`RunCounts.static` holds for one node: sizes from the graph,
+    plus whether its inputs stayed in {0, 1} in the run (``series``: its counters)."""
+    node = graph[name]
+    c = graph.node_counts(node)
+    bias = getattr(node.op, "bias", None)
+    return {
+        "op": node.op_name, "neurons": c["neurons"], "synapses": c["synapses"],
+        "dense_macs": c["macs"], "parameters": c["parameters"],
+        "inputs": list(node.inputs), "output_shape": list(node.shape),
+        "has_bias": bool(np.any(bias) if isinstance(bias, np.ndarray) else False),
+        "input_numel": int(sum(np.prod(graph[s].shape) for s in node.inputs)),
+        "input_binary": bool(series is not None and "max_in" in series
+                             and series["max_in"].max() <= 1),
+        "input_kind": [kinds.get(s, "analog") for s in node.inputs],
+    }
