@@ -152,6 +152,8 @@ def refuse_unsupported(graph: Graph, also_allowed: Tuple[str, ...] = ()) -> None
 
 def is_quantized_for_loihi(graph: Graph) -> bool:
     """True when the graph is already in the netx form (integer weights, Loihi neurons)."""
+    from nmtoolchain.numerics.loihi import is_loihi_cuba
+
     for n in graph:
         if n.op_name in ("Affine", "Linear", "Conv2d"):
             w = np.asarray(n.op.weight, dtype=np.float64)
@@ -160,9 +162,7 @@ def is_quantized_for_loihi(graph: Graph) -> bool:
         elif n.op.is_neuron:
             if n.op_name == "SigmaDelta":
                 continue
-            ann = n.annotations.get("loihi")
-            if n.op_name not in ("CubaLIF", "CubaLI") or not isinstance(ann, dict) \
-                    or ann.get("neuron") != "CUBA":
+            if not is_loihi_cuba(n):  # a CubaLIF/CubaLI carrying LoihiCubaNeuron numerics
                 return False
     return True
 
