@@ -97,7 +97,8 @@ from nmtoolchain.ir import (
     Affine, Conv2d, CubaLIF, Flatten, Graph, Input, Node, Output, SumPool2d)
 # Loihi numerics own the constants and the decay <-> tau rule; quantizing inverts it
 from nmtoolchain.numerics.loihi import (
-    BIAS_EXP, BIAS_MANT_MAX, DECAY_UNIT, STATE_LIMIT, TIME_CONVENTION, LoihiCubaNeuron)
+    BIAS_EXP, BIAS_MANT_MAX, DECAY_UNIT, MANT_SHIFT, STATE_LIMIT, TIME_CONVENTION,
+    LoihiCubaNeuron)
 from nmtoolchain.numerics.loihi import READOUT_V_TH_MANT as READOUT_VTH
 from nmtoolchain.numerics.loihi import decay_from_factor as _decay_from_factor
 from nmtoolchain.numerics.loihi import tau_from_decay as _tau
@@ -639,7 +640,7 @@ class _Quantizer:
         vth = self._threshold_mant(nm, theta, s, changes, notes)
         b_int = np.clip(np.round(bias * s), -self.lim.bias_max, self.lim.bias_max)
         b_form = _bias_form(b_int.astype(np.int64), kind, out_shape)
-        drive = float(np.abs(w_int).reshape(w_int.shape[0], -1).sum(1).max()) * 64
+        drive = float(np.abs(w_int).reshape(w_int.shape[0], -1).sum(1).max()) * (1 << MANT_SHIFT)
         if drive > STATE_LIMIT:
             notes.append(f"a step with every input spiking drives u to {int(drive)} > 2^23 - 1: "
                          "Loihi's 24-bit u would wrap")
