@@ -31,6 +31,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nmtoolchain.ir import Add, CubaLIF, Graph, Input, Linear, MatMul, Output, Transpose
+from nmtoolchain.numerics.loihi import LoihiCubaNeuron
 
 #: Neuron layers of the block, in order (what a parity check records).
 NEURON_LAYERS = ("q_lif", "k_lif", "v_lif", "attn_lif", "proj_lif", "mlp1_lif", "mlp2_lif")
@@ -43,8 +44,8 @@ def _lif(g: Graph, name: str, src: str, vth: int, *, idecay: int = 4096, vdecay:
     """A Loihi CUBA neuron node as the netx loader writes one."""
     g.add(name, CubaLIF(tau_syn=0.0, tau_mem=1.0, v_threshold=float(vth),
                         v_bias=np.float32(bias)), [src],
-          {"loihi": {"neuron": "CUBA", "iDecay": idecay, "vDecay": vdecay, "vThMant": vth,
-                     "bias_mant": bias, "bias_exp": 6, "refDelay": 1, "readout": False}})
+          numerics=LoihiCubaNeuron(i_decay=idecay, v_decay=vdecay, v_th_mant=vth,
+                                   bias_mant=bias, bias_exp=6, ref_delay=1))
 
 
 def _weights(rng: np.random.Generator, out: int, inp: int, lo: int, hi: int) -> np.ndarray:

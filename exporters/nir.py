@@ -28,7 +28,8 @@ Graph metadata in the file: ``nmtc_version``, ``reset_semantics``
 (``'subtract'`` or ``'to_reset'``) and ``nmtc_name_encoding='percent'``: IR
 names are written percent-encoded where HDF5 forbids a character (``/``,
 which would nest groups), and :func:`~nmtoolchain.frontends.nir_loader.load_nir`
-decodes them, so names survive a round trip.
+decodes them, so names survive a round trip (both rules live in
+:mod:`nmtoolchain.ir.nir_conventions`).
 
 This module imports ``nir`` only inside functions and never writes a partial
 file: :func:`export_nir` writes a temporary file next to the target and
@@ -43,12 +44,10 @@ import numpy as np
 
 from nmtoolchain.errors import BadInputError, NotExpressibleError
 from nmtoolchain.fileio import atomic_output
-from nmtoolchain.frontends.nir_loader import (
-    NAME_ENCODING, NAME_ENCODING_KEY, RESET_TO_V_RESET_SINCE, parse_nir_version)
 from nmtoolchain.ir import Graph, Node
-
-#: Neuron ops whose reset semantics changed between nir 1.0.5 and 1.0.6.
-_RESETTING = ("IF", "LIF", "CubaLIF")
+from nmtoolchain.ir.nir_conventions import (
+    NAME_ENCODING, NAME_ENCODING_KEY, encode_name, reset_semantics_for_version)
+from nmtoolchain.ir.nir_conventions import RESETTING_OPS as _RESETTING
 
 
 # ----------------------------------------------------------------- checking
@@ -57,9 +56,7 @@ def _installed_nir() -> Tuple[Any, str, str]:
     import nir
 
     version = str(getattr(nir, "version", None) or getattr(nir, "__version__", "0"))
-    semantics = ("to_reset" if parse_nir_version(version) >= RESET_TO_V_RESET_SINCE
-                 else "subtract")
-    return nir, version, semantics
+    return nir, version, reset_semantics_for_version(version)
 
 
 def _ensure_shapes(graph: Graph) -> None:
@@ -172,19 +169,6 @@ def _fan_in_sources(graph: Graph, name: str) -> List[str]:
     if node.op.op_name != "Add":
         return [name]
     return [s for i in node.inputs for s in _fan_in_sources(graph, i)]
-
-
-def encode_name(name: str) -> str:
-    """IR node name -> NIR node name, reversible with ``urllib.parse.unquote``.
-
-    ``%``, ``/`` (HDF5's path separator) and control characters become
-    ``%XX``; the names ``.`` and ``..`` (not valid HDF5 names) are fully
-    encoded. Everything else, dots and non-ASCII included, is kept.
-    """
-    if name in (".", ".."):
-        return name.replace(".", "%2E")
-    return "".join(f"%{ord(c):02X}" if c in "%/" or ord(c) < 32 or ord(c) == 127 else c
-                   for c in name)
 
 
 def _full(value: Any, shape: Sequence[int]) -> np.ndarray:

@@ -69,12 +69,11 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from nmtoolchain.errors import BadInputError, UnsupportedOpError
+# netx's default input transform (``Input`` block) when the file has none
+from nmtoolchain.numerics.loihi import DEFAULT_INPUT_BIAS, DEFAULT_INPUT_WEIGHT, input_transform_of
 
 #: Layer types that become a netx block (a synapse + neuron, or the input neuron).
 _BLOCK_TYPES = ("conv", "dense", "dense_rec")
-#: netx's default input transform (``Input`` block) when the file has none.
-DEFAULT_INPUT_WEIGHT = 64
-DEFAULT_INPUT_BIAS = 0
 DRIVE_KINDS = ("spikes", "bias", "a_in")
 
 
@@ -268,7 +267,7 @@ def input_drive_from_image(graph_or_path: Any, x: Any, *, centered: bool = True)
     ``x`` is the image scaled to [0, 1] (e.g. pixels / 255), in C,H,W (or
     (N,)) order, optionally with a leading time axis. ``graph_or_path`` is an
     IR graph from the netx loader (its input neuron's
-    ``annotations['loihi']['input_transform']``) or the ``.net`` file itself
+    ``numerics.input_transform``) or the ``.net`` file itself
     (``layer/0/weight`` and ``bias``; netx's defaults 64 and 0).
 
     Intel's tests load precomputed biases; the code that makes them (the
@@ -298,10 +297,9 @@ def _input_transform(graph_or_path: Any) -> Tuple[int, int]:
         return info.transform["weight"], info.transform["bias"]
     graph = graph_or_path
     for node in graph.nodes.values() if hasattr(graph, "nodes") else []:
-        ann = node.annotations.get("loihi", {}) if hasattr(node, "annotations") else {}
-        if "input_transform" in ann:
-            t = ann["input_transform"]
-            return int(t["weight"]), int(t["bias"])
+        t = input_transform_of(node)
+        if t is not None:
+            return t.weight, t.bias
     src = getattr(graph, "metadata", {}).get("source", {})
     raise BadInputError(f"{src.get('path', 'graph')}: no input neuron with an input transform "
                         "(only a netx CUBA input layer has one)")
@@ -417,6 +415,145 @@ def _recorder_classes() -> Tuple[type, type, type, type, type, type]:
             PyBiasFeederModel)
 
 
+@dataclass
+class _Drive:
+    """A checked drive, laid out for the file's input kind (module docstring)."""
+
+    kind: str                            # 'spikes', 'bias' or 'a_in'
+    bias: Optional[np.ndarray] = None    # 'bias': the input neurons' bias_mant (C,H,W)
+    bias_rows: Optional[np.ndarray] = None  # 'bias': (T, *shape) when it changes per step
+    values: Optional[np.ndarray] = None  # 'spikes' / 'a_in': (T or 1, *shape) rows
+
+
+def _layers_to_record(name: str, info: _FileInfo,
+                      record_layers: Optional[Sequence[str]]) -> List[str]:
+    """The ``layer{i}_neuron`` names to record, in network order (default: all)."""
+    by_name = {b.name: b for b in info.blocks}
+    if record_layers is None:
+        return [b.name for b in info.blocks]
+    unknown = [n for n in record_layers if n not in by_name]
+    if unknown:
+        raise BadInputError(f"{name}: no layer(s) {unknown} to record; layers with a neuron: "
+                            f"{list(by_name)}")
+    return [b.name for b in info.blocks if b.name in set(record_layers)]
+
+
+def _check_drive(name: str, info: _FileInfo, drive: Any, steps: int,
+                 input_message_bits: int) -> _Drive:
+    """Check ``drive`` against the file's input kind and shape (before importing lava)."""
+    kind = info.drive_kind
+    if kind == "bias":
+        bias = _as_int(name, drive, "bias")
+        bias_rows: Optional[np.ndarray] = None  # (T, *shape) when the bias changes per step
+        shape = info.input_shape
+        if tuple(bias.shape) != tuple(shape):
+            _drive_rows(name, bias, shape, steps, "bias")
+            if bias.shape[0] > 1 and not np.all(bias == bias[:1]):
+                bias_rows = bias
+            bias = bias[0]
+        lo, hi = int(np.min(bias if bias_rows is None else bias_rows)), \
+            int(np.max(bias if bias_rows is None else bias_rows))
+        if lo < -(1 << 15) or hi >= 1 << 15:
+            raise BadInputError(f"{name}: input bias drive spans [{lo}, {hi}]; Lava holds "
+                                "bias_mant in int16 and would wrap it (Loihi declares 13 bits)")
+        return _Drive(kind, bias=bias, bias_rows=bias_rows)
+    values = _as_int(name, drive, "input")
+    _drive_rows(name, values, info.input_shape, steps, "input")
+    if kind == "spikes" and not input_message_bits and not np.isin(values, (0, 1)).all():
+        raise BadInputError(
+            f"{name}: a binary spike drive must hold only 0 and 1 (Lava's Dense treats any "
+            "non-zero as one spike); pass input_message_bits=N for graded input")
+    return _Drive(kind, values=values)
+
+
+def _connect_drive(name: str, net: Any, drive: _Drive, models: Dict[Any, type]) -> None:
+    """Feed the built network: the input neurons' bias (and a per-step feeder),
+    or a ring buffer into ``net.inp`` / the Delta neuron's ``a_in``."""
+    from lava.proc import io
+
+    if drive.kind == "bias":
+        _, _, _, _, BiasFeeder, PyBiasFeeder = _recorder_classes()
+        neuron = net.in_layer.neuron
+        neuron.bias_mant.init = _state_chw(drive.bias).astype(np.int32)  # C,H,W -> W,H,C
+        if drive.bias_rows is not None:
+            feeder = BiasFeeder(data=_to_lava(drive.bias_rows).astype(np.int32))
+            feeder.bias.connect_var(neuron.bias_mant)
+            models[feeder] = PyBiasFeeder
+        return
+    target = net.in_layer.neuron.a_in if drive.kind == "a_in" else net.inp
+    lava_shape = tuple(target.shape)
+    rows = drive.values
+    if tuple(rows.shape[1:][::-1]) != lava_shape:
+        if len(lava_shape) == 1 and int(np.prod(rows.shape[1:])) == lava_shape[0]:
+            rows = rows.reshape(rows.shape[0], -1)  # C,H,W flatten, as the netx loader
+        else:
+            raise BadInputError(
+                f"{name}: input drive rows {list(rows.shape[1:])} do not fit Lava's "
+                f"input port of shape {list(lava_shape)} (W,H,C)")
+    source = io.source.RingBuffer(data=_to_lava(rows).astype(np.int32))
+    source.s_out.connect(target)
+
+
+@dataclass
+class _Recorders:
+    """The files each recorded layer's output (and u, v) is written to."""
+
+    outputs: Dict[str, Tuple[str, Tuple[int, ...]]] = field(default_factory=dict)
+    state: Dict[str, Tuple[str, str, Tuple[int, ...]]] = field(default_factory=dict)
+
+
+def _attach_recorders(lava_layers: Dict[str, Any], wanted: List[str], info: _FileInfo,
+                      steps: int, record_state: bool, folder: str,
+                      models: Dict[Any, type]) -> _Recorders:
+    """A FileSink on every recorded layer's ``out`` port, and with
+    ``record_state`` a StateProbe on the u and v of every recorded CUBA layer."""
+    FileSink, PyFileSink, StateProbe, PyStateProbe, _, _ = _recorder_classes()
+    by_name = {b.name: b for b in info.blocks}
+    rec = _Recorders()
+
+    def new_file(tag: str, shape: Tuple[int, ...]) -> str:
+        p = os.path.join(folder, f"{tag}.i32")
+        np.zeros((steps,) + shape, np.int32).tofile(p)
+        return p
+
+    for n in wanted:
+        port = lava_layers[n].out
+        shape = tuple(int(s) for s in port.shape)
+        p = new_file(n, shape)
+        sink = FileSink(shape=shape, steps=steps, path=p)
+        port.connect(sink.a_in)
+        models[sink] = PyFileSink
+        rec.outputs[n] = (p, shape)
+    if record_state:
+        for n in wanted:
+            if by_name[n].neuron not in ("CUBA", "LOIHI"):
+                continue  # SDNN layers have no u, v
+            neuron = lava_layers[n].neuron
+            shape = tuple(int(s) for s in neuron.u.shape)
+            pu, pv = new_file(n + "_u", shape), new_file(n + "_v", shape)
+            probe = StateProbe(shape=shape, steps=steps, path_u=pu, path_v=pv)
+            probe.u.connect_var(neuron.u)
+            probe.v.connect_var(neuron.v)
+            models[probe] = PyStateProbe
+            rec.state[n] = (pu, pv, shape)
+    return rec
+
+
+def _read_recordings(rec: _Recorders, steps: int, record_state: bool
+                     ) -> Tuple[Dict[str, np.ndarray], Optional[Dict[str, np.ndarray]],
+                                Optional[Dict[str, np.ndarray]]]:
+    """(outputs, u, v) read back from the recorders' files, (T, *chw) int64 each."""
+    def read(p: str, shape: Tuple[int, ...]) -> np.ndarray:
+        """(T, *whc) int32 file -> (T, *chw) int64."""
+        rows = np.fromfile(p, dtype=np.int32).reshape((steps,) + shape).astype(np.int64)
+        return np.ascontiguousarray(rows.transpose([0] + list(range(rows.ndim - 1, 0, -1))))
+
+    outputs = {n: read(p, s) for n, (p, s) in rec.outputs.items()}
+    u = {n: read(pu, s) for n, (pu, _, s) in rec.state.items()} if record_state else None
+    v = {n: read(pv, s) for n, (_, pv, s) in rec.state.items()} if record_state else None
+    return outputs, u, v
+
+
 def run_netx_in_lava(net_path: Union[str, Path], drive: Any, steps: int, *,
                      reset_interval: Optional[int] = None, reset_offset: int = 0,
                      num_layers: Optional[int] = None,
@@ -439,47 +576,14 @@ def run_netx_in_lava(net_path: Union[str, Path], drive: Any, steps: int, *,
         raise BadInputError(f"{name}: steps must be a positive integer, got {steps!r}")
     steps = int(steps)
     info = _read_file(path, num_layers)
-    by_name = {b.name: b for b in info.blocks}
-    if record_layers is None:
-        wanted = [b.name for b in info.blocks]
-    else:
-        unknown = [n for n in record_layers if n not in by_name]
-        if unknown:
-            raise BadInputError(f"{name}: no layer(s) {unknown} to record; layers with a neuron: "
-                                f"{list(by_name)}")
-        wanted = [b.name for b in info.blocks if b.name in set(record_layers)]
-
+    wanted = _layers_to_record(name, info, record_layers)
     # Check and lay out the drive before paying for the lava import.
-    kind = info.drive_kind
-    bias_rows: Optional[np.ndarray] = None  # (T, *shape) when the bias changes per step
-    if kind == "bias":
-        bias = _as_int(name, drive, "bias")
-        shape = info.input_shape
-        if tuple(bias.shape) != tuple(shape):
-            _drive_rows(name, bias, shape, steps, "bias")
-            if bias.shape[0] > 1 and not np.all(bias == bias[:1]):
-                bias_rows = bias
-            bias = bias[0]
-        lo, hi = int(np.min(bias if bias_rows is None else bias_rows)), \
-            int(np.max(bias if bias_rows is None else bias_rows))
-        if lo < -(1 << 15) or hi >= 1 << 15:
-            raise BadInputError(f"{name}: input bias drive spans [{lo}, {hi}]; Lava holds "
-                                "bias_mant in int16 and would wrap it (Loihi declares 13 bits)")
-    else:
-        values = _as_int(name, drive, "input")
-        _drive_rows(name, values, info.input_shape, steps, "input")
-        if kind == "spikes" and not input_message_bits and not np.isin(values, (0, 1)).all():
-            raise BadInputError(
-                f"{name}: a binary spike drive must hold only 0 and 1 (Lava's Dense treats any "
-                "non-zero as one spike); pass input_message_bits=N for graded input")
+    checked = _check_drive(name, info, drive, steps, input_message_bits)
 
     netx = import_netx()
     from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg
-    from lava.proc import io
 
-    FileSink, PyFileSink, StateProbe, PyStateProbe, BiasFeeder, PyBiasFeeder = \
-        _recorder_classes()
     models: Dict[Any, type] = {}  # process instance -> its model, for the run config
     tmp = tempfile.TemporaryDirectory(prefix="nmtc_lava_")
     net = None
@@ -493,54 +597,8 @@ def run_netx_in_lava(net_path: Union[str, Path], drive: Any, steps: int, *,
             raise BadInputError(f"{name}: netx built {len(net.layers)} blocks but the file lists "
                                 f"{len(info.blocks)} layers with a neuron")
         lava_layers = dict(zip((b.name for b in info.blocks), net.layers))
-        if kind == "bias":
-            neuron = net.in_layer.neuron
-            neuron.bias_mant.init = _state_chw(bias).astype(np.int32)  # C,H,W -> W,H,C
-            if bias_rows is not None:
-                feeder = BiasFeeder(data=_to_lava(bias_rows).astype(np.int32))
-                feeder.bias.connect_var(neuron.bias_mant)
-                models[feeder] = PyBiasFeeder
-        else:
-            target = net.in_layer.neuron.a_in if kind == "a_in" else net.inp
-            lava_shape = tuple(target.shape)
-            rows = values
-            if tuple(rows.shape[1:][::-1]) != lava_shape:
-                if len(lava_shape) == 1 and int(np.prod(rows.shape[1:])) == lava_shape[0]:
-                    rows = rows.reshape(rows.shape[0], -1)  # C,H,W flatten, as the netx loader
-                else:
-                    raise BadInputError(
-                        f"{name}: input drive rows {list(rows.shape[1:])} do not fit Lava's "
-                        f"input port of shape {list(lava_shape)} (W,H,C)")
-            source = io.source.RingBuffer(data=_to_lava(rows).astype(np.int32))
-            source.s_out.connect(target)
-
-        def new_file(tag: str, shape: Tuple[int, ...]) -> str:
-            p = os.path.join(tmp.name, f"{tag}.i32")
-            np.zeros((steps,) + shape, np.int32).tofile(p)
-            return p
-
-        out_files: Dict[str, Tuple[str, Tuple[int, ...]]] = {}
-        for n in wanted:
-            port = lava_layers[n].out
-            shape = tuple(int(s) for s in port.shape)
-            p = new_file(n, shape)
-            sink = FileSink(shape=shape, steps=steps, path=p)
-            port.connect(sink.a_in)
-            models[sink] = PyFileSink
-            out_files[n] = (p, shape)
-        state_files: Dict[str, Tuple[str, str, Tuple[int, ...]]] = {}
-        if record_state:
-            for n in wanted:
-                if by_name[n].neuron not in ("CUBA", "LOIHI"):
-                    continue  # SDNN layers have no u, v
-                neuron = lava_layers[n].neuron
-                shape = tuple(int(s) for s in neuron.u.shape)
-                pu, pv = new_file(n + "_u", shape), new_file(n + "_v", shape)
-                probe = StateProbe(shape=shape, steps=steps, path_u=pu, path_v=pv)
-                probe.u.connect_var(neuron.u)
-                probe.v.connect_var(neuron.v)
-                models[probe] = PyStateProbe
-                state_files[n] = (pu, pv, shape)
+        _connect_drive(name, net, checked, models)
+        rec = _attach_recorders(lava_layers, wanted, info, steps, record_state, tmp.name, models)
         run_cfg = Loihi2SimCfg(select_tag="fixed_pt", exception_proc_model_map=models)
         build_s = time.perf_counter() - t0
 
@@ -564,19 +622,13 @@ def run_netx_in_lava(net_path: Union[str, Path], drive: Any, steps: int, *,
         if not ok:
             tmp.cleanup()  # the exception from the run goes on
 
-    def read(p: str, shape: Tuple[int, ...]) -> np.ndarray:
-        """(T, *whc) int32 file -> (T, *chw) int64."""
-        rows = np.fromfile(p, dtype=np.int32).reshape((steps,) + shape).astype(np.int64)
-        return np.ascontiguousarray(rows.transpose([0] + list(range(rows.ndim - 1, 0, -1))))
-
     try:
-        outputs = {n: read(p, s) for n, (p, s) in out_files.items()}
-        u = {n: read(pu, s) for n, (pu, _, s) in state_files.items()} if record_state else None
-        v = {n: read(pv, s) for n, (_, pv, s) in state_files.items()} if record_state else None
+        outputs, u, v = _read_recordings(rec, steps, record_state)
     finally:
         tmp.cleanup()
+    by_name = {b.name: b for b in info.blocks}
     return LavaRun(
-        outputs=outputs, steps=steps, drive_kind=kind, u=u, v=v,
+        outputs=outputs, steps=steps, drive_kind=checked.kind, u=u, v=v,
         layer_types={n: by_name[n].type for n in wanted},
         build_s=build_s, first_step_s=first_s, run_s=first_s + rest_s,
         ms_per_step=(1000.0 * rest_s / (steps - 1)) if steps > 1 else math.nan,

@@ -28,6 +28,7 @@ from nmtoolchain.ir import (
     IF, Affine, AvgPool2d, Conv2d, CubaLIF, Flatten, Graph, Input, MatMul, Output, SumPool2d,
     save_graph)
 from nmtoolchain.passes import fold_pooling
+from nmtoolchain.numerics.loihi import LoihiCubaNeuron
 
 needs_lava = pytest.mark.skipif(importlib.util.find_spec("lava") is None,
                                 reason="lava-nc / lava-dl are not installed")
@@ -44,9 +45,8 @@ def _cuba(g, name, src, vth, bias=0, idecay=4096, vdecay=512):
     b = np.asarray(bias)
     g.add(name, CubaLIF(tau_syn=0.0, tau_mem=1.0, v_threshold=float(vth),
                         v_bias=b.astype(np.float32)), [src],
-          {"loihi": {"neuron": "CUBA", "iDecay": idecay, "vDecay": vdecay, "vThMant": vth,
-                     "bias_mant": b.astype(int).tolist(), "bias_exp": 6, "refDelay": 1,
-                     "readout": False}})
+          numerics=LoihiCubaNeuron(i_decay=idecay, v_decay=vdecay, v_th_mant=vth,
+                                   bias_mant=b.astype(int), bias_exp=6, ref_delay=1))
 
 
 def hand_mlp(seed=1) -> Graph:
@@ -211,8 +211,7 @@ def test_dense_file_layout_is_what_netx_reads(tmp_path):
             assert ty.dtype == np.dtype("S10") and ty.shape == (1,) and ty[0] == t.encode()
         assert _ds(f, "layer/0/shape").tolist() == [64] and "neuron" not in f["layer/0"]
         np.testing.assert_array_equal(_ds(f, "layer/1/weight"), g["fc1"].op.weight)  # (out, in)
-        np.testing.assert_array_equal(_ds(f, "layer/1/bias"),
-                                      g["lif1"].annotations["loihi"]["bias_mant"])
+        np.testing.assert_array_equal(_ds(f, "layer/1/bias"), g["lif1"].numerics.bias_mant)
         n = f["layer/2/neuron"]
         assert sorted(n.keys()) == ["iDecay", "refDelay", "type", "vDecay", "vThMant"]
         assert (_ds(f, "layer/2/neuron/type")[0], int(n["iDecay"][()]), int(n["vDecay"][()]),
@@ -235,8 +234,7 @@ def test_conv_file_layout_has_chw_shapes_hw_pairs_and_channel_bias(tmp_path):
                 _ds(f, "layer/2/dilation").tolist(), int(_ds(f, "layer/2/groups"))) == \
             ([2, 2], [2, 2], [1, 1], 1)
         np.testing.assert_array_equal(_ds(f, "layer/1/bias"),
-                                      np.asarray(g["l1"].annotations["loihi"]["bias_mant"])
-                                      .reshape(4))
+                                      g["l1"].numerics.bias_mant.reshape(4))
 
 
 @pytest.mark.parametrize("make", [hand_mlp, lambda: fold_pooling(hand_cnn())],
@@ -247,11 +245,10 @@ def test_loading_the_export_gives_back_the_graph_values(tmp_path, make):
     back = load_netx(tmp_path / "x.net")
     for ir_name, rec in plan.record_names().items():
         a, b = g[ir_name], back[rec]
-        for k in ("iDecay", "vDecay", "vThMant"):
-            assert a.annotations["loihi"][k] == b.annotations["loihi"][k]
-        np.testing.assert_array_equal(
-            np.broadcast_to(a.annotations["loihi"]["bias_mant"], a.shape),
-            np.broadcast_to(b.annotations["loihi"]["bias_mant"], b.shape))
+        for k in ("i_decay", "v_decay", "v_th_mant"):
+            assert getattr(a.numerics, k) == getattr(b.numerics, k)
+        np.testing.assert_array_equal(np.broadcast_to(a.numerics.bias_mant, a.shape),
+                                      np.broadcast_to(b.numerics.bias_mant, b.shape))
         syn_a, syn_b = g[a.inputs[0]], back[b.inputs[0]]
         np.testing.assert_array_equal(syn_a.op.weight, syn_b.op.weight)
         assert getattr(syn_a.op, "stride", None) == getattr(syn_b.op, "stride", None)
@@ -315,13 +312,12 @@ INTEL = {
 
 def _signature(graph):
     """Values of every node in network order (names aside)."""
-    keys = ("neuron", "iDecay", "vDecay", "vThMant", "bias_mant", "bias_exp", "readout",
-            "input_transform", "process", "bias")
     out = []
     for n in graph.topological_order():
         fields = {k: v for k, v in n.op.field_values().items() if not isinstance(v, np.ndarray)}
-        out.append((n.op_name, n.shape, {k: n.annotations.get("loihi", {}).get(k) for k in keys},
-                    fields, n.op.arrays()))
+        numerics = None if n.numerics is None else n.numerics.to_dict()  # every typed field
+        process = n.annotations.get("netx_import", {}).get("process")  # SDNN process kind
+        out.append((n.op_name, n.shape, (numerics, process), fields, n.op.arrays()))
     return out
 
 
@@ -681,8 +677,8 @@ def test_exporter_refuses_dense_weights_lava_would_change(w, tmp_path):
     g.add("x", ir.Input((w.shape[1],)))
     g.add("fc", ir.Affine(w), ["x"])
     g.add("n", ir.CubaLIF(v_threshold=10, reset="to_reset"), ["fc"],
-          annotations={"loihi": {"neuron": "CUBA", "iDecay": 4096, "vDecay": 0, "vThMant": 10,
-                                 "bias_mant": 0, "bias_exp": 6}})
+          numerics=LoihiCubaNeuron(i_decay=4096, v_decay=0, v_th_mant=10, bias_mant=0,
+                                   bias_exp=6))
     g.add("y", ir.Output(), ["n"])
     g.infer_shapes()
     with pytest.raises(Exception, match="'fc'.*would not reproduce"):

@@ -15,6 +15,7 @@ import torch
 from nmtoolchain.errors import UnsupportedOpError
 from nmtoolchain.ir import (
     Add, Affine, Conv2d, CubaLIF, Graph, Input, Linear, MatMul, Output, Transpose)
+from nmtoolchain.numerics.loihi import LoihiCubaNeuron
 from simulators.compare import first_divergence
 from simulators.cycle import Simulator
 from simulators.cycle.kernels_loihi import AddLoihi, MatMulLoihi, make_loihi_kernel
@@ -145,13 +146,12 @@ def _mlp() -> Graph:
     g.add("in", Input((24,)))
     g.add("fc1", Affine(rng.integers(-60, 80, (16, 24)).astype(np.float32)), ["in"])
     g.add("lif1", CubaLIF(tau_syn=0.0, tau_mem=1.0, v_threshold=90.0), ["fc1"],
-          {"loihi": {"neuron": "CUBA", "iDecay": 4096, "vDecay": 512, "vThMant": 90,
-                     "bias_mant": rng.integers(-5, 20, 16).tolist(), "bias_exp": 6,
-                     "refDelay": 1, "readout": False}})
+          numerics=LoihiCubaNeuron(i_decay=4096, v_decay=512, v_th_mant=90,
+                                   bias_mant=rng.integers(-5, 20, 16), bias_exp=6, ref_delay=1))
     g.add("fc2", Affine(rng.integers(-80, 80, (8, 16)).astype(np.float32)), ["lif1"])
     g.add("lif2", CubaLIF(tau_syn=0.0, tau_mem=1.0, v_threshold=70.0), ["fc2"],
-          {"loihi": {"neuron": "CUBA", "iDecay": 1024, "vDecay": 256, "vThMant": 70,
-                     "bias_mant": 0, "bias_exp": 6, "refDelay": 1, "readout": False}})
+          numerics=LoihiCubaNeuron(i_decay=1024, v_decay=256, v_th_mant=70, bias_mant=0,
+                                   bias_exp=6, ref_delay=1))
     g.add("out", Output(), ["lif2"])
     return g.infer_shapes()
 

@@ -6,6 +6,7 @@ cases Intel ships none of (dense_rec, scalar ``type``, non-integer weights,
 broken files)."""
 from __future__ import annotations
 
+import dataclasses
 import math
 import shutil
 from pathlib import Path
@@ -144,12 +145,12 @@ def test_cuba_parameters_equal_lava_lif(build, name):
     pairs = list(zip(_neuron_nodes(graph), [layer.neuron for layer in net.layers]))
     assert pairs and all(isinstance(n.op, CubaLIF) for n, _ in pairs)
     for node, lif in pairs:
-        q = node.annotations["loihi"]
-        assert (q["vThMant"], q["iDecay"] - 1, q["vDecay"]) == (
+        q = node.numerics
+        assert (q.v_th_mant, q.i_decay - 1, q.v_decay) == (
             int(lif.vth.init), int(lif.du.init), int(lif.dv.init)), node.name
         assert float(node.op.v_threshold) == lif.vth.init
         lava_bias = np.broadcast_to(lif.bias_mant.init, lif.s_out.shape)
-        ours = np.broadcast_to(np.asarray(q["bias_mant"]), node.shape)
+        ours = np.broadcast_to(q.bias_mant, node.shape)
         np.testing.assert_array_equal(ours, lava_bias.transpose(*range(lava_bias.ndim)[::-1]))
         np.testing.assert_array_equal(np.broadcast_to(node.op.v_bias, node.shape), ours)
 
@@ -159,11 +160,11 @@ def test_cuba_parameters_equal_file_values(build, name):
     path, graph, _ = build(name)
     with h5py.File(path, "r") as f:
         for node in _neuron_nodes(graph):
-            if not isinstance(node.op, CubaLIF) or node.annotations["loihi"]["readout"]:
+            if not isinstance(node.op, CubaLIF) or node.numerics.readout:
                 continue
             grp = f[f"layer/{node.annotations['source']['netx_layer']}/neuron"]
-            q = node.annotations["loihi"]
-            assert (q["iDecay"], q["vDecay"], q["vThMant"], q["refDelay"]) == (
+            q = node.numerics
+            assert (q.i_decay, q.v_decay, q.v_th_mant, q.ref_delay) == (
                 grp["iDecay"][()], grp["vDecay"][()], grp["vThMant"][()], grp["refDelay"][()])
 
 
@@ -174,8 +175,8 @@ def test_cuba_taus_give_loihi_per_step_decays(build, name):
     for node in _neuron_nodes(graph):
         if not isinstance(node.op, CubaLIF):
             continue
-        q = node.annotations["loihi"]
-        for tau, decay in ((node.op.tau_syn, q["iDecay"]), (node.op.tau_mem, q["vDecay"])):
+        q = node.numerics
+        for tau, decay in ((node.op.tau_syn, q.i_decay), (node.op.tau_mem, q.v_decay)):
             per_step = 0.0 if float(tau) == 0 else math.exp(-1.0 / float(tau))
             assert per_step == pytest.approx(1 - decay / 4096, abs=1e-6), node.name
 
@@ -189,10 +190,10 @@ def test_sdnn_parameters_equal_lava_processes(build):
         assert node.op.role == roles[type(proc).__name__], node.name
         if node.op.role == "sigma":
             continue
-        q = node.annotations["loihi"]
-        scale = 1 << (q["spike_exp"] + q["state_exp"])
-        assert int(proc.spike_exp.init) == q["spike_exp"]
-        assert int(proc.state_exp.init) == q["state_exp"]
+        q = node.numerics
+        scale = 1 << (q.spike_exp + q.state_exp)
+        assert int(proc.spike_exp.init) == q.spike_exp
+        assert int(proc.state_exp.init) == q.state_exp
         assert float(node.op.threshold) * scale == float(np.asarray(proc.vth.init).reshape(-1)[0])
         if node.op.role == "sigma_delta":
             lava_bias = np.asarray(proc.bias.init).transpose(*range(len(proc.s_out.shape))[::-1])
@@ -205,7 +206,7 @@ def test_input_transform_equals_lava_in_layer(build, name):
     _, graph, net = build(name)
     first = _neuron_nodes(graph)[0]
     assert first.annotations["source"]["type"] == "input"
-    assert first.annotations["loihi"]["input_transform"] == net.in_layer.transform
+    assert dataclasses.asdict(first.numerics.input_transform) == net.in_layer.transform
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -214,6 +215,7 @@ def test_annotations_survive_serialization(build, name):
     again = graph_from_bytes(graph_to_bytes(graph))
     for node in graph:
         assert again[node.name].annotations == node.annotations
+        assert again[node.name].numerics == node.numerics
 
 
 # ------------------------------------------------ per-network facts
@@ -224,13 +226,13 @@ def test_mnist_synapse_total_is_hand_count(intel_netx):
 
 def test_mnist_last_layer_is_netx_default_readout(intel_netx):
     graph = load_netx(intel_netx / "mnist.net")
-    q = graph["layer3_neuron"].annotations["loihi"]
+    q = graph["layer3_neuron"].numerics
     net = _lava_network(intel_netx / "mnist.net")
     lif = net.layers[3].neuron
-    assert q["readout"] is True
-    assert (q["iDecay"] - 1, q["vDecay"], q["vThMant"]) == (
+    assert q.readout is True
+    assert (q.i_decay - 1, q.v_decay, q.v_th_mant) == (
         int(lif.du.init), int(lif.dv.init), int(lif.vth.init))
-    assert q["vThMant"] == 131072 and math.isinf(float(graph["layer3_neuron"].op.tau_syn))
+    assert q.v_th_mant == 131072 and math.isinf(float(graph["layer3_neuron"].op.tau_syn))
 
 
 def test_ntidigits_delays_equal_lava_delay_synapses(intel_netx):
@@ -350,18 +352,18 @@ def test_fractional_weights_truncate_toward_zero_like_netx(tmp_path):
     np.testing.assert_array_equal(node.op.weight * 2.0 ** (-syn.proc_params["weight_exp"]),
                                   syn.weights.init)
     np.testing.assert_array_equal(node.op.weight[0], [1, -1, 2, 0, 0, 3])
-    assert node.annotations["loihi"]["weights_truncated"] == 4 * 5
+    assert node.annotations["netx_import"]["weights_truncated"] == 4 * 5
 
 
 def test_dense_without_neuron_gets_lava_default_readout(tmp_path):
     path = _small_dense_file(tmp_path / "readout.net", neuron=lambda g: None)
     graph = load_netx(path)
     lif = _lava_network(path).layers[0].neuron
-    q = graph["layer1_neuron"].annotations["loihi"]
-    assert q["readout"] is True
-    assert (q["iDecay"] - 1, q["vDecay"], q["vThMant"]) == (
+    q = graph["layer1_neuron"].numerics
+    assert q.readout is True
+    assert (q.i_decay - 1, q.v_decay, q.v_th_mant) == (
         int(lif.du.init), int(lif.dv.init), int(lif.vth.init))
-    np.testing.assert_array_equal(q["bias_mant"], lif.bias_mant.init)
+    np.testing.assert_array_equal(q.bias_mant, lif.bias_mant.init)
 
 
 def test_rf_neuron_is_unsupported(tmp_path):
@@ -510,4 +512,4 @@ def test_delays_broadcast_as_lava_delay_dense(tmp_path, delay):
     lava = _lava_network(path).layers[0].synapse.delays.init
     np.testing.assert_array_equal(np.broadcast_to(node.op.delay, node.op.weight.shape), lava)
     clamped = int(np.count_nonzero(np.asarray(delay) > 62))
-    assert node.annotations["loihi"]["delays_clamped"] == clamped
+    assert node.annotations["netx_import"]["delays_clamped"] == clamped

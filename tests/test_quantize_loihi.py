@@ -60,10 +60,10 @@ def test_tiny_dense_layer_mantissas_match_hand_derivation():
     assert rep.layers[0].limited_by == "weights"
     np.testing.assert_array_equal(q["layer1_dense"].op.weight, [[127, -76], [254, 25]])
     assert not np.any(q["layer1_dense"].op.bias)  # the bias lives on the neuron
-    ann = q["layer1_neuron"].annotations["loihi"]
-    assert ann["vThMant"] == 508                      # 2.0 * 254
-    assert ann["bias_mant"] == [25, -51]              # round(25.4), round(-50.8)
-    assert (ann["iDecay"], ann["vDecay"], ann["bias_exp"]) == (4096, 0, 6)
+    ann = q["layer1_neuron"].numerics
+    assert ann.v_th_mant == 508                       # 2.0 * 254
+    assert ann.bias_mant.tolist() == [25, -51]        # round(25.4), round(-50.8)
+    assert (ann.i_decay, ann.v_decay, ann.bias_exp) == (4096, 0, 6)
     np.testing.assert_array_equal(g["fc"].op.weight, before)  # the input graph is untouched
 
 
@@ -103,7 +103,7 @@ def test_bias_beyond_13_bits_scales_the_layer_down():
     row = rep.layers[0]
     assert row.limited_by == "bias"
     assert row.scale == pytest.approx(40.95)
-    assert q["layer1_neuron"].annotations["loihi"]["bias_mant"] == 4095
+    assert q["layer1_neuron"].numerics.bias_mant.tolist() == 4095
     assert row.vThMant == 41
     np.testing.assert_array_equal(q["layer1_dense"].op.weight, [[41, -20]])
 
@@ -159,9 +159,8 @@ def test_integrator_readout_becomes_netx_default_neuron_and_accumulates():
     g.add("acc", I(), ["fc"])
     g.add("y", Output(), ["acc"])
     q, rep = quantize_for_loihi(g.infer_shapes())
-    ann = q["layer1_neuron"].annotations["loihi"]
-    assert (ann["iDecay"], ann["vDecay"], ann["vThMant"], ann["readout"]) == (0, 4096, 1 << 17,
-                                                                              True)
+    ann = q["layer1_neuron"].numerics
+    assert (ann.i_decay, ann.v_decay, ann.v_th_mant, ann.readout) == (0, 4096, 1 << 17, True)
     res = Simulator(q, "loihi", record_state=True).run(np.ones((1, 1), np.float32), 4)
     # w = 0.5 -> 255; u grows by 255 << 6 per step after the synapse's one-step delay; v = u
     assert res.state["layer1_neuron"]["v"][0, :, 0].tolist() == [0, 16320, 32640, 48960]
@@ -286,7 +285,9 @@ def test_report_separates_semantics_error_from_rounding_error_and_serializes():
     text = json.dumps(rep.as_dict())
     assert "layer1_neuron" in text and any("layer1_neuron" in ln for ln in rep.lines())
     back = graph_from_bytes(graph_to_bytes(q))
-    assert back["layer1_neuron"].annotations["loihi"] == q["layer1_neuron"].annotations["loihi"]
+    assert back["layer1_neuron"].numerics == q["layer1_neuron"].numerics
+    assert back["layer1_neuron"].numerics.to_dict()["bias_mant"] == \
+        q["layer1_neuron"].numerics.to_dict()["bias_mant"]
 
 
 # ---------------------------------------------------------------- conversion

@@ -10,6 +10,7 @@ from torch import nn
 from nmtoolchain import ir
 from nmtoolchain.errors import BadInputError, UnsupportedOpError
 from nmtoolchain.frontends.torch_loader import graph_from_module
+from nmtoolchain.numerics.loihi import LoihiCubaNeuron
 from simulators.cycle import Simulator, simulate
 
 
@@ -196,8 +197,8 @@ def _cuba_graph(i_decay, v_decay, vth, bias=0, weight=1.0):
     g.add("x", ir.Input((1,)))
     g.add("w", ir.Affine(np.array([[weight]])), ["x"])
     g.add("n", ir.CubaLIF(v_threshold=vth, reset="to_reset"), ["w"],
-          annotations={"loihi": {"neuron": "CUBA", "iDecay": i_decay, "vDecay": v_decay,
-                                 "vThMant": vth, "bias_mant": bias, "bias_exp": 6}})
+          numerics=LoihiCubaNeuron(i_decay=i_decay, v_decay=v_decay, v_th_mant=vth,
+                                   bias_mant=bias, bias_exp=6))
     g.add("y", ir.Output(), ["n"])
     return g
 

@@ -187,7 +187,7 @@ def test_sinabs_lif_tau_and_r_reproduce_sinabs_membrane(norm_input):
     layer(x)
     sinabs_v = layer.recordings["v_mem"].reshape(-1).tolist()
     node = graph_from_module(nn.Sequential(nn.Linear(1, 1), layer), (1,))["1"]
-    assert node.annotations["discretization"] == "exponential"
+    assert node.op.discretization == "exponential"
     # tau dv/dt = -v + r x, solved exactly over one step with x held: v <- a v + (1 - a) r x
     a = float(np.exp(-1.0 / node.op.tau))
     v, ours = 0.0, []

@@ -40,7 +40,7 @@ custom processes (Add, MatMul, Transpose) are Python process models that run
 only in Lava's CPU simulator. No Loihi 2 microcode is written for them.
 
 Limits: one Input node, Add with exactly two inputs, synapses without delay
-or bias, CubaLIF with Lava-CUBA ``loihi`` parameters (no bias-driven input
+or bias, CubaLIF with ``LoihiCubaNeuron`` numerics (no bias-driven input
 neuron, no SigmaDelta, no Conv2d: the netx path runs those). An op outside
 the table raises UnsupportedOpError naming the node, before Lava is imported.
 
@@ -65,6 +65,7 @@ import numpy as np
 
 from nmtoolchain.errors import BadInputError, UnsupportedOpError
 from nmtoolchain.ir import Graph, Node
+from nmtoolchain.numerics.loihi import LoihiCubaNeuron
 
 #: IR ops a netx file (and so Loihi 2 through lava-dl) can hold.
 NETX_DEPLOYABLE_OPS = ("Input", "Affine", "Linear", "CubaLIF", "Flatten", "Reshape", "Output")
@@ -154,18 +155,17 @@ def _dense_spec(graph: Graph, node: Node, graded: bool) -> ProcSpec:
 
 
 def _lif_spec(graph: Graph, node: Node) -> ProcSpec:
-    ann = node.annotations.get("loihi")
-    if not isinstance(ann, dict) or ann.get("neuron") != "CUBA":
-        raise _refuse(graph, node, "no Loihi CUBA parameters (annotations['loihi']); quantize "
-                                   "for Loihi first")
-    if "input_transform" in ann:
+    q = node.numerics
+    if not isinstance(q, LoihiCubaNeuron):
+        raise _refuse(graph, node, "no Loihi CUBA parameters (numerics LoihiCubaNeuron); "
+                                   "quantize for Loihi first")
+    if q.input_transform is not None:
         raise _refuse(graph, node, "a bias-driven input neuron (use the netx path)")
     size = int(np.prod(node.shape))
-    bias = np.broadcast_to(np.asarray(ann.get("bias_mant", 0), dtype=np.int64),
-                           tuple(node.shape)).reshape(-1)
+    bias = np.broadcast_to(q.bias_mant, tuple(node.shape)).reshape(-1)
     return ProcSpec(node.name, "lif", [node.inputs[0]], size, {
-        "du": int(ann["iDecay"]) - 1, "dv": int(ann["vDecay"]), "vth": int(ann["vThMant"]),
-        "bias_mant": bias.astype(np.int32), "bias_exp": int(ann.get("bias_exp", 6))})
+        "du": q.lava_du, "dv": q.v_decay, "vth": q.v_th_mant,
+        "bias_mant": bias.astype(np.int32), "bias_exp": q.bias_exp})
 
 
 def _broadcast_index(in_shape: Tuple[int, ...], out_shape: Tuple[int, ...]) -> np.ndarray:

@@ -24,8 +24,9 @@ graph values:
 
 A quantized graph is in the form the netx loader produces (the issue's
 contract): integer-valued weights, zero synapse biases, CUBA neurons carrying
-``annotations['loihi']`` (``iDecay``, ``vDecay``, ``vThMant``, ``bias_mant``,
-``bias_exp`` = 6, ...), SigmaDelta neurons with integer thresholds and biases.
+:class:`~nmtoolchain.numerics.loihi.LoihiCubaNeuron` numerics (``i_decay``,
+``v_decay``, ``v_th_mant``, ``bias_mant``, ``bias_exp`` = 6, ...), SigmaDelta
+neurons with integer thresholds and biases.
 The exporter is a table from IR op to a builder (:data:`NETX_BUILDERS`, as
 netx's own ``create_*`` functions); neurons are written by the builder of the
 synapse before them. The whole graph is checked and every layer built in
@@ -57,18 +58,16 @@ import numpy as np
 from nmtoolchain.errors import IRValidationError, NotExpressibleError, UnsupportedOpError
 from nmtoolchain.fileio import atomic_output
 from nmtoolchain.ir import Graph, Node
+from nmtoolchain.numerics.loihi import (
+    BIAS_EXP, BIAS_MANT_MAX, BIAS_MANT_MIN, MAX_DELAY, READOUT_V_TH_MANT, SDNN_SPIKE_EXP,
+    SDNN_STATE_EXP, InputTransform, LoihiCubaNeuron, LoihiSigmaDeltaNeuron, input_transform_of)
 
 #: Neuron ops a synapse (or input) builder writes as the layer's neuron group.
 NEURON_OPS = ("CubaLIF", "CubaLI", "SigmaDelta")
-#: Loihi's decay unit and netx's fixed bias exponent.
-DECAY_UNIT = 4096
-BIAS_EXP = 6
-#: netx's default readout neuron (a dense layer without a neuron group).
-READOUT = {"iDecay": 0, "vDecay": 4096, "vThMant": 1 << 17}
-#: Value ranges Loihi (through netx and Lava's fixed-point models) holds exactly.
-BIAS_RANGE = (-(1 << 12), (1 << 12) - 1)  # 13-bit signed mantissa
-VTH_MAX = 1 << 17  # 17-bit mantissa; 1 << 17 is netx's never-spiking readout
-MAX_DELAY = 62
+#: Value ranges Loihi (through netx and Lava's fixed-point models) holds exactly
+#: (decays, thresholds and bias exponents are checked by the numerics record).
+BIAS_RANGE = (BIAS_MANT_MIN, BIAS_MANT_MAX)  # 13-bit signed mantissa
+VTH_MAX = READOUT_V_TH_MANT  # 17-bit mantissa; 1 << 17 is netx's never-spiking readout
 CONV_WEIGHT_RANGE = (-256, 255)  # 8-bit mantissa + sign
 #: How an application drives the network's input in Lava (see simulators.lava_runner).
 DRIVE_KINDS = ("spikes", "bias", "a_in")
@@ -245,18 +244,13 @@ class _Planner:
         if bias is not None and np.any(bias):
             raise self.refuse(neuron, "an input neuron with its own bias: netx's Input block takes "
                                       "no bias (the bias is how the input is driven)")
-        ann = neuron.annotations.get("loihi") or {}
-        transform = ann.get("input_transform")
+        transform = input_transform_of(neuron)
         if kind == "CUBA" and transform is None:
             raise self.refuse(neuron, "a CUBA input neuron must be driven through its bias "
-                                      "(annotations['loihi']['input_transform'] = {weight, bias}), "
+                                      "(numerics.input_transform = InputTransform(weight, bias)), "
                                       "which is the only way netx's Input block is driven")
-        transform = transform or {"weight": 64, "bias": 0}
-        try:
-            self.transform = {k: _int_scalar(transform[k]) for k in ("weight", "bias")}
-        except (KeyError, TypeError, ValueError):
-            raise self.refuse(neuron, f"input_transform must hold integer 'weight' and 'bias', got "
-                                      f"{transform!r}") from None
+        transform = transform or InputTransform()
+        self.transform = {"weight": transform.weight, "bias": transform.bias}
         layer = self.add_layer("input", shape, [node, neuron], neuron, kind)
         layer.keys["shape"] = np.asarray(shape, np.int64)
         layer.keys["weight"] = np.asarray(self.transform["weight"], np.float32)
@@ -459,39 +453,25 @@ class _Planner:
         if neuron.op_name == "SigmaDelta":
             return self.sdnn_neuron(neuron, shape, role=where)
         kind, group, bias = self.cuba_neuron(neuron, shape, where)
-        ann = neuron.annotations.get("loihi") or {}
-        if not need_group and ann.get("readout") and all(
-                int(ann[k]) == v for k, v in READOUT.items()):
+        if not need_group and neuron.numerics.is_netx_default_readout():
             group = None  # netx builds exactly this neuron when the group is absent
         return kind, group, bias
 
     def cuba_neuron(self, neuron: Node, shape: Tuple[int, ...], where: str
                     ) -> Tuple[str, Dict[str, np.ndarray], Optional[np.ndarray]]:
-        ann = neuron.annotations.get("loihi")
-        if not isinstance(ann, dict) or ann.get("neuron") != "CUBA":
-            raise self.refuse(neuron, "no Loihi fixed-point parameters (annotations['loihi'] "
-                                      "with neuron 'CUBA', iDecay, vDecay, vThMant, bias_mant); "
+        q = neuron.numerics
+        if not isinstance(q, LoihiCubaNeuron):
+            raise self.refuse(neuron, "no Loihi fixed-point parameters (numerics "
+                                      "LoihiCubaNeuron: iDecay, vDecay, vThMant, bias_mant); "
                                       "quantize the graph for Loihi first (nmtc export --calib)")
-        try:
-            vals = {k: _int_scalar(ann[k]) for k in ("iDecay", "vDecay", "vThMant")}
-        except KeyError as e:
-            raise self.refuse(neuron, f"annotations['loihi'] lacks {e}") from None
-        except (TypeError, ValueError) as e:
-            raise self.refuse(neuron, f"annotations['loihi']: {e}") from None
-        for k in ("iDecay", "vDecay"):
-            if not 0 <= vals[k] <= DECAY_UNIT:
-                raise self.refuse(neuron, f"{k} = {vals[k]} is outside 0..{DECAY_UNIT}")
-        if not 0 <= vals["vThMant"] <= VTH_MAX:
-            raise self.refuse(neuron, f"vThMant = {vals['vThMant']} is outside 0..{VTH_MAX}")
-        bias_exp = ann.get("bias_exp", BIAS_EXP)
-        if bias_exp != BIAS_EXP:
-            raise self.refuse(neuron, f"bias_exp = {bias_exp}; netx always uses {BIAS_EXP}")
-        bias = self.integer_bias(neuron, ann.get("bias_mant", 0), shape, "bias_mant")
-        ref = ann.get("refDelay")
-        group = {"type": _s10("CUBA"), "iDecay": np.asarray(vals["iDecay"], np.int64),
-                 "vDecay": np.asarray(vals["vDecay"], np.int64),
-                 "vThMant": np.asarray(vals["vThMant"], np.int64),
-                 "refDelay": np.asarray(1 if ref is None else _int_scalar(ref), np.int64)}
+        # the record holds 0..4096 decays and a 0..1 << 17 threshold; netx fixes bias_exp
+        if q.bias_exp != BIAS_EXP:
+            raise self.refuse(neuron, f"bias_exp = {q.bias_exp}; netx always uses {BIAS_EXP}")
+        bias = self.integer_bias(neuron, q.bias_mant, shape, "bias_mant")
+        group = {"type": _s10("CUBA"), "iDecay": np.asarray(q.i_decay, np.int64),
+                 "vDecay": np.asarray(q.v_decay, np.int64),
+                 "vThMant": np.asarray(q.v_th_mant, np.int64),
+                 "refDelay": np.asarray(1 if q.ref_delay is None else q.ref_delay, np.int64)}
         return "CUBA", group, bias
 
     def sdnn_neuron(self, neuron: Node, shape: Tuple[int, ...], role: str
@@ -504,10 +484,12 @@ class _Planner:
         if op.role == "sigma_delta" and op.activation != "relu":
             raise self.refuse(neuron, "netx's SigmaDelta always applies ReLU; activation "
                                       f"'{op.activation}' cannot be expressed")
-        ann = neuron.annotations.get("loihi") or {}
-        for k in ("spike_exp", "state_exp"):
-            if k in ann and int(ann[k]) != 6:
-                raise self.refuse(neuron, f"{k} = {ann[k]}; netx builds SDNN neurons with 6")
+        q = neuron.numerics
+        if isinstance(q, LoihiSigmaDeltaNeuron):
+            for k, want in (("spike_exp", SDNN_SPIKE_EXP), ("state_exp", SDNN_STATE_EXP)):
+                if getattr(q, k) != want:
+                    raise self.refuse(neuron, f"{k} = {getattr(q, k)}; netx builds SDNN neurons "
+                                              f"with {want}")
         thr = np.asarray(op.threshold, dtype=np.float64)
         if thr.size != 1 or thr.reshape(-1)[0] != round(float(thr.reshape(-1)[0])) \
                 or thr.reshape(-1)[0] < 0:
@@ -552,16 +534,6 @@ def op_hint(op_name: str) -> str:
         "ReLU": " (an ANN activation: convert to a spiking network first)",
     }
     return hints.get(op_name, "")
-
-
-def _int_scalar(v: Any) -> int:
-    a = np.asarray(v)
-    if a.size != 1:
-        raise ValueError(f"expected one integer, got shape {a.shape}")
-    x = a.reshape(-1)[0]
-    if isinstance(x, (bool, np.bool_)) or float(x) != round(float(x)):
-        raise ValueError(f"expected an integer, got {x!r}")
-    return int(round(float(x)))
 
 
 def _s10(s: str) -> np.ndarray:

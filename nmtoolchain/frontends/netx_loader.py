@@ -8,7 +8,7 @@ so the graph holds exactly the network netx would build:
   ``neuron`` group the input layer is itself a neuron population, driven in
   netx through its bias (``bias_mant = round(weight * x + bias)``, which the
   application sets; netx never applies the transform). The neuron node follows
-  the ``Input`` and records ``annotations['loihi']['input_transform']``
+  the ``Input`` and its numerics record the ``input_transform``
   (``weight``/``bias``, defaults 64 and 0 as in netx); its own bias is 0.
 * ``dense`` -> ``Affine`` + neuron, ``conv`` -> ``Conv2d`` + neuron,
   ``flatten`` -> ``Flatten`` (PyTorch order, as netx's transpose+flatten).
@@ -24,19 +24,22 @@ truncated toward zero (NetDict's ``astype(int)``); mixed-sign dense matrices
 are clipped to [-256, 254] as ``optimize_weight_bits`` does; delays are
 clipped to [0, 62] and truncated, then stored in a broadcastable shape
 oriented as netx broadcasts them ((out, 1) per neuron, (1, in) per input).
-Counts of truncated and clipped values are in ``annotations['loihi']``.
+Counts of truncated and clipped values (report only) are in
+``annotations['netx_import']``.
 
 The layer bias lives in the neuron (``CubaLIF.v_bias`` / ``SigmaDelta.bias``),
 as on Loihi; the synapse ops keep a zero bias so it is not added twice.
 
 Time convention: ``graph.metadata['dt'] = 1.0`` (one Loihi step). A CUBA
 neuron's per-step decays ``1 - iDecay/4096`` and ``1 - vDecay/4096`` are
-``exp(-dt/tau_syn)`` and ``exp(-dt/tau_mem)``, i.e. ``tau = -1/ln(1 - d/4096)``
-(``inf`` for d = 0, ``0`` for d = 4096); inputs enter unscaled (``w_in = r =
-1``), biases and thresholds are in file units (Loihi multiplies all of them by
-64). The exact integers (``iDecay``, ``vDecay``, ``vThMant``, ``bias_mant``,
-``bias_exp``, ...) are in each neuron node's ``annotations['loihi']`` and are
-what a bit-exact simulator or the netx exporter must use.
+``exp(-dt/tau_syn)`` and ``exp(-dt/tau_mem)``
+(:func:`nmtoolchain.numerics.loihi.tau_from_decay`); inputs enter unscaled
+(``w_in = r = 1``), biases and thresholds are in file units (Loihi multiplies
+all of them by 64). The exact integers (``iDecay``, ``vDecay``, ``vThMant``,
+``bias_mant``, ``bias_exp``, ...) are each neuron node's typed ``numerics``
+(:class:`~nmtoolchain.numerics.loihi.LoihiCubaNeuron`,
+:class:`~nmtoolchain.numerics.loihi.LoihiSigmaDeltaNeuron`) and are what a
+bit-exact simulator or the netx exporter must use.
 
 Errors: only :class:`NmtcError` subclasses escape, each one line naming the
 file and the layer at fault.
@@ -45,7 +48,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 import numpy as np
 
@@ -53,32 +56,19 @@ from nmtoolchain.errors import BadInputError, IRValidationError, NmtcError, Unsu
 from nmtoolchain.ir import (
     Add, Affine, Conv2d, CubaLIF, Flatten, Graph, Input, Output, SigmaDelta)
 from nmtoolchain.ir.op import OpCheckError
+from nmtoolchain.numerics.loihi import (
+    BIAS_EXP, DECAY_UNIT, DEFAULT_INPUT_BIAS, DEFAULT_INPUT_WEIGHT, MAX_DELAY, READOUT_I_DECAY,
+    READOUT_V_DECAY, READOUT_V_TH_MANT, SDNN_MESSAGE_BITS, SDNN_SPIKE_EXP, SDNN_STATE_EXP,
+    TIME_CONVENTION, InputTransform, LoihiCubaNeuron, LoihiSigmaDeltaNeuron, tau_from_decay)
 
 #: Layer types this loader translates.
 SUPPORTED_LAYERS = ("input", "dense", "dense_rec", "conv", "flatten")
 #: Layer types lava-dl netx itself cannot build (NotImplementedError or broken).
 NETX_UNBUILDABLE = ("pool", "convT", "unpool", "average", "concat", "dense_comp")
-#: Loihi's decay unit: a decay d removes d/4096 of the state per step.
-DECAY_UNIT = 4096
-#: netx shifts every CUBA bias mantissa by this exponent (``bias_exp = 6``).
-BIAS_EXP = 6
-#: netx's SDNN exponents: graded spikes and states carry 6 fractional bits.
-SDNN_SPIKE_EXP = 6
-SDNN_STATE_EXP = 6
-SDNN_MESSAGE_BITS = 16
-#: The neuron netx gives a dense layer without a ``neuron`` group: a
-#: non-leaky integrator whose threshold ``1 << 18 - 1`` is, by Python's operator
-#: precedence, ``1 << 17`` (one above the 17-bit maximum), so it never spikes.
-READOUT_NEURON = {"type": "CUBA", "iDecay": 0, "vDecay": 4096, "vThMant": 1 << 17,
-                  "refDelay": 1}
-#: netx clamps synaptic delays to this many steps.
-MAX_DELAY = 62
-#: Default input transform of an input layer with a neuron (netx's defaults).
-DEFAULT_INPUT_WEIGHT = 64
-DEFAULT_INPUT_BIAS = 0
-
-TIME_CONVENTION = ("per-step decay = exp(-dt/tau), dt = 1 Loihi step; inputs added unscaled "
-                   "(w_in = r = 1); weights, biases and thresholds in netx file units")
+#: The neuron netx gives a dense layer without a ``neuron`` group (the values
+#: are :mod:`nmtoolchain.numerics.loihi`'s ``READOUT_*``: it never spikes).
+READOUT_NEURON = {"type": "CUBA", "iDecay": READOUT_I_DECAY, "vDecay": READOUT_V_DECAY,
+                  "vThMant": READOUT_V_TH_MANT, "refDelay": 1}
 
 
 def load_netx(path: Union[str, Path], *, num_layers: Optional[int] = None) -> Graph:
@@ -136,25 +126,6 @@ def _decode(value: Any) -> Optional[str]:
     if isinstance(value, str):
         return value.strip("\x00 ")
     return None
-
-
-def tau_from_decay(decay: int) -> float:
-    """Continuous time constant (dt = 1) whose exp(-1/tau) is 1 - decay/4096.
-
-    The one place this convention lives: the quantizer inverts it."""
-    if decay == 0:
-        return math.inf
-    if decay == DECAY_UNIT:
-        return 0.0
-    return -1.0 / math.log(1.0 - decay / DECAY_UNIT)
-
-
-def int_annotation(a: np.ndarray) -> Union[int, List[Any]]:
-    """An integer array as a JSON-friendly int (size 1, 0-d) or nested list."""
-    a = np.asarray(a)
-    if a.ndim == 0:
-        return int(a)
-    return a.astype(np.int64).tolist()
 
 
 class _NetxReader:
@@ -335,7 +306,7 @@ class _NetxReader:
         # application drives the neuron (CUBA: bias_mant = round(weight*x + bias)
         # or its a_in; SDNN Delta: its a_in).
         self.add_neuron(group["neuron"], shape, (None, 0), is_input=True,
-                        extra={"input_transform": transform})
+                        transform=InputTransform(**transform))
 
     def read_flatten(self, group: Any) -> None:
         if self.prev is None:
@@ -411,7 +382,7 @@ class _NetxReader:
                  "netx_weight_sign_bug": bool(both.max() == 0 and both.min() < 0)}
         syn = f"layer{self.i}_{self.type}"
         self.graph.add(syn, Affine(w.astype(np.float32), None, delay), [src],
-                       {"source": self.source(declared_shape=list(shape)), "loihi": loihi})
+                       {"source": self.source(declared_shape=list(shape)), "netx_import": loihi})
         bias = self.layer_bias(group, (n_out,))
         neuron_group = group["neuron"] if "neuron" in group else None
         if not recurrent:
@@ -429,7 +400,7 @@ class _NetxReader:
         # The neuron is added before the sum it reads, the recurrent synapse reads the neuron.
         self.add_neuron(neuron_group, (n_out,), bias, after=total)
         self.graph.add(rec, Affine(w_rec.astype(np.float32), None, delay), [neuron],
-                       {"source": self.source(role="recurrent"), "loihi": dict(loihi)})
+                       {"source": self.source(role="recurrent"), "netx_import": dict(loihi)})
         self.graph.add(total, Add(), [syn, rec], {"source": self.source(role="sum")})
 
     def read_delay(self, group: Any, w_shape: Tuple[int, int]) -> Tuple[Optional[np.ndarray], int]:
@@ -497,7 +468,7 @@ class _NetxReader:
         syn = f"layer{self.i}_conv"
         self.graph.add(syn, op, [self.prev],
                        {"source": self.source(),
-                        "loihi": {"synapse": "Conv", "input_message_bits": self.msg_bits,
+                        "netx_import": {"synapse": "Conv", "input_message_bits": self.msg_bits,
                                   "weights_truncated": truncated}})
         self.add_neuron(group["neuron"], shape, self.layer_bias(group, shape), after=syn)
 
@@ -527,11 +498,15 @@ class _NetxReader:
     # ------------------------------------------------------------ neurons
     def add_neuron(self, group: Any, shape: Tuple[int, ...],
                    bias: Tuple[Optional[np.ndarray], int], after: Optional[str] = None,
-                   is_input: bool = False, extra: Optional[Dict[str, Any]] = None) -> None:
+                   is_input: bool = False, transform: Optional[InputTransform] = None
+                   ) -> None:
         """Add ``layer<i>_neuron`` reading ``after`` (default: the current prev).
 
         ``group`` is the layer's ``neuron`` group, or None for netx's default
-        (readout) neuron; ``bias`` is what :meth:`layer_bias` returns.
+        (readout) neuron; ``bias`` is what :meth:`layer_bias` returns;
+        ``transform`` is an input layer's input transform. The exact integers
+        become the node's typed numerics; what reading changed (truncated
+        biases) and what netx ignores go to ``annotations['netx_import']``.
         """
         src = after if after is not None else self.prev
         node = f"layer{self.i}_neuron"
@@ -561,11 +536,11 @@ class _NetxReader:
                          r=1.0, v_leak=0.0, v_threshold=float(params["vThMant"]), w_in=1.0,
                          v_reset=0.0, reset="to_reset", v_bias=b.astype(np.float32),
                          compare=">")
-            annotations["loihi"] = {
-                "neuron": "CUBA", "iDecay": params["iDecay"], "vDecay": params["vDecay"],
-                "vThMant": params["vThMant"], "bias_mant": int_annotation(b),
-                "bias_exp": BIAS_EXP, "refDelay": params["refDelay"], "readout": readout,
-                "bias_truncated": truncated}
+            numerics = LoihiCubaNeuron(
+                i_decay=params["iDecay"], v_decay=params["vDecay"], v_th_mant=params["vThMant"],
+                bias_mant=b, bias_exp=BIAS_EXP, ref_delay=params["refDelay"], readout=readout,
+                input_transform=transform)
+            annotations["netx_import"] = {"bias_truncated": truncated}
             self.msg_bits = 0
         elif ntype == "SDNN":
             if is_input:
@@ -582,19 +557,17 @@ class _NetxReader:
             act = _decode(group["activation"][()]) if "activation" in group else None
             op = SigmaDelta(threshold=float(vth), bias=b.astype(np.float32), role=role,
                             activation="relu" if role == "sigma_delta" else "identity")
-            annotations["loihi"] = {
-                "neuron": "SDNN", "process": process, "vThMant": vth,
-                "bias": int_annotation(b), "spike_exp": SDNN_SPIKE_EXP,
-                "state_exp": SDNN_STATE_EXP, "num_message_bits": SDNN_MESSAGE_BITS,
-                "compare": ">=", "file_activation": act, "bias_truncated": truncated}
+            numerics = LoihiSigmaDeltaNeuron(
+                spike_exp=SDNN_SPIKE_EXP, state_exp=SDNN_STATE_EXP,
+                num_message_bits=SDNN_MESSAGE_BITS, input_transform=transform)
+            annotations["netx_import"] = {"process": process, "compare": ">=",
+                                          "file_activation": act, "bias_truncated": truncated}
             self.msg_bits = SDNN_MESSAGE_BITS
         elif "RF" in ntype:
             raise self.unsupported(f"resonate-and-fire neuron '{ntype}' is not supported")
         else:
             raise self.unsupported(f"unknown neuron type '{ntype}'; supported: CUBA, LOIHI, SDNN")
-        if extra:
-            annotations["loihi"].update(extra)
-        self.graph.add(node, op, [src], annotations)
+        self.graph.add(node, op, [src], annotations, numerics=numerics)
         self.prev, self.prev_shape, self.prev_is_raw_input = node, tuple(shape), False
 
 

@@ -39,10 +39,8 @@ whose one-line message starts with the file name.
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple, Union
-from urllib.parse import unquote
 
 import numpy as np
 
@@ -50,13 +48,11 @@ from nmtoolchain.errors import BadInputError, NmtcError, UnsupportedOpError
 from nmtoolchain.ir import (
     IF, LI, LIF, Add, Affine, AvgPool2d, Conv1d, Conv2d, CubaLI, CubaLIF, Delay, Flatten,
     Graph, I, Input, Linear, Op, Output, Scale, SumPool2d, Threshold)
+# the version and naming rules live with the NIR conventions (shared with the exporter)
+from nmtoolchain.ir.nir_conventions import (
+    NAME_ENCODING, NAME_ENCODING_KEY, decode_name, parse_nir_version,
+    reset_semantics_for_version)
 from nmtoolchain.ir.op import OpCheckError
-
-#: First nir release whose IF/LIF/CubaLIF reset to ``v_reset`` (NIR PR #143).
-RESET_TO_V_RESET_SINCE = (1, 0, 6)
-#: Graph metadata key and value nmtc's exporter writes when it encoded names.
-NAME_ENCODING_KEY = "nmtc_name_encoding"
-NAME_ENCODING = "percent"
 #: Fields NIR stores that are derived from shapes (the IR re-infers them).
 _DERIVED_FIELDS = {"input_shape", "input_type", "output_type", "metadata"}
 
@@ -67,23 +63,6 @@ class _Reject(Exception):
     def __init__(self, message: str, kind: type = BadInputError) -> None:
         super().__init__(message)
         self.kind = kind
-
-
-# ------------------------------------------------------------------ versions
-def parse_nir_version(version: str) -> Tuple[int, int, int]:
-    """``"1.0.6"`` (also ``"1.0.6.dev1"``, ``"0.2"``) -> ``(1, 0, 6)``; ValueError otherwise."""
-    m = re.match(r"\s*v?(\d+)\.(\d+)(?:\.(\d+))?", str(version))
-    if not m:
-        raise ValueError(f"not a version: {version!r}")
-    return int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
-
-
-def reset_semantics_for_version(version: str) -> str:
-    """What IF/LIF/CubaLIF reset means in a file of this nir version.
-
-    ``'subtract'`` for nir <= 1.0.5 (including 0.x), ``'to_reset'`` for >= 1.0.6.
-    """
-    return "to_reset" if parse_nir_version(version) >= RESET_TO_V_RESET_SINCE else "subtract"
 
 
 # -------------------------------------------------------------- file access
@@ -211,7 +190,7 @@ def _build(tree: Dict[str, Any], version: Optional[str]) -> Graph:
             raise _Reject(f"unreadable nir version {version!r}") from None
         nir_version = version
 
-    ir_name = {n: (unquote(n) if decode else n) for n in nodes}
+    ir_name = {n: (decode_name(n) if decode else n) for n in nodes}
     if len(set(ir_name.values())) != len(ir_name):
         raise _Reject("node names collide after decoding percent-encoded names")
 

@@ -223,8 +223,8 @@ def _fn_name(fn: Any) -> str:
 def _sinabs_tau_r(m: Any, ctx: LeafContext) -> Tuple[np.ndarray, np.ndarray, Dict[str, Any]]:
     """tau in steps and the input gain r that reproduce sinabs's update.
 
-    The node's ``discretization`` annotation says which one-step update
-    reproduces the source: ``exponential`` (here) or ``euler`` (nmtc's LIF).
+    The op's ``discretization`` field says which one-step update reproduces
+    the source: ``exponential`` (here) or ``euler`` (nmtc's LIF).
 
     sinabs: v <- a·v + (1 - a)·x (norm_input) or a·v + x, a = exp(-1/tau).
     The exact solution of tau dv/dt = -v + r·x over one step with x held is
@@ -242,15 +242,15 @@ def _sinabs_lif(m: Any, ctx: LeafContext) -> List[Emitted]:
     fields = _sinabs_spike(m, ctx)
     tau, r, ann = _sinabs_tau_r(m, ctx)
     ann.update(spike_fn=_fn_name(m.spike_fn), reset_fn=type(m.reset_fn).__name__)
-    return [(LIF(tau=tau, r=r, v_leak=0.0, **fields),
-             {"sinabs": ann, "discretization": "exponential"})]
+    return [(LIF(tau=tau, r=r, v_leak=0.0, discretization="exponential", **fields),
+             {"sinabs": ann})]
 
 
 def _sinabs_exp_leak(m: Any, ctx: LeafContext) -> List[Emitted]:
     if m.min_v_mem is not None:
         raise ctx.unsupported("min_v_mem on a leaky integrator (LI has no lower clamp)")
     tau, r, ann = _sinabs_tau_r(m, ctx)
-    return [(LI(tau=tau, r=r, v_leak=0.0), {"sinabs": ann, "discretization": "exponential"})]
+    return [(LI(tau=tau, r=r, v_leak=0.0, discretization="exponential"), {"sinabs": ann})]
 
 
 def _sinabs_sum_pool(m: Any, ctx: LeafContext) -> List[Emitted]:
@@ -282,9 +282,10 @@ def _nmtc_if(m: Any, ctx: LeafContext) -> List[Emitted]:
 
 
 def _nmtc_lif(m: Any, ctx: LeafContext) -> List[Emitted]:
-    op = LIF(tau=float(m.tau), r=1.0, v_leak=float(m.v_leak), **_nmtc_neuron_fields(m))
     # v <- v + (v_leak - v + x) / tau: forward Euler of the IR's LIF with dt = 1
-    return [(op, {"discretization": "euler"})]
+    op = LIF(tau=float(m.tau), r=1.0, v_leak=float(m.v_leak), discretization="euler",
+             **_nmtc_neuron_fields(m))
+    return [(op, {})]
 
 
 LEAVES: List[Leaf] = [

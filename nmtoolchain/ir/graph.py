@@ -13,6 +13,15 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Set,
 from nmtoolchain.errors import IRValidationError
 from nmtoolchain.ir.io import Input, Output
 from nmtoolchain.ir.op import Op, OpCheckError, Shape
+from nmtoolchain.numerics.base import TargetNumerics
+
+#: Annotation keys that used to carry semantics and now live in typed fields
+#: (``Node.numerics``, the op's ``discretization``); ``Graph.add`` refuses them.
+_RETIRED_ANNOTATIONS = {
+    "loihi": "Loihi parameters are Node.numerics (nmtoolchain.numerics.loihi.LoihiCubaNeuron "
+             "/ LoihiSigmaDeltaNeuron); pass numerics=... to Graph.add",
+    "discretization": "the discretization is a field of the LIF/LI op",
+}
 
 
 @dataclasses.dataclass(eq=False)
@@ -22,11 +31,15 @@ class Node:
     name: str
     op: Op
     inputs: Tuple[str, ...] = ()
-    #: free-form, JSON-serializable annotations: ``quant`` (bit widths,
-    #: exponents), ``placement`` (core ids), ``loihi`` (exact fixed-point
-    #: parameters read from a netx file), ``source`` (where it came from).
+    #: free-form, JSON-serializable, report-only annotations: ``quant`` (bit
+    #: widths, exponents), ``placement`` (core ids), ``source`` (where it came
+    #: from), ``netx_import`` (what the netx loader truncated). Nothing that
+    #: changes what the node computes lives here.
     annotations: Dict[str, Any] = dataclasses.field(default_factory=dict)
     shape: Optional[Shape] = None  # output shape, set by Graph.infer_shapes
+    #: how a target computes this node exactly (e.g. Loihi's integer CUBA
+    #: parameters), or None: the op's float semantics only
+    numerics: Optional[TargetNumerics] = None
 
     @property
     def op_name(self) -> str:
@@ -47,8 +60,10 @@ class Graph:
 
     # ------------------------------------------------------------- building
     def add(self, name: str, op: Op, inputs: Sequence[str] = (),
-            annotations: Optional[Dict[str, Any]] = None) -> Node:
-        """Add a node; checks its fields and its input count, naming it on error."""
+            annotations: Optional[Dict[str, Any]] = None, *,
+            numerics: Optional[TargetNumerics] = None) -> Node:
+        """Add a node; checks its fields, its input count and that its
+        ``numerics`` record fits its op, naming it on error."""
         if not isinstance(name, str) or not name:
             raise IRValidationError(f"node name must be a non-empty string, got {name!r}")
         if name in self.nodes:
@@ -66,7 +81,19 @@ class Graph:
             op.check()
         except OpCheckError as e:
             raise IRValidationError(f"node '{name}' ({op.op_name}): {e}") from None
-        node = Node(name, op, inputs, dict(annotations or {}))
+        retired = [k for k in (annotations or {}) if k in _RETIRED_ANNOTATIONS]
+        if retired:
+            raise IRValidationError(f"node '{name}': annotations['{retired[0]}'] is no longer "
+                                    f"read: {_RETIRED_ANNOTATIONS[retired[0]]}")
+        if numerics is not None:
+            if not isinstance(numerics, TargetNumerics):
+                raise IRValidationError(f"node '{name}': numerics must be a TargetNumerics "
+                                        f"record, got {type(numerics).__name__}")
+            try:
+                numerics.check_op(op.op_name)
+            except IRValidationError as e:
+                raise IRValidationError(f"node '{name}' ({op.op_name}): {e}") from None
+        node = Node(name, op, inputs, dict(annotations or {}), numerics=numerics)
         self.nodes[name] = node
         return node
 
@@ -272,6 +299,11 @@ class Graph:
             ins = ", ".join(str(tuple(s)) for s in shapes)
             raise IRValidationError(
                 f"node '{name}' ({node.op_name}) with input shape {ins}: {e}") from None
+        if node.numerics is not None:
+            try:
+                node.numerics.check_shape(node.shape)
+            except IRValidationError as e:
+                raise IRValidationError(f"node '{name}' ({node.op_name}): {e}") from None
 
     def validate(self) -> "Graph":
         """Check fields, edges, cycles and shapes; returns self."""

@@ -14,6 +14,11 @@ here, per node:
   (sinabs MultiSpike: floor(v / v_threshold) spikes per step).
 * ``compare``: ``">"`` (spike when v > v_threshold: NIR, Loihi) or ``">="``
   (sinabs, spikingjelly / QCFS conversion).
+* ``discretization`` (LI, LIF): the one-step update that stands for the
+  continuous dynamics. ``"euler"`` (forward Euler, the default:
+  v <- v + dt/tau (v_leak - v + r x)) or ``"exponential"`` (x held over the
+  step, as sinabs: v <- v_leak + a (v - v_leak) + (1 - a) r x, a = exp(-dt/tau)).
+  Two LIFs with equal fields but different discretizations simulate differently.
 
 Every parameter is a scalar or broadcasts to the neuron shape (the input shape).
 """
@@ -27,6 +32,7 @@ import numpy as np
 from nmtoolchain.ir.op import Op, OpCheckError, Shape, as_array, broadcast_ok
 
 RESET_MODES = ("subtract", "to_reset")
+DISCRETIZATIONS = ("euler", "exponential")
 SPIKE_MODES = ("single", "multi")
 COMPARES = (">", ">=")
 
@@ -42,7 +48,7 @@ class _Neuron(Op):
 
     def __post_init__(self) -> None:
         for k, v in self.field_values().items():
-            if k in ("reset", "spike", "compare", "role", "activation"):
+            if k in ("reset", "spike", "compare", "role", "activation", "discretization"):
                 continue
             if v is not None and not isinstance(v, (str, bool)):
                 setattr(self, k, as_array(v))
@@ -64,6 +70,9 @@ class _Neuron(Op):
         compare = getattr(self, "compare", None)
         if compare is not None and compare not in COMPARES:
             raise OpCheckError(f"compare must be one of {COMPARES}, got {compare!r}")
+        disc = getattr(self, "discretization", None)
+        if disc is not None and disc not in DISCRETIZATIONS:
+            raise OpCheckError(f"discretization must be one of {DISCRETIZATIONS}, got {disc!r}")
         for k in ("tau", "tau_syn", "tau_mem"):
             v = getattr(self, k, None)
             if v is not None and (np.asarray(v) < 0).any():
@@ -96,17 +105,22 @@ class IF(_Neuron):
 
 @dataclasses.dataclass(eq=False)
 class LI(_Neuron):
-    """Leaky integrator: tau dv/dt = (v_leak - v) + r * x. Output is v."""
+    """Leaky integrator: tau dv/dt = (v_leak - v) + r * x. Output is v.
+
+    One step is taken as ``discretization`` says (module docstring)."""
 
     tau: np.ndarray = 1.0
     r: np.ndarray = 1.0
     v_leak: np.ndarray = 0.0
+    discretization: str = "euler"  # one-step update: 'euler' or 'exponential'
     nir_type = "LI"
 
 
 @dataclasses.dataclass(eq=False)
 class LIF(_Neuron):
-    """Leaky integrate-and-fire: LI dynamics, spike when v > v_threshold, reset."""
+    """Leaky integrate-and-fire: LI dynamics, spike when v > v_threshold, reset.
+
+    One step is taken as ``discretization`` says (module docstring)."""
 
     tau: np.ndarray = 1.0
     r: np.ndarray = 1.0
@@ -119,6 +133,7 @@ class LIF(_Neuron):
     v_bias: np.ndarray = 0.0
     spike: str = "single"
     compare: str = ">"
+    discretization: str = "euler"  # one-step update: 'euler' or 'exponential'
     nir_type = "LIF"
 
 
@@ -127,7 +142,8 @@ class CubaLIF(_Neuron):
     """Current-based LIF: tau_syn dI/dt = -I + w_in x; LIF on I.
 
     Loihi's CUBA neuron is this node with ``reset='to_reset'``, ``v_reset=0``
-    and its exact integer decays in the ``loihi`` annotation.
+    and its exact integers in ``Node.numerics``
+    (:class:`nmtoolchain.numerics.loihi.LoihiCubaNeuron`).
     """
 
     tau_syn: np.ndarray = 1.0

@@ -1,9 +1,16 @@
 """Save and load an IR graph as one deterministic file (``.nmir``).
 
 The file is a zip archive with fixed timestamps holding ``graph.json`` (format
-version, metadata, nodes in order with their op, inputs, scalar fields and
-annotations) and one ``.npy`` per array field. Saving the same graph twice
-gives the same bytes. Loading never unpickles (``allow_pickle=False``).
+version, metadata, nodes in order with their op, inputs, scalar fields,
+target numerics and annotations) and one ``.npy`` per array field. Saving the
+same graph twice gives the same bytes. Loading never unpickles
+(``allow_pickle=False``).
+
+Format versions: 2 writes a node's typed target numerics as ``numerics``
+(``{'kind': 'loihi.cuba', ...}``, see :mod:`nmtoolchain.numerics`) and the
+LIF/LI ``discretization`` as an op field. Version 1 files carried both in
+annotations (``loihi``, ``discretization``); they are still read, converted
+on load (:func:`_upgrade_v1_node`).
 """
 from __future__ import annotations
 
@@ -18,9 +25,11 @@ import numpy as np
 from nmtoolchain.errors import BadInputError, IRValidationError
 from nmtoolchain.ir.graph import Graph
 from nmtoolchain.ir.op import OP_REGISTRY
+from nmtoolchain.numerics import numerics_from_dict
+from nmtoolchain.numerics.loihi import from_legacy_annotation
 
 FORMAT = "nmtc-ir"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
@@ -63,8 +72,11 @@ def graph_to_bytes(graph: Graph) -> bytes:
                 fields[k] = {"__npy__": key}
             else:
                 fields[k] = _jsonable(v)
-        nodes.append({"name": node.name, "op": node.op_name, "inputs": list(node.inputs),
-                      "fields": fields, "annotations": _jsonable(node.annotations)})
+        rec = {"name": node.name, "op": node.op_name, "inputs": list(node.inputs),
+               "fields": fields, "annotations": _jsonable(node.annotations)}
+        if node.numerics is not None:
+            rec["numerics"] = _jsonable(node.numerics.to_dict())
+        nodes.append(rec)
     doc = {"format": FORMAT, "version": FORMAT_VERSION,
            "metadata": _jsonable(graph.metadata), "nodes": nodes}
     buf = io.BytesIO()
@@ -105,6 +117,7 @@ def graph_from_bytes(data: bytes, origin: str = "<bytes>") -> Graph:
     if doc.get("version", 0) > FORMAT_VERSION:
         raise BadInputError(f"{origin}: IR format version {doc['version']} is newer than this "
                             f"nmtc supports ({FORMAT_VERSION}); upgrade nmtc")
+    version = doc.get("version", 0)
     graph = Graph(_from_json(doc.get("metadata", {})))
     for rec in doc["nodes"]:
         cls = OP_REGISTRY.get(rec["op"])
@@ -119,15 +132,43 @@ def graph_from_bytes(data: bytes, origin: str = "<bytes>") -> Graph:
                     raise BadInputError(f"{origin}: array {v['__npy__']} unreadable ({e})") from None
             else:
                 kwargs[k] = _from_json(v)
+        annotations = _from_json(rec.get("annotations", {}))
+        try:
+            if version < 2:
+                numerics = _upgrade_v1_node(cls, kwargs, annotations)
+            else:
+                numerics = (numerics_from_dict(_from_json(rec["numerics"]))
+                            if rec.get("numerics") is not None else None)
+        except IRValidationError as e:
+            raise BadInputError(f"{origin}: node '{rec['name']}' ({rec['op']}): {e}") from None
         try:
             op = cls(**kwargs)
         except TypeError as e:
             raise BadInputError(f"{origin}: node '{rec['name']}' ({rec['op']}): {e}") from None
         try:
-            graph.add(rec["name"], op, rec["inputs"], _from_json(rec.get("annotations", {})))
+            graph.add(rec["name"], op, rec["inputs"], annotations, numerics=numerics)
         except IRValidationError as e:
             raise BadInputError(f"{origin}: {e}") from None
     return graph
+
+
+def _upgrade_v1_node(cls: type, fields: Dict[str, Any], annotations: Dict[str, Any]) -> Any:
+    """Move a version-1 node's semantic annotations into typed places, in place.
+
+    ``annotations['discretization']`` becomes the op field of that name (when
+    the op has one); ``annotations['loihi']`` becomes the returned numerics
+    record, its report-only counts going to ``annotations['netx_import']``.
+    """
+    disc = annotations.pop("discretization", None)
+    if disc is not None and "discretization" in getattr(cls, "__dataclass_fields__", {}):
+        fields.setdefault("discretization", disc)
+    legacy = annotations.pop("loihi", None)
+    if not isinstance(legacy, dict):
+        return None
+    numerics, info = from_legacy_annotation(legacy)
+    if info:
+        annotations["netx_import"] = info
+    return numerics
 
 
 def load_graph(path: Union[str, Path]) -> Graph:

@@ -14,6 +14,7 @@ from nmtoolchain.calibration import calibration_spikes, recode_direct_input
 from nmtoolchain.convert.mst import convert_mst
 from nmtoolchain.ir import Graph
 from nmtoolchain.mapping import map_onto_cores
+from nmtoolchain.numerics.loihi import is_loihi_cuba
 from nmtoolchain.passes import fold_batchnorm, fold_pooling, fold_scales
 from nmtoolchain.quantize import quantize_for_loihi
 from nmtoolchain.pipeline.contract import GraphPass, PassContext, PassOutput
@@ -133,9 +134,7 @@ def is_quantized_for_loihi(graph: Graph) -> bool:
         elif n.op.is_neuron:
             if n.op_name == "SigmaDelta":
                 continue
-            ann = n.annotations.get("loihi")
-            if n.op_name not in ("CubaLIF", "CubaLI") or not isinstance(ann, dict) \
-                    or ann.get("neuron") != "CUBA":
+            if not is_loihi_cuba(n):  # a CubaLIF/CubaLI carrying LoihiCubaNeuron numerics
                 return False
     return True
 

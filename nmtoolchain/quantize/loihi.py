@@ -15,10 +15,11 @@ it, and loading the export gives the same values back:
 * ``layer0_input``: ``Input`` without neuron (netx input layer without a
   ``neuron`` group, driven by spikes through ``net.inp``);
 * ``layer{i}_dense`` / ``layer{i}_conv``: integer-valued float weights, zero
-  synapse bias, ``annotations['loihi']`` as the loader writes it;
+  synapse bias;
 * ``layer{i}_neuron``: ``CubaLIF`` (``reset='to_reset'``, ``compare='>'``)
-  with ``annotations['loihi'] = {'neuron': 'CUBA', 'iDecay', 'vDecay',
-  'vThMant', 'bias_mant', 'bias_exp': 6, 'refDelay': 1, 'readout', ...}``;
+  with ``numerics`` a :class:`~nmtoolchain.numerics.loihi.LoihiCubaNeuron`
+  (``i_decay``, ``v_decay``, ``v_th_mant``, ``bias_mant``, ``bias_exp = 6``,
+  ``ref_delay = 1``, ``readout``);
 * ``layer{i}_flatten``: ``Flatten``; ``output``: ``Output``.
 
 Pooling is left in place (another pass folds it into the next convolution),
@@ -48,7 +49,7 @@ Neuron mapping (dt = 1 step; the float kernels in ``simulators/cycle``):
 
 * ``IF``: iDecay = 4096 (no current state: u = input of this step), vDecay = 0;
   ``W_eff = r * W``, ``b_eff = v_bias + r * b_synapse``.
-* ``LIF`` (``discretization`` 'euler', the default: k = dt/tau; 'exponential':
+* ``LIF`` (op field ``discretization`` 'euler', the default: k = dt/tau; 'exponential':
   k = 1 - exp(-dt/tau)): iDecay = 4096, vDecay = round(4096 k);
   ``W_eff = k r W``, ``b_eff = v_bias + k (v_leak + r b_synapse)``.
 * ``CubaLIF``: iDecay = round(4096 (1 - exp(-dt/tau_syn))), vDecay =
@@ -94,20 +95,13 @@ from nmtoolchain.errors import (
     BadInputError, NmtcError, NotExpressibleError, UnsupportedOpError)
 from nmtoolchain.ir import (
     Affine, Conv2d, CubaLIF, Flatten, Graph, Input, Node, Output, SumPool2d)
-# the netx loader owns the decay <-> tau convention; quantizing inverts it
-from nmtoolchain.frontends.netx_loader import int_annotation as _as_annotation
-from nmtoolchain.frontends.netx_loader import tau_from_decay as _tau
-
-#: Loihi's decay unit: a decay d removes d/4096 of the state per step.
-DECAY_UNIT = 4096
-#: netx shifts every CUBA bias mantissa by this exponent.
-BIAS_EXP = 6
-#: 13-bit signed bias mantissa.
-BIAS_MANT_MAX = 4095
-#: netx's readout neuron threshold (``1 << 18 - 1`` == 1 << 17: never fires).
-READOUT_VTH = 1 << 17
-#: Loihi's u and v hold 24-bit signed values.
-STATE_LIMIT = (1 << 23) - 1
+# Loihi numerics own the constants and the decay <-> tau rule; quantizing inverts it
+from nmtoolchain.numerics.loihi import (
+    BIAS_EXP, BIAS_MANT_MAX, DECAY_UNIT, MANT_SHIFT, STATE_LIMIT, TIME_CONVENTION,
+    LoihiCubaNeuron)
+from nmtoolchain.numerics.loihi import READOUT_V_TH_MANT as READOUT_VTH
+from nmtoolchain.numerics.loihi import decay_from_factor as _decay_from_factor
+from nmtoolchain.numerics.loihi import tau_from_decay as _tau
 
 _SYNAPSES = ("Affine", "Linear", "Conv2d")
 _SPIKING = ("IF", "LIF", "CubaLIF")
@@ -351,13 +345,6 @@ def _scalar(v: Any, name: str, node: Node) -> float:
     return float(a.reshape(-1)[0])
 
 
-def _decay_from_factor(keep: float) -> int:
-    """12-bit decay d with (4096 - d)/4096 closest to the per-step factor ``keep``."""
-    return int(min(DECAY_UNIT, max(0, round(DECAY_UNIT * (1.0 - keep)))))
-
-
-
-
 def _row_factor(f: np.ndarray, kind: str, out_shape: Tuple[int, ...], node: Node,
                 what: str) -> np.ndarray:
     """A per-neuron factor as one value per output row (dense) or channel (conv)."""
@@ -445,7 +432,7 @@ def _neuron_map(node: Node, graph: Graph) -> _NeuronMap:
     elif name == "LIF":
         tau = f64(op.tau, 1.0)
         _scalar(tau, "tau", node)
-        mode = node.annotations.get("discretization", "euler")
+        mode = op.discretization
         if mode == "exponential":
             k = 1.0 - np.exp(-dt / tau)
         else:
@@ -561,8 +548,6 @@ class _Quantizer:
                     "first synapse: encode analog inputs on the host first, e.g. "
                     "nmtoolchain.convert.rate_encode)")
         meta = copy.deepcopy(g.metadata)
-        from nmtoolchain.frontends.netx_loader import TIME_CONVENTION
-
         depth = max(self.depth.values()) if self.depth else 0
         meta.update({
             "dt": 1.0, "time_convention": TIME_CONVENTION,
@@ -638,6 +623,33 @@ class _Quantizer:
         self.name_of[node.name] = "output"
 
     def add_layer(self, syn: Node) -> None:
+        """A synapse and the neuron it feeds become one netx layer (module docstring):
+        effective float values, a scale, integers, then the two quantized nodes."""
+        neu, src, kind = self._layer_parts(syn)
+        self.layer_i += 1
+        out_shape = tuple(neu.shape)
+        nm = _neuron_map(neu, self.g)
+        changes = list(nm.changes)
+        notes: List[str] = []
+        w, bias, theta = self._effective_float(syn, neu, nm, src, kind, out_shape, changes, notes)
+        s, limited_by = self._choose_scale(syn, w, bias, theta)
+        s, w_int, clipped = self._integer_weights(syn, w, s, kind, notes)
+        zeroed = int(np.count_nonzero((w != 0) & (w_int == 0)))
+        if zeroed:
+            notes.append(f"{zeroed} of {int(np.count_nonzero(w))} non-zero weights round to 0")
+        vth = self._threshold_mant(nm, theta, s, changes, notes)
+        b_int = np.clip(np.round(bias * s), -self.lim.bias_max, self.lim.bias_max)
+        b_form = _bias_form(b_int.astype(np.int64), kind, out_shape)
+        drive = float(np.abs(w_int).reshape(w_int.shape[0], -1).sum(1).max()) * (1 << MANT_SHIFT)
+        if drive > STATE_LIMIT:
+            notes.append(f"a step with every input spiking drives u to {int(drive)} > 2^23 - 1: "
+                         "Loihi's 24-bit u would wrap")
+        self._emit_layer(syn, neu, src, kind, nm, _LayerInts(
+            scale=float(s), limited_by=limited_by, w_int=w_int, clipped=clipped, zeroed=zeroed,
+            vth=vth, b_int=b_int, b_form=b_form), changes, notes)
+
+    def _layer_parts(self, syn: Node) -> Tuple[Node, str, str]:
+        """The neuron ``syn`` feeds, the quantized node it reads, and 'dense' or 'conv'."""
         g = self.g
         users = g.users(syn.name)
         if len(users) != 1 or users[0].op_name not in _NEURONS:
@@ -645,22 +657,20 @@ class _Quantizer:
             raise NotExpressibleError(
                 f"node '{syn.name}' ({syn.op_name}) feeds {what}; on Loihi a synapse feeds "
                 f"exactly one neuron layer ({', '.join(_NEURONS)})")
-        neu = users[0]
-        src = self.name_of[syn.inputs[0]]
         kind = "conv" if syn.op_name == "Conv2d" else "dense"
         in_shape = tuple(g[syn.inputs[0]].shape)
         if kind == "dense" and len(in_shape) != 1:
             raise NotExpressibleError(
                 f"node '{syn.name}' ({syn.op_name}) reads a {list(in_shape)} input; "
                 "netx dense layers read a flat vector: add a Flatten first")
-        self.layer_i += 1
-        i = self.layer_i
-        qsyn, qneu = f"layer{i}_{kind}", f"layer{i}_neuron"
-        out_shape = tuple(neu.shape)
-        nm = _neuron_map(neu, g)
-        changes = list(nm.changes)
-        notes: List[str] = []
-        # effective float weights, bias and threshold per output row / channel
+        return users[0], self.name_of[syn.inputs[0]], kind
+
+    def _effective_float(self, syn: Node, neu: Node, nm: _NeuronMap, src: str, kind: str,
+                         out_shape: Tuple[int, ...], changes: List[str], notes: List[str]
+                         ) -> Tuple[np.ndarray, np.ndarray, Optional[float]]:
+        """Float weights, bias per neuron and the one threshold of the Loihi layer
+        (None for a readout): the neuron map applied, the synapse bias moved into
+        the neuron, per-neuron thresholds folded into the weight rows."""
         w = np.asarray(syn.op.weight, np.float64) / self.gain[src]
         w = _scale_rows(w, _row_factor(nm.w_factor, kind, out_shape, neu, "the input gain"))
         bias = np.broadcast_to(nm.bias, out_shape).astype(np.float64)
@@ -696,9 +706,12 @@ class _Quantizer:
                 bias = bias * np.broadcast_to(per, out_shape)
                 notes.append("per-neuron thresholds folded into the weight rows (one vThMant "
                              "per layer)")
-        # the scale: largest s meeting the weight, threshold and bias limits
-        mixed = bool(w.min() < 0 < w.max())
-        w_lo, w_hi = self.lim.weight_range(mixed)
+        return w, bias, theta
+
+    def _choose_scale(self, syn: Node, w: np.ndarray, bias: np.ndarray,
+                      theta: Optional[float]) -> Tuple[float, str]:
+        """The largest scale meeting the weight, threshold and bias limits, and which bound it."""
+        w_lo, w_hi = self.lim.weight_range(bool(w.min() < 0 < w.max()))
         pos, neg = w[w > 0], -w[w < 0]
 
         def top(a: np.ndarray) -> float:
@@ -720,6 +733,13 @@ class _Quantizer:
             raise NotExpressibleError(
                 f"node '{syn.name}' ({syn.op_name}): all weights are zero and the readout has "
                 "no bias; nothing to quantize")
+        return s, limited_by
+
+    def _integer_weights(self, syn: Node, w: np.ndarray, s: float, kind: str,
+                         notes: List[str]) -> Tuple[float, np.ndarray, int]:
+        """Round and clip ``w * s``; for a dense layer lower s by 1% until netx and
+        Lava reproduce the integers exactly. Returns (scale, integers, clipped)."""
+        w_lo, w_hi = self.lim.weight_range(bool(w.min() < 0 < w.max()))
         for attempt in range(64):
             ws = w * s
             w_int = np.round(ws)
@@ -741,69 +761,85 @@ class _Quantizer:
             notes.append(f"scale lowered {attempt} time(s) by 1% so netx's weight exponent "
                          "round trip is exact")
         notes.extend(fix_notes)
-        zeroed = int(np.count_nonzero((w != 0) & (w_int == 0)))
-        if zeroed:
-            notes.append(f"{zeroed} of {int(np.count_nonzero(w))} non-zero weights round to 0")
+        return s, w_int, clipped
+
+    def _threshold_mant(self, nm: _NeuronMap, theta: Optional[float], s: float,
+                        changes: List[str], notes: List[str]) -> int:
+        """vThMant: the scaled threshold (netx's never-firing value for a readout);
+        '>=' becomes '>' with one less."""
         if nm.readout:
-            vth = READOUT_VTH
-        else:
-            vth = int(min(self.lim.threshold_max, round(theta * s)))
-            if nm.compare == ">=":
-                if vth > 0:
-                    vth -= 1
-                    changes.append("compare '>=' -> '>' with vThMant - 1 (exact: an IF "
-                                   "neuron's v is a multiple of 64)")
-                else:
-                    changes.append("compare '>=' with a threshold that rounds to 0 -> '> 0'")
-            if vth == 0:
-                notes.append("threshold rounds to 0: the neuron fires whenever v > 0")
-        b_int = np.clip(np.round(bias * s), -self.lim.bias_max, self.lim.bias_max)
-        b_form = _bias_form(b_int.astype(np.int64), kind, out_shape)
-        drive = float(np.abs(w_int).reshape(w_int.shape[0], -1).sum(1).max()) * 64
-        if drive > STATE_LIMIT:
-            notes.append(f"a step with every input spiking drives u to {int(drive)} > 2^23 - 1: "
-                         "Loihi's 24-bit u would wrap")
+            return READOUT_VTH
+        vth = int(min(self.lim.threshold_max, round(theta * s)))
+        if nm.compare == ">=":
+            if vth > 0:
+                vth -= 1
+                changes.append("compare '>=' -> '>' with vThMant - 1 (exact: an IF "
+                               "neuron's v is a multiple of 64)")
+            else:
+                changes.append("compare '>=' with a threshold that rounds to 0 -> '> 0'")
+        if vth == 0:
+            notes.append("threshold rounds to 0: the neuron fires whenever v > 0")
+        return vth
+
+    def _emit_layer(self, syn: Node, neu: Node, src: str, kind: str, nm: _NeuronMap,
+                    ints: "_LayerInts", changes: List[str], notes: List[str]) -> None:
+        """Add the quantized synapse and CUBA neuron nodes and the report row."""
+        i = self.layer_i
+        qsyn, qneu = f"layer{i}_{kind}", f"layer{i}_neuron"
+        w_int = ints.w_int
         weight_exp = None
         if kind == "dense":
             weight_exp = -int(netx_dense_weights(w_int)[1])
             op = Affine(w_int.astype(np.float32), None)
-            loihi_syn = {"synapse": "Dense", "input_message_bits": 0, "weights_truncated": 0,
-                         "weights_clipped": 0, "delays_clamped": 0, "netx_weight_sign_bug": False}
         else:
             c = syn.op
             op = Conv2d(w_int.astype(np.float32), None, c.stride, c.padding, c.dilation, c.groups)
-            loihi_syn = {"synapse": "Conv", "input_message_bits": 0, "weights_truncated": 0}
         lo, hi = int(w_int.min()), int(w_int.max())
-        if limited_by != "weights":
-            notes.append(f"scale bound by the {limited_by} limit: the weights use only "
+        if ints.limited_by != "weights":
+            notes.append(f"scale bound by the {ints.limited_by} limit: the weights use only "
                          f"{_bits(lo, hi)} bits")
-        quant_syn = {"scale": s, "weight_exp": weight_exp, "weight_bits": _bits(lo, hi),
-                     "weight_range": [lo, hi], "clipped": clipped, "zeroed": zeroed,
+        quant_syn = {"scale": ints.scale, "weight_exp": weight_exp, "weight_bits": _bits(lo, hi),
+                     "weight_range": [lo, hi], "clipped": ints.clipped, "zeroed": ints.zeroed,
                      "float_node": syn.name}
         self.q.add(qsyn, op, [src], {"source": {"netx_layer": i, "type": kind,
                                                 "float_node": syn.name},
-                                     "loihi": loihi_syn, "quant": quant_syn})
+                                     "quant": quant_syn})
         neuron_op = CubaLIF(tau_syn=_tau(nm.i_decay), tau_mem=_tau(nm.v_decay), r=1.0,
-                            v_leak=0.0, v_threshold=float(vth), w_in=1.0, v_reset=0.0,
-                            reset="to_reset", v_bias=b_form.astype(np.float32), compare=">")
-        loihi_neu = {"neuron": "CUBA", "iDecay": nm.i_decay, "vDecay": nm.v_decay,
-                     "vThMant": vth, "bias_mant": _as_annotation(b_form), "bias_exp": BIAS_EXP,
-                     "refDelay": 1, "readout": bool(nm.readout), "bias_truncated": 0}
+                            v_leak=0.0, v_threshold=float(ints.vth), w_in=1.0, v_reset=0.0,
+                            reset="to_reset", v_bias=ints.b_form.astype(np.float32), compare=">")
+        numerics = LoihiCubaNeuron(i_decay=nm.i_decay, v_decay=nm.v_decay, v_th_mant=ints.vth,
+                                   bias_mant=ints.b_form, bias_exp=BIAS_EXP, ref_delay=1,
+                                   readout=bool(nm.readout))
         row = LayerQuant(
             layer=qneu, synapse=qsyn, float_synapse=syn.name, float_neuron=neu.name, kind=kind,
-            neuron=neu.op_name, scale=float(s), limited_by=limited_by, weight_range=(lo, hi),
-            weight_bits=_bits(lo, hi), weight_exp=weight_exp, clipped=clipped, zeroed=zeroed,
-            vThMant=vth, bias_mant_range=(int(b_int.min()), int(b_int.max())),
+            neuron=neu.op_name, scale=ints.scale, limited_by=ints.limited_by,
+            weight_range=(lo, hi), weight_bits=_bits(lo, hi), weight_exp=weight_exp,
+            clipped=ints.clipped, zeroed=ints.zeroed, vThMant=ints.vth,
+            bias_mant_range=(int(ints.b_int.min()), int(ints.b_int.max())),
             iDecay=nm.i_decay, vDecay=nm.v_decay, changes=changes, notes=notes)
         self.q.add(qneu, neuron_op, [qsyn],
                    {"source": {"netx_layer": i, "type": kind, "neuron_type": "CUBA",
                                "float_node": neu.name},
-                    "loihi": loihi_neu, "quant": row.as_dict()})
+                    "quant": row.as_dict()}, numerics=numerics)
         self.rows.append(row)
         self.name_of[syn.name], self.name_of[neu.name] = qsyn, qneu
         self.gain[qneu] = 1.0
         self.depth[qsyn] = self.depth[qneu] = self.depth[src] + 1
         self.done.add(neu.name)
+
+
+@dataclasses.dataclass
+class _LayerInts:
+    """The integers chosen for one layer (before the nodes are built)."""
+
+    scale: float              # integer = round(float * scale)
+    limited_by: str           # which limit bound the scale
+    w_int: np.ndarray         # integer weights
+    clipped: int              # weights clipped to the mantissa range
+    zeroed: int               # non-zero float weights that became 0
+    vth: int                  # vThMant
+    b_int: np.ndarray         # bias mantissas per neuron
+    b_form: np.ndarray        # the same in the shape the netx loader gives back
 
 
 # ------------------------------------------------------- float reference
@@ -832,7 +868,8 @@ def loihi_float_reference(graph: Graph) -> Graph:
                 op.compare = _neuron_map(node, graph).compare
             except NmtcError:
                 op.compare = op.compare if node.op_name == "IF" else ">"
-        ref.add(node.name, op, node.inputs, copy.deepcopy(node.annotations))
+        ref.add(node.name, op, node.inputs, copy.deepcopy(node.annotations),
+                numerics=node.numerics)
     ref.metadata["semantics"] = "loihi (reset to 0, v starts at 0, one spike per step)"
     return ref.infer_shapes()
 

@@ -27,6 +27,8 @@ def inspect_graph(graph: Graph) -> Dict[str, Any]:
             "input_shapes": [list(graph[s].shape) for s in node.inputs],
             "output_shape": list(node.shape),
             "params": node.op.describe(),
+            # the target's exact numerics (e.g. Loihi CUBA integers), None for float-only nodes
+            "numerics": None if node.numerics is None else node.numerics.describe(),
             **counts,
         })
     return {
@@ -53,7 +55,7 @@ def render_inspection(info: Dict[str, Any], console: Any) -> None:
         ins = " ".join("x".join(map(str, s)) for s in r["input_shapes"]) or "-"
         t.add_row(r["name"], r["op"], ins, "x".join(map(str, r["output_shape"])),
                   f"{r['parameters']:,}", f"{r['synapses']:,}", f"{r['macs']:,}",
-                  r["params"][:60])
+                  r["params"][:60] + (f"\n{r['numerics']}" if r.get("numerics") else ""))
     console.print(t)
     tot = info["totals"]
     console.print(

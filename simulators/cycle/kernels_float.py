@@ -315,14 +315,14 @@ class IFK(NeuronK):
 
 class LIFK(IFK):
     """LIF: 'exponential' (sinabs: v <- a v + (1 - a) r x, a = exp(-dt/tau)) or
-    'euler' (default: v <- v + dt/tau (v_leak - v + r x)) per the node's
-    ``annotations['discretization']``."""
+    'euler' (default: v <- v + dt/tau (v_leak - v + r x)) per the op's
+    ``discretization`` field."""
 
     def __init__(self, node, graph, device="cpu"):
         super().__init__(node, graph, device)
         dt = float(graph.metadata.get("dt", 1.0))
         self.tau, self.leak = self.p("tau", 1.0), self.p("v_leak")
-        self.mode = node.annotations.get("discretization", "euler")
+        self.mode = node.op.discretization
         self.alpha = torch.exp(-dt / self.tau)
         self.k = dt / self.tau
 
@@ -345,7 +345,7 @@ class LIK(LIFK):
         dt = float(graph.metadata.get("dt", 1.0))
         self.r, self.tau, self.leak = self.p("r", 1.0), self.p("tau", 1.0), self.p("v_leak")
         self.bias = self.p("v_bias")
-        self.mode = node.annotations.get("discretization", "euler")
+        self.mode = node.op.discretization
         self.alpha, self.k = torch.exp(-dt / self.tau), dt / self.tau
 
     def reset(self, batch):
@@ -384,7 +384,8 @@ class CubaLIFK(NeuronK):
         self.thr, self.v_reset, self.bias = (self.p("v_threshold", 1.0), self.p("v_reset"),
                                              self.p("v_bias"))
         self.v_min = None if getattr(node.op, "v_min", None) is None else self.p("v_min")
-        self.bias_drive = "input_transform" in node.annotations.get("loihi", {})
+        # netx's input neuron (its numerics carry an input transform) is driven through v
+        self.bias_drive = getattr(node.numerics, "input_transform", None) is not None
         self.spiking = node.op_name == "CubaLIF"
 
     def reset(self, batch):

@@ -34,6 +34,9 @@ import torch.nn.functional as F
 
 from nmtoolchain.errors import UnsupportedOpError
 from nmtoolchain.ir import Graph, Node
+from nmtoolchain.numerics.loihi import (
+    DECAY_BITS, DECAY_UNIT, MANT_SHIFT, SDNN_SPIKE_EXP, SDNN_STATE_EXP, STATE_BITS,
+    LoihiCubaNeuron, LoihiSigmaDeltaNeuron, keep_factor)
 from simulators.cycle import kernels_float as kf
 
 I64 = torch.int64
@@ -57,10 +60,10 @@ def decay(x: torch.Tensor, d: int) -> torch.Tensor:
     """x * (4096 - d) / 4096 rounded toward zero (Lava's sign-magnitude shift)."""
     if d == 0:
         return x
-    if d == 4096:
+    if d == DECAY_UNIT:
         return torch.zeros_like(x)
-    p = x * (4096 - d)
-    return torch.sign(p) * (torch.abs(p) >> 12)
+    p = x * (DECAY_UNIT - d)
+    return torch.sign(p) * (torch.abs(p) >> DECAY_BITS)
 
 
 def _exact_matmul(w32: torch.Tensor, w64: torch.Tensor, bound: float,
@@ -162,7 +165,7 @@ class ConvLoihi(kf.Kernel):
 
 
 F64 = torch.float64
-_LIM = float(1 << 23)
+_LIM = float(1 << (STATE_BITS - 1))
 _I32 = float(1 << 31)
 
 
@@ -192,19 +195,19 @@ class CubaLoihi(kf.Kernel):
     def __init__(self, node, graph, device="cpu", layer_index=0, reset_interval=None,
                  reset_offset=0):
         super().__init__(node, graph, device)
-        ann = node.annotations.get("loihi")
-        if not ann or ann.get("neuron") != "CUBA":
+        q = node.numerics
+        if not isinstance(q, LoihiCubaNeuron):
             raise UnsupportedOpError(
                 f"node '{node.name}' ({node.op_name}): no Loihi fixed-point parameters; quantize "
                 "for Loihi first")
-        self.fu = (4096 - int(ann["iDecay"])) / 4096.0
-        self.fv = (4096 - int(ann["vDecay"])) / 4096.0
-        self.vth = float(int(ann["vThMant"]) << 6)
-        bias = np.asarray(ann.get("bias_mant", 0), dtype=np.int64)
-        self.bias_exp = int(ann.get("bias_exp", 6))
-        self.bias = torch.as_tensor(np.broadcast_to(bias, node.shape).copy(), device=device)
+        self.fu = keep_factor(q.i_decay)
+        self.fv = keep_factor(q.v_decay)
+        self.vth = float(q.v_th_mant << MANT_SHIFT)
+        self.bias_exp = q.bias_exp
+        self.bias = torch.as_tensor(np.broadcast_to(q.bias_mant, node.shape).copy(),
+                                    device=device)
         self.bias_v = self._shift_bias(self.bias).to(F64)
-        self.drive = "input_transform" in ann
+        self.drive = q.input_transform is not None
         self.interval = reset_interval
         self.phase = None if not reset_interval else (reset_offset + 1 + layer_index) % reset_interval
 
@@ -240,7 +243,7 @@ class CubaLoihi(kf.Kernel):
         if self.drive:  # netx input neuron: the input is its bias_mant
             bias = self._shift_bias(torch.round(x).to(I64)).to(F64)
         else:
-            u.add_(x, alpha=64.0)
+            u.add_(x, alpha=float(1 << MANT_SHIFT))
             if not _fits_int32(u):  # Lava's int32 arithmetic wraps
                 u.copy_(_wrap32_f(u))
             bias = self.bias_v
@@ -279,6 +282,12 @@ class SigmaDeltaLoihi(kf.Kernel):
     def __init__(self, node, graph, device="cpu"):
         super().__init__(node, graph, device)
         op = node.op
+        q = node.numerics
+        if isinstance(q, LoihiSigmaDeltaNeuron) and (q.spike_exp, q.state_exp) != (
+                SDNN_SPIKE_EXP, SDNN_STATE_EXP):
+            raise UnsupportedOpError(
+                f"node '{node.name}' ({node.op_name}): spike_exp {q.spike_exp}, state_exp "
+                f"{q.state_exp}; loihi numerics run netx's {SDNN_SPIKE_EXP}, {SDNN_STATE_EXP}")
         thr = np.asarray(op.threshold, dtype=np.int64)
         bias = np.asarray(op.bias, dtype=np.int64)
         self.vth = torch.as_tensor(np.broadcast_to(thr, node.shape).copy(), device=device) << 12
