@@ -32,8 +32,9 @@ Model = Union[Graph, str, "os.PathLike[str]", Any]
 #: data: an array or tensor (N, *shape) / (N, T, *shape), or a file (.npz with x[, y], .npy)
 Data = Union[np.ndarray, Any, str, "os.PathLike[str]"]
 
-#: the default number of samples simulate, report and verify use (see README: one
-#: default everywhere; 16 gives stable per-sample rates without a long Lava run)
+#: samples the CLI's simulate, report and verify take by default (one default
+#: everywhere: stable per-sample rates, a Lava run of about a minute); the API
+#: takes all the data it is given, and this many random-spike samples without data
 DEFAULT_SAMPLES = 16
 DEFAULT_PROFILES = ("loihi2", "loihi1", "speck", "cmos45nm")
 EXPORT_TARGETS = ("nir", "nmir", "loihi2")
@@ -98,11 +99,14 @@ def _inputs(graph: Graph, x: Optional[Data], y: Optional[Data], dataset: Optiona
     """RunInputs from arrays, a file, a bundled data set, or seeded random spikes."""
     from nmtoolchain.inputs import RunInputs, _fit, load_run_inputs
 
-    n = 10 ** 12 if samples is None else int(samples)
-    if n < 1:
+    if samples is not None and (isinstance(samples, bool) or int(samples) < 1):
         raise BadInputError(f"--samples must be a positive integer, got {samples}")
     if x is not None and dataset is not None:
         raise BadInputError("give either data (x) or a dataset, not both")
+    if x is None and dataset is None:  # seeded random spikes: a count is needed
+        n = DEFAULT_SAMPLES if samples is None else int(samples)
+    else:
+        n = 10 ** 12 if samples is None else int(samples)
     if x is None or isinstance(x, (str, os.PathLike)):
         inputs = load_run_inputs(graph, dataset=dataset,
                                  data=Path(x) if x is not None else None, samples=n)
@@ -191,7 +195,7 @@ def _run(model: Model, x: Optional[Data], y: Optional[Data], dataset: Optional[s
 
 def simulate(model: Model, x: Optional[Data] = None, *, y: Optional[Data] = None,
              dataset: Optional[str] = None, timesteps: int = 16, numerics: str = "float",
-             samples: Optional[int] = DEFAULT_SAMPLES, profile: str = "loihi2",
+             samples: Optional[int] = None, profile: str = "loihi2",
              reset_interval: Optional[int] = None,
              input_shape: Optional[Sequence[int]] = None, allow_pickle: bool = False,
              progress: Optional[Callable[[int], None]] = None) -> Simulation:
@@ -199,7 +203,8 @@ def simulate(model: Model, x: Optional[Data] = None, *, y: Optional[Data] = None
 
     Inputs: ``x`` (N, *shape) applied at every step or (N, T, *shape) per
     step, or a file; ``dataset='digits'``; or, with neither, seeded random
-    spikes (the report says so). At most ``samples`` of them (None: all).
+    spikes (the report says so). At most ``samples`` of them (None: all the
+    data given, or :data:`DEFAULT_SAMPLES` random-spike samples).
     ``numerics``: 'float' or 'loihi' (bit-exact fixed point).
     ``reset_interval``: netx's LIFReset interval (loihi numerics).
     """
@@ -210,7 +215,7 @@ def simulate(model: Model, x: Optional[Data] = None, *, y: Optional[Data] = None
 def report(model: Model, x: Optional[Data] = None, *, y: Optional[Data] = None,
            dataset: Optional[str] = None, profiles: Sequence[str] = DEFAULT_PROFILES,
            reference: str = "cmos45nm", measured: Optional[str] = None, timesteps: int = 16,
-           numerics: str = "float", samples: Optional[int] = DEFAULT_SAMPLES,
+           numerics: str = "float", samples: Optional[int] = None,
            reset_interval: Optional[int] = None, input_shape: Optional[Sequence[int]] = None,
            allow_pickle: bool = False,
            progress: Optional[Callable[[int], None]] = None) -> Simulation:
@@ -256,16 +261,20 @@ def export(model: Model, target: str, output: Union[str, "os.PathLike[str]"],
 
 def verify(directory: Union[str, "os.PathLike[str]"], x: Optional[Data] = None, *,
            dataset: Optional[str] = None, timesteps: Optional[int] = None,
-           samples: int = DEFAULT_SAMPLES, reset_interval: Optional[int] = None) -> Any:
+           samples: Optional[int] = None, reset_interval: Optional[int] = None) -> Any:
     """Run an ``export(..., 'loihi2', directory)`` in Lava (fixed_pt) and in nmtc's
     simulator (loihi numerics) and compare every layer and step.
 
-    ``timesteps`` defaults to the export's steps plus its pipeline depth. Returns
+    ``timesteps`` defaults to the export's steps plus its pipeline depth;
+    ``samples`` to all of an array ``x``, else :data:`DEFAULT_SAMPLES`. Returns
     the verifier's result (``identical``, ``lines()``, ``as_dict()``). Needs lava-nc
     and lava-dl.
     """
     from exporters.loihi2.verify import verify_export
 
+    if samples is None:
+        samples = len(_array(x)) if x is not None and not isinstance(x, (str, os.PathLike)) \
+            else DEFAULT_SAMPLES
     if x is None or isinstance(x, (str, os.PathLike)):
         return verify_export(Path(directory), data=Path(x) if x is not None else None,
                              dataset=dataset, steps=timesteps, samples=samples,

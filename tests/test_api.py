@@ -199,3 +199,17 @@ def test_check_accuracy_json_from_the_cli_is_the_librarys_schema(tmp_path, capfd
     d = json.loads(out)
     assert d["ann_accuracy"] == 0.75 and d["passed"] is True and d["gated_accuracy"] == 0.75
     assert [p["accuracy"] for p in d["snn_accuracy"]] == [0.5, 0.75]
+
+
+def test_the_readme_python_snippet_runs_and_prints_its_verdict(capsys):
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("### Python API"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    exec(compile(code, "README.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert "64 samples" in out and "µJ per inference" in out
+    # the bundled QCFS CNN converts within 2 points on these 64 images (the gate's verdict)
+    assert out.strip().endswith("PASS")
