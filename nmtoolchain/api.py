@@ -20,12 +20,19 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Sequence, Union
 
 import numpy as np
 
 from nmtoolchain.errors import BadInputError
 from nmtoolchain.ir import Graph
+
+if TYPE_CHECKING:  # for annotations only: importing these pulls in torch or a vendor
+    from exporters.loihi2.bundle import ExportResult
+    from exporters.loihi2.verify import VerifyResult
+    from nmtoolchain.accuracy import AccuracyCheck
+    from nmtoolchain.inputs import RunInputs
+    from simulators.cycle import RunCounts, SimResult
 
 #: a model: an IR graph, a file nmtc reads, or a torch ``nn.Module`` (needs ``input_shape``)
 Model = Union[Graph, str, "os.PathLike[str]", Any]
@@ -95,7 +102,7 @@ def convert(model: Model, *, method: str = "mst", timesteps: Optional[int] = Non
 
 
 def _inputs(graph: Graph, x: Optional[Data], y: Optional[Data], dataset: Optional[str],
-            samples: Optional[int]) -> Any:
+            samples: Optional[int]) -> "RunInputs":
     """RunInputs from arrays, a file, a bundled data set, or seeded random spikes."""
     from nmtoolchain.inputs import RunInputs, _fit, load_run_inputs
 
@@ -140,12 +147,12 @@ class Simulation:
     """
 
     graph: Graph
-    result: Any  # simulators.cycle.SimResult
+    result: "SimResult"
     report: Dict[str, Any]
-    inputs: Any  # nmtoolchain.inputs.RunInputs
+    inputs: "RunInputs"
 
     @property
-    def counts(self) -> Any:
+    def counts(self) -> "RunCounts":
         """The run's :class:`~simulators.cycle.RunCounts`."""
         return self.result.counts
 
@@ -229,7 +236,7 @@ def report(model: Model, x: Optional[Data] = None, *, y: Optional[Data] = None,
 
 
 def export(model: Model, target: str, output: Union[str, "os.PathLike[str]"],
-           **options: Any) -> Any:
+           **options: Any) -> Union["ExportResult", Path]:
     """Export ``model`` for ``target`` ('loihi2', 'nir' or 'nmir') to ``output``.
 
     loihi2 writes a directory and returns the exporter's result (report and
@@ -261,7 +268,8 @@ def export(model: Model, target: str, output: Union[str, "os.PathLike[str]"],
 
 def verify(directory: Union[str, "os.PathLike[str]"], x: Optional[Data] = None, *,
            dataset: Optional[str] = None, timesteps: Optional[int] = None,
-           samples: Optional[int] = None, reset_interval: Optional[int] = None) -> Any:
+           samples: Optional[int] = None, reset_interval: Optional[int] = None
+           ) -> "VerifyResult":
     """Run an ``export(..., 'loihi2', directory)`` in Lava (fixed_pt) and in nmtc's
     simulator (loihi numerics) and compare every layer and step.
 
@@ -291,7 +299,7 @@ def check_accuracy(model: Model, x: Optional[Data] = None, y: Optional[Data] = N
                    min_accuracy: Optional[float] = None, max_drop: Optional[float] = None,
                    target: Optional[str] = None, calib: Any = None, precharge: bool = True,
                    samples: Optional[int] = None, input_shape: Optional[Sequence[int]] = None,
-                   allow_pickle: bool = False) -> Any:
+                   allow_pickle: bool = False) -> "AccuracyCheck":
     """Accuracy of a QCFS ANN and of its MST-converted SNN against time step,
     gated (see :func:`nmtoolchain.accuracy.check_accuracy`).
 

@@ -64,7 +64,13 @@ def _root(
 
 
 def _info(message: str) -> None:
-    """A notice that is not the command's result (silenced by --quiet)."""
+    """What a command did, e.g. "wrote FILE", on stdout (silenced by --quiet)."""
+    if not _state["quiet"]:
+        typer.echo(message)
+
+
+def _note(message: str) -> None:
+    """A notice about the invocation itself, on stderr (silenced by --quiet)."""
     if not _state["quiet"]:
         typer.echo(message, err=True)
 
@@ -101,11 +107,24 @@ INPUT_SHAPE = typer.Option(
     None, "--input-shape", help="Per-sample input shape, e.g. 1,8,8 (for torch files without one).")
 
 
+# Shared options. --samples has one default (16) in simulate, report and verify:
+# enough samples for stable per-sample rates and energies, and a Lava run that
+# stays around a minute; check-accuracy measures all samples unless told.
+DATASET = typer.Option(None, "--dataset", help="Bundled data set: digits.")
+DATA = typer.Option(None, "--data", help="Inputs: .npz with x (and y) or a raw .npy array.")
+TIMESTEPS = typer.Option(16, "--timesteps", "-T", help="Time steps to simulate.")
+NUMERICS = typer.Option("float", "--numerics", help="float (reference) or loihi (bit-exact).")
+SAMPLES = typer.Option(16, "--samples", help="At most this many input samples.")
+RESET = typer.Option(None, "--reset-interval",
+                     help="netx LIFReset interval (Loihi numerics), e.g. 16 for Intel's pilotnet.")
+JSON = typer.Option(False, "--json", help="Print only JSON on stdout.")
+
+
 @app.command()
 def inspect(
     model: Path = typer.Argument(..., help="Model file: TorchScript, nmtc checkpoint, ONNX, NIR, "
                                            "netx .net or nmtc .nmir."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+    as_json: bool = JSON,
     allow_pickle: bool = ALLOW_PICKLE,
     input_shape: Optional[str] = INPUT_SHAPE,
 ) -> None:
@@ -182,17 +201,6 @@ def export(
         _info(f"wrote {path}")
 
 
-# Shared options. --samples has one default (16) in simulate, report and verify:
-# enough samples for stable per-sample rates and energies, and a Lava run that
-# stays around a minute; check-accuracy measures all samples unless told.
-DATASET = typer.Option(None, "--dataset", help="Bundled data set: digits.")
-DATA = typer.Option(None, "--data", help="Inputs: .npz with x (and y) or a raw .npy array.")
-TIMESTEPS = typer.Option(16, "--timesteps", "-T", help="Time steps to simulate.")
-NUMERICS = typer.Option("float", "--numerics", help="float (reference) or loihi (bit-exact).")
-SAMPLES = typer.Option(16, "--samples", help="At most this many input samples (default 16).")
-RESET = typer.Option(None, "--reset-interval",
-                     help="netx LIFReset interval (Loihi numerics), e.g. 16 for Intel's pilotnet.")
-JSON = typer.Option(False, "--json", help="Print only JSON on stdout.")
 
 
 @app.command()
@@ -220,7 +228,7 @@ def verify(
     if steps is not None:
         if timesteps is not None:
             raise BadInputError("give -T/--timesteps (--steps is its deprecated name), not both")
-        _info("nmtc: note: --steps is deprecated; use -T/--timesteps")
+        _note("nmtc: note: --steps is deprecated; use -T/--timesteps")
         timesteps = steps
     result = verify_export(directory, data, dataset=dataset, timesteps=timesteps,
                            samples=samples, reset_interval=reset_interval)
@@ -367,7 +375,7 @@ def check_accuracy(
     calib: Optional[str] = typer.Option(
         None, "--calib", help="Calibration data for --target: digits or a .npz with x "
                               "(default: the digits train split with --dataset digits, else --data)."),
-    as_json: bool = typer.Option(False, "--json", help="Print only JSON on stdout."),
+    as_json: bool = JSON,
     allow_pickle: bool = ALLOW_PICKLE, input_shape: Optional[str] = INPUT_SHAPE,
 ) -> int:
     """Accuracy of the ANN and of its MST-converted SNN against time step; exit 1 if a gate fails.

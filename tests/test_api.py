@@ -18,7 +18,7 @@ from nmtoolchain import ir
 from nmtoolchain.accuracy import AccuracyCheck
 from nmtoolchain.cli import main
 from nmtoolchain.errors import BadInputError
-from nmtoolchain.nn import IFNeuron, LIFNeuron, QCFS
+from nmtoolchain.nn import LIFNeuron, QCFS
 
 
 def test_importing_nmtoolchain_imports_neither_torch_nor_a_vendor_nor_the_cli():
