@@ -7,12 +7,17 @@ used here; this module does not import a vendor library.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, List, Sequence, Tuple, Union
+import contextlib
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from nmtoolchain.errors import BadInputError
 from nmtoolchain.ir import Graph
+from nmtoolchain.targets.registry import get_target
 
 
 def _labels(x: np.ndarray, y: Any) -> np.ndarray:
@@ -88,4 +93,178 @@ def ann_accuracy(model: Any, x: Any, y: Any, batch_size: int = 512) -> float:
     return float((np.concatenate(preds) == y).mean())
 
 
-__all__ = ["accuracy_vs_timesteps", "ann_accuracy", "timesteps_grid"]
+# ---------------------------------------------------------------- the CI gate
+GATE_TYPES = ("min_accuracy", "max_drop")
+
+
+@dataclass(frozen=True)
+class TargetAccuracy:
+    """Accuracy of a target's fixed-point export (what ``nmtc export`` would write)."""
+
+    name: str  # target, e.g. "loihi2"
+    timesteps: int  # steps per sample the export was measured at
+    accuracy: float  # in [0, 1]
+    headroom: Any  # the export's threshold headroom k (Loihi adaptation), as reported
+    notes: List[str] = field(default_factory=list)  # what the export pipeline changed
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {"name": self.name, "timesteps": self.timesteps, "accuracy": self.accuracy,
+                "headroom": self.headroom, "notes": list(self.notes)}
+
+
+@dataclass(frozen=True)
+class AccuracyCheck:
+    """Result of :func:`check_accuracy`: the ANN's accuracy, the converted SNN's
+    accuracy against time step, optionally the target export's, and the gate.
+
+    The gated accuracy is the target export's when a target was measured, else
+    the float SNN's at the largest T. ``as_dict()`` is the ``check-accuracy
+    --json`` schema (CI jobs read its keys).
+    """
+
+    ann_accuracy: float
+    curve: List[Tuple[int, float]]  # (T, SNN accuracy at T), T_max last
+    timesteps: int  # T_max
+    precharge: bool  # membranes started at λ/2 (MST/QCFS) rather than 0
+    samples: int
+    gate_type: Optional[str]  # one of GATE_TYPES, or None (no gate: always passes)
+    threshold: Optional[float]  # the gate's A (min_accuracy) or D (max_drop)
+    passed: bool
+    target: Optional[TargetAccuracy] = None
+    model: str = ""  # where the model came from (for the report)
+    data: str = ""  # what the samples are (for the report)
+
+    @property
+    def snn_accuracy(self) -> float:
+        """Float SNN accuracy at T_max."""
+        return self.curve[-1][1]
+
+    @property
+    def gated_accuracy(self) -> float:
+        """The accuracy the gate judges: the target export's, else the SNN's at T_max."""
+        return self.target.accuracy if self.target is not None else self.snn_accuracy
+
+    @property
+    def gate(self) -> str:
+        """One line saying what was compared with what."""
+        what = f"{self.target.name} fixed-point SNN" if self.target else "SNN"
+        acc, t = self.gated_accuracy, self.timesteps
+        if self.gate_type == "min_accuracy":
+            return f"{what} accuracy at T={t} {acc:.4f} >= {self.threshold:.4f}"
+        if self.gate_type == "max_drop":
+            return f"drop ANN - {what}(T={t}) {self.ann_accuracy - acc:.4f} <= {self.threshold:.4f}"
+        return "no gate given"
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {
+            "model": self.model, "data": self.data, "samples": self.samples,
+            "ann_accuracy": self.ann_accuracy,
+            "snn_accuracy": [{"timesteps": t, "accuracy": a} for t, a in self.curve],
+            "precharge": self.precharge,
+            "target": None if self.target is None else self.target.as_dict(),
+            "gate": self.gate, "passed": self.passed,
+            "gate_type": self.gate_type, "threshold": self.threshold,
+            "gated_accuracy": self.gated_accuracy, "timesteps": self.timesteps,
+        }
+
+
+def gate_passes(ann: float, measured: float, *, min_accuracy: Optional[float] = None,
+                max_drop: Optional[float] = None) -> bool:
+    """The gate: ``measured >= min_accuracy`` or ``ann - measured <= max_drop``
+    (with 1e-12 of slack for the float subtraction); no gate passes."""
+    if min_accuracy is not None:
+        return measured >= min_accuracy
+    if max_drop is not None:
+        return ann - measured <= max_drop + 1e-12
+    return True
+
+
+def _check_gate(min_accuracy: Optional[float], max_drop: Optional[float]) -> None:
+    if min_accuracy is not None and max_drop is not None:
+        raise BadInputError("give either --min-accuracy or --max-drop, not both")
+    for name, v in (("--min-accuracy", min_accuracy), ("--max-drop", max_drop)):
+        if v is not None and not 0.0 <= float(v) <= 1.0:
+            raise BadInputError(f"{name} must be in [0, 1], got {v}")
+
+
+@contextlib.contextmanager
+def _calibration_file(calib: Any, x: np.ndarray) -> Iterator[Union[str, Path]]:
+    """'digits' or a .npz path as given; an array (or None: the evaluated
+    samples themselves) written to a temporary .npz, which the exporter reads."""
+    if isinstance(calib, (str, Path)):
+        yield calib
+        return
+    arr = x if calib is None else np.asarray(calib, dtype=np.float32)
+    with tempfile.TemporaryDirectory(prefix="nmtc_calib_") as tmp:
+        path = Path(tmp) / "calib.npz"
+        np.savez(path, x=arr, y=np.zeros(len(arr), np.int64))
+        yield path
+
+
+def _as_graph(model: Any, x: np.ndarray) -> Graph:
+    if isinstance(model, Graph):
+        return model
+    import torch
+
+    if isinstance(model, torch.nn.Module):
+        from nmtoolchain.frontends.torch_fx import graph_from_module
+
+        return graph_from_module(model, tuple(x.shape[1:]), origin=type(model).__name__)
+    raise BadInputError(f"check_accuracy: expected an IR Graph or an nn.Module, got "
+                        f"{type(model).__name__}")
+
+
+def check_accuracy(model: Any, x: Any, y: Any, *, timesteps: int,
+                   min_accuracy: Optional[float] = None, max_drop: Optional[float] = None,
+                   target: Optional[str] = None, calib: Any = None, precharge: bool = True,
+                   data: str = "") -> AccuracyCheck:
+    """Convert a QCFS ANN (IR graph, or ``nn.Module`` traced at ``x``'s sample
+    shape) with MST and gate its accuracy on static samples ``x`` (N, *shape)
+    with labels ``y``.
+
+    The SNN sees each sample at every step and predicts by the argmax of its
+    summed output; the curve covers T = 1, 2, 4, ... ``timesteps``. With
+    ``target='loihi2'`` the export nmtc would write is also run bit-exactly in
+    fixed point at ``timesteps``, and the gate judges that accuracy.
+    ``calib`` (target only): 'digits', a .npz path, an array, or None for
+    ``x`` itself. At most one of ``min_accuracy`` (SNN >= A) and ``max_drop``
+    (ANN - SNN <= D), both in [0, 1]; with neither, the check always passes.
+    """
+    from nmtoolchain.convert.mst import convert_mst
+
+    _check_gate(min_accuracy, max_drop)
+    if isinstance(timesteps, bool) or int(timesteps) < 1:
+        raise BadInputError(f"--timesteps must be >= 1, got {timesteps}")
+    timesteps = int(timesteps)
+    chip = get_target(target) if target is not None else None  # refuses unknown names
+    x = np.asarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x, dtype=np.float32)
+    y = _labels(x, y.detach().cpu().numpy() if hasattr(y, "detach") else y)
+    graph = _as_graph(model, x)
+    shape = tuple(graph.inputs()[0].shape)
+    if x.ndim != len(shape) + 1:
+        raise BadInputError(f"{data or 'x'}: expected static samples (N, {shape}), "
+                            f"got {x.shape}")
+    snn = convert_mst(graph, timesteps=timesteps, precharge=precharge)
+    ann = ann_accuracy(graph, x, y)
+    curve = accuracy_vs_timesteps(snn, x, y, timesteps)
+    fixed = None
+    if chip is not None:
+        with _calibration_file(calib, x) as cal:
+            res = chip.accuracy(snn, x, y, steps=timesteps, calib=cal)
+        fixed = TargetAccuracy(target, timesteps, float(res["accuracy"]), res["headroom"],
+                               list(res["notes"]))
+    measured = fixed.accuracy if fixed is not None else curve[-1][1]
+    source = graph.metadata.get("source", {})
+    return AccuracyCheck(
+        ann_accuracy=ann, curve=curve, timesteps=timesteps, precharge=precharge,
+        samples=int(len(x)),
+        gate_type="min_accuracy" if min_accuracy is not None else
+        "max_drop" if max_drop is not None else None,
+        threshold=min_accuracy if min_accuracy is not None else max_drop,
+        passed=gate_passes(ann, measured, min_accuracy=min_accuracy, max_drop=max_drop),
+        target=fixed, model=str(source.get("path", "")) if isinstance(source, dict) else "",
+        data=data)
+
+
+__all__ = ["accuracy_vs_timesteps", "ann_accuracy", "timesteps_grid", "AccuracyCheck",
+           "TargetAccuracy", "check_accuracy", "gate_passes"]

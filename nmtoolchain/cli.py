@@ -1,15 +1,26 @@
-"""The ``nmtc`` command line: thin wrappers over library functions.
+"""The ``nmtc`` command line: thin wrappers over :mod:`nmtoolchain.api`.
+
+Commands parse options, call the API and render what it returns.
 
 Exit codes: 0 success, 1 a failed check (e.g. accuracy below a gate),
 2 bad input (any :class:`~nmtoolchain.errors.NmtcError`: one line on stderr,
-no traceback unless ``--debug``), 3 an internal error (a bug in nmtc).
+no traceback unless ``--debug``), 3 an internal error (a bug in nmtc),
+130 interrupted (Ctrl-C).
+
+Global options (``--debug``, ``--quiet/-q``) may come before or after the
+subcommand. With ``--json`` a command prints only JSON on stdout: anything
+else written to stdout while it runs (by nmtc or by a library) goes to stderr.
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
+import os
 import sys
+import warnings
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, Callable, Iterator, List, Optional
 
 import typer
 
@@ -25,7 +36,8 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-_state = {"debug": False}
+_state: dict = {"debug": False, "quiet": False, "json": None}
+GLOBAL_FLAGS = ("--debug", "--quiet", "-q")
 
 
 def _version(value: bool) -> None:
@@ -38,10 +50,34 @@ def _version(value: bool) -> None:
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                  help="Print the version and exit."),
-    debug: bool = typer.Option(False, "--debug", help="Show a traceback on errors."),
+    debug: bool = typer.Option(False, "--debug",
+                               help="Show a traceback on errors (also after the subcommand)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q",
+                               help="Print only results: no progress, notes or warnings "
+                                    "(errors still print)."),
 ) -> None:
     """nmtc: one IR, many passes, many back ends (Loihi 2 via Lava, Speck via sinabs, NIR)."""
-    _state["debug"] = debug
+    _state["debug"] = _state["debug"] or debug
+    _state["quiet"] = _state["quiet"] or quiet
+    if _state["quiet"]:
+        warnings.simplefilter("ignore")
+
+
+def _info(message: str) -> None:
+    """What a command did, e.g. "wrote FILE", on stdout (silenced by --quiet)."""
+    if not _state["quiet"]:
+        typer.echo(message)
+
+
+def _note(message: str) -> None:
+    """A notice about the invocation itself, on stderr (silenced by --quiet)."""
+    if not _state["quiet"]:
+        typer.echo(message, err=True)
+
+
+def _emit_json(obj: Any, default: Callable[[Any], Any] = float) -> None:
+    """The command's JSON result; main() prints it on the real stdout."""
+    _state["json"] = json.dumps(obj, indent=2, default=default)
 
 
 def _console(stderr: bool = False):
@@ -52,11 +88,16 @@ def _console(stderr: bool = False):
     return Console(stderr=stderr, highlight=False, width=None if stream.isatty() else 140)
 
 
-def _load(model: Path, allow_pickle: bool, input_shape: Optional[str]):
-    from nmtoolchain.frontends import load_model, parse_shape
+def _shape(input_shape: Optional[str]):
+    from nmtoolchain.frontends import parse_shape
 
-    shape = parse_shape(input_shape) if input_shape else None
-    return load_model(model, allow_pickle=allow_pickle, input_shape=shape)
+    return parse_shape(input_shape) if input_shape else None
+
+
+def _load(model: Path, allow_pickle: bool, input_shape: Optional[str]):
+    from nmtoolchain.api import load
+
+    return load(model, allow_pickle=allow_pickle, input_shape=_shape(input_shape))
 
 
 ALLOW_PICKLE = typer.Option(
@@ -66,11 +107,24 @@ INPUT_SHAPE = typer.Option(
     None, "--input-shape", help="Per-sample input shape, e.g. 1,8,8 (for torch files without one).")
 
 
+# Shared options. --samples has one default (16) in simulate, report and verify:
+# enough samples for stable per-sample rates and energies, and a Lava run that
+# stays around a minute; check-accuracy measures all samples unless told.
+DATASET = typer.Option(None, "--dataset", help="Bundled data set: digits.")
+DATA = typer.Option(None, "--data", help="Inputs: .npz with x (and y) or a raw .npy array.")
+TIMESTEPS = typer.Option(16, "--timesteps", "-T", help="Time steps to simulate.")
+NUMERICS = typer.Option("float", "--numerics", help="float (reference) or loihi (bit-exact).")
+SAMPLES = typer.Option(16, "--samples", help="At most this many input samples.")
+RESET = typer.Option(None, "--reset-interval",
+                     help="netx LIFReset interval (Loihi numerics), e.g. 16 for Intel's pilotnet.")
+JSON = typer.Option(False, "--json", help="Print only JSON on stdout.")
+
+
 @app.command()
 def inspect(
     model: Path = typer.Argument(..., help="Model file: TorchScript, nmtc checkpoint, ONNX, NIR, "
                                            "netx .net or nmtc .nmir."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+    as_json: bool = JSON,
     allow_pickle: bool = ALLOW_PICKLE,
     input_shape: Optional[str] = INPUT_SHAPE,
 ) -> None:
@@ -79,7 +133,7 @@ def inspect(
 
     info = inspect_graph(_load(model, allow_pickle, input_shape))
     if as_json:
-        typer.echo(json.dumps(info, indent=2, default=str))
+        _emit_json(info, default=str)
     else:
         render_inspection(info, _console())
 
@@ -101,7 +155,8 @@ def export(
     timesteps: int = typer.Option(16, "--timesteps", "-T",
                                   help="Time steps per sample (calibration, verify advice)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing output directory."),
-    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    as_json: bool = typer.Option(False, "--json",
+                                 help="Print JSON (a directory target: the report; a file: the path)."),
     allow_pickle: bool = ALLOW_PICKLE,
     input_shape: Optional[str] = INPUT_SHAPE,
 ) -> None:
@@ -121,104 +176,108 @@ def export(
                        allow_pickle=allow_pickle,
                        input_shape=parse_shape(input_shape) if input_shape else None)
     if as_json:
-        typer.echo(json.dumps(result.report, indent=2, default=str))
+        _emit_json(result.report if result.path.is_dir()
+                   else {"target": result.target, "path": str(result.path)}, default=str)
     elif result.path.is_dir():
-        typer.echo("\n".join(result.lines))
-        typer.echo(f"wrote {result.path}/ ({', '.join(result.files)})")
+        if not _state["quiet"]:
+            typer.echo("\n".join(result.lines))
+            typer.echo(f"wrote {result.path}/ ({', '.join(result.files)})")
     else:
-        typer.echo(f"wrote {result.path}")
+        _info(f"wrote {result.path}")
 
 
 @app.command()
 def verify(
     directory: Path = typer.Argument(
         ..., help="A directory written by nmtc export --target loihi2."),
-    data: Optional[Path] = typer.Option(None, "--data", help="Inputs: .npz with x (and y)."),
-    dataset: Optional[str] = typer.Option(None, "--dataset", help="Bundled data set: digits."),
-    steps: Optional[int] = typer.Option(
-        None, "--steps", help="Time steps (default: the export's timesteps + pipeline depth)."),
-    samples: int = typer.Option(4, "--samples", help="At most this many input samples."),
-    reset_interval: Optional[int] = typer.Option(
-        None, "--reset-interval", help="netx LIFReset interval, e.g. 16 for Intel's pilotnet."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
+    data: Optional[Path] = DATA,
+    dataset: Optional[str] = DATASET,
+    timesteps: Optional[int] = typer.Option(
+        None, "--timesteps", "-T",
+        help="Time steps (default: the export's timesteps + pipeline depth)."),
+    steps: Optional[int] = typer.Option(None, "--steps", hidden=True,
+                                        help="Deprecated name of --timesteps."),
+    samples: int = SAMPLES,
+    reset_interval: Optional[int] = RESET,
+    as_json: bool = JSON,
 ) -> int:
     """Run an export in Lava (fixed_pt) and in nmtc (loihi numerics); exit 1 if they differ.
 
     Prints "identical" or the first divergence (layer, step, neuron, both values) per
     sample, and the ms/step of both.
     """
-    from nmtoolchain.targets import verify as verify_export
+    from nmtoolchain.api import verify as verify_export
 
-    result = verify_export(directory, data=data, dataset=dataset, steps=steps, samples=samples,
-                           reset_interval=reset_interval)
+    if steps is not None:
+        if timesteps is not None:
+            raise BadInputError("give -T/--timesteps (--steps is its deprecated name), not both")
+        _note("nmtc: note: --steps is deprecated; use -T/--timesteps")
+        timesteps = steps
+    result = verify_export(directory, data, dataset=dataset, timesteps=timesteps,
+                           samples=samples, reset_interval=reset_interval)
     if as_json:
-        typer.echo(json.dumps(result.as_dict(), indent=2, default=float))
+        _emit_json(result.as_dict())
     else:
         typer.echo("\n".join(result.lines()))
     return 0 if result.identical else 1
 
 
-DATASET = typer.Option(None, "--dataset", help="Bundled data set: digits.")
-DATA = typer.Option(None, "--data", help="Inputs: .npz with x (and y) or a raw .npy array.")
-TIMESTEPS = typer.Option(16, "--timesteps", "-T", help="Time steps to simulate.")
-NUMERICS = typer.Option("float", "--numerics", help="float (reference) or loihi (bit-exact).")
-SAMPLES = typer.Option(16, "--samples", help="At most this many input samples.")
-RESET = typer.Option(None, "--reset-interval",
-                     help="netx LIFReset interval (Loihi numerics), e.g. 16 for Intel's pilotnet.")
-
-
-def _simulate(model: Path, dataset, data, timesteps: int, numerics: str, samples: int,
-              reset_interval, allow_pickle: bool, input_shape, quiet: bool):
-    """Load, pick inputs, and run the simulator with a progress bar."""
+@contextlib.contextmanager
+def _progress(timesteps: int) -> Iterator[Optional[Callable[[int], None]]]:
+    """A progress bar on stderr (a terminal only, not with --quiet) as a callback."""
+    if _state["quiet"] or not sys.stderr.isatty():
+        yield None
+        return
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from nmtoolchain.inputs import encode_for_graph, load_run_inputs
-    from simulators.cycle import Simulator
-
-    if timesteps < 1:
-        raise BadInputError(f"--timesteps must be >= 1, got {timesteps}")
-    graph = _load(model, allow_pickle, input_shape)
-    inputs = encode_for_graph(
-        graph, load_run_inputs(graph, dataset=dataset, data=data, samples=samples), timesteps)
-    sim = Simulator(graph, numerics, reset_interval=reset_interval)
-    err = _console(stderr=True)
-    with Progress(TextColumn("simulating"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
-                  TimeRemainingColumn(), console=err, transient=True,
-                  disable=quiet or not sys.stderr.isatty()) as bar:
+    with Progress(TextColumn("simulating"), BarColumn(),
+                  TextColumn("{task.completed}/{task.total} steps"), TimeRemainingColumn(),
+                  console=_console(stderr=True), transient=True) as bar:
         task = bar.add_task("sim", total=timesteps)
-        result = sim.run(inputs.x, timesteps, progress=lambda t: bar.update(task, completed=t))
-    return graph, inputs, result
+        yield lambda t: bar.update(task, completed=t)
+
+
+PROFILE = typer.Option("loihi2", "--profile", "-p",
+                       help="Hardware profile: a bundled name or a .toml path.")
 
 
 @app.command()
 def simulate(
     model: Path = typer.Argument(..., help="Model file (any format nmtc reads)."),
-    profile: str = typer.Option("loihi2", "--profile", "-p",
-                                help="Hardware profile: a bundled name or a .toml path."),
+    profile: str = PROFILE,
     dataset: Optional[str] = DATASET, data: Optional[Path] = DATA,
     timesteps: int = TIMESTEPS, numerics: str = NUMERICS, samples: int = SAMPLES,
     reset_interval: Optional[int] = RESET,
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+    as_json: bool = JSON,
     allow_pickle: bool = ALLOW_PICKLE, input_shape: Optional[str] = INPUT_SHAPE,
 ) -> None:
     """Simulate a model step by step; print counts, energy and latency under one profile."""
-    from nmtoolchain.report.simulation import build_report, render_report
+    from nmtoolchain.api import simulate as run_simulation
+    from nmtoolchain.report.simulation import render_report
 
-    graph, inputs, result = _simulate(model, dataset, data, timesteps, numerics, samples,
-                                      reset_interval, allow_pickle, input_shape, as_json)
-    rep = build_report(graph, result, [profile], reference=profile, labels=inputs.y,
-                       inputs=inputs.description)
+    with _progress(timesteps) as progress:
+        run = run_simulation(model, data, dataset=dataset, timesteps=timesteps,
+                             numerics=numerics, samples=samples, profile=profile,
+                             reset_interval=reset_interval, input_shape=_shape(input_shape),
+                             allow_pickle=allow_pickle, progress=progress)
     if as_json:
-        typer.echo(json.dumps(rep, indent=2, default=float))
+        _emit_json(run.report)
     else:
-        render_report(rep, _console())
+        render_report(run.report, _console())
+
+
+DEFAULT_REPORT_PROFILES = "loihi2,loihi1,speck,cmos45nm"
 
 
 @app.command()
 def report(
     model: Path = typer.Argument(..., help="Model file (any format nmtc reads)."),
-    profiles: str = typer.Option("loihi2,loihi1,speck,cmos45nm", "--profiles",
-                                 help="Comma-separated profile names or .toml paths."),
+    profile: Optional[List[str]] = typer.Option(
+        None, "--profile", "-p",
+        help="Hardware profiles to price: bundled names or .toml paths, comma-separated or "
+             f"repeated (default: {DEFAULT_REPORT_PROFILES})."),
+    profiles: Optional[str] = typer.Option(None, "--profiles", hidden=True,
+                                           help="Old name of --profile."),
     reference: str = typer.Option("cmos45nm", "--reference",
                                   help="Profile the others are compared against."),
     measured: Optional[str] = typer.Option(
@@ -227,27 +286,33 @@ def report(
     dataset: Optional[str] = DATASET, data: Optional[Path] = DATA,
     timesteps: int = TIMESTEPS, numerics: str = NUMERICS, samples: int = SAMPLES,
     reset_interval: Optional[int] = RESET,
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+    as_json: bool = JSON,
     allow_pickle: bool = ALLOW_PICKLE, input_shape: Optional[str] = INPUT_SHAPE,
 ) -> None:
     """Energy and latency per hardware profile, and where the profiles disagree."""
-    from nmtoolchain.report.simulation import build_report, render_report, write_html
+    from nmtoolchain.api import report as run_report
+    from nmtoolchain.report.simulation import render_report, write_html
 
-    names = [p.strip() for p in profiles.split(",") if p.strip()]
+    given = list(profile or []) + ([profiles] if profiles is not None else [])
+    if not given:
+        given = [DEFAULT_REPORT_PROFILES]
+    names = [p.strip() for text in given for p in text.split(",") if p.strip()]
     if not names:
-        raise BadInputError("--profiles is empty")
-    graph, inputs, result = _simulate(model, dataset, data, timesteps, numerics, samples,
-                                      reset_interval, allow_pickle, input_shape, as_json)
-    rep = build_report(graph, result, names, reference=reference, measured=measured,
-                       labels=inputs.y, inputs=inputs.description)
+        raise BadInputError("--profile is empty")
+    with _progress(timesteps) as progress:
+        run = run_report(model, data, dataset=dataset, profiles=names, reference=reference,
+                         measured=measured, timesteps=timesteps, numerics=numerics,
+                         samples=samples, reset_interval=reset_interval,
+                         input_shape=_shape(input_shape), allow_pickle=allow_pickle,
+                         progress=progress)
     if html_out is not None:
-        write_html(rep, html_out)
+        write_html(run.report, html_out)
     if as_json:
-        typer.echo(json.dumps(rep, indent=2, default=float))
+        _emit_json(run.report)
     else:
-        render_report(rep, _console())
+        render_report(run.report, _console())
         if html_out is not None:
-            typer.echo(f"wrote {html_out}")
+            _info(f"wrote {html_out}")
 
 
 @app.command()
@@ -262,16 +327,14 @@ def convert(
     allow_pickle: bool = ALLOW_PICKLE, input_shape: Optional[str] = INPUT_SHAPE,
 ) -> None:
     """Convert a QCFS ANN into an IF SNN graph (MST/QCFS rule) and write it atomically."""
-    if method != "mst":
-        raise BadInputError(f"--method {method!r}: unknown conversion method; choose one of: mst")
-    from nmtoolchain.convert.mst import convert_mst
+    from nmtoolchain.api import convert as convert_model
     from nmtoolchain.ir import save_graph
 
-    graph = _load(model, allow_pickle, input_shape)
-    snn = convert_mst(graph, timesteps=timesteps, precharge=not no_precharge)
+    snn = convert_model(model, method=method, timesteps=timesteps, precharge=not no_precharge,
+                        input_shape=_shape(input_shape), allow_pickle=allow_pickle)
     path = save_graph(snn, output)
     n_if = sum(1 for n in snn if n.op_name == "IF")
-    typer.echo(f"wrote {path} ({n_if} IF layer(s), precharge {'off' if no_precharge else 'on'})")
+    _info(f"wrote {path} ({n_if} IF layer(s), precharge {'off' if no_precharge else 'on'})")
 
 
 @app.command("check-accuracy")
@@ -280,6 +343,9 @@ def check_accuracy(
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Bundled data set: digits."),
     data: Optional[Path] = typer.Option(None, "--data", help="Labelled data: .npz with x and y."),
     timesteps: int = typer.Option(32, "--timesteps", "-T", help="Largest number of time steps."),
+    samples: Optional[int] = typer.Option(
+        None, "--samples", help="At most this many samples (default: all; a gate should "
+                                "measure the whole split)."),
     min_accuracy: Optional[float] = typer.Option(
         None, "--min-accuracy", help="Gate: SNN accuracy at T_max must be >= A (in [0, 1])."),
     max_drop: Optional[float] = typer.Option(
@@ -292,7 +358,7 @@ def check_accuracy(
     calib: Optional[str] = typer.Option(
         None, "--calib", help="Calibration data for --target: digits or a .npz with x "
                               "(default: the digits train split with --dataset digits, else --data)."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    as_json: bool = JSON,
     allow_pickle: bool = ALLOW_PICKLE, input_shape: Optional[str] = INPUT_SHAPE,
 ) -> int:
     """Accuracy of the ANN and of its MST-converted SNN against time step; exit 1 if a gate fails.
@@ -301,101 +367,102 @@ def check_accuracy(
     step and predicts by the argmax of its summed logits. With --target loihi2 the network
     nmtc export would write is also run bit-exactly in Loihi fixed point.
     """
-    from nmtoolchain.accuracy import accuracy_vs_timesteps, ann_accuracy
-    from nmtoolchain.convert.mst import convert_mst
-    from nmtoolchain.inputs import load_run_inputs
+    from nmtoolchain.api import check_accuracy as run_check
 
-    if min_accuracy is not None and max_drop is not None:
-        raise BadInputError("give either --min-accuracy or --max-drop, not both")
-    if min_accuracy is not None and not 0.0 <= min_accuracy <= 1.0:
-        raise BadInputError(f"--min-accuracy must be in [0, 1], got {min_accuracy}")
-    if max_drop is not None and not 0.0 <= max_drop <= 1.0:
-        raise BadInputError(f"--max-drop must be in [0, 1], got {max_drop}")
-    if timesteps < 1:
-        raise BadInputError(f"--timesteps must be >= 1, got {timesteps}")
-    if dataset is None and data is None:
-        raise BadInputError("give --dataset digits or --data FILE.npz")
-    if data is not None and data.suffix != ".npz":
-        raise BadInputError(f"--data {data}: needs a .npz with x and y (labels)")
-    graph = _load(model, allow_pickle, input_shape)
-    inputs = load_run_inputs(graph, dataset=dataset, data=data, samples=10 ** 9)
-    if inputs.y is None:
-        raise BadInputError(f"{inputs.description}: no labels (y) to measure accuracy")
-    if inputs.x.ndim != len(graph.inputs()[0].shape) + 1:
-        raise BadInputError(f"{inputs.description}: expected static samples (N, "
-                            f"{tuple(graph.inputs()[0].shape)}), got {inputs.x.shape}")
-    if target not in (None, "loihi2"):
-        raise BadInputError(f"--target {target}: fixed-point accuracy is available for loihi2")
-    snn = convert_mst(graph, timesteps=timesteps, precharge=not no_precharge)
-    ann = ann_accuracy(graph, inputs.x, inputs.y)
-    curve = accuracy_vs_timesteps(snn, inputs.x, inputs.y, timesteps)
-    snn_final = curve[-1][1]
-    fixed = None
-    if target == "loihi2":
-        from nmtoolchain.targets.loihi2 import loihi_accuracy
-
-        if calib is None:
-            calib = "digits" if dataset == "digits" else str(data)
-        fixed = loihi_accuracy(snn, inputs.x, inputs.y, steps=timesteps, calib=calib)
-        snn_final = fixed["accuracy"]
-    what = f"{target} fixed-point SNN" if fixed else "SNN"
-    if min_accuracy is not None:
-        passed = snn_final >= min_accuracy
-        gate = f"{what} accuracy at T={timesteps} {snn_final:.4f} >= {min_accuracy:.4f}"
-    elif max_drop is not None:
-        passed = ann - snn_final <= max_drop + 1e-12
-        gate = f"drop ANN - {what}(T={timesteps}) {ann - snn_final:.4f} <= {max_drop:.4f}"
-    else:
-        passed, gate = True, "no gate given"
-    verdict = "PASS" if passed else "FAIL"
+    res = run_check(model, data, dataset=dataset, timesteps=timesteps, samples=samples,
+                    min_accuracy=min_accuracy, max_drop=max_drop, target=target, calib=calib,
+                    precharge=not no_precharge, input_shape=_shape(input_shape),
+                    allow_pickle=allow_pickle)
+    res = dataclasses.replace(res, model=str(model))
     if as_json:
-        typer.echo(json.dumps({
-            "model": str(model), "data": inputs.description, "samples": int(len(inputs.x)),
-            "ann_accuracy": ann, "snn_accuracy": [{"timesteps": t, "accuracy": a} for t, a in curve],
-            "precharge": not no_precharge,
-            "target": None if fixed is None else {
-                "name": target, "timesteps": timesteps, "accuracy": fixed["accuracy"],
-                "headroom": fixed["headroom"], "notes": fixed["notes"]},
-            "gate": gate, "passed": passed}, indent=2))
+        _emit_json(res.as_dict())
     else:
-        typer.echo(f"{model.name} on {inputs.description}: ANN accuracy {ann:.4f}")
-        typer.echo(f"{'T':>6}  {'SNN acc':>8}  {'ANN - SNN':>9}")
-        for t, a in curve:
-            typer.echo(f"{t:>6}  {a:>8.4f}  {ann - a:>9.4f}")
-        if fixed is not None:
-            typer.echo(f"{target} export in fixed point (T={timesteps}, rate-coded input, "
-                       f"headroom k={fixed['headroom']}): {fixed['accuracy']:.4f}")
-        typer.echo(f"gate: {gate}: {verdict}")
-    return 0 if passed else 1
+        if not _state["quiet"]:
+            typer.echo(f"{model.name} on {res.data}: ANN accuracy {res.ann_accuracy:.4f}")
+            typer.echo(f"{'T':>6}  {'SNN acc':>8}  {'ANN - SNN':>9}")
+            for t, a in res.curve:
+                typer.echo(f"{t:>6}  {a:>8.4f}  {res.ann_accuracy - a:>9.4f}")
+            if res.target is not None:
+                typer.echo(f"{res.target.name} export in fixed point (T={res.timesteps}, "
+                           f"rate-coded input, headroom k={res.target.headroom}): "
+                           f"{res.target.accuracy:.4f}")
+        typer.echo(f"gate: {res.gate}: {'PASS' if res.passed else 'FAIL'}")
+    return 0 if res.passed else 1
 
 
 @app.command()
-def demo(
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
-) -> None:
+def demo(as_json: bool = JSON) -> None:
     """Run the main job on the embedded default (bundled digits model and data)."""
-    from nmtoolchain.demo import run_demo
+    from nmtoolchain.demo import _plain, run_demo
 
-    run_demo(as_json=as_json, console=_console())
+    if as_json:
+        _emit_json(run_demo(as_json=False, console=None), default=_plain)
+    else:
+        run_demo(as_json=False, console=_console())
+
+
+def _hoist_global_flags(args: List[str]) -> List[str]:
+    """Move --debug/--quiet/-q found after the subcommand in front of it (up to a
+    ``--``), so ``nmtc inspect x.onnx --debug`` works like ``nmtc --debug inspect``."""
+    end = args.index("--") if "--" in args else len(args)
+    flags = [a for a in args[:end] if a in GLOBAL_FLAGS]
+    rest = [a for a in args[:end] if a not in GLOBAL_FLAGS]
+    return flags + rest + args[end:]
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr(enabled: bool) -> Iterator[None]:
+    """While a --json command runs, send stdout (Python's and file descriptor 1,
+    which child processes inherit) to stderr, so only the JSON reaches stdout."""
+    if not enabled:
+        yield
+        return
+    sys.stdout.flush()
+    saved, saved_fd = sys.stdout, None
+    try:
+        saved_fd = os.dup(1)
+        os.dup2(2, 1)
+    except OSError:  # no real descriptor 1 (embedded use): Python-level redirect only
+        saved_fd = None
+    sys.stdout = sys.stderr
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        sys.stdout = saved
+        if saved_fd is not None:
+            os.dup2(saved_fd, 1)
+            os.close(saved_fd)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Console-script entry point; turns nmtc errors into one line and exit 2."""
     import click
 
-    args = list(sys.argv[1:] if argv is None else argv)
+    args = _hoist_global_flags(list(sys.argv[1:] if argv is None else argv))
+    head = args[:args.index("--")] if "--" in args else args
+    debug = "--debug" in head
+    json_mode = "--json" in head and not ({"-h", "--help"} & set(head))
+    _state.update(debug=debug, quiet=False, json=None)
     try:
-        rv = app(args=args, prog_name="nmtc", standalone_mode=False)
+        with _stdout_to_stderr(json_mode), warnings.catch_warnings():
+            rv = app(args=args, prog_name="nmtc", standalone_mode=False)
+        if _state["json"] is not None:
+            sys.stdout.write(_state["json"] + "\n")
+            sys.stdout.flush()
         return int(rv) if isinstance(rv, int) else 0
     except NmtcError as e:
-        if _state["debug"] or "--debug" in args:
+        if debug:
             raise
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         print(f"nmtc: error: {msg}", file=sys.stderr)
         return e.exit_code
     except click.exceptions.Exit as e:
         return e.exit_code
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as e:  # click's wrapping of Ctrl-C (and of EOF at a prompt)
+        if isinstance(e.__cause__, KeyboardInterrupt):
+            print("nmtc: interrupted", file=sys.stderr)
+            return 130
         print("nmtc: aborted", file=sys.stderr)
         return 1
     except click.ClickException as e:
@@ -405,7 +472,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("nmtc: interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # a bug in nmtc: still one line, traceback on --debug
-        if _state["debug"] or "--debug" in args:
+        if debug:
             raise
         print(f"nmtc: internal error: {type(e).__name__}: {e} (re-run with --debug for a "
               "traceback and report it)", file=sys.stderr)

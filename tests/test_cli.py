@@ -243,3 +243,151 @@ def test_inspect_says_which_nodes_run_only_in_lavas_simulator(tmp_path, capfd):
     text = " ".join(loihi["notes"])
     assert "MatMul runs only in Lava's CPU simulator" in text and "scores" in text
     assert "Add runs only" in text and "res1" in text
+
+
+# ------------------------------------------------------- consistency of the CLI
+BUNDLED_MLP_SNN = Path(__file__).resolve().parents[1] / "nmtoolchain" / "data" / "digits_mlp_snn.nmir"
+BUNDLED_QCFS = Path(__file__).resolve().parents[1] / "nmtoolchain" / "data" / "digits_qcfs_cnn.pt"
+
+
+def test_ctrl_c_during_a_long_simulation_exits_130_in_a_real_process():
+    import signal
+    import time
+
+    # the console script's own entry point; SIGINT's default handler is restored
+    # in case the test runner was started with SIGINT ignored (background jobs)
+    script = ("import signal, sys\n"
+              "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+              "from nmtoolchain.cli import main\n"
+              "print('ready', file=sys.stderr, flush=True)\n"
+              f"sys.exit(main(['simulate', {str(BUNDLED_MLP_SNN)!r}, '-T', '200000', "
+              "'--samples', '1', '--json']))\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr.readline().strip() == "ready"
+        time.sleep(2.0)  # inside main: loading the model or simulating 200,000 steps
+        assert proc.poll() is None, "the simulation ended before it could be interrupted"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert out == ""  # no partial JSON
+
+
+def test_debug_after_the_subcommand_shows_the_traceback(tmp_path, capfd):
+    missing = tmp_path / "missing.onnx"
+    res = subprocess.run(NMTC + ["inspect", str(missing), "--debug"], capture_output=True,
+                         text=True)
+    assert res.returncode != 0
+    assert "Traceback" in res.stderr and "BadInputError" in res.stderr
+    from nmtoolchain.errors import BadInputError
+
+    with pytest.raises(BadInputError, match="no such file"):
+        main(["inspect", str(missing), "--debug"])
+    # without it: the one line
+    code, _, err = run_cli(["inspect", missing], capfd)
+    assert_one_line_error(code, err, "no such file")
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_quiet_prints_only_the_result(where, tmp_path, capfd):
+    out_file = tmp_path / "snn.nmir"
+    args = ["convert", BUNDLED_QCFS, "--method", "mst", "-T", "8", "-o", out_file]
+    code, out, err = run_cli(["-q"] + args if where == "before" else args + ["--quiet"], capfd)
+    assert code == 0, err
+    assert (out, err) == ("", "") and out_file.exists()  # the file is the result
+    code, out, err = run_cli(["convert", BUNDLED_QCFS, "--method", "mst", "-o",
+                              tmp_path / "again.nmir"], capfd)
+    assert code == 0 and "wrote" in out + err  # not quiet: says what it wrote
+    code, out, err = run_cli(["check-accuracy", BUNDLED_QCFS, "--dataset", "digits", "-T", "2",
+                              "--samples", "20", "-q"], capfd)
+    assert code == 0 and err == ""
+    assert out.splitlines() and len(out.splitlines()) == 1 and out.startswith("gate: ")
+
+
+def test_json_mode_keeps_stdout_pure_even_when_a_library_prints(monkeypatch, capfd):
+    import nmtoolchain.report.inspect as inspect_mod
+
+    real = inspect_mod.inspect_graph
+
+    def noisy(graph):
+        print("a library talking on stdout")
+        os.write(1, b"and a C library writing to descriptor 1\n")
+        return real(graph)
+
+    monkeypatch.setattr(inspect_mod, "inspect_graph", noisy)
+    code, out, err = run_cli(["inspect", BUNDLED_ONNX, "--json"], capfd)
+    assert code == 0, err
+    assert json.loads(out)["totals"]["synapses"] == 18080
+    assert "a library talking on stdout" in err and "descriptor 1" in err
+
+
+def test_export_json_to_a_file_target_prints_only_json(tmp_path, capfd):
+    out_file = tmp_path / "cnn.nmir"
+    code, out, err = run_cli(["export", BUNDLED_ONNX, "--target", "nmir", "-o", out_file,
+                              "--json"], capfd)
+    assert code == 0, err
+    assert json.loads(out) == {"target": "nmir", "path": str(out_file)}
+
+
+def test_report_takes_profile_repeated_or_comma_separated_and_the_old_name(capfd):
+    base = ["report", BUNDLED_MLP_SNN, "--dataset", "digits", "-T", "4", "--samples", "2",
+            "--json"]
+    code, out, err = run_cli(base + ["-p", "loihi2", "--profile", "loihi1,cmos45nm"], capfd)
+    assert code == 0, err
+    assert set(json.loads(out)["profiles"]) == {"loihi2", "loihi1", "cmos45nm"}
+    code, out, err = run_cli(base + ["--profiles", "speck,cmos45nm"], capfd)
+    assert code == 0, err
+    assert set(json.loads(out)["profiles"]) == {"speck", "cmos45nm"}
+    code, out, _ = run_cli(["report", "--help"], capfd)
+    assert "--profile" in out and "--profiles" not in out
+
+
+def test_samples_defaults_to_16_in_simulate_report_and_verify(capfd):
+    import typer.main
+
+    from nmtoolchain.cli import app
+
+    commands = typer.main.get_command(app).commands
+    for name in ("simulate", "report", "verify"):
+        (param,) = [p for p in commands[name].params if p.name == "samples"]
+        assert param.default == 16, name
+    # and it is what a run uses: 16 of the 360 test images
+    code, out, err = run_cli(["simulate", BUNDLED_MLP_SNN, "--dataset", "digits", "-T", "2",
+                              "--json"], capfd)
+    assert code == 0, err
+    assert json.loads(out)["batch"] == 16
+
+
+def test_timesteps_is_spelled_the_same_in_every_command_that_steps(capfd):
+    import typer.main
+
+    from nmtoolchain.cli import app
+
+    for name, cmd in typer.main.get_command(app).commands.items():
+        for p in cmd.params:
+            if p.name == "timesteps":
+                assert set(p.opts) == {"--timesteps", "-T"}, name
+            assert "--steps" not in p.opts or p.hidden, name
+
+
+@pytest.mark.lava
+def test_verify_takes_T_and_still_the_old_steps(intel_netx, tmp_path, capfd):
+    out_dir = tmp_path / "tiny_loihi2"
+    code, _, err = run_cli(["export", intel_netx / "tiny.net", "--target", "loihi2", "-o",
+                            out_dir], capfd)
+    assert code == 0, err
+    base = ["verify", out_dir, "--samples", "1", "--reset-interval", "16", "--json"]
+    code, out, err = run_cli(base + ["-T", "6"], capfd)
+    assert code == 0, out + err
+    result = json.loads(out)
+    assert result["steps"] == 6 and result["identical"] is True
+    code, out, err = run_cli(base + ["--steps", "5"], capfd)
+    assert code == 0, out + err
+    assert json.loads(out)["steps"] == 5 and "deprecated" in err
+    code, _, err = run_cli(base + ["-T", "6", "--steps", "6"], capfd)
+    assert_one_line_error(code, err, "--timesteps")

@@ -1,0 +1,329 @@
+"""nmtc's Python API: the entry points behind the ``nmtc`` commands.
+
+``import nmtoolchain as nmtc`` exposes these functions lazily (importing the
+package stays cheap). Each takes the model as an ``nn.Module`` (with
+``input_shape``), a file path (any format :func:`load` reads) or an IR
+:class:`~nmtoolchain.ir.Graph`, and data as numpy arrays or torch tensors as
+well as files::
+
+    import nmtoolchain as nmtc
+    run = nmtc.simulate("model.onnx", x, timesteps=16, profile="loihi2")
+    run.energy_pj("loihi2")
+
+The CLI parses options and renders what these return; nothing here prints.
+Bad input raises a :class:`~nmtoolchain.errors.NmtcError` subclass.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Sequence, Union
+
+import numpy as np
+
+from nmtoolchain.errors import BadInputError
+from nmtoolchain.ir import Graph
+
+if TYPE_CHECKING:  # for annotations only: importing these pulls in torch or a vendor
+    from exporters.loihi2.bundle import ExportResult
+    from exporters.loihi2.verify import VerifyResult
+    from nmtoolchain.accuracy import AccuracyCheck
+    from nmtoolchain.inputs import RunInputs
+    from simulators.cycle import RunCounts, SimResult
+
+#: a model: an IR graph, a file nmtc reads, or a torch ``nn.Module`` (needs ``input_shape``)
+Model = Union[Graph, str, "os.PathLike[str]", Any]
+#: data: an array or tensor (N, *shape) / (N, T, *shape), or a file (.npz with x[, y], .npy)
+Data = Union[np.ndarray, Any, str, "os.PathLike[str]"]
+
+#: samples the CLI's simulate, report and verify take by default (one default
+#: everywhere: stable per-sample rates, a Lava run of about a minute); the API
+#: takes all the data it is given, and this many random-spike samples without data
+DEFAULT_SAMPLES = 16
+DEFAULT_PROFILES = ("loihi2", "loihi1", "speck", "cmos45nm")
+CONVERT_METHODS = ("mst",)
+
+
+def _is_module(obj: Any) -> bool:
+    torch = sys.modules.get("torch")  # an nn.Module exists only if torch is imported
+    return torch is not None and isinstance(obj, torch.nn.Module)
+
+
+def _array(data: Any) -> np.ndarray:
+    if hasattr(data, "detach"):  # a torch tensor
+        data = data.detach().cpu().numpy()
+    return np.asarray(data)
+
+
+def load(model: Model, *, input_shape: Optional[Sequence[int]] = None,
+         allow_pickle: bool = False) -> Graph:
+    """The IR graph of ``model``, shapes inferred.
+
+    A Graph is returned itself (its shapes inferred); a file is read by its format (TorchScript, nmtc
+    checkpoint, ONNX, NIR, netx, .nmir; a pickled module only with
+    ``allow_pickle``); an ``nn.Module`` is traced with torch.fx and needs
+    ``input_shape`` per sample (e.g. ``(1, 8, 8)``; without the time axis for
+    modules on (batch, time, ...) tensors).
+    """
+    if isinstance(model, Graph):
+        return model.infer_shapes()  # fills in derived shapes only, as the simulator does
+    shape = tuple(int(s) for s in input_shape) if input_shape is not None else None
+    if _is_module(model):
+        if shape is None:
+            raise BadInputError(f"load({type(model).__name__}): an nn.Module needs input_shape "
+                                "(per sample, e.g. (1, 8, 8))")
+        from nmtoolchain.frontends.torch_fx import graph_from_module
+
+        return graph_from_module(model, shape, origin=type(model).__name__)
+    if isinstance(model, (str, os.PathLike)):
+        from nmtoolchain.frontends import load_model
+
+        return load_model(Path(model), allow_pickle=allow_pickle, input_shape=shape)
+    raise BadInputError(f"expected a model file, an nn.Module or an nmtc Graph, got "
+                        f"{type(model).__name__}")
+
+
+def convert(model: Model, *, method: str = "mst", timesteps: Optional[int] = None,
+            precharge: bool = True, input_shape: Optional[Sequence[int]] = None,
+            allow_pickle: bool = False) -> Graph:
+    """Convert a QCFS ANN into an IF SNN graph (``method='mst'``, the MST/QCFS
+    rule); ``timesteps`` is only recorded, ``precharge`` starts membranes at λ/2."""
+    if method not in CONVERT_METHODS:
+        raise BadInputError(f"--method {method!r}: unknown conversion method; choose one of: "
+                            f"{', '.join(CONVERT_METHODS)}")
+    from nmtoolchain.convert.mst import convert_mst
+
+    graph = load(model, input_shape=input_shape, allow_pickle=allow_pickle)
+    return convert_mst(graph, timesteps=timesteps, precharge=precharge)
+
+
+def _inputs(graph: Graph, x: Optional[Data], y: Optional[Data], dataset: Optional[str],
+            samples: Optional[int]) -> "RunInputs":
+    """RunInputs from arrays, a file, a bundled data set, or seeded random spikes."""
+    from nmtoolchain.inputs import RunInputs, _fit, load_run_inputs
+
+    if samples is not None and (isinstance(samples, bool) or int(samples) < 1):
+        raise BadInputError(f"--samples must be a positive integer, got {samples}")
+    if x is not None and dataset is not None:
+        raise BadInputError("give either data (x) or a dataset, not both")
+    if x is None and dataset is None:  # seeded random spikes: a count is needed
+        n = DEFAULT_SAMPLES if samples is None else int(samples)
+    else:
+        n = 10 ** 12 if samples is None else int(samples)
+    if x is None or isinstance(x, (str, os.PathLike)):
+        inputs = load_run_inputs(graph, dataset=dataset,
+                                 data=Path(x) if x is not None else None, samples=n)
+    else:
+        if len(graph.inputs()) != 1:
+            raise BadInputError(f"model has {len(graph.inputs())} inputs; nmtc feeds exactly one")
+        arr = _array(x).astype(np.float32)
+        shape = tuple(graph.inputs()[0].shape)
+        if tuple(arr.shape) == shape:
+            arr = arr[None]  # one sample
+        arr = _fit(arr, shape, "x")[:n]
+        inputs = RunInputs(arr, None, f"array, {len(arr)} samples")
+    if y is not None:
+        labels = np.load(y) if isinstance(y, (str, os.PathLike)) else _array(y)
+        labels = np.asarray(labels).reshape(-1)[:n]
+        if len(labels) != len(inputs.x):
+            raise BadInputError(f"{len(inputs.x)} samples but {len(labels)} labels")
+        inputs = RunInputs(inputs.x, labels, inputs.description)
+    return inputs
+
+
+@dataclass
+class Simulation:
+    """A simulator run and its cost report.
+
+    ``result`` is the simulator's :class:`~simulators.cycle.SimResult` (outputs
+    per step, ``counts``: events, synaptic operations, neuron updates and
+    spikes per layer and step); ``report`` is the plain-data report the
+    ``simulate``/``report`` commands print as JSON (energy and latency per
+    profile, per-layer counts per sample, accuracy when labels were given).
+    """
+
+    graph: Graph
+    result: "SimResult"
+    report: Dict[str, Any]
+    inputs: "RunInputs"
+
+    @property
+    def counts(self) -> "RunCounts":
+        """The run's :class:`~simulators.cycle.RunCounts`."""
+        return self.result.counts
+
+    @property
+    def outputs(self) -> Dict[str, Any]:
+        """Output node name -> (batch, T, *shape) tensor."""
+        return self.result.outputs
+
+    @property
+    def accuracy(self) -> Optional[float]:
+        """Accuracy of the summed output against the labels, or None without labels."""
+        return self.report.get("accuracy")
+
+    def energy_pj(self, profile: Optional[str] = None) -> float:
+        """Energy per inference in pJ under ``profile`` (default: the first priced)."""
+        rows = self.report["profiles"]
+        key = profile if profile is not None else next(iter(rows))
+        if key not in rows:
+            raise BadInputError(f"profile {key!r} was not priced; this run has {list(rows)}")
+        return float(rows[key]["energy_per_inference_pj"])
+
+
+def _run(model: Model, x: Optional[Data], y: Optional[Data], dataset: Optional[str],
+         timesteps: int, numerics: str, samples: Optional[int], reset_interval: Optional[int],
+         profiles: Sequence[str], reference: str, measured: Optional[str],
+         input_shape: Optional[Sequence[int]], allow_pickle: bool,
+         progress: Optional[Callable[[int], None]]) -> Simulation:
+    from hardware_profiles import load_profile
+    from nmtoolchain.inputs import encode_for_graph
+    from nmtoolchain.report.simulation import build_report
+    from simulators.cycle import Simulator
+
+    if isinstance(timesteps, bool) or int(timesteps) < 1:
+        raise BadInputError(f"--timesteps must be >= 1, got {timesteps}")
+    if not profiles:
+        raise BadInputError("--profile: no profile given")
+    for p in list(profiles) + [reference]:
+        load_profile(p)  # an unknown profile fails before a long run, not after it
+    graph = load(model, input_shape=input_shape, allow_pickle=allow_pickle)
+    inputs = encode_for_graph(graph, _inputs(graph, x, y, dataset, samples), int(timesteps))
+    sim = Simulator(graph, numerics, reset_interval=reset_interval)
+    result = sim.run(inputs.x, int(timesteps), progress=progress)
+    rep = build_report(graph, result, list(profiles), reference=reference, measured=measured,
+                       labels=inputs.y, inputs=inputs.description)
+    return Simulation(graph, result, rep, inputs)
+
+
+def simulate(model: Model, x: Optional[Data] = None, *, y: Optional[Data] = None,
+             dataset: Optional[str] = None, timesteps: int = 16, numerics: str = "float",
+             samples: Optional[int] = None, profile: str = "loihi2",
+             reset_interval: Optional[int] = None,
+             input_shape: Optional[Sequence[int]] = None, allow_pickle: bool = False,
+             progress: Optional[Callable[[int], None]] = None) -> Simulation:
+    """Simulate ``model`` for ``timesteps`` steps and price the run under one profile.
+
+    Inputs: ``x`` (N, *shape) applied at every step or (N, T, *shape) per
+    step, or a file; ``dataset='digits'``; or, with neither, seeded random
+    spikes (the report says so). At most ``samples`` of them (None: all the
+    data given, or :data:`DEFAULT_SAMPLES` random-spike samples).
+    ``numerics``: 'float' or 'loihi' (bit-exact fixed point).
+    ``reset_interval``: netx's LIFReset interval (loihi numerics).
+    """
+    return _run(model, x, y, dataset, timesteps, numerics, samples, reset_interval, [profile],
+                profile, None, input_shape, allow_pickle, progress)
+
+
+def report(model: Model, x: Optional[Data] = None, *, y: Optional[Data] = None,
+           dataset: Optional[str] = None, profiles: Sequence[str] = DEFAULT_PROFILES,
+           reference: str = "cmos45nm", measured: Optional[str] = None, timesteps: int = 16,
+           numerics: str = "float", samples: Optional[int] = None,
+           reset_interval: Optional[int] = None, input_shape: Optional[Sequence[int]] = None,
+           allow_pickle: bool = False,
+           progress: Optional[Callable[[int], None]] = None) -> Simulation:
+    """Like :func:`simulate`, priced under several ``profiles`` and compared with
+    ``reference``; ``measured`` adds a board measurement stored in a profile
+    (e.g. 'pilotnet_lif')."""
+    if isinstance(profiles, str):
+        profiles = [p.strip() for p in profiles.split(",") if p.strip()]
+    return _run(model, x, y, dataset, timesteps, numerics, samples, reset_interval,
+                list(profiles), reference, measured, input_shape, allow_pickle, progress)
+
+
+def export(model: Model, target: str, output: Optional[Union[str, "os.PathLike[str]"]] = None,
+           **options: Any) -> "ExportResult":
+    """Export ``model`` for ``target`` (a registered target: loihi2, nir, onnx, nmir)
+    to ``output`` through the target's pass pipeline; returns the
+    :class:`~nmtoolchain.targets.ExportResult` (``path``, ``files``, ``report``,
+    ``lines``). ``options``: ``profile``, ``calib``, ``timesteps``, ``force`` where
+    the target uses them (anything else goes to the target as ``extra``, e.g.
+    ``opset`` for onnx); ``input_shape`` and ``allow_pickle`` apply to loading."""
+    from nmtoolchain.targets import ExportOptions, export as export_to
+
+    load_opts = {k: options.pop(k) for k in ("input_shape", "allow_pickle") if k in options}
+    known = {k: options.pop(k) for k in ("profile", "calib", "timesteps", "force")
+             if k in options}
+    if not isinstance(model, (str, os.PathLike)):
+        model = load(model, **load_opts)
+        load_opts = {}
+    shape = load_opts.get("input_shape")
+    return export_to(model, target, output, ExportOptions(**known, extra=options),
+                     allow_pickle=bool(load_opts.get("allow_pickle", False)),
+                     input_shape=tuple(shape) if shape is not None else None)
+
+
+def verify(directory: Union[str, "os.PathLike[str]"], x: Optional[Data] = None, *,
+           dataset: Optional[str] = None, timesteps: Optional[int] = None,
+           samples: Optional[int] = None, reset_interval: Optional[int] = None
+           ) -> "VerifyResult":
+    """Run the referee of the target that wrote ``directory`` (loihi2: the export
+    in Lava (fixed_pt) and in nmtc's simulator (loihi numerics), compared at every
+    layer and step).
+
+    ``timesteps`` defaults to the export's steps plus its pipeline depth;
+    ``samples`` to all of an array ``x``, else :data:`DEFAULT_SAMPLES`. Returns
+    the verifier's result (``identical``, ``lines()``, ``as_dict()``). Needs lava-nc
+    and lava-dl.
+    """
+    from nmtoolchain.targets import verify as verify_export
+
+    if samples is None:
+        samples = len(_array(x)) if x is not None and not isinstance(x, (str, os.PathLike)) \
+            else DEFAULT_SAMPLES
+    if x is None or isinstance(x, (str, os.PathLike)):
+        return verify_export(Path(directory), data=Path(x) if x is not None else None,
+                             dataset=dataset, steps=timesteps, samples=samples,
+                             reset_interval=reset_interval)
+    with tempfile.TemporaryDirectory(prefix="nmtc_verify_") as tmp:
+        path = Path(tmp) / "x.npy"  # the verifier reads inputs from a file
+        np.save(path, _array(x).astype(np.float32))
+        return verify_export(Path(directory), data=path, dataset=dataset, steps=timesteps,
+                             samples=samples, reset_interval=reset_interval)
+
+
+def check_accuracy(model: Model, x: Optional[Data] = None, y: Optional[Data] = None, *,
+                   dataset: Optional[str] = None, timesteps: int = 32,
+                   min_accuracy: Optional[float] = None, max_drop: Optional[float] = None,
+                   target: Optional[str] = None, calib: Any = None, precharge: bool = True,
+                   samples: Optional[int] = None, input_shape: Optional[Sequence[int]] = None,
+                   allow_pickle: bool = False) -> "AccuracyCheck":
+    """Accuracy of a QCFS ANN and of its MST-converted SNN against time step,
+    gated (see :func:`nmtoolchain.accuracy.check_accuracy`).
+
+    Data: labelled arrays ``x``, ``y``; a .npz file with x and y as ``x``; or
+    ``dataset='digits'`` (its test split). ``samples``: at most this many
+    (None: all, as a gate should measure). ``calib`` for ``target``: 'digits',
+    a .npz, an array, or None (the digits train split with ``dataset='digits'``,
+    else the evaluated data). An ``nn.Module`` is traced at the shape of ``x``'s
+    samples unless ``input_shape`` says otherwise. Returns an :class:`~nmtoolchain.accuracy.AccuracyCheck`.
+    """
+    from nmtoolchain.accuracy import _check_gate, check_accuracy as _check
+
+    _check_gate(min_accuracy, max_drop)  # bad options fail before the model is loaded
+    if isinstance(timesteps, bool) or int(timesteps) < 1:
+        raise BadInputError(f"--timesteps must be >= 1, got {timesteps}")
+    if dataset is None and x is None:
+        raise BadInputError("give --dataset digits or --data FILE.npz (or arrays x, y)")
+    if isinstance(x, (str, os.PathLike)) and Path(x).suffix != ".npz":
+        raise BadInputError(f"--data {x}: needs a .npz with x and y (labels)")
+    if input_shape is None and _is_module(model) and x is not None \
+            and not isinstance(x, (str, os.PathLike)):
+        input_shape = _array(x).shape[1:]  # static samples (N, *shape)
+    graph = load(model, input_shape=input_shape, allow_pickle=allow_pickle)
+    inputs = _inputs(graph, x, y, dataset, samples)
+    if inputs.y is None:
+        raise BadInputError(f"{inputs.description}: no labels (y) to measure accuracy")
+    if calib is None and target is not None:
+        calib = "digits" if dataset == "digits" else \
+            str(x) if isinstance(x, (str, os.PathLike)) else None
+    return _check(graph, inputs.x, inputs.y, timesteps=timesteps, min_accuracy=min_accuracy,
+                  max_drop=max_drop, target=target, calib=calib, precharge=precharge,
+                  data=inputs.description)
+
+
+__all__ = ["load", "convert", "simulate", "report", "export", "verify", "check_accuracy",
+           "Simulation", "DEFAULT_SAMPLES"]
