@@ -225,12 +225,6 @@ def _to_lava(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a.transpose(list(range(nd - 1, 0, -1)) + [0]))
 
 
-def _from_lava(a: np.ndarray) -> np.ndarray:
-    """Lava's (*whc, T) -> (T, *chw)."""
-    nd = a.ndim
-    return np.ascontiguousarray(a.transpose([nd - 1] + list(range(nd - 2, -1, -1))))
-
-
 def _state_chw(a: np.ndarray) -> np.ndarray:
     """One Lava state snapshot (*whc) -> (*chw)."""
     return np.asarray(a).transpose(list(range(np.ndim(a) - 1, -1, -1)))

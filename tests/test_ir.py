@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from nmtoolchain import ir
@@ -31,8 +31,9 @@ conv_cases = st.fixed_dictionaries({
 @given(conv_cases)
 def test_conv2d_shape_synapses_and_macs_match_torch(c):
     cin, cout = c["cin_per_group"] * c["groups"], c["cout_per_group"] * c["groups"]
-    if c["h"] + 2 * c["ph"] < c["dh"] * (c["kh"] - 1) + 1 or c["w"] + 2 * c["pw"] < c["dw"] * (c["kw"] - 1) + 1:
-        return
+    # the dilated kernel must fit inside the padded input (torch refuses otherwise)
+    assume(c["h"] + 2 * c["ph"] >= c["dh"] * (c["kh"] - 1) + 1)
+    assume(c["w"] + 2 * c["pw"] >= c["dw"] * (c["kw"] - 1) + 1)
     kw = dict(stride=(c["sh"], c["sw"]), padding=(c["ph"], c["pw"]),
               dilation=(c["dh"], c["dw"]), groups=c["groups"])
     weight = np.ones((cout, c["cin_per_group"], c["kh"], c["kw"]), np.float32)
@@ -51,8 +52,7 @@ def test_conv2d_shape_synapses_and_macs_match_torch(c):
 @given(st.integers(1, 3), st.integers(2, 9), st.integers(2, 9), st.integers(1, 3),
        st.integers(1, 3), st.integers(0, 1))
 def test_pooling_shapes_match_torch(c, h, w, k, s, p):
-    if p > k // 2 or h + 2 * p < k or w + 2 * p < k:
-        return
+    assume(p <= k // 2 and h + 2 * p >= k and w + 2 * p >= k)  # torch's pooling limits
     x = torch.zeros(1, c, h, w)
     ref_avg = F.avg_pool2d(x, k, s, p)
     ref_max = F.max_pool2d(x, k, s, p)

@@ -22,7 +22,7 @@ from simulators.cycle.kernels_loihi import AddLoihi, MatMulLoihi, make_loihi_ker
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 from spikformer_block import (  # noqa: E402
-    ATTENTION_NODES, NEURON_LAYERS, block_input, build_spikformer_block)
+    ATTENTION_NODES, NEURON_LAYERS, block_input, build_spikformer_block, neuron_layers)
 
 from exporters.loihi2.lava_graph import (  # noqa: E402
     deployability, plan_lava_graph, run_graph_in_lava, run_graph_in_simulator)
@@ -130,13 +130,82 @@ def test_spikformer_block_activity_is_not_trivial(block_runs):
     assert lava.outputs["res2"].max() >= 2  # residual sums really add
 
 
-def test_lava_matmul_equals_numpy_product_of_lava_recorded_spikes(block_runs):
+def test_lava_attention_ops_equal_numpy_on_lava_recorded_inputs(block_runs):
+    """Our Transpose, MatMul and Add processes (and so nmtc, identical to them)
+    against numpy on the inputs Lava recorded at the same step."""
     g, x, lava, ours = block_runs
     o = lava.outputs
     q, k, v = o["q_lif"], o["k_lif"], o["v_lif"]
-    assert np.array_equal(o["scores"], q @ k.transpose(0, 2, 1))
-    assert np.array_equal(o["attn_v"], o["scores"] @ v)
-    assert np.array_equal(o["res1"], x + o["proj_lif"])
+    assert np.array_equal(o["k_t"], np.swapaxes(k, 1, 2))
+    assert np.array_equal(o["scores"], np.einsum("tnd,tmd->tnm", q, k))
+    assert np.array_equal(o["attn_v"], np.matmul(o["scores"], v))
+    assert np.array_equal(o["res1"], np.add(x, o["proj_lif"]))
+    assert np.array_equal(o["res2"], np.add(o["res1"], o["mlp2_lif"]))
+    for name in ATTENTION_NODES:
+        assert np.array_equal(ours[name], o[name]), name
+
+
+def _lavas_own_layers(g: Graph, rec, steps: int):
+    """Each neuron layer of the block rebuilt from Lava's own processes (not
+    from nmtc's process plan): a RingBuffer replaying the recorded input of its
+    synapse, Lava's Dense with the layer's integer weights applied to every
+    token, Lava's fixed-point LIF with the block's constants, a RingBuffer sink.
+    Returns name -> (T, *shape) spikes."""
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.magma.core.run_configs import Loihi2SimCfg
+    from lava.proc.dense.process import Dense
+    from lava.proc.io.sink import RingBuffer as Sink
+    from lava.proc.io.source import RingBuffer as Source
+    from lava.proc.lif.process import LIF
+    from lava.utils.weightutils import SignMode, clip_weights, truncate_weights
+
+    out = {}
+    for name, layer in neuron_layers().items():  # one run each: Lava runs what is connected
+        drive = np.asarray(rec[layer.source]).reshape(steps, -1)
+        src = Source(data=drive.T.astype(np.int32))
+        port = src.s_out
+        n = int(np.prod(g[name].shape))
+        if layer.synapse is not None:
+            w = g[layer.synapse].op.weight.astype(np.int64)  # (out, in), token-wise
+            tokens = drive.shape[1] // w.shape[1]
+            big = np.zeros((tokens * w.shape[0], tokens * w.shape[1]), np.int64)
+            for tok in range(tokens):  # the same W on every token of the C-order vector
+                big[tok * w.shape[0]:(tok + 1) * w.shape[0],
+                    tok * w.shape[1]:(tok + 1) * w.shape[1]] = w
+            graded = not np.isin(drive, (0, 1)).all()
+            dense = Dense(weights=big, num_weight_bits=9, weight_exp=0,
+                          num_message_bits=24 if graded else 0)
+            # Lava keeps these integers exactly (mixed signs: 9 bits)
+            used = truncate_weights(clip_weights(big, SignMode.MIXED, num_bits=8),
+                                    SignMode.MIXED, 9)
+            assert np.array_equal(used, big)
+            port.connect(dense.s_in)
+            port = dense.a_out
+        # iDecay 4096 (no current memory) is Lava's du = 4095 (it adds one back)
+        lif = LIF(shape=(n,), du=4095, dv=layer.vdecay, vth=layer.vth, bias_mant=0,
+                  bias_exp=6)
+        port.connect(lif.a_in)
+        sink = Sink(shape=(n,), buffer=steps)
+        lif.s_out.connect(sink.a_in)
+        try:
+            src.run(condition=RunSteps(num_steps=steps),
+                    run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
+            out[name] = sink.data.get().T.reshape((steps,) + tuple(g[name].shape))
+        finally:
+            src.stop()
+    return {name: a.astype(np.int64) for name, a in out.items()}
+
+
+def test_block_neuron_layers_equal_lavas_own_dense_and_lif(block_runs):
+    """The synapse + neuron layers against Lava's own Dense and LIF processes
+    fed the same recorded inputs, built here without nmtc's process plan."""
+    g, x, lava, ours = block_runs
+    rec = dict(lava.outputs, x=x[:STEPS])
+    ref = _lavas_own_layers(g, rec, STEPS)
+    for name in NEURON_LAYERS:
+        assert ref[name].sum() > 0, name
+        np.testing.assert_array_equal(lava.outputs[name], ref[name], err_msg=name)
+        np.testing.assert_array_equal(ours[name], ref[name], err_msg=name)
 
 
 # ----------------------------------------------------- agrees with netx path

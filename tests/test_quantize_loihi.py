@@ -278,8 +278,34 @@ def test_report_separates_semantics_error_from_rounding_error_and_serializes():
     err = rep.layers[0].error
     rounding = err["vs_loihi_float_reference"]["relative_count_error"]
     total = err["vs_float"]["relative_count_error"]
-    assert err["vs_float"]["spikes_per_sample_float"] > 0
-    assert rounding < 0.05 < total  # the reset rule, not the 8-bit weights, costs most
+    # the three models by hand, spike counts per neuron over the 16 steps:
+    # float IF (reset by subtraction), the same with Loihi's reset to 0, and
+    # Loihi's integer neuron on the quantized weights and threshold mantissa
+    # (one step per synapse, which the aligned run lines up: no delay here)
+    w_int, vth = q["layer1_dense"].op.weight.astype(np.int64), rep.layers[0].vThMant
+    counts = {}
+    for model in ("subtract", "to_zero", "fixed"):
+        v = np.zeros((20, 5), np.int64 if model == "fixed" else np.float32)
+        n = np.zeros((20, 5))
+        for t in range(16):
+            v = v + (calib[:, t].astype(np.int64) @ w_int.T if model == "fixed"
+                     else calib[:, t] @ w.T)
+            z = v > (vth if model == "fixed" else 1.0)
+            n += z
+            v = v - z if model == "subtract" else np.where(z, 0, v)
+        counts[model] = n
+    relative = lambda a, b: np.abs(a - b).sum() / a.sum()  # noqa: E731
+    assert err["vs_float"]["spikes_per_sample_float"] == pytest.approx(
+        counts["subtract"].sum() / 20)
+    assert err["vs_loihi_float_reference"]["spikes_per_sample_float"] == pytest.approx(
+        counts["to_zero"].sum() / 20)
+    assert err["vs_float"]["spikes_per_sample_fixed"] == pytest.approx(
+        counts["fixed"].sum() / 20)
+    assert total == pytest.approx(relative(counts["subtract"], counts["fixed"]))
+    assert rounding == pytest.approx(relative(counts["to_zero"], counts["fixed"]))
+    # the reset rule, not the 8-bit weights, costs most
+    assert relative(counts["to_zero"], counts["fixed"]) < 0.05
+    assert relative(counts["subtract"], counts["to_zero"]) > 0.05
     assert rep.calibration["reference_differs"] is True
     assert q["layer1_neuron"].annotations["quant"]["error"] == err
     text = json.dumps(rep.as_dict())

@@ -239,7 +239,10 @@ class Graph:
         return [self.nodes[n] for n in self.order()[0]]
 
     def infer_shapes(self) -> "Graph":
-        """Fill every node's output ``shape``; raise naming the first bad node."""
+        """Fill every node's output ``shape``; raise naming the first bad node.
+
+        With :meth:`add` (which checks each op's fields) this is the graph's
+        whole validation: unknown inputs, cycles without a neuron, shapes."""
         if not self.inputs():
             raise IRValidationError("graph has no Input node")
         order, back = self.order()
@@ -304,15 +307,6 @@ class Graph:
                 node.numerics.check_shape(node.shape)
             except IRValidationError as e:
                 raise IRValidationError(f"node '{name}' ({node.op_name}): {e}") from None
-
-    def validate(self) -> "Graph":
-        """Check fields, edges, cycles and shapes; returns self."""
-        for n in self.nodes.values():
-            try:
-                n.op.check()
-            except OpCheckError as e:
-                raise IRValidationError(f"node '{n.name}' ({n.op_name}): {e}") from None
-        return self.infer_shapes()
 
     # -------------------------------------------------------------- totals
     def node_counts(self, node: Node) -> Dict[str, int]:

@@ -49,13 +49,6 @@ def wrap(x: torch.Tensor, bits: int) -> torch.Tensor:
     return ((x + half) & ((1 << bits) - 1)) - half
 
 
-def wrap32_if_needed(x: torch.Tensor) -> torch.Tensor:
-    """int32 wrap, skipped when every value already fits (the common case)."""
-    if x.numel() and (int(x.max()) >= 1 << 31 or int(x.min()) < -(1 << 31)):
-        return wrap(x, 32)
-    return x
-
-
 def decay(x: torch.Tensor, d: int) -> torch.Tensor:
     """x * (4096 - d) / 4096 rounded toward zero (Lava's sign-magnitude shift)."""
     if d == 0:
