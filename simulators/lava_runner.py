@@ -69,6 +69,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from nmtoolchain.errors import BadInputError, UnsupportedOpError
+from nmtoolchain.vendors import require
 
 #: Layer types that become a netx block (a synapse + neuron, or the input neuron).
 _BLOCK_TYPES = ("conv", "dense", "dense_rec")
@@ -594,6 +595,7 @@ def import_netx() -> Any:
 
     if "lava.lib.dl.netx" in sys.modules:
         return sys.modules["lava.lib.dl.netx"]
+    require("lava-dl", "running a netx file in Lava")
     with contextlib.redirect_stdout(_io.StringIO()):
         from lava.lib.dl import netx
     return netx

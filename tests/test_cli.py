@@ -176,6 +176,7 @@ def test_inspect_intel_netx_networks(intel_netx, rel, neurons, capfd):
     assert loihi["ok"], loihi
 
 
+@pytest.mark.sinabs
 def test_inspect_nir_written_by_sinabs(tmp_path, capfd):
     import nir
     import sinabs
@@ -203,6 +204,7 @@ def test_inspect_nir_written_by_sinabs(tmp_path, capfd):
     assert nir_verdict["ok"]
 
 
+@pytest.mark.lava
 def test_demo_runs_the_embedded_default(intel_netx, capfd):
     code, out, err = run_cli(["demo", "--json"], capfd)
     assert code == 0, err

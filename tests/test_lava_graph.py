@@ -106,6 +106,7 @@ def test_deployability_lists_attention_ops_as_lava_simulator_only():
 
 
 # -------------------------------------------------------------- Lava parity
+@pytest.mark.lava
 def test_spikformer_block_is_identical_in_lava_and_nmtc_at_every_step(block_runs):
     g, x, lava, ours = block_runs
     wanted = list(NEURON_LAYERS) + ["scores", "attn_v", "res1", "res2"]
@@ -115,11 +116,13 @@ def test_spikformer_block_is_identical_in_lava_and_nmtc_at_every_step(block_runs
     assert div is None, div
 
 
+@pytest.mark.lava
 def test_every_node_with_a_process_is_identical_in_lava_and_nmtc(block_runs):
     g, x, lava, ours = block_runs
     assert first_divergence(lava.outputs, ours, layers=list(lava.outputs)) is None
 
 
+@pytest.mark.lava
 def test_spikformer_block_activity_is_not_trivial(block_runs):
     g, x, lava, ours = block_runs
     for name in NEURON_LAYERS:
@@ -129,6 +132,7 @@ def test_spikformer_block_activity_is_not_trivial(block_runs):
     assert lava.outputs["res2"].max() >= 2  # residual sums really add
 
 
+@pytest.mark.lava
 def test_lava_matmul_equals_numpy_product_of_lava_recorded_spikes(block_runs):
     g, x, lava, ours = block_runs
     o = lava.outputs
@@ -156,6 +160,7 @@ def _mlp() -> Graph:
     return g.infer_shapes()
 
 
+@pytest.mark.lava
 def test_mlp_process_graph_equals_lavas_own_netx_loading(tmp_path):
     from exporters.loihi2 import export_netx
     from simulators.lava_runner import run_netx_in_lava
