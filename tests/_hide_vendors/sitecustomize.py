@@ -7,7 +7,8 @@ directory is on ``PYTHONPATH``, Python imports this file at start-up (the
 not installed. tests/conftest.py installs the same blocker and puts this
 directory on ``PYTHONPATH`` for subprocesses, so the variable alone suffices
 under pytest. Files that lava-dl's wheel installs as data (site-packages/tests/
-lava/...: Intel's .net networks) stay readable: only imports are blocked.
+lava/...: Intel's .net networks) stay readable, and ``importlib.metadata`` still
+lists the distributions: only imports are blocked.
 """
 from __future__ import annotations
 
