@@ -150,3 +150,35 @@ def test_convert_and_export_work_without_lava_and_verify_names_what_to_install(t
     assert line.startswith("nmtc: error: nmtc verify needs Lava")
     for needle in ("lava-nc", "lava-dl", "No module named 'lava'", "pip install", "make env"):
         assert needle in line, (needle, line)
+    # the library entry points that run Lava say the same, as MissingVendorError
+    result = _python(r"""
+import json, sys
+import numpy as np
+sys.path.insert(0, "examples")
+from nmtoolchain.errors import MissingVendorError, NmtcError
+from nmtoolchain.ir import load_graph
+from simulators.lava_runner import run_netx_in_lava
+from exporters.loihi2.lava_graph import run_graph_in_lava
+from spikformer_block import build_spikformer_block
+
+export = %r
+shape = tuple(load_graph(export + "/network.nmir").infer_shapes().inputs()[0].shape)
+block = build_spikformer_block().infer_shapes()
+calls = {
+    "netx": lambda: run_netx_in_lava(export + "/network.net", np.zeros((4,) + shape, np.int64), 4),
+    "graph": lambda: run_graph_in_lava(block, np.zeros((3,) + tuple(block.inputs()[0].shape),
+                                                       np.int64), 3),
+}
+said = {}
+for name, call in calls.items():
+    try:
+        call()
+        said[name] = "ran"
+    except MissingVendorError as e:
+        said[name] = str(e) if isinstance(e, NmtcError) else "not an NmtcError"
+print(json.dumps(said))
+""" % str(out), hidden=True)
+    assert result["netx"].startswith("running a netx file in Lava needs Lava (lava-nc 0.10 and "
+                                     "lava-dl 0.6)"), result
+    assert result["graph"].startswith("running a graph in Lava needs Lava (lava-nc 0.10)"), result
+    assert all("pip install lava-nc==0.10.0" in v for v in result.values()), result
