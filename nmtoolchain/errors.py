@@ -37,3 +37,8 @@ class NotExpressibleError(NmtcError):
 
 class DoesNotFitError(NmtcError):
     """A layer exceeds a hardware resource limit."""
+
+
+class MissingVendorError(NmtcError):
+    """An optional vendor library (Lava, lava-dl, sinabs) that a command needs is not
+    importable; the message names the package and how to install it."""

@@ -71,6 +71,7 @@ import numpy as np
 from nmtoolchain.errors import BadInputError, UnsupportedOpError
 # netx's default input transform (``Input`` block) when the file has none
 from nmtoolchain.numerics.loihi import DEFAULT_INPUT_BIAS, DEFAULT_INPUT_WEIGHT, input_transform_of
+from nmtoolchain.vendors import require
 
 #: Layer types that become a netx block (a synapse + neuron, or the input neuron).
 _BLOCK_TYPES = ("conv", "dense", "dense_rec")
@@ -640,6 +641,7 @@ def import_netx() -> Any:
 
     if "lava.lib.dl.netx" in sys.modules:
         return sys.modules["lava.lib.dl.netx"]
+    require("lava-dl", "running a netx file in Lava")
     with contextlib.redirect_stdout(_io.StringIO()):
         from lava.lib.dl import netx
     return netx

@@ -176,6 +176,7 @@ def test_inspect_intel_netx_networks(intel_netx, rel, neurons, capfd):
     assert loihi["ok"], loihi
 
 
+@pytest.mark.sinabs
 def test_inspect_nir_written_by_sinabs(tmp_path, capfd):
     import nir
     import sinabs
@@ -249,6 +250,7 @@ def _bundled_snn_float_accuracy(x_test, y_test) -> float:
     return float((count.argmax(1) == y_test).mean())  # first class on a tie
 
 
+@pytest.mark.lava
 def test_demo_runs_the_embedded_default(intel_netx, capfd):
     code, out, err = run_cli(["demo", "--json"], capfd)
     assert code == 0, err

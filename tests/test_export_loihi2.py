@@ -783,6 +783,7 @@ def test_float_graph_with_a_matmul_is_refused_naming_it_and_leaves_no_directory(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["float_attn.nmir"]
 
 
+@pytest.mark.lava
 def test_bundled_digits_cnn_snn_exports_and_verifies_identical_in_lava(tmp_path, capfd):
     # the trained digits CNN (examples/train_digits_snn.py): conv, pooling folded,
     # quantized with digits calibration, then run by Lava next to nmtc

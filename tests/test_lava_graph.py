@@ -107,6 +107,7 @@ def test_deployability_lists_attention_ops_as_lava_simulator_only():
 
 
 # -------------------------------------------------------------- Lava parity
+@pytest.mark.lava
 def test_spikformer_block_is_identical_in_lava_and_nmtc_at_every_step(block_runs):
     g, x, lava, ours = block_runs
     wanted = list(NEURON_LAYERS) + ["scores", "attn_v", "res1", "res2"]
@@ -116,11 +117,13 @@ def test_spikformer_block_is_identical_in_lava_and_nmtc_at_every_step(block_runs
     assert div is None, div
 
 
+@pytest.mark.lava
 def test_every_node_with_a_process_is_identical_in_lava_and_nmtc(block_runs):
     g, x, lava, ours = block_runs
     assert first_divergence(lava.outputs, ours, layers=list(lava.outputs)) is None
 
 
+@pytest.mark.lava
 def test_spikformer_block_activity_is_not_trivial(block_runs):
     g, x, lava, ours = block_runs
     for name in NEURON_LAYERS:
@@ -130,6 +133,7 @@ def test_spikformer_block_activity_is_not_trivial(block_runs):
     assert lava.outputs["res2"].max() >= 2  # residual sums really add
 
 
+@pytest.mark.lava
 def test_lava_attention_ops_equal_numpy_on_lava_recorded_inputs(block_runs):
     """Our Transpose, MatMul and Add processes (and so nmtc, identical to them)
     against numpy on the inputs Lava recorded at the same step."""
@@ -196,6 +200,7 @@ def _lavas_own_layers(g: Graph, rec, steps: int):
     return {name: a.astype(np.int64) for name, a in out.items()}
 
 
+@pytest.mark.lava
 def test_block_neuron_layers_equal_lavas_own_dense_and_lif(block_runs):
     """The synapse + neuron layers against Lava's own Dense and LIF processes
     fed the same recorded inputs, built here without nmtc's process plan."""
@@ -225,6 +230,7 @@ def _mlp() -> Graph:
     return g.infer_shapes()
 
 
+@pytest.mark.lava
 def test_mlp_process_graph_equals_lavas_own_netx_loading(tmp_path):
     from exporters.loihi2 import export_netx
     from simulators.lava_runner import run_netx_in_lava

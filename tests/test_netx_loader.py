@@ -20,6 +20,7 @@ from nmtoolchain.frontends import load_model
 from nmtoolchain.frontends.netx_loader import load_netx
 from nmtoolchain.ir import (
     Affine, Conv2d, CubaLIF, Flatten, Input, SigmaDelta, graph_from_bytes, graph_to_bytes)
+from nmtoolchain.vendors import missing
 
 NETWORKS = {
     "tiny": ("tiny.net", None),
@@ -62,15 +63,17 @@ INPUT_NEURON_NETS = ["mnist", "pilotnet_lif", "pilotnet_sdnn", "tiny"]
 
 @pytest.fixture(scope="module")
 def build(intel_netx):
-    """name -> (path, IR graph, Lava network), each built once per module."""
+    """name -> (path, IR graph, Lava network), each built once per module; the Lava
+    network is None without lava-dl (the tests that read it are marked lava and skip)."""
     cache = {}
+    have_lava = missing("lava-dl") is None
 
     def get(name):
         if name not in cache:
             rel, num_layers = NETWORKS[name]
             path = intel_netx / rel
             cache[name] = (path, load_netx(path, num_layers=num_layers),
-                           _lava_network(path, num_layers))
+                           _lava_network(path, num_layers) if have_lava else None)
         return cache[name]
 
     return get
@@ -78,6 +81,7 @@ def build(intel_netx):
 
 # ------------------------------------------------ (a) structure equals Lava's
 @pytest.mark.parametrize("name", ALL)
+@pytest.mark.lava
 def test_neuron_layers_have_lava_shapes(build, name):
     _, graph, net = build(name)
     ours = [n.shape for n in _neuron_nodes(graph)]
@@ -86,6 +90,7 @@ def test_neuron_layers_have_lava_shapes(build, name):
 
 
 @pytest.mark.parametrize("name", ALL)
+@pytest.mark.lava
 def test_neuron_count_per_layer_equals_lava(build, name):
     _, graph, net = build(name)
     ours = [graph.node_counts(n)["neurons"] for n in _neuron_nodes(graph)]
@@ -94,6 +99,7 @@ def test_neuron_count_per_layer_equals_lava(build, name):
 
 
 @pytest.mark.parametrize("name", ALL)
+@pytest.mark.lava
 def test_synapse_output_shapes_equal_lava_synapses(build, name):
     _, graph, net = build(name)
     lava = [tuple(layer.synapse.a_out.shape[::-1]) for layer in net.layers
@@ -113,6 +119,7 @@ def test_synapse_weights_equal_file_values(build, name):
 
 
 @pytest.mark.parametrize("name", ["mnist", "ntidigits5", "pilotnet_lif", "pilotnet_sdnn"])
+@pytest.mark.lava
 def test_dense_weights_equal_lava_synapse_after_its_exponent(build, name):
     _, graph, net = build(name)
     lava_dense = [layer.synapse for layer in net.layers
@@ -125,6 +132,7 @@ def test_dense_weights_equal_lava_synapse_after_its_exponent(build, name):
 
 
 @pytest.mark.parametrize("name", ["pilotnet_lif", "pilotnet_sdnn", "tiny"])
+@pytest.mark.lava
 def test_conv_weights_equal_lava_kernels(build, name):
     _, graph, net = build(name)
     lava_conv = [layer.synapse for layer in net.layers
@@ -140,6 +148,7 @@ def test_conv_weights_equal_lava_kernels(build, name):
 
 
 @pytest.mark.parametrize("name", CUBA_NETS)
+@pytest.mark.lava
 def test_cuba_parameters_equal_lava_lif(build, name):
     _, graph, net = build(name)
     pairs = list(zip(_neuron_nodes(graph), [layer.neuron for layer in net.layers]))
@@ -181,6 +190,7 @@ def test_cuba_taus_give_loihi_per_step_decays(build, name):
             assert per_step == pytest.approx(1 - decay / 4096, abs=1e-6), node.name
 
 
+@pytest.mark.lava
 def test_sdnn_parameters_equal_lava_processes(build):
     _, graph, net = build("pilotnet_sdnn")
     pairs = list(zip(_neuron_nodes(graph), [layer.neuron for layer in net.layers]))
@@ -202,6 +212,7 @@ def test_sdnn_parameters_equal_lava_processes(build):
 
 
 @pytest.mark.parametrize("name", INPUT_NEURON_NETS)
+@pytest.mark.lava
 def test_input_transform_equals_lava_in_layer(build, name):
     _, graph, net = build(name)
     first = _neuron_nodes(graph)[0]
@@ -224,6 +235,7 @@ def test_mnist_synapse_total_is_hand_count(intel_netx):
     assert graph.totals()["synapses"] == 784 * 512 + 512 * 512 + 512 * 10
 
 
+@pytest.mark.lava
 def test_mnist_last_layer_is_netx_default_readout(intel_netx):
     graph = load_netx(intel_netx / "mnist.net")
     q = graph["layer3_neuron"].numerics
@@ -235,6 +247,7 @@ def test_mnist_last_layer_is_netx_default_readout(intel_netx):
     assert q.v_th_mant == 131072 and math.isinf(float(graph["layer3_neuron"].op.tau_syn))
 
 
+@pytest.mark.lava
 def test_ntidigits_delays_equal_lava_delay_synapses(intel_netx):
     path = intel_netx / "gts/ntidigits/ntidigits.net"
     graph = load_netx(path, num_layers=5)
@@ -312,6 +325,7 @@ def _small_dense_file(path: Path, *, recurrent=False, scalar_type=False, weight=
     return path
 
 
+@pytest.mark.lava
 def test_dense_rec_matches_lava_recurrent_block(tmp_path):
     path = _small_dense_file(tmp_path / "rec.net", recurrent=True)
     graph = load_netx(path)
@@ -334,6 +348,7 @@ def test_dense_rec_feeds_neuron_back_through_recurrent_affine(tmp_path):
     assert ("layer1_neuron", "layer1_recurrent") in graph.order()[1]
 
 
+@pytest.mark.lava
 def test_scalar_bytes_type_loads_like_lava(tmp_path):
     path = _small_dense_file(tmp_path / "scalar.net", scalar_type=True)
     graph = load_netx(path)
@@ -342,6 +357,7 @@ def test_scalar_bytes_type_loads_like_lava(tmp_path):
     assert [n.shape for n in _neuron_nodes(graph)] == [tuple(net.layers[0].shape)]
 
 
+@pytest.mark.lava
 def test_fractional_weights_truncate_toward_zero_like_netx(tmp_path):
     w = np.array([[1.7, -1.7, 2.5, -0.5, 0.0, 3.9]] * 4)
     path = _small_dense_file(tmp_path / "frac.net", weight=w)
@@ -355,6 +371,7 @@ def test_fractional_weights_truncate_toward_zero_like_netx(tmp_path):
     assert node.annotations["netx_import"]["weights_truncated"] == 4 * 5
 
 
+@pytest.mark.lava
 def test_dense_without_neuron_gets_lava_default_readout(tmp_path):
     path = _small_dense_file(tmp_path / "readout.net", neuron=lambda g: None)
     graph = load_netx(path)
@@ -465,6 +482,7 @@ def _small_conv_file(path: Path, *, full_bias: bool) -> Path:
 
 
 @pytest.mark.parametrize("full_bias", [False, True])
+@pytest.mark.lava
 def test_conv_bias_and_pairs_match_lava(tmp_path, full_bias):
     path = _small_conv_file(tmp_path / "conv.net", full_bias=full_bias)
     graph = load_netx(path)
@@ -479,6 +497,7 @@ def test_conv_bias_and_pairs_match_lava(tmp_path, full_bias):
     assert not conv.bias.any()  # the bias lives in the neuron, as on Loihi
 
 
+@pytest.mark.lava
 def test_input_without_neuron_feeds_dense_through_implicit_flatten(tmp_path):
     path = tmp_path / "flat_in.net"
     with h5py.File(path, "w") as f:
@@ -501,6 +520,7 @@ def test_input_without_neuron_feeds_dense_through_implicit_flatten(tmp_path):
 @pytest.mark.filterwarnings("ignore:Found max delay")
 @pytest.mark.parametrize(
     "delay", [np.arange(6) * 7.0, np.float32(5.0), np.arange(24.0).reshape(4, 6) * 3])
+@pytest.mark.lava
 def test_delays_broadcast_as_lava_delay_dense(tmp_path, delay):
     """Per-input (6,), scalar and full (4, 6, with values above 62 clamped) delays."""
     def cuba_with_delay(g):

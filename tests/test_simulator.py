@@ -35,6 +35,7 @@ def _sinabs_cnn(spike_fn, batch):
 
 
 @pytest.mark.parametrize("spike", ["single", "multi"])
+@pytest.mark.sinabs
 def test_float_numerics_reproduce_sinabs_spikes_and_synops(spike):
     import sinabs
     import sinabs.activation as sa

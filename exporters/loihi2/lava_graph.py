@@ -66,6 +66,7 @@ import numpy as np
 from nmtoolchain.errors import BadInputError, UnsupportedOpError
 from nmtoolchain.ir import Graph, Node
 from nmtoolchain.numerics.loihi import LoihiCubaNeuron
+from nmtoolchain.vendors import require
 
 #: IR ops a netx file (and so Loihi 2 through lava-dl) can hold.
 NETX_DEPLOYABLE_OPS = ("Input", "Affine", "Linear", "CubaLIF", "Flatten", "Reshape", "Output")
@@ -416,6 +417,7 @@ def run_graph_in_lava(graph: Graph, spikes: Any, steps: int, *,
     src_kind = "spikes" if np.isin(rows, (0, 1)).all() else "graded"
     wanted = _recorded(graph, plan, record)
 
+    require("lava", "running a graph in Lava")
     from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg
     from lava.proc.dense.process import Dense

@@ -44,6 +44,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import numpy as np
 
 from nmtoolchain.errors import BadInputError
+from nmtoolchain.vendors import require
 from simulators.compare import Divergence, first_divergence
 
 RANDOM_SEED = 0
@@ -258,6 +259,7 @@ def verify_export(directory: Union[str, Path], *, data: Optional[Union[str, Path
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
         raise BadInputError(f"--steps must be a positive integer, got {steps!r}")
     steps = int(steps)
+    require("lava" if lava_graph else "lava-dl", "nmtc verify")
     if lava_graph:
         if reset_interval is not None:
             raise BadInputError("--reset-interval applies to netx exports (network.net), not "
