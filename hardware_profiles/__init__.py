@@ -51,7 +51,9 @@ MAPPINGS = ("split", "one-layer-per-core", "none")
 #: :func:`nmtoolchain.mapping.place`): ``loihi`` slices layers over cores
 #: within per-core limits (a split chip with the limits it reads); ``per_layer``
 #: estimates each layer's cores from the profile (the chips without a dedicated
-#: mapper yet); ``none``: a model without cores (analytic profiles).
+#: mapper yet); ``none``: a model without cores (analytic profiles). Absent,
+#: it is ``loihi`` for a split chip, ``per_layer`` for another chip, ``none``
+#: for an analytic profile.
 MAPPERS = ("loihi", "per_layer", "none")
 
 #: unit -> (dimension, factor to the canonical unit of that dimension)
@@ -235,7 +237,8 @@ def _build_profile(data: dict, path: Path) -> Profile:
     _check_choice(fname, "chip", "kind", kind, KINDS)
     mapping = chip.get("mapping", "split" if kind == "chip" else "none")
     _check_choice(fname, "chip", "mapping", mapping, MAPPINGS)
-    mapper = chip.get("mapper", "per_layer" if kind == "chip" else "none")
+    mapper = chip.get("mapper", "none" if kind == "analytic" else
+                      "loihi" if mapping == "split" else "per_layer")
     _check_choice(fname, "chip", "mapper", mapper, MAPPERS)
     if (kind == "analytic") != (mapper == "none"):
         raise BadInputError(f"{fname}: [chip] mapper = {mapper!r} does not suit a '{kind}' "

@@ -202,6 +202,59 @@ def test_every_core_respects_every_limit():
             assert core.needs[r] <= caps[r], (core.id, r)
 
 
+# ------------------------------------------------- one placement for all
+def test_the_report_falls_back_to_per_layer_cores_and_says_why():
+    g = Graph()
+    g.add("x", Input((2, 8, 8)))
+    g.add("lif0", IF(), ["x"])
+    g.add("pool", SumPool2d(kernel_size=(2, 2)), ["lif0"])
+    g.add("conv", Conv2d(np.ones((2, 2, 3, 3), np.float32)), ["pool"])
+    g.add("lif1", IF(), ["conv"])
+    g.add("out", Output(), ["lif1"])
+    g.infer_shapes()
+    with pytest.raises(UnsupportedOpError):
+        place(g, "loihi2", strict=True)          # the export's call refuses
+    p = place(g, "loihi2")                       # the report's call estimates
+    assert (p.mapper, p.declared_mapper) == ("per_layer", "loihi")
+    assert "node 'pool' (op SumPool2d)" in p.fallback_reason
+    assert "could not place" in p.describe()
+    # lif0, pool (alone: its consumer conv does work), conv + lif1: one core each
+    assert p.cores_per_layer() == {"lif0": 1, "pool": 1, "lif1": 1}
+
+
+def export_and_report_net() -> Graph:
+    """Input 2x32x32 -> conv 16@3x3 stride 2 -> IF (4,096 neurons) -> flatten ->
+    dense 4096 -> 24 -> IF: both layers need several loihi2 cores."""
+    g = Graph()
+    g.add("x", Input((2, 32, 32)))
+    g.add("conv1", Conv2d(RNG.normal(size=(16, 2, 3, 3)).astype(np.float32), stride=(2, 2),
+                          padding=(1, 1)), ["x"])
+    g.add("lif1", IF(reset="to_reset"), ["conv1"])
+    g.add("flat", Flatten(), ["lif1"])
+    g.add("fc2", Affine(RNG.normal(size=(24, 4096)).astype(np.float32) * 0.05), ["flat"])
+    g.add("lif2", IF(reset="to_reset"), ["fc2"])
+    g.add("out", Output(), ["lif2"])
+    return g.infer_shapes()
+
+
+def test_export_and_report_place_the_same_graph_on_the_same_cores(tmp_path):
+    from exporters.loihi2.bundle import export_loihi2
+    from nmtoolchain.ir import load_graph
+    from nmtoolchain.report.simulation import build_report
+    from simulators.cycle.interpreter import simulate
+
+    export_loihi2(export_and_report_net(), tmp_path / "exp", timesteps=4)
+    mapping = json.loads((tmp_path / "exp" / "mapping.json").read_text())
+    exported = {L["neuron"]: len(L["cores"]) for L in mapping["layers"]}
+    assert sum(exported.values()) > len(exported)        # some layer spans several cores
+    g = load_graph(tmp_path / "exp" / "network.nmir")    # the graph the export wrote
+    x = RNG.integers(0, 2, size=(1, 2, 32, 32)).astype(np.float32)
+    rep = build_report(g, simulate(g, x, 4), ["loihi2"])
+    row = rep["profiles"]["loihi2"]
+    assert row["mapper"] == "loihi" and row["cores"] == mapping["cores_used"]
+    assert {k: v["cores"] for k, v in row["placement"]["layers"].items()} == exported
+
+
 # ----------------------------------------------------------------- traffic
 def two_layer_traffic_net() -> Graph:
     wb = np.array([[1, 0, 0, 0],      # m0 <- n0
