@@ -7,8 +7,8 @@ disagree (per layer, by how much), and, when asked, the comparison with a
 measured reference stored in a profile (e.g. Intel's PilotNet-LIF board run).
 Cores per profile come from :func:`nmtoolchain.mapping.place` (the profile's
 declared mapper, the call the export makes), and each profile row says which
-mapper placed the graph. Rendering (terminal tables, JSON, HTML with plots) lives here too; none of it
-computes energy itself: that is :mod:`nmtoolchain.energy`.
+mapper placed the graph. Rendering (terminal tables, JSON, HTML with plots)
+lives here too; none of it computes energy itself: that is :mod:`nmtoolchain.energy`.
 """
 from __future__ import annotations
 
