@@ -332,6 +332,14 @@ def test_float_weights_assume_the_profiles_weight_bits_and_say_so():
     assert any("float weights" in n for n in report.notes)
 
 
+def test_a_float_graph_is_placed_by_the_loihi_mapper_and_the_placement_says_so():
+    w = RNG.normal(size=(10, 20)).astype(np.float32)
+    p = place(dense_net([20, 10], [w]), "loihi2")
+    assert (p.mapper, p.fallback_reason) == ("loihi", "")
+    assert p.cores_per_layer() == {"lif1": 1}
+    assert any("float weights" in n and "8-bit" in n for n in p.notes)
+
+
 def test_mapping_is_deterministic_and_json_serializable():
     a = json.dumps(map_onto_cores(conv_net(), limits={"neurons": 100}).as_dict(),
                    sort_keys=True)
