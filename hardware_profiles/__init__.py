@@ -32,7 +32,7 @@ except ModuleNotFoundError:  # Python 3.10: the pinned backport
     import tomli as _toml
 
 __all__ = ["Profile", "Quantity", "load_profile", "list_profiles", "profile_path",
-           "CONFIDENCE_LEVELS", "UNITS", "KNOWN_RULES"]
+           "CONFIDENCE_LEVELS", "UNITS", "KNOWN_RULES", "MAPPERS"]
 
 #: Where the bundled profiles live (package data).
 PROFILE_DIR = Path(__file__).resolve().parent
@@ -47,6 +47,14 @@ CONFIDENCE_LEVELS = ("high", "medium", "low", "assumed", "definition")
 KNOWN_RULES = ("fanout", "neurobench", "syops", "spikformer")
 KINDS = ("chip", "analytic")
 MAPPINGS = ("split", "one-layer-per-core", "none")
+#: Core placers a profile may declare as ``[chip] mapper`` (see
+#: :func:`nmtoolchain.mapping.place`): ``loihi`` slices layers over cores
+#: within per-core limits (a split chip with the limits it reads); ``per_layer``
+#: estimates each layer's cores from the profile (the chips without a dedicated
+#: mapper yet); ``none``: a model without cores (analytic profiles). Absent,
+#: it is ``loihi`` for a split chip, ``per_layer`` for another chip, ``none``
+#: for an analytic profile.
+MAPPERS = ("loihi", "per_layer", "none")
 
 #: unit -> (dimension, factor to the canonical unit of that dimension)
 UNITS: Dict[str, Tuple[str, float]] = {
@@ -115,6 +123,7 @@ class Profile:
     description: str
     kind: str               # "chip" or "analytic"
     mapping: str            # "split", "one-layer-per-core" or "none"
+    mapper: str             # core placer: "loihi", "per_layer" or "none" (MAPPERS)
     default_rule: str       # counting rule the profile's numbers are meant for
     path: Path
     chip: Dict[str, object] = field(default_factory=dict)
@@ -228,6 +237,16 @@ def _build_profile(data: dict, path: Path) -> Profile:
     _check_choice(fname, "chip", "kind", kind, KINDS)
     mapping = chip.get("mapping", "split" if kind == "chip" else "none")
     _check_choice(fname, "chip", "mapping", mapping, MAPPINGS)
+    mapper = chip.get("mapper", "none" if kind == "analytic" else
+                      "loihi" if mapping == "split" else "per_layer")
+    _check_choice(fname, "chip", "mapper", mapper, MAPPERS)
+    if (kind == "analytic") != (mapper == "none"):
+        raise BadInputError(f"{fname}: [chip] mapper = {mapper!r} does not suit a '{kind}' "
+                            f"profile (an analytic model has no cores: 'none'; a chip needs "
+                            f"'loihi' or 'per_layer')")
+    if mapper == "loihi" and mapping != "split":
+        raise BadInputError(f"{fname}: [chip] mapper = 'loihi' slices layers over cores, but "
+                            f"mapping = {mapping!r}; it needs mapping = 'split'")
     default_rule = chip.get("default_rule", "fanout")
     _check_choice(fname, "chip", "default_rule", default_rule, KNOWN_RULES)
 
@@ -247,7 +266,7 @@ def _build_profile(data: dict, path: Path) -> Profile:
                 raise BadInputError(f"{fname}: missing required key [{sec}] {key} "
                                     f"(a '{kind}' profile needs it)")
     return Profile(id=path.stem, name=chip["name"], description=chip.get("description", ""),
-                   kind=kind, mapping=mapping, default_rule=default_rule, path=path,
+                   kind=kind, mapping=mapping, mapper=mapper, default_rule=default_rule, path=path,
                    chip=dict(chip), sections=sections)
 
 

@@ -6,13 +6,22 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nmtoolchain.energy import (apply_rule, compare_profiles, estimate_energy, estimate_latency,
-                                plan_cores)
+from nmtoolchain.energy import apply_rule, compare_profiles, estimate_energy, estimate_latency
 from nmtoolchain.errors import BadInputError
-from nmtoolchain.ir import Graph
+from nmtoolchain.ir import IF, Affine, Graph, Output
 from nmtoolchain.ir.conv import Conv2d
 from nmtoolchain.ir.io import Input
+from nmtoolchain.mapping import Placement, place
 from simulators.cycle.counts import RunCounts
+
+
+def one_core(profile, *layers):
+    """A stated placement: each (neuron, synapse) layer on one core of its own."""
+    return Placement.given(profile, {n: ((s, n), 1) for n, s in layers})
+
+
+def two_node_placement(profile):
+    return one_core(profile, ("lif1", "fc1"))
 
 
 def _counts(steps, nodes, static, batch=1):
@@ -49,7 +58,7 @@ def two_node_counts(batch=1):
 
 # ------------------------------------------------------------------- energy
 def test_loihi1_energy_of_two_node_run_matches_hand_arithmetic():
-    r = estimate_energy(two_node_counts(), "loihi1")
+    r = estimate_energy(two_node_counts(), "loihi1", placement=two_node_placement("loihi1"))
     # synaptic: (10 + 20) synops x 23.6 pJ = 708 pJ
     # neuron: step 0: 3 x 81 + 2 x 52 = 347; step 1: 4 x 81 + 1 x 52 = 376 -> 723 pJ
     # spike: 3 spikes x (1.7 pJ spike + 1 hop x 3.5 pJ) = 15.6 pJ
@@ -68,7 +77,7 @@ def test_loihi1_energy_of_two_node_run_matches_hand_arithmetic():
 
 
 def test_energy_per_node_and_per_step_split_the_total():
-    r = estimate_energy(two_node_counts(), "loihi1")
+    r = estimate_energy(two_node_counts(), "loihi1", placement=two_node_placement("loihi1"))
     nodes = r.per_node()
     assert nodes["fc1"]["synaptic"] == pytest.approx(708.0)
     assert nodes["lif1"]["neuron"] == pytest.approx(723.0)
@@ -92,8 +101,10 @@ def test_cmos45nm_energy_of_two_node_run_is_spikformer_acs_times_0_9_pj():
 
 
 def test_energy_is_per_sample_for_a_batched_run():
-    one = estimate_energy(two_node_counts(batch=1), "loihi1")
-    three = estimate_energy(two_node_counts(batch=3), "loihi1")
+    one = estimate_energy(two_node_counts(batch=1), "loihi1",
+                          placement=two_node_placement("loihi1"))
+    three = estimate_energy(two_node_counts(batch=3), "loihi1",
+                            placement=two_node_placement("loihi1"))
     assert three.total_pj == pytest.approx(one.total_pj)
 
 
@@ -234,24 +245,39 @@ def _two_layer_counts():
 WORK_A, WORK_B, BARRIER = 419.6, 136.7, 465.0
 
 
+def two_layers(profile, cores_a=1, cores_b=1):
+    return Placement.given(profile, {"lifA": (("fcA", "lifA"), cores_a),
+                                     "lifB": (("fcB", "lifB"), cores_b)})
+
+
 def test_latency_is_slowest_layer_plus_barrier():
-    lat = estimate_latency(_two_layer_counts(), "loihi1")
+    lat = estimate_latency(_two_layer_counts(), "loihi1", two_layers("loihi1"))
     assert lat.step_ns.tolist() == pytest.approx([WORK_A + BARRIER] * 2)
     assert lat.total_ns == pytest.approx(2 * (WORK_A + BARRIER))
-    assert lat.plan.groups == {"lifA": ["fcA", "lifA"], "lifB": ["fcB", "lifB"]}
+    assert lat.placement.cores_per_layer() == {"lifA": 1, "lifB": 1}
 
 
 def test_latency_splits_a_layer_evenly_over_its_placed_cores():
-    lat = estimate_latency(_two_layer_counts(), "loihi1", placement={"lifA": 4})
+    lat = estimate_latency(_two_layer_counts(), "loihi1", two_layers("loihi1", cores_a=4))
     # A on 4 cores: 419.6 / 4 = 104.9 ns < B's 136.7 ns on its one core
     assert lat.mean_step_ns == pytest.approx(WORK_B + BARRIER)
-    assert lat.plan.estimated == ["lifB"]
+    assert lat.placement.n_cores == 5
 
 
 def test_layers_placed_on_the_same_core_add_up():
-    lat = estimate_latency(_two_layer_counts(), "loihi1", placement={"fcA": [0], "lifB": [0]})
+    lat = estimate_latency(_two_layer_counts(), "loihi1", two_layers("loihi1", [0], [0]))
     assert lat.mean_step_ns == pytest.approx(WORK_A + WORK_B + BARRIER)
-    assert lat.plan.n_cores == 1 and lat.plan.estimated == []
+    assert lat.placement.n_cores == 1
+
+
+def test_counted_work_the_placement_omits_gets_a_core_of_its_own_and_a_note():
+    only_a = Placement.given("loihi1", {"lifA": (("fcA", "lifA"), 4)})
+    lat = estimate_latency(_two_layer_counts(), "loihi1", only_a)
+    # fcB and lifB each alone on one core: the slowest is fcB's 30 x 3.5 = 105 ns,
+    # lifB's 8.4 + 4 x 5.3 + 2.1 = 31.7 ns, layer A's 104.9 ns per core
+    assert lat.mean_step_ns == pytest.approx(105.0 + BARRIER)
+    assert lat.placement.n_cores == 6
+    assert any("fcB, lifB" in n and "one core each" in n for n in lat.notes)
 
 
 def test_latency_needs_a_profile_with_times():
@@ -259,46 +285,60 @@ def test_latency_needs_a_profile_with_times():
         estimate_latency(_two_layer_counts(), "cmos45nm")
 
 
+def test_a_chip_profile_without_graph_or_placement_is_bad_input():
+    with pytest.raises(BadInputError, match="'loihi' mapper, which needs the graph"):
+        estimate_latency(_two_layer_counts(), "loihi1")
+
+
 def test_placement_naming_an_unknown_node_is_bad_input():
+    bad = Placement.given("loihi1", {"conv9": (("conv9",), 2)})
     with pytest.raises(BadInputError, match="placement: node 'conv9'"):
-        estimate_latency(_two_layer_counts(), "loihi1", placement={"conv9": 2})
+        estimate_latency(_two_layer_counts(), "loihi1", bad)
 
 
 def test_placement_with_zero_cores_is_bad_input():
-    with pytest.raises(BadInputError, match="placement: node 'lifA' needs a core count"):
-        estimate_latency(_two_layer_counts(), "loihi1", placement={"lifA": 0})
+    with pytest.raises(BadInputError, match="placement: layer 'lifA' needs a core count"):
+        two_layers("loihi1", cores_a=0)
 
 
-# ---------------------------------------------------------------- placement
-def _one_layer(neurons, synapses):
-    nodes = {"fc": {"synops": [1.0]}, "lif": {"neuron_updates": [float(neurons)]}}
-    static = {"fc": {"op": "Affine", "neurons": 0, "synapses": synapses, "dense_macs": synapses,
-                     "input_numel": 10},
-              "lif": {"op": "LIF", "neurons": neurons, "input_numel": neurons}}
-    return _counts(1, nodes, static)
+def test_placement_of_another_profile_is_bad_input():
+    with pytest.raises(BadInputError, match="placement is for profile 'loihi2'"):
+        estimate_latency(_two_layer_counts(), "loihi1", two_layers("loihi2"))
+
+
+# ------------------------------------------------ per-layer mapper (estimate)
+def _dense_layer(neurons, inputs):
+    """Input(inputs) -> Affine(neurons x inputs) 'fc' -> IF 'lif': neurons x inputs synapses."""
+    g = Graph()
+    g.add("x", Input((inputs,)))
+    g.add("fc", Affine(np.ones((neurons, inputs), np.float32)), ["x"])
+    g.add("lif", IF(), ["fc"])
+    g.add("y", Output(), ["lif"])
+    return g.infer_shapes()
 
 
 def test_estimated_cores_follow_neurons_per_core():
-    # loihi1: 2500 neurons / 1024 per core -> 3 cores; 1000 synapses x 16 bits fit one core
-    plan = plan_cores(_one_layer(2500, 1000), "loihi1")
-    assert len(plan.cores["lif"]) == 3
-    assert plan.estimated == ["lif"] and "estimated" in plan.notes[0]
+    # loihi1: 2500 neurons / 1024 per core -> 3 cores; 25,000 synapses x 16 bits fit one core
+    p = place(_dense_layer(2500, 10), "loihi1", mapper="per_layer")
+    assert p.mapper == "per_layer" and p.cores_per_layer() == {"lif": 3}
+    assert p.layer_of("fc").name == "lif"
 
 
 def test_estimated_cores_follow_synaptic_memory():
     # loihi1: 200,000 synapses x 16 bits / 1,048,576 bits per core = 3.05 -> 4 cores
-    plan = plan_cores(_one_layer(100, 200_000), "loihi1")
-    assert len(plan.cores["lif"]) == 4
+    p = place(_dense_layer(100, 2000), "loihi1", mapper="per_layer")
+    assert p.cores_per_layer() == {"lif": 4}
 
 
 def test_speck_puts_each_layer_on_one_core():
-    plan = plan_cores(_one_layer(100_000, 200_000), "speck")
-    assert len(plan.cores["lif"]) == 1
+    p = place(_dense_layer(100_000, 2), "speck")
+    assert p.mapper == "per_layer" and p.cores_per_layer() == {"lif": 1}
 
 
 # --------------------------------------------------------------- comparison
 def test_compare_profiles_reports_difference_to_cmos45nm():
-    cmp = compare_profiles(two_node_counts(), ["loihi1"])
+    cmp = compare_profiles(two_node_counts(), ["loihi1"],
+                           placements={"loihi1": two_node_placement("loihi1")})
     loihi_total = 708.0 + 723.0 + 15.6 + 116064.0          # from the loihi1 test above
     assert cmp.reference == "cmos45nm"
     assert cmp.total == pytest.approx({"loihi1": loihi_total, "cmos45nm": 27.0})
@@ -314,8 +354,11 @@ def test_compare_profiles_reports_difference_to_cmos45nm():
 def test_reports_serialise_to_json():
     import json
     counts = two_node_counts()
-    text = json.dumps({"energy": estimate_energy(counts, "loihi2").as_dict(),
-                       "compare": compare_profiles(counts, ["loihi1", "speck"]).as_dict()})
+    placed = {p: two_node_placement(p) for p in ("loihi1", "loihi2", "speck")}
+    text = json.dumps({"energy": estimate_energy(counts, "loihi2",
+                                                 placement=placed["loihi2"]).as_dict(),
+                       "compare": compare_profiles(counts, ["loihi1", "speck"],
+                                                   placements=placed).as_dict()})
     back = json.loads(text)
     assert back["energy"]["total_pj"]["synaptic"] == pytest.approx(708.0)
     assert back["compare"]["rules"] == {"loihi1": "fanout", "speck": "fanout",

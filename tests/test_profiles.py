@@ -181,6 +181,35 @@ def test_user_profile_loads_by_path_with_units_converted(tmp_path):
     assert load_profile(str(path)).id == "mychip"
 
 
+@pytest.mark.parametrize("name,mapper", [("loihi1", "loihi"), ("loihi2", "loihi"),
+                                         ("speck", "per_layer"), ("cmos45nm", "none")])
+def test_bundled_profiles_declare_their_mapper(name, mapper):
+    assert load_profile(name).mapper == mapper
+    assert f'mapper = "{mapper}"' in (load_profile(name).path.read_text())
+
+
+def test_a_user_split_chip_without_a_mapper_gets_the_loihi_mapper(tmp_path):
+    assert load_profile(_write(tmp_path, GOOD_USER_PROFILE)).mapper == "loihi"
+    one_layer = GOOD_USER_PROFILE.replace('kind = "chip"',
+                                          'kind = "chip"\nmapping = "one-layer-per-core"')
+    assert load_profile(_write(tmp_path, one_layer, "one.toml")).mapper == "per_layer"
+
+
+def test_unknown_mapper_names_file_and_choices(tmp_path):
+    path = _broken(tmp_path, 'kind = "chip"', 'kind = "chip"\nmapper = "magic"')
+    with pytest.raises(BadInputError, match=r"^mychip\.toml: \[chip\] mapper = 'magic' is not "
+                                            r"one of loihi, per_layer, none"):
+        load_profile(path)
+
+
+def test_loihi_mapper_on_a_one_layer_per_core_chip_is_refused(tmp_path):
+    path = _broken(tmp_path, 'kind = "chip"',
+                   'kind = "chip"\nmapping = "one-layer-per-core"\nmapper = "loihi"')
+    with pytest.raises(BadInputError, match=r"^mychip\.toml: \[chip\] mapper = 'loihi' .*"
+                                            r"needs mapping = 'split'"):
+        load_profile(path)
+
+
 def _broken(tmp_path, old, new):
     assert old in GOOD_USER_PROFILE
     return _write(tmp_path, GOOD_USER_PROFILE.replace(old, new, 1))

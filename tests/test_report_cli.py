@@ -44,6 +44,13 @@ def test_report_energies_match_hand_derivation(tmp_path, capfd):
     # analytic 45 nm model, Spikformer rule: fr (1.0) x T (3) x FLOPs (2) = 6 ACs x 0.9 pJ
     assert rep["profiles"]["cmos45nm"]["energy_per_inference_pj"] == pytest.approx(6 * 0.9)
     assert rep["profiles"]["cmos45nm"]["rule"] == "spikformer"
+    # one dense layer (fc + n) placed by loihi1's declared Loihi mapper on one core;
+    # the analytic model has no cores
+    assert rep["profiles"]["loihi1"]["mapper"] == "loihi"
+    assert rep["profiles"]["loihi1"]["cores"] == 1
+    assert rep["profiles"]["loihi1"]["placement"]["layers"] == {
+        "n": {"nodes": ["fc", "n"], "cores": 1}}
+    assert rep["profiles"]["cmos45nm"]["cores"] is None
 
 
 def test_simulate_prints_tables_and_accuracy(capfd, tmp_path):

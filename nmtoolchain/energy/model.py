@@ -15,74 +15,43 @@ spikes_out·t_spike_out``. Latency always uses the hardware counts (synops,
 macs), whatever rule the energy uses. Message hop times are taken as hidden by
 the pipeline and not added.
 
-A *layer* is a neuron node together with the synaptic node(s) that feed only
-it (on Loihi a conv and its neurons live on the same cores). A placement maps
-a node name to a number of cores (the layer's work is split evenly over that
-many cores of its own) or to an explicit list of core ids (layers listing the
-same core share it). Layers the placement does not name get an estimate from
-the profile: enough cores for their neurons (``packing_neurons_per_core`` or
-``neurons_per_core``) and for their synapses (``synapse_bits`` ×
-stored synapses ≤ ``synaptic_memory_per_core``; with ``weight_sharing`` a
-convolution stores only its kernel), each layer on its own cores, or one core
-per layer on a ``one-layer-per-core`` chip. Results say when cores were
-estimated. Nothing here checks that a layer fits; that is the mapping pass.
+Cores come from one :class:`~nmtoolchain.mapping.Placement`: the one the
+caller passes, or :func:`nmtoolchain.mapping.place` of the graph with the
+mapper the profile declares (the Loihi mapper for loihi1/loihi2, the same
+call the Loihi export makes; the per-layer estimate for speck; none for the
+analytic cmos45nm). A layer of the placement (a neuron node and the synaptic
+node feeding it) splits its work evenly over its cores; layers naming the
+same core share it. The notes say which mapper placed the graph. Nothing here
+checks that a layer fits; that is the mapper.
 
 Everything is per sample (one inference = the whole run of T steps). This
-module imports numpy only.
+module imports numpy, the profile loader and nmtoolchain.mapping (no torch).
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
 from hardware_profiles import Profile, load_profile
-from nmtoolchain.energy.rules import (CONV_OPS, RuleCounts, _nodes, _static, apply_rule,
-                                      per_sample)
+from nmtoolchain.energy.rules import RuleCounts, _nodes, _static, apply_rule, per_sample
 from nmtoolchain.errors import BadInputError
+from nmtoolchain.mapping import PlacedLayer, Placement, place
 
 if TYPE_CHECKING:
     from nmtoolchain.ir import Graph
     from simulators.cycle.counts import RunCounts
 
-__all__ = ["CorePlan", "EnergyReport", "LatencyReport", "ProfileComparison", "plan_cores",
+__all__ = ["EnergyReport", "LatencyReport", "ProfileComparison", "resolve_placement",
            "estimate_energy", "estimate_latency", "compare_profiles", "COMPONENTS"]
 
 #: Energy components, in report order.
 COMPONENTS = ("synaptic", "mac", "neuron", "spike", "static")
-Placement = Mapping[str, Union[int, Sequence[int]]]
 ProfileLike = Union[str, Profile]
 
 
 # ------------------------------------------------------------------ placement
-@dataclass
-class CorePlan:
-    """Which cores each layer occupies."""
-
-    groups: Dict[str, List[str]]      # layer name (its neuron node, else the node) -> nodes
-    cores: Dict[str, List[int]]       # layer name -> core ids
-    estimated: List[str]              # layers whose cores were estimated from the profile
-    notes: List[str] = field(default_factory=list)
-
-    @property
-    def n_cores(self) -> int:
-        """Distinct cores used."""
-        return len({c for ids in self.cores.values() for c in ids})
-
-    def layer_of(self, node: str) -> Optional[str]:
-        for g, members in self.groups.items():
-            if node in members:
-                return g
-        return None
-
-    def as_dict(self) -> Dict[str, object]:
-        return {"layers": {g: {"nodes": m, "cores": len(self.cores[g]),
-                               "estimated": g in self.estimated} for g, m in self.groups.items()},
-                "cores_used": self.n_cores, "notes": list(self.notes)}
-
-
 def _work_nodes(counts: "RunCounts") -> List[str]:
     """Nodes that occupy cores: neurons, stored synapses, or counted synaptic work."""
     out = []
@@ -94,158 +63,52 @@ def _work_nodes(counts: "RunCounts") -> List[str]:
     return out
 
 
-def _is_neuron(counts: "RunCounts", n: str) -> bool:
-    return bool(_static(counts, n).get("neurons")) or \
-        bool(counts.counter(n, "neuron_updates").any())
-
-
-def _consumers(counts: "RunCounts", graph: Optional["Graph"]) -> Optional[Dict[str, List[str]]]:
-    """node -> nodes reading it, from the graph or from ``static['inputs']``."""
-    cons: Dict[str, List[str]] = {}
-    if graph is not None:
-        for node in graph.nodes.values():
-            for src in node.inputs:
-                cons.setdefault(src, []).append(node.name)
-        return cons
-    if all("inputs" in _static(counts, n) for n in counts.order) and counts.order:
-        for n in counts.order:
-            for src in _static(counts, n)["inputs"]:
-                cons.setdefault(src, []).append(n)
-        return cons
-    return None
-
-
-def _group_layers(counts: "RunCounts", graph: Optional["Graph"]) -> Dict[str, List[str]]:
-    work = _work_nodes(counts)
-    work_set = set(work)
-    neurons = {n for n in work if _is_neuron(counts, n)}
-    cons = _consumers(counts, graph)
-    owner: Dict[str, str] = {}
-    if cons is not None:
-        for n in work:
-            if n in neurons:
-                continue
-            cur, seen = n, set()
-            while cur not in seen:
-                seen.add(cur)
-                nxt = cons.get(cur, [])
-                if len(nxt) != 1:
-                    break
-                cur = nxt[0]
-                if cur in neurons:
-                    owner[n] = cur
-                    break
-                if cur in work_set:  # another working node in between: not one layer
-                    break
-    else:  # execution order only: a synaptic node joins the neuron right after it
-        prev = None
-        for n in work:
-            if n in neurons and prev is not None and prev not in neurons:
-                owner[prev] = n
-            prev = n
-    groups: Dict[str, List[str]] = {}
-    for n in work:
-        head = owner.get(n, n)
-        groups.setdefault(head, [])
-    for n in work:
-        groups[owner.get(n, n)].append(n)
-    return groups
-
-
-def _stored_synapses(counts: "RunCounts", n: str, profile: Profile, graph: Optional["Graph"],
-                     notes: List[str]) -> float:
-    st = _static(counts, n)
-    syn = float(st.get("synapses", 0) or 0)
-    if st.get("op") in CONV_OPS and profile.get("resources", "weight_sharing", False):
-        if graph is not None and n in graph.nodes:
-            return float(np.asarray(graph[n].op.weight).size)
-        if "parameters" in st:
-            return float(st["parameters"])
-        notes.append(f"'{n}': kernel size unknown, counted its {int(syn)} structural synapses "
-                     "against synaptic memory (pass the graph)")
-    return syn
-
-
-def plan_cores(counts: "RunCounts", profile: ProfileLike, placement: Optional[Placement] = None,
-               graph: Optional["Graph"] = None) -> CorePlan:
-    """Assign cores to the run's layers: from ``placement`` where it names a
-    layer, otherwise estimated from the profile (see the module docstring)."""
-    profile = load_profile(profile)
-    groups = _group_layers(counts, graph)
-    placement = dict(placement or {})
+def resolve_placement(counts: "RunCounts", profile: Profile,
+                      placement: Optional[Placement] = None,
+                      graph: Optional["Graph"] = None) -> Placement:
+    """The placement the estimates use: ``placement`` when given, else
+    :func:`nmtoolchain.mapping.place` of ``graph`` with the profile's mapper
+    (the same call the export makes). Nodes with counted work that the
+    placement does not name get one core each, and a note says so."""
+    if placement is None:
+        if profile.mapper == "none":
+            placement = Placement(profile.id, "none", (), None, declared_mapper="none")
+        elif graph is None:
+            raise BadInputError(f"profile '{profile.id}' places layers with its "
+                                f"'{profile.mapper}' mapper, which needs the graph: pass "
+                                f"graph= (or a Placement as placement=)")
+        else:
+            placement = place(graph, profile)
+    if not isinstance(placement, Placement):
+        raise BadInputError(f"placement must be a nmtoolchain.mapping.Placement, got "
+                            f"{type(placement).__name__}")
+    if placement.profile_id != profile.id:
+        raise BadInputError(f"placement is for profile '{placement.profile_id}', not "
+                            f"'{profile.id}'")
     known = set(_nodes(counts))
-    for node, spec in placement.items():
-        if node not in known:
-            raise BadInputError(f"placement: node '{node}' is not in the run "
-                                f"(nodes: {', '.join(sorted(known)[:8])}...)")
-        ok_int = isinstance(spec, int) and not isinstance(spec, bool) and spec >= 1
-        ok_list = (isinstance(spec, (list, tuple)) and len(spec) > 0 and all(
-            isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in spec))
-        if not (ok_int or ok_list):
-            raise BadInputError(f"placement: node '{node}' needs a core count >= 1 or a "
-                                f"non-empty list of core ids, got {spec!r}")
-    chosen: Dict[str, Union[int, Sequence[int]]] = {}
-    for g, members in groups.items():
-        specs = {m: placement[m] for m in members if m in placement}
-        values = list(specs.values())
-        if any(v != values[0] for v in values[1:]):
-            raise BadInputError(f"placement: nodes {', '.join(specs)} form one layer but are "
-                                f"given different cores {values}")
-        if values:
-            chosen[g] = values[0]
-    notes: List[str] = []
-    explicit = [c for v in chosen.values() if not isinstance(v, int) for c in v]
-    next_id = max(explicit) + 1 if explicit else 0
-    cores: Dict[str, List[int]] = {}
-    estimated: List[str] = []
-    for g, members in groups.items():
-        spec = chosen.get(g)
-        if spec is None:
-            spec = _estimate_cores(counts, members, profile, graph, notes)
-            estimated.append(g)
-        if isinstance(spec, int):
-            cores[g] = list(range(next_id, next_id + spec))
-            next_id += spec
-        else:
-            cores[g] = [int(c) for c in spec]
-    plan = CorePlan(groups, cores, estimated, notes)
-    if estimated:
-        plan.notes.insert(0, f"cores of {len(estimated)} of {len(groups)} layer(s) estimated "
-                             f"from profile '{profile.id}' (no placement given for them)")
-    total = profile.get("resources", "cores")
-    if total and plan.n_cores > total:
-        if profile.mapping == "one-layer-per-core":
-            plan.notes.append(f"{plan.n_cores} layers need {plan.n_cores} cores; "
-                              f"'{profile.id}' has {int(total)}: does not fit")
-        else:
-            plan.notes.append(f"{plan.n_cores} cores exceed the {int(total)} of one "
-                              f"'{profile.id}' chip: {math.ceil(plan.n_cores / total)} chips")
-    return plan
+    for layer in placement.layers:
+        for node in layer.nodes:
+            if node not in known:
+                raise BadInputError(f"placement: node '{node}' is not in the run "
+                                    f"(nodes: {', '.join(sorted(known)[:8])}...)")
+    if placement.mapper == "none":
+        return placement
+    unplaced = [n for n in _work_nodes(counts) if placement.layer_of(n) is None]
+    if not unplaced:
+        return placement
+    next_id = max((c for L in placement.layers for c in L.cores), default=-1) + 1
+    extra = tuple(PlacedLayer(n, (n,), (next_id + i,)) for i, n in enumerate(unplaced))
+    note = (f"{len(unplaced)} node(s) with counted work not placed by the "
+            f"'{placement.mapper}' mapper ({', '.join(unplaced[:4])}"
+            f"{', ...' if len(unplaced) > 4 else ''}): one core each assumed")
+    return replace(placement, layers=placement.layers + extra,
+                   notes=placement.notes + (note,))
 
 
-def _estimate_cores(counts: "RunCounts", members: List[str], profile: Profile,
-                    graph: Optional["Graph"], notes: List[str]) -> int:
-    if profile.mapping != "split":
-        return 1
-    neurons = sum(float(_static(counts, m).get("neurons", 0) or 0) for m in members)
-    per_core = profile.get("resources", "packing_neurons_per_core") or \
-        profile.get("resources", "neurons_per_core")
-    need = 1
-    if per_core:
-        need = max(need, math.ceil(neurons / per_core))
-    mem = profile.get("resources", "synaptic_memory_per_core")
-    bits = profile.get("resources", "synapse_bits")
-    if mem and bits:
-        stored = sum(_stored_synapses(counts, m, profile, graph, notes) for m in members)
-        need = max(need, math.ceil(stored * bits / mem))
-    return need
-
-
-def _chips(profile: Profile, plan: CorePlan) -> int:
-    total = profile.get("resources", "cores")
-    if not total or profile.mapping == "one-layer-per-core":
-        return 1
-    return max(1, math.ceil(plan.n_cores / total))
+def _placement_notes(placement: Placement) -> List[str]:
+    if placement.mapper == "none":
+        return []
+    return [placement.describe()] + list(placement.notes)
 
 
 # -------------------------------------------------------------------- latency
@@ -259,7 +122,7 @@ class LatencyReport:
     barrier_ns: float
     core_ns: Dict[int, np.ndarray]       # core id -> (T,) work
     critical_core: List[int]             # per step, the slowest core
-    plan: CorePlan
+    placement: Placement
     notes: List[str] = field(default_factory=list)
 
     @property
@@ -275,7 +138,7 @@ class LatencyReport:
         return {"profile": self.profile, "steps": self.steps, "total_ns": self.total_ns,
                 "mean_step_ns": self.mean_step_ns, "barrier_ns": self.barrier_ns,
                 "step_ns": self.step_ns.tolist(), "critical_core": self.critical_core,
-                "placement": self.plan.as_dict(), "notes": list(self.notes)}
+                "placement": self.placement.as_dict(), "notes": list(self.notes)}
 
 
 def _layer_work_ns(counts: "RunCounts", members: Iterable[str], profile: Profile,
@@ -304,21 +167,23 @@ def estimate_latency(counts: "RunCounts", profile: ProfileLike,
                      graph: Optional["Graph"] = None) -> LatencyReport:
     """Time per step = max over cores of their work + the profile's barrier.
 
-    Needs a profile with a [time] section (an analytic profile has none)."""
+    Cores come from ``placement``, else from placing ``graph`` with the
+    profile's mapper (:func:`resolve_placement`). Needs a profile with a
+    [time] section (an analytic profile has none)."""
     profile = load_profile(profile)
     if "time" not in profile.sections:
         raise BadInputError(f"{profile.path.name}: profile '{profile.id}' has no [time] section; "
                             "latency needs time per operation")
     counts = per_sample(counts)
-    return _latency(counts, profile, plan_cores(counts, profile, placement, graph))
+    return _latency(counts, profile, resolve_placement(counts, profile, placement, graph))
 
 
-def _latency(counts: "RunCounts", profile: Profile, plan: CorePlan) -> LatencyReport:
-    notes = list(plan.notes)
+def _latency(counts: "RunCounts", profile: Profile, placement: Placement) -> LatencyReport:
+    notes = _placement_notes(placement)
     core_ns: Dict[int, np.ndarray] = {}
-    for g, members in plan.groups.items():
-        share = _layer_work_ns(counts, members, profile, notes) / len(plan.cores[g])
-        for c in plan.cores[g]:
+    for layer in placement.layers:
+        share = _layer_work_ns(counts, layer.nodes, profile, notes) / len(layer.cores)
+        for c in layer.cores:
             core_ns[c] = core_ns.get(c, np.zeros(counts.steps)) + share
     barrier = float(profile.value("time", "barrier"))
     if core_ns:
@@ -329,7 +194,7 @@ def _latency(counts: "RunCounts", profile: Profile, plan: CorePlan) -> LatencyRe
     else:
         slowest, critical = np.zeros(counts.steps), [-1] * counts.steps
     return LatencyReport(profile.id, counts.steps, slowest + barrier, barrier, core_ns, critical,
-                         plan, notes)
+                         placement, notes)
 
 
 # --------------------------------------------------------------------- energy
@@ -342,7 +207,7 @@ class EnergyReport:
     steps: int
     node_pj: Dict[str, Dict[str, np.ndarray]]   # node -> component -> (T,)
     ops: RuleCounts
-    plan: CorePlan
+    placement: Placement
     latency: Optional[LatencyReport] = None
     notes: List[str] = field(default_factory=list)
 
@@ -374,7 +239,7 @@ class EnergyReport:
         return {"profile": self.profile, "rule": self.rule, "steps": self.steps,
                 "total_pj": self.total(), "nodes_pj": self.per_node(),
                 "step_pj": {k: v.tolist() for k, v in self.per_step().items()},
-                "ops": self.ops.as_dict(), "placement": self.plan.as_dict(),
+                "ops": self.ops.as_dict(), "placement": self.placement.as_dict(),
                 "latency": self.latency.as_dict() if self.latency else None,
                 "notes": list(self.notes)}
 
@@ -388,7 +253,9 @@ def estimate_energy(counts: "RunCounts", profile: ProfileLike, rule: Optional[st
     chips, ``spikformer`` for the analytic cmos45nm model). ``hops_per_spike``
     is how many inter-core hops each output spike's message makes on average
     (the run does not record routes). Static energy needs a [power] and a
-    [time] section: it is static power × chips × the estimated run time."""
+    [time] section: it is static power × chips × the estimated run time,
+    with cores from ``placement`` or from placing ``graph`` with the
+    profile's mapper (:func:`resolve_placement`)."""
     profile = load_profile(profile)
     rule = rule or profile.default_rule
     counts = per_sample(counts)
@@ -416,22 +283,22 @@ def estimate_energy(counts: "RunCounts", profile: ProfileLike, rule: Optional[st
             "static": zero.copy(),
         }
 
-    plan = plan_cores(counts, profile, placement, graph)
-    if profile.kind != "analytic":  # an analytic model has no cores: its plan says nothing
-        notes = plan.notes + notes
-    latency = _latency(counts, profile, plan) if "time" in profile.sections else None
+    placement = resolve_placement(counts, profile, placement, graph)
+    notes = _placement_notes(placement) + notes
+    latency = _latency(counts, profile, placement) if "time" in profile.sections else None
     p_static = profile.get("power", "static")
     if p_static and latency is None:
         notes.append(f"profile '{profile.id}' has static power but no [time]: static energy "
                      "not estimated")
-    elif p_static and latency is not None and plan.n_cores:
-        chips = _chips(profile, plan)
-        step_static = p_static * chips * latency.step_ns          # mW x ns = pJ
-        for g, members in plan.groups.items():
-            head = g if g in node_pj else members[0]
-            node_pj[head]["static"] = node_pj[head]["static"] + \
-                step_static * len(plan.cores[g]) / sum(len(v) for v in plan.cores.values())
-    return EnergyReport(profile.id, rule, counts.steps, node_pj, ops, plan, latency, notes)
+    elif p_static and latency is not None and placement.n_cores:
+        step_static = p_static * placement.chips * latency.step_ns          # mW x ns = pJ
+        all_cores = sum(len(L.cores) for L in placement.layers)
+        for layer in placement.layers:  # booked on the layer's neuron node
+            if layer.name not in node_pj:
+                node_pj[layer.name] = {k: zero.copy() for k in COMPONENTS}
+            node_pj[layer.name]["static"] = node_pj[layer.name]["static"] + \
+                step_static * len(layer.cores) / all_cores
+    return EnergyReport(profile.id, rule, counts.steps, node_pj, ops, placement, latency, notes)
 
 
 # ----------------------------------------------------------------- comparison
@@ -465,10 +332,14 @@ class ProfileComparison:
 
 def compare_profiles(counts: "RunCounts", profiles: Sequence[ProfileLike],
                      reference: ProfileLike = "cmos45nm", rule: Optional[str] = None,
-                     placement: Optional[Placement] = None, graph: Optional["Graph"] = None,
+                     placements: Optional[Mapping[str, Placement]] = None,
+                     graph: Optional["Graph"] = None,
                      hops_per_spike: float = 1.0) -> ProfileComparison:
     """Each profile's energy per node and in total, and its relative difference
     (E - E_ref) / E_ref to ``reference`` (None where the reference is 0).
+
+    ``placements``: profile id -> its placement; a profile not named there is
+    placed from ``graph`` with its own mapper.
 
     Each profile uses its own default rule unless ``rule`` is given, so the
     comparison with cmos45nm shows both the pJ and the counting-convention gap."""
@@ -476,8 +347,9 @@ def compare_profiles(counts: "RunCounts", profiles: Sequence[ProfileLike],
     ref = load_profile(reference)
     if ref.id not in [p.id for p in loaded]:
         loaded.append(ref)
-    reports = {p.id: estimate_energy(counts, p, rule, placement, graph, hops_per_spike)
-               for p in loaded}
+    placements = dict(placements or {})
+    reports = {p.id: estimate_energy(counts, p, rule, placements.get(p.id), graph,
+                                     hops_per_spike) for p in loaded}
     nodes: List[str] = []
     for r in reports.values():
         for n, d in r.per_node().items():

@@ -103,12 +103,6 @@ class RuleCounts:
         self.acs = float(sum(o.ac_total for o in self.per_node.values()))
         self.macs = float(sum(o.mac_total for o in self.per_node.values()))
 
-    def acs_per_step(self) -> np.ndarray:
-        return sum((o.acs for o in self.per_node.values()), np.zeros(self.steps))
-
-    def macs_per_step(self) -> np.ndarray:
-        return sum((o.macs for o in self.per_node.values()), np.zeros(self.steps))
-
     def as_dict(self) -> Dict[str, object]:
         """JSON-able totals, per node totals and the notes."""
         return {"rule": self.rule, "definition": self.definition, "steps": self.steps,

@@ -541,8 +541,8 @@ def _trace_source(graph: Graph, name: str) -> Tuple[Optional[str], str]:
 
 def extract_layers(graph: Graph, limits: CoreLimits) -> List[Layer]:
     """The graph's neuron layers in topological order; UnsupportedOpError names
-    the first node the mapping cannot place."""
-    graph.infer_shapes()
+    the first node the mapping cannot place. The graph must have its shapes
+    inferred (it is only read)."""
     order, back = graph.order()
     if back:
         src, dst = sorted(back)[0]

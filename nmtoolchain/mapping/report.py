@@ -19,11 +19,13 @@ formats; it computes nothing that needs the graph.
 """
 from __future__ import annotations
 
+import copy
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 from hardware_profiles import Profile
+from nmtoolchain.ir import Graph
 from nmtoolchain.mapping.limits import RESOURCES, Limit
 
 __all__ = ["CoreUse", "LayerMapping", "MappingReport", "match_reference", "REFERENCE_MAPPINGS"]
@@ -122,6 +124,8 @@ class MappingReport:
     reference: Optional[Dict[str, object]] = None
     activity: Optional[Dict[str, object]] = None
     what_if: Optional[List[Dict[str, object]]] = None
+    #: node -> its ``annotations['placement']`` (not part of mapping.json)
+    annotations: Dict[str, Dict[str, object]] = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------- summary
     @property
@@ -149,14 +153,13 @@ class MappingReport:
                 return L
         raise KeyError(name)
 
-    def placement(self) -> Dict[str, List[int]]:
-        """Node name -> core ids (neuron and synapse nodes), the form
-        :func:`nmtoolchain.energy.estimate_latency` accepts as ``placement``."""
-        out: Dict[str, List[int]] = {}
-        for L in self.layers:
-            out[L.neuron] = list(L.cores)
-            if L.synapse is not None:
-                out[L.synapse] = list(L.cores)
+    def annotated(self, graph: Graph) -> Graph:
+        """A copy of ``graph`` with ``annotations['placement']`` on every placed
+        neuron and synapse node (what the export writes into network.nmir);
+        ``graph`` itself is left as it is."""
+        out = copy.deepcopy(graph)
+        for name, ann in self.annotations.items():
+            out[name].annotations["placement"] = copy.deepcopy(ann)
         return out
 
     def utilization(self) -> Dict[str, Dict[str, float]]:

@@ -5,8 +5,10 @@ per-layer counts (per sample), energy per layer and per inference for each
 profile, time per step, where the analytic model and each hardware profile
 disagree (per layer, by how much), and, when asked, the comparison with a
 measured reference stored in a profile (e.g. Intel's PilotNet-LIF board run).
-Rendering (terminal tables, JSON, HTML with plots) lives here too; none of it
-computes energy itself: that is :mod:`nmtoolchain.energy`.
+Cores per profile come from :func:`nmtoolchain.mapping.place` (the profile's
+declared mapper, the call the export makes), and each profile row says which
+mapper placed the graph. Rendering (terminal tables, JSON, HTML with plots)
+lives here too; none of it computes energy itself: that is :mod:`nmtoolchain.energy`.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from nmtoolchain.energy import compare_profiles, estimate_latency
 from nmtoolchain.errors import BadInputError
 from nmtoolchain.fileio import atomic_output
 from nmtoolchain.ir import Graph
+from nmtoolchain.mapping import place
 
 LAYER_COUNTERS = ("events_in", "synops", "macs", "neuron_updates", "spikes_out")
 
@@ -41,10 +44,15 @@ def _accuracy(result: Any, graph: Graph, labels: Optional[np.ndarray]) -> Option
 def build_report(graph: Graph, result: Any, profiles: Sequence[str], *,
                  reference: str = "cmos45nm", measured: Optional[str] = None,
                  labels: Optional[np.ndarray] = None, inputs: str = "") -> Dict[str, Any]:
-    """Plain-data report of ``result`` (a SimResult) under ``profiles``."""
+    """Plain-data report of ``result`` (a SimResult) under ``profiles``; each
+    profile's cores are ``place(graph, profile)``."""
     counts = result.counts
     per = counts.per_sample()
-    comparison = compare_profiles(counts, list(profiles), reference=reference, graph=graph)
+    loaded = [load_profile(p) for p in profiles]
+    ref = load_profile(reference)
+    placements = {p.id: place(graph, p) for p in loaded + [ref]}
+    comparison = compare_profiles(counts, loaded, reference=ref, placements=placements,
+                                  graph=graph)
     layers = []
     for name in counts.order:
         row = {k: float(per.counter(name, k).sum()) for k in LAYER_COUNTERS}
@@ -61,8 +69,9 @@ def build_report(graph: Graph, result: Any, profiles: Sequence[str], *,
         prof = load_profile(pid)
         lat = rep.latency
         if lat is None and prof.has("time", "synop"):
-            lat = estimate_latency(counts, prof, graph=graph)
+            lat = estimate_latency(counts, prof, placements.get(pid), graph=graph)
         tot = rep.total()
+        placed = rep.placement
         prof_rows[pid] = {
             "name": prof.name if hasattr(prof, "name") else pid,
             "rule": rep.rule,
@@ -72,9 +81,11 @@ def build_report(graph: Graph, result: Any, profiles: Sequence[str], *,
             "components_pj": tot,
             "time_per_step_ns": lat.mean_step_ns if lat else None,
             "time_per_inference_ns": lat.total_ns if lat else None,
-            "cores": len({c for cs in rep.plan.cores.values() for c in cs}),
-            "cores_estimated": bool(rep.plan.estimated),
-            "notes": list(rep.notes) + (list(lat.notes) if lat else
+            "cores": placed.n_cores if placed.mapper != "none" else None,
+            "cores_estimated": placed.mapper == "per_layer",
+            "mapper": placed.mapper,
+            "placement": placed.as_dict(),
+            "notes": list(rep.notes) + ([n for n in lat.notes if n not in rep.notes] if lat else
                                         ["analytic model: no time per operation"]),
         }
     report: Dict[str, Any] = {
@@ -144,6 +155,14 @@ def _fmt_ns(ns: Optional[float]) -> str:
     return f"{ns:.3g} ns"
 
 
+def _fmt_cores(row: Dict[str, Any]) -> str:
+    """Cores and the mapper that placed them, e.g. '74 (loihi)', '10 (per_layer est.)'."""
+    if row["cores"] is None:
+        return "-"
+    mapper = row.get("mapper", "")
+    return f"{row['cores']} ({mapper}{' est.' if row['cores_estimated'] else ''})"
+
+
 def render_report(rep: Dict[str, Any], console: Any) -> None:
     """Print the report as rich tables."""
     from rich.table import Table
@@ -173,9 +192,12 @@ def render_report(rep: Dict[str, Any], console: Any) -> None:
         t2.add_row(p, row["rule"], _fmt_pj(row["energy_per_inference_pj"]),
                    _fmt_pj(row["dynamic_pj"]), _fmt_pj(row["static_pj"]),
                    _fmt_ns(row["time_per_step_ns"]),
-                   f"{row['cores']}{' (est.)' if row['cores_estimated'] else ''}",
+                   _fmt_cores(row),
                    "-" if rel is None else f"{rel * 100:+.1f}%")
     console.print(t2)
+    for p, row in rep["profiles"].items():
+        if row.get("mapper", "none") != "none":
+            console.print(f"{p}: {row['placement']['description']}")
     disagree = sorted(
         ((abs(v), r["name"], p, v) for r in rep["layers"] for p, v in r["rel_to_reference"].items()
          if v is not None), reverse=True)[:5]
@@ -242,7 +264,8 @@ def write_html(rep: Dict[str, Any], path: Path) -> Path:
     layer_rows = [[r["name"], r["op"], f"{r['synops']:,.0f}", f"{r['spikes_out']:,.0f}",
                    *[_fmt_pj(r["energy_pj"].get(p, 0.0)) for p in profs]] for r in rep["layers"]]
     prof_rows = [[p, v["rule"], _fmt_pj(v["energy_per_inference_pj"]), _fmt_pj(v["dynamic_pj"]),
-                  _fmt_ns(v["time_per_step_ns"]), v["cores"]] for p, v in rep["profiles"].items()]
+                  _fmt_ns(v["time_per_step_ns"]), _fmt_cores(v)]
+                 for p, v in rep["profiles"].items()]
     meas = "".join(
         f"<p><b>Measured ({html.escape(m['measurement'])}, {html.escape(m['profile'])}):</b> "
         f"{_fmt_pj(m['estimated_dynamic_pj'])} estimated vs {_fmt_pj(m['measured_dynamic_pj'])} "

@@ -1,27 +1,32 @@
-"""The mapping pass: partition every neuron layer onto cores, place the cores,
-and write ``annotations['placement']`` on each layer's nodes.
+"""The Loihi mapper: partition every neuron layer onto cores within a split
+chip's per-core limits, and number the cores.
 
 Layers are partitioned last to first, because a slice's output axons depend
 on how its consumers were sliced; cores are then numbered in layer order
 (topological order of the neuron nodes), slices in order within a layer, and
-each core belongs to one layer. Nothing here runs a network or writes files.
+each core belongs to one layer. :func:`map_loihi` leaves the caller's graph
+untouched: the placement annotations it computes travel on the report
+(:meth:`MappingReport.annotated` writes them on a copy). Callers reach it
+through :func:`nmtoolchain.mapping.place` (or ``map_onto_cores``). Nothing
+here runs a network or writes files.
 """
 from __future__ import annotations
 
+import copy
 import math
-from typing import Dict, List, Mapping, Optional, Union
+from typing import Dict, List, Mapping, Optional
 
 import numpy as np
 
-from hardware_profiles import Profile, load_profile
-from nmtoolchain.errors import BadInputError, DoesNotFitError
+from hardware_profiles import Profile
+from nmtoolchain.errors import BadInputError, DoesNotFitError, UnsupportedOpError
 from nmtoolchain.ir import Graph
 from nmtoolchain.mapping.layers import Layer, extract_layers
 from nmtoolchain.mapping.limits import RESOURCES, CoreLimits, core_limits
 from nmtoolchain.mapping.report import (CoreUse, LayerMapping, MappingReport,
                                         match_reference)
 
-__all__ = ["map_onto_cores", "STRATEGIES"]
+__all__ = ["map_loihi", "STRATEGIES"]
 
 #: 'pack': fill each core as far as the limits allow, in order (the last slice
 #: of a layer takes the rest); 'balance': the same number of cores, slices as
@@ -29,38 +34,28 @@ __all__ = ["map_onto_cores", "STRATEGIES"]
 STRATEGIES = ("pack", "balance")
 
 
-def map_onto_cores(graph: Graph, profile: Union[str, Profile] = "loihi2", *,
-                   strategy: str = "pack", counts=None,
-                   spikes: Optional[Mapping[str, np.ndarray]] = None,
-                   limits: Optional[Mapping[str, float]] = None,
-                   annotate: bool = True, what_if: Optional[bool] = None) -> MappingReport:
-    """Partition ``graph``'s neuron layers onto the cores of ``profile``.
+def map_loihi(graph: Graph, prof: Profile, *, strategy: str = "pack", counts=None,
+              spikes: Optional[Mapping[str, np.ndarray]] = None,
+              limits: Optional[Mapping[str, float]] = None,
+              what_if: Optional[bool] = None) -> MappingReport:
+    """Partition ``graph``'s neuron layers onto the cores of ``prof``.
 
-    ``counts``: a :class:`simulators.cycle.counts.RunCounts` of a run of this
-    graph, for spike messages per step (layer spike totals, spread evenly over
-    a layer's neurons). ``spikes``: neuron node -> recorded outputs, shape
-    (T, *shape) or (B, T, *shape), for exact messages per step. ``limits``:
-    per-core limits replacing the profile's (``neurons``, ``synaptic_memory``,
-    ``input_axons``, ``output_axons``, ``synapse_overhead_bits``,
-    ``dense_storage``, ``weight_sharing``, ``default_weight_bits``), for what-if
-    runs. Writes ``annotations['placement']`` on every neuron node (and on its
-    synapse node) unless ``annotate`` is False. ``what_if``: also map again
-    with each assumed or fitted limit relaxed and report the core counts
-    (default: only for a network whose real mapping is published, e.g.
-    PilotNet-LIF on Loihi 2).
+    Options as :func:`nmtoolchain.mapping.map_onto_cores`. The graph is not
+    modified (a graph without inferred shapes is copied first).
 
     Raises DoesNotFitError when one neuron of a layer exceeds a core,
-    UnsupportedOpError for a node the mapping cannot place, BadInputError for
-    a profile that is not a split-mapping chip.
+    UnsupportedOpError for a node the mapping cannot place (or a graph with
+    no neuron layer), BadInputError for a profile that is not a split chip.
     """
     if strategy not in STRATEGIES:
         raise BadInputError(f"unknown mapping strategy {strategy!r}; choose one of "
                             f"{', '.join(STRATEGIES)}")
-    prof = load_profile(profile)
+    if any(n.shape is None for n in graph.nodes.values()):
+        graph = copy.deepcopy(graph).infer_shapes()
     lim = core_limits(prof, limits)
     layers = extract_layers(graph, lim)
     if not layers:
-        raise BadInputError("mapping: the graph has no neuron layer to place")
+        raise UnsupportedOpError("mapping: the graph has no neuron layer to place")
 
     # partition last to first: consumers fix each neuron's destination cores
     dest: Dict[str, np.ndarray] = {L.neuron: np.zeros(L.n, np.int64) for L in layers}
@@ -88,13 +83,12 @@ def map_onto_cores(graph: Graph, profile: Union[str, Profile] = "loihi2", *,
         limits=lim.limit_list(), layers=layer_maps, cores=cores,
         cores_per_chip=lim.cores_per_chip, notes=notes,
         shared_lower_bound=_shared_lower_bound(layer_maps, lim),
-        reference=match_reference(layers, prof, len(cores)))
+        reference=match_reference(layers, prof, len(cores)),
+        annotations=_annotations(layers, lim, strategy))
     if spikes is not None or counts is not None:
         report.activity = _activity(layers, dest, spikes, counts, report)
     if what_if or (what_if is None and report.reference is not None):
         report.what_if = _what_if(graph, prof, strategy, lim, dict(limits or {}))
-    if annotate:
-        _annotate(graph, layers, lim, strategy)
     return report
 
 
@@ -124,8 +118,8 @@ def _what_if(graph: Graph, prof: Profile, strategy: str, lim: CoreLimits,
     out = []
     for change, extra in variants:
         try:
-            r = map_onto_cores(graph, prof, strategy=strategy, limits={**given, **extra},
-                               annotate=False, what_if=False)
+            r = map_loihi(graph, prof, strategy=strategy, limits={**given, **extra},
+                          what_if=False)
             out.append({"change": change, "cores_used": r.cores_used,
                         "cores_per_layer": {L.name: len(L.cores) for L in r.layers}})
         except DoesNotFitError as e:
@@ -277,10 +271,13 @@ def _activity(layers: List[Layer], dest: Dict[str, np.ndarray], spikes, counts,
 
 
 # -------------------------------------------------------------- annotations
-def _annotate(graph: Graph, layers: List[Layer], lim: CoreLimits, strategy: str) -> None:
+def _annotations(layers: List[Layer], lim: CoreLimits,
+                 strategy: str) -> Dict[str, Dict[str, object]]:
+    """node -> its ``annotations['placement']`` (neuron and synapse nodes)."""
+    out: Dict[str, Dict[str, object]] = {}
     for layer in layers:
         cores = [s.core for s in layer.slices]
-        ann = {
+        out[layer.neuron] = {
             "profile": lim.profile_id, "strategy": strategy,
             "cores": cores,
             "neurons_per_core": [s.needs["neurons"] for s in layer.slices],
@@ -292,7 +289,7 @@ def _annotate(graph: Graph, layers: List[Layer], lim: CoreLimits, strategy: str)
             "weight_bits": layer.weight_bits,
             "bits_per_synapse": layer.bits_per_synapse,
         }
-        graph[layer.neuron].annotations["placement"] = ann
         if layer.synapse is not None:
-            graph[layer.synapse].annotations["placement"] = {
-                "profile": lim.profile_id, "cores": list(cores), "with_neuron": layer.neuron}
+            out[layer.synapse] = {"profile": lim.profile_id, "cores": list(cores),
+                                  "with_neuron": layer.neuron}
+    return out
