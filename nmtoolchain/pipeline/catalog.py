@@ -77,8 +77,8 @@ class ConvertMST(GraphPass):
 
 class MapOntoCores(GraphPass):
     """Partition the neuron layers onto the profile's cores
-    (:func:`nmtoolchain.mapping.map_onto_cores`); the result is the mapping report.
-    Writes the placement onto the pipeline's copy of the graph."""
+    (:func:`nmtoolchain.mapping.map_onto_cores`); the result is the mapping report,
+    and the graph carries each layer's placement (``annotations['placement']``)."""
 
     name = "map_onto_cores"
 
@@ -92,7 +92,7 @@ class MapOntoCores(GraphPass):
 
     def run(self, graph: Graph, ctx: PassContext) -> PassOutput:
         rep = map_onto_cores(graph, ctx.profile)
-        return PassOutput(graph, result=rep)
+        return PassOutput(rep.annotated(graph), result=rep)
 
 
 __all__ = ["FoldBatchNorm", "FoldScales", "FoldPooling", "ConvertMST", "MapOntoCores"]
