@@ -28,7 +28,7 @@ from nmtoolchain.errors import BadInputError
 from nmtoolchain.ir import Graph
 
 if TYPE_CHECKING:  # for annotations only: importing these pulls in torch or a vendor
-    from exporters.loihi2.bundle import ExportResult
+    from nmtoolchain.targets.base import ExportResult
     from exporters.loihi2.verify import VerifyResult
     from nmtoolchain.accuracy import AccuracyCheck
     from nmtoolchain.inputs import RunInputs

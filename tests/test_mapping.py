@@ -238,7 +238,7 @@ def export_and_report_net() -> Graph:
 
 
 def test_export_and_report_place_the_same_graph_on_the_same_cores(tmp_path):
-    from exporters.loihi2.bundle import export_loihi2
+    from nmtoolchain.targets.loihi2 import export_loihi2
     from nmtoolchain.ir import load_graph
     from nmtoolchain.report.simulation import build_report
     from simulators.cycle.interpreter import simulate
