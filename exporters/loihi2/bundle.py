@@ -218,7 +218,7 @@ def build_report(model: str, graph: Graph, plan: NetxPlan, profile_id: str, time
               "  " + DEPLOYABILITY_NOTE]
     if report["notes"]:
         lines += ["", "notes:"] + ["  " + n for n in report["notes"]]
-    lines += ["", f"check it: nmtc verify <this directory> --steps {report['verify_steps']}"]
+    lines += ["", f"check it: nmtc verify <this directory> -T {report['verify_steps']}"]
     return report, lines
 
 
@@ -371,7 +371,7 @@ def write_lava_graph_export(ex: LavaGraphExport, out_dir: Path, force: bool
               "  " + LAVA_ONLY_NOTE]
     if notes:
         lines += ["", "notes:"] + ["  " + n for n in notes]
-    lines += ["", f"check it: nmtc verify <this directory> --steps {report['verify_steps']}"]
+    lines += ["", f"check it: nmtc verify <this directory> -T {report['verify_steps']}"]
 
     def write(tmp: Path) -> None:
         write_graph(graph, tmp / LAVA_GRAPH_FILES["graph"])

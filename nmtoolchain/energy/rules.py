@@ -56,6 +56,7 @@ from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from nmtoolchain.errors import BadInputError
+from nmtoolchain.ir.op import OP_REGISTRY
 
 if TYPE_CHECKING:  # typing only: importing simulators.cycle loads torch
     from nmtoolchain.ir import Graph
@@ -65,7 +66,8 @@ __all__ = ["NodeOps", "RuleCounts", "RULES", "apply_rule", "fanout_rule", "neuro
            "syops_rule", "spikformer_rule", "per_sample"]
 
 #: Ops with stored weights: NeuroBench's connection layers, Spikformer's weighted layers.
-WEIGHTED_OPS = ("Linear", "Affine", "Conv1d", "Conv2d")
+#: ops with stored weights (the IRs ``is_synapse`` trait)
+WEIGHTED_OPS = frozenset(n for n, c in OP_REGISTRY.items() if c.is_synapse)
 CONV_OPS = ("Conv1d", "Conv2d")
 
 

@@ -45,13 +45,16 @@ import numpy as np
 
 from nmtoolchain.errors import DoesNotFitError, UnsupportedOpError
 from nmtoolchain.ir import Graph
+from nmtoolchain.ir.op import OP_REGISTRY
 from nmtoolchain.mapping.limits import (RESOURCES, CoreLimits, is_loihi_integer,
                                         netx_weight_bits)
 
 __all__ = ["Layer", "Slice", "FlatGeometry", "BoxGeometry", "extract_layers",
            "SYNAPSE_OPS", "VIEW_OPS"]
 
-SYNAPSE_OPS = ("Affine", "Linear", "Conv1d", "Conv2d")
+#: the ops whose weights a layer stores (the IRs ``is_synapse`` trait), for messages
+SYNAPSE_OPS = tuple(sorted(n for n, c in OP_REGISTRY.items()
+                          if c.is_synapse and not n.startswith("_")))
 VIEW_OPS = ("Flatten", "Reshape")
 Box = Tuple[Tuple[int, int], ...]
 
@@ -548,12 +551,12 @@ def extract_layers(graph: Graph, limits: CoreLimits) -> List[Layer]:
         src, dst = sorted(back)[0]
         raise UnsupportedOpError(f"mapping: recurrent connection '{src}' -> '{dst}' is not "
                                  f"supported (its neuron would send spikes to its own cores)")
-    allowed = set(SYNAPSE_OPS) | set(VIEW_OPS) | {"Input", "Output"}
+    allowed = set(VIEW_OPS) | {"Input", "Output"}
     for name in order:
         node = graph[name]
-        if not node.op.is_neuron and node.op_name not in allowed:
+        if not node.op.is_neuron and not node.op.is_synapse and node.op_name not in allowed:
             raise _unsupported(graph, name, "cannot be placed on cores")
-        if node.op_name in SYNAPSE_OPS:
+        if node.op.is_synapse:
             users = graph.users(name)
             if len(users) != 1 or not users[0].op.is_neuron:
                 what = ", ".join(f"'{u.name}' ({u.op_name})" for u in users) or "nothing"
@@ -575,7 +578,7 @@ def extract_layers(graph: Graph, limits: CoreLimits) -> List[Layer]:
                 geom = FlatGeometry(int(np.prod(shape)))
             layer = Layer(name, name, None, "input", shape, None, geom,
                           weight_bits_note="no synapses (driven through its bias)")
-        elif src.op_name in SYNAPSE_OPS:
+        elif src.op.is_synapse:
             pre, _ = _trace_source(graph, src.inputs[0])
             layer = _synaptic_layer(graph, src.name, name, shape, pre, limits)
         else:
