@@ -131,3 +131,24 @@ def test_low_layers_import_nothing_above_them():
         bad = {m for m in reach(core) if m in ("nmtoolchain.cli", "nmtoolchain.targets.registry",
                                                "nmtoolchain.demo")}
         assert not bad, (core, sorted(bad))
+
+
+def _group(module: str) -> str:
+    """The unit of the layered map: nmtoolchain's subpackages and modules, exporters'
+    and simulators' back ends, hardware_profiles."""
+    parts = module.split(".")
+    if parts[0] in ("nmtoolchain", "exporters", "simulators"):
+        return ".".join(parts[:2])
+    return parts[0]
+
+
+def test_subpackages_form_layers_without_cycles():
+    """Collapsed to subpackages (nmtoolchain.ir, nmtoolchain.targets, exporters.loihi2,
+    simulators.cycle, ...) the map is still a DAG: each subpackage sits in one layer."""
+    collapsed: Dict[str, Set[str]] = defaultdict(set)
+    for a, bs in import_graph().items():
+        collapsed[_group(a)]
+        for b in bs:
+            if _group(a) != _group(b):
+                collapsed[_group(a)].add(_group(b))
+    assert _cycles(collapsed) == []
