@@ -19,8 +19,9 @@ from simulators.cycle.counts import RunCounts
 from simulators.cycle.fanout import fanout_maps
 from simulators.cycle.kernels_float import make_float_kernel
 from simulators.cycle.kernels_loihi import make_loihi_kernel
+from simulators.cycle.kernels_speck import make_speck_kernel
 
-NUMERICS = ("float", "loihi")
+NUMERICS = ("float", "loihi", "speck")
 _SPIKING_KINDS = ("spikes", "graded")
 
 
@@ -62,6 +63,8 @@ class Simulator:
             node = graph[name]
             if numerics == "float":
                 self.kernels[name] = make_float_kernel(node, graph, device)
+            elif numerics == "speck":
+                self.kernels[name] = make_speck_kernel(node, graph, device)
             else:
                 self.kernels[name] = make_loihi_kernel(
                     node, graph, device, layer_index=layer_index,
