@@ -148,9 +148,15 @@ def verify(
     sample, and the ms/step of both.
     """
     from exporters.loihi2.verify import verify_export
+    from nmtoolchain.targets.registry import export_target_of
 
-    result = verify_export(directory, data=data, dataset=dataset, steps=steps, samples=samples,
-                           reset_interval=reset_interval)
+    target = export_target_of(directory)
+    if target is not None:  # a registered back end's own referee (e.g. speck: sinabs)
+        result = target.verify(directory, data=data, dataset=dataset, steps=steps,
+                               samples=samples, reset_interval=reset_interval)
+    else:
+        result = verify_export(directory, data=data, dataset=dataset, steps=steps,
+                               samples=samples, reset_interval=reset_interval)
     if as_json:
         typer.echo(json.dumps(result.as_dict(), indent=2, default=float))
     else:

@@ -70,9 +70,11 @@ def sinabs_spec(graph: Graph) -> SinabsNetworkSpec:
                 in_channels=int(op.weight.shape[1] * op.groups),
                 out_channels=int(op.weight.shape[0]), kernel_size=list(op.kernel_size),
                 stride=list(op.stride), padding=list(op.padding),
-                dilation=list(op.dilation), groups=int(op.groups), bias=True)))
+                dilation=list(op.dilation), groups=int(op.groups),
+                bias=bool(np.any(op.bias != 0)))))
             tensors[f"{i}.weight"] = np.asarray(op.weight, np.float32)
-            tensors[f"{i}.bias"] = np.asarray(op.bias, np.float32)
+            if np.any(op.bias != 0):  # a bias is the chip's leak: only where there is one
+                tensors[f"{i}.bias"] = np.asarray(op.bias, np.float32)
         elif n.op_name == "IF":
             layers.append(SinabsLayer("iaf", n.name, dict(
                 spike_fn="MultiSpike" if op.spike == "multi" else "SingleSpike",
@@ -128,10 +130,11 @@ def build_sinabs_network(directory: Path, batch_size: int) -> Tuple[Any, Dict[st
             m = nn.Conv2d(layer["in_channels"], layer["out_channels"],
                           tuple(layer["kernel_size"]), stride=tuple(layer["stride"]),
                           padding=tuple(layer["padding"]), dilation=tuple(layer["dilation"]),
-                          groups=layer["groups"], bias=True)
+                          groups=layer["groups"], bias=bool(layer["bias"]))
             with torch.no_grad():
                 m.weight.copy_(t[f"{i}.weight"])
-                m.bias.copy_(t[f"{i}.bias"])
+                if layer["bias"]:
+                    m.bias.copy_(t[f"{i}.bias"])
         elif kind == "iaf":
             m = sl.IAFSqueeze(
                 batch_size=batch_size,

@@ -15,12 +15,12 @@ from typing import Dict, List, Optional, Tuple, Union
 
 from nmtoolchain.errors import BadInputError
 from nmtoolchain.ir import Graph
-from nmtoolchain.targets import loihi2, nir, nmir
+from nmtoolchain.targets import loihi2, nir, nmir, speck
 from nmtoolchain.targets.base import (ExportOptions, ExportResult, ModelLike, Target,
                                       TargetVerdict, load_graph)
 
 #: The targets that ship with nmtc, in the order inspect shows them.
-BUILTIN: Tuple[Target, ...] = (loihi2.TARGET, nir.TARGET, nmir.TARGET)
+BUILTIN: Tuple[Target, ...] = (loihi2.TARGET, speck.TARGET, nir.TARGET, nmir.TARGET)
 ENTRY_POINT_GROUP = "nmtc.targets"
 
 _registry: Optional[Dict[str, Target]] = None
@@ -76,4 +76,18 @@ def export(model: ModelLike, target: str, output: Optional[Union[str, Path]] = N
     return t.export(graph, Path(output), options, model=name)
 
 
-__all__ = ["targets", "get_target", "check_targets", "export", "BUILTIN", "ENTRY_POINT_GROUP"]
+def export_target_of(directory: Union[str, Path]) -> Optional[Target]:
+    """The registered target (other than loihi2) whose export ``directory`` is, from its
+    report.json; None for a Loihi 2 export or anything else (the Lava referee decides)."""
+    import json
+
+    report = Path(directory) / "report.json"
+    try:
+        name = json.loads(report.read_text()).get("target")
+    except (OSError, ValueError, AttributeError):
+        return None
+    table = targets()
+    return table[name] if isinstance(name, str) and name in table and name != "loihi2" else None
+
+
+__all__ = ["export_target_of", "targets", "get_target", "check_targets", "export", "BUILTIN", "ENTRY_POINT_GROUP"]
