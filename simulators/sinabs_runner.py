@@ -27,6 +27,24 @@ from nmtoolchain.errors import BadInputError
 RANDOM_SEED = 0
 
 
+def input_spikes(graph: Graph, x: Any, steps: int) -> np.ndarray:
+    """Input events for the compiled ``graph``: analog samples (N, *shape) rate-coded as
+    the export records, or event counts (N, T, *shape) used as they are."""
+    from nmtoolchain.convert.encode import rate_encode
+
+    x = np.asarray(x, np.float32)
+    shape = tuple(graph.inputs()[0].shape)
+    if x.shape[1:] == shape:
+        enc = graph.metadata.get("input_encoding") or {}
+        events = bool(np.all((x == np.round(x)) & (x >= 0)))
+        if enc.get("method") == "rate" or not events:
+            return rate_encode(x, int(steps), x_max=float(enc.get("x_max", 1.0)))
+        return np.repeat(x[:, None], steps, axis=1)  # event counts, the same every step
+    if x.shape[2:] == shape and x.shape[1] >= steps:
+        return x[:, :steps]
+    raise BadInputError(f"inputs of shape {x.shape}: expected (N, {shape}) or (N, T, {shape})")
+
+
 def run_sinabs(directory: Path, spikes: np.ndarray) -> Tuple[Dict[str, np.ndarray], float]:
     """({IAF node name: spikes (B, T, *shape)}, seconds) of the export's sinabs network."""
     import torch
@@ -138,8 +156,6 @@ def compare(sinabs_out: Dict[str, np.ndarray], nmtc_out: Dict[str, np.ndarray],
 
 def _inputs(graph: Any, directory: Path, data: Optional[Path], dataset: Optional[str],
             steps: int, samples: int) -> Tuple[np.ndarray, str]:
-    from nmtoolchain.targets.speck import input_spikes
-
     shape = tuple(graph.inputs()[0].shape)
     if data is None and dataset is None:
         rng = np.random.default_rng(RANDOM_SEED)
@@ -181,5 +197,5 @@ def verify_speck_export(directory: Path, *, data: Optional[Path] = None,
                              n_wall * per)
 
 
-__all__ = ["run_sinabs", "run_nmtc", "verify_speck_export", "SpeckVerifyResult", "Divergence",
+__all__ = ["input_spikes", "run_sinabs", "run_nmtc", "verify_speck_export", "SpeckVerifyResult", "Divergence",
            "compare"]

@@ -246,29 +246,12 @@ def compile_for_speck(graph: Graph, timesteps: int = 16) -> Compiled:
     return TARGET.compile(graph, ExportOptions(timesteps=int(timesteps)))
 
 
-def input_spikes(graph: Graph, x: Any, steps: int) -> np.ndarray:
-    """Input events for the compiled ``graph``: analog samples (N, *shape) rate-coded as
-    the export records, or event counts (N, T, *shape) used as they are."""
-    from nmtoolchain.convert.encode import rate_encode
-
-    x = np.asarray(x, np.float32)
-    shape = tuple(graph.inputs()[0].shape)
-    if x.shape[1:] == shape:
-        enc = graph.metadata.get("input_encoding") or {}
-        events = bool(np.all((x == np.round(x)) & (x >= 0)))
-        if enc.get("method") == "rate" or not events:
-            return rate_encode(x, int(steps), x_max=float(enc.get("x_max", 1.0)))
-        return np.repeat(x[:, None], steps, axis=1)  # event counts, the same every step
-    if x.shape[2:] == shape and x.shape[1] >= steps:
-        return x[:, :steps]
-    raise BadInputError(f"inputs of shape {x.shape}: expected (N, {shape}) or (N, T, {shape})")
-
-
 def speck_accuracy(graph: Graph, x: Any, y: Any, *, steps: int) -> Dict[str, Any]:
     """{'accuracy', 'samples', 'steps', 'notes', 'graph'} of the Speck export of
     ``graph`` on (x, y), run in nmtc's speck numerics (spike-identical with sinabs,
     checked by ``nmtc verify``); the class is the output neuron with most spikes."""
     from nmtoolchain.quantize import spike_counts
+    from simulators.sinabs_runner import input_spikes
 
     y = np.asarray(y).reshape(-1)
     if len(x) != len(y):
@@ -286,5 +269,5 @@ def speck_accuracy(graph: Graph, x: Any, y: Any, *, steps: int) -> Dict[str, Any
 
 
 __all__ = ["SpeckTarget", "TARGET", "speck_refusals", "speck_passes", "speck_accuracy",
-           "compile_for_speck", "input_spikes", "EncodeInputAsEvents", "LowerToDynapcnn",
+           "compile_for_speck", "EncodeInputAsEvents", "LowerToDynapcnn",
            "QuantizeForSpeck", "MapOntoSpeckCores", "ACCEPTED"]
