@@ -47,6 +47,15 @@ def _fail(graph: Graph, node: Node, why: str) -> NotExpressibleError:
 
 def _affine_to_conv(g: Graph) -> List[str]:
     notes = []
+    from nmtoolchain.ir.reshape import Flatten
+
+    if any(n.op_name in ("Affine", "Linear") for n in g):
+        for out in g.outputs():  # keep a 1-D output 1-D once its layer becomes a conv
+            src = g[out.inputs[0]]
+            if src.shape is not None and len(src.shape) == 1 and src.op_name != "Flatten":
+                name = g.unique_name(src.name + "_flat")
+                g.add(name, Flatten(), [src.name])
+                out.inputs = (name,)
     for node in [n for n in g.topological_order() if n.op_name in ("Affine", "Linear")]:
         src = g[node.inputs[0]]
         w = np.asarray(node.op.weight, np.float32)
@@ -73,12 +82,12 @@ def _affine_to_conv(g: Graph) -> List[str]:
         notes.append(f"{node.name}: Linear {w.shape[1]}->{w.shape[0]} as a {h}x{wd} convolution")
         if src.op_name == "Flatten" and not g.users(src.name):
             g.remove(src.name)
-        g.infer_shapes()
         for u in g.users(node.name):  # per-neuron parameters (out,) -> (out, 1, 1)
             if u.op.is_neuron:
                 for k, v in u.op.arrays().items():
-                    if v.ndim == 1 and v.shape[0] == w.shape[0]:
+                    if v.ndim == 1 and v.shape[0] == w.shape[0] and v.shape[0] > 1:
                         setattr(u.op, k, v.reshape(-1, 1, 1))
+        g.infer_shapes()
     return notes
 
 
