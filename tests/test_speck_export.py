@@ -119,3 +119,21 @@ def test_demo_speck_stage():
     assert s["float_snn_accuracy"] - s["speck_accuracy"] <= 0.02
     row = s["report"]["profiles"]["speck"]
     assert row["energy_per_inference_pj"] > row["dynamic_pj"] > 0
+
+
+def test_samna_configuration_where_samna_is_installed(tmp_path, capfd):
+    """Only a real samna makes the chip configuration; without it the report says so."""
+    from exporters.speck.bundle import samna_available
+
+    ok, why = samna_available()
+    snn = tmp_path / "snn.nmir"
+    assert main(["convert", str(DATA / "digits_qcfs_cnn.pt"), "--method", "mst", "-T", "16",
+                 "-o", str(snn)]) == 0
+    out = tmp_path / "d.speck"
+    assert main(["export", str(snn), "--target", "speck", "-o", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    if not ok:
+        assert not (out / "samna_config.json").exists() and report["samna"] == why
+        print(f"SKIP reason: {why}")
+        pytest.skip(why)
+    assert (out / "samna_config.json").exists() and report["samna"] == "samna_config.json"

@@ -123,6 +123,26 @@ def samna_available() -> Tuple[bool, str]:
     return True, ""
 
 
+def samna_configuration(directory: Path, assignment: Dict[int, int],
+                        device: str = "speck2fdevkit:0") -> Any:
+    """The samna configuration of an export directory, made by sinabs's
+    ``DynapcnnNetwork.make_config`` with nmtc's core assignment (needs a real samna)."""
+    from sinabs.backend.dynapcnn import DynapcnnNetwork
+
+    from exporters.speck.network import build_sinabs_network
+
+    net, meta = build_sinabs_network(directory, batch_size=1)
+    dyn = DynapcnnNetwork(net, input_shape=tuple(meta["input_shape"]), discretize=True)
+    return dyn.make_config(layer2core_map=dict(assignment), device=device)
+
+
+def _write_samna_config(tmp: Path, ex: SpeckExport) -> str:
+    config = samna_configuration(tmp, ex.mapping.assignment)
+    text = config.to_json() if hasattr(config, "to_json") else str(config)
+    (tmp / "samna_config.json").write_text(text)
+    return "samna_config.json"
+
+
 def build_report(ex: SpeckExport, files: List[str]) -> Tuple[Dict[str, Any], List[str]]:
     """report.json's content and report.txt's lines."""
     has_samna, why = samna_available()
@@ -171,6 +191,8 @@ def write_speck_export(ex: SpeckExport, out_dir: Path, force: bool
             files.append("network.nir")
         (tmp / "mapping.json").write_text(_json(ex.mapping.as_dict()))
         files.append("mapping.json")
+        if samna_available()[0]:  # never faked: only a real samna makes this file
+            files.append(_write_samna_config(tmp, ex))
         files += ["report.txt", "report.json"]
         report, lines = build_report(ex, files)
         (tmp / "report.json").write_text(_json(report))
@@ -183,4 +205,5 @@ def write_speck_export(ex: SpeckExport, out_dir: Path, force: bool
     return holder["report"], holder["lines"], written
 
 
-__all__ = ["SpeckExport", "chip_config", "write_speck_export", "samna_available", "FILES"]
+__all__ = ["SpeckExport", "chip_config", "write_speck_export", "samna_available",
+           "samna_configuration", "FILES"]

@@ -9,7 +9,9 @@ convolution and a :class:`SpeckQuantReport`.
 What the chip cannot hold is refused here, naming the layer:
 
 * a neuron that fires at ``v > threshold`` becomes ``v >= threshold + 1`` on
-  integers (exact for single spikes); with multi-spike output it is refused;
+  integers where that is exact (single spike, reset to zero); otherwise it
+  keeps the threshold and the report says the spikes differ only when ``v``
+  is exactly a multiple of it (subtracting ``threshold + 1`` would differ always);
 * a layer whose weights all round to zero (for example a given ``min_v_mem``
   so deep that the 16-bit range forces the scale down: the ``min_v_mem=None``
   trap of sinabs) is refused with the bound and the scale it forced.
@@ -55,9 +57,10 @@ class SpeckQuantReport:
     """Per-layer scales and integers of a Speck quantization."""
 
     layers: List[LayerQuantSpeck]
+    notes: List[str] = dataclasses.field(default_factory=list)
 
     def as_dict(self) -> Dict[str, Any]:
-        return {"layers": [lq.as_dict() for lq in self.layers]}
+        return {"layers": [lq.as_dict() for lq in self.layers], "notes": list(self.notes)}
 
     def lines(self) -> List[str]:
         return [f"  layer {lq.index} {lq.conv}: scale {lq.numerics.scale:.6g} (set by "
@@ -72,6 +75,7 @@ def quantize_for_speck(graph: Graph) -> Tuple[Graph, SpeckQuantReport]:
 
     g = copy.deepcopy(graph)
     out: List[LayerQuantSpeck] = []
+    notes: List[str] = []
     for spec in dynapcnn_layers(g):
         conv, neuron = g[spec.conv], g[spec.neuron]
         op = neuron.op
@@ -92,15 +96,17 @@ def quantize_for_speck(graph: Graph) -> Tuple[Graph, SpeckQuantReport]:
             raise NotExpressibleError(
                 f"layer {spec.index} ('{spec.conv}'): threshold {thr:.6g} rounds to "
                 f"{q.threshold} at scale {q.scale:.6g}; Speck needs a positive threshold")
-        compare = op.compare
         threshold = q.threshold
-        if compare == ">":
-            if op.spike == "multi":
-                raise NotExpressibleError(
-                    f"layer {spec.index} ('{spec.neuron}'): multi-spike firing at v > threshold "
-                    "has no Speck equivalent (the chip fires at v >= threshold)")
-            threshold += 1  # integers: v > t  <=>  v >= t + 1
-            q.threshold = threshold
+        if op.compare == ">":
+            if op.reset == "to_reset" and op.spike == "single":
+                threshold += 1  # integers: v > t <=> v >= t + 1; reset to 0 ignores t
+                q.threshold = threshold
+                notes.append(f"{spec.neuron}: fires at v > {threshold - 1} as v >= {threshold} "
+                             "(exact on integers with reset to zero)")
+            else:
+                notes.append(f"{spec.neuron}: the graph fires at v > threshold, Speck at v >= "
+                             "threshold (and subtracts it): the spikes differ only when v is "
+                             "exactly a multiple of the threshold")
         conv.op.weight = q.weight.astype(np.float32)
         conv.op.bias = q.bias.astype(np.float32)
         neuron.op = IF(r=1.0, v_threshold=float(threshold), v_reset=0.0, reset=op.reset,
@@ -111,7 +117,7 @@ def quantize_for_speck(graph: Graph) -> Tuple[Graph, SpeckQuantReport]:
         out.append(lq)
     g.metadata["speck_quantized"] = True
     g.infer_shapes()
-    return g, SpeckQuantReport(out)
+    return g, SpeckQuantReport(out, notes)
 
 
 def is_quantized_for_speck(graph: Graph) -> bool:

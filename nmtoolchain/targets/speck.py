@@ -134,7 +134,7 @@ class QuantizeForSpeck(GraphPass):
         from nmtoolchain.quantize.speck import quantize_for_speck
 
         g, report = quantize_for_speck(graph)
-        return PassOutput(g, [], report)
+        return PassOutput(g, list(report.notes), report)
 
 
 class MapOntoSpeckCores(GraphPass):
