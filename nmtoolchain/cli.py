@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import typer
 
@@ -129,10 +129,24 @@ def export(
         typer.echo(f"wrote {result.path}")
 
 
+def _export_target_of(directory: Path) -> Optional[Any]:
+    """The registered target (other than loihi2) whose export ``directory`` is, from its
+    report.json; None for a Loihi 2 export or anything else (the Lava referee decides)."""
+    report = Path(directory) / "report.json"
+    try:
+        name = json.loads(report.read_text()).get("target")
+    except (OSError, ValueError, AttributeError):
+        return None
+    from nmtoolchain.targets.registry import targets
+
+    table = targets()
+    return table[name] if isinstance(name, str) and name in table and name != "loihi2" else None
+
+
 @app.command()
 def verify(
     directory: Path = typer.Argument(
-        ..., help="A directory written by nmtc export --target loihi2."),
+        ..., help="A directory written by nmtc export --target loihi2 or speck."),
     data: Optional[Path] = typer.Option(None, "--data", help="Inputs: .npz with x (and y)."),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Bundled data set: digits."),
     steps: Optional[int] = typer.Option(
@@ -142,15 +156,17 @@ def verify(
         None, "--reset-interval", help="netx LIFReset interval, e.g. 16 for Intel's pilotnet."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> int:
-    """Run an export in Lava (fixed_pt) and in nmtc (loihi numerics); exit 1 if they differ.
+    """Run an export in its referee and in nmtc; exit 1 if they differ.
+
+    Loihi 2: Lava (fixed_pt) against nmtc's loihi numerics; Speck: sinabs against
+    nmtc's speck numerics.
 
     Prints "identical" or the first divergence (layer, step, neuron, both values) per
     sample, and the ms/step of both.
     """
     from exporters.loihi2.verify import verify_export
-    from nmtoolchain.targets.registry import export_target_of
 
-    target = export_target_of(directory)
+    target = _export_target_of(directory)
     if target is not None:  # a registered back end's own referee (e.g. speck: sinabs)
         result = target.verify(directory, data=data, dataset=dataset, steps=steps,
                                samples=samples, reset_interval=reset_interval)

@@ -126,7 +126,10 @@ def samna_available() -> Tuple[bool, str]:
 def samna_configuration(directory: Path, assignment: Dict[int, int],
                         device: str = "speck2fdevkit:0") -> Any:
     """The samna configuration of an export directory, made by sinabs's
-    ``DynapcnnNetwork.make_config`` with nmtc's core assignment (needs a real samna)."""
+    ``DynapcnnNetwork.make_config`` with nmtc's core assignment (needs a real samna).
+
+    Not run here (no samna): the initial membrane values (a converted network's
+    pre-charge) are not yet set on the sinabs layers before ``make_config``."""
     from sinabs.backend.dynapcnn import DynapcnnNetwork
 
     from exporters.speck.network import build_sinabs_network

@@ -49,11 +49,10 @@ def discretization_scale(x: Any, bits: int) -> float:
     lo, hi = int_range(bits)
     t = _t(x)
     mn, mx = torch.min(t), torch.max(t)
-    with np.errstate(divide="ignore"):
-        if abs(mn) <= abs(mx) * abs(lo / hi):
-            s = abs(hi / mx)
-        else:
-            s = abs(lo / mn)
+    if abs(mn) <= abs(mx) * abs(lo / hi):
+        s = abs(hi / mx)  # a zero tensor divides to inf, as in sinabs
+    else:
+        s = abs(lo / mn)
     return float(s)
 
 

@@ -27,11 +27,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from typing import Dict, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 
-from nmtoolchain.errors import NotExpressibleError, UnsupportedOpError
+from nmtoolchain.errors import NotExpressibleError
 from nmtoolchain.ir import Graph, Node
 from nmtoolchain.ir.conv import Conv2d
 from nmtoolchain.ir.neuron import IF

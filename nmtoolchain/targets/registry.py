@@ -76,18 +76,4 @@ def export(model: ModelLike, target: str, output: Optional[Union[str, Path]] = N
     return t.export(graph, Path(output), options, model=name)
 
 
-def export_target_of(directory: Union[str, Path]) -> Optional[Target]:
-    """The registered target (other than loihi2) whose export ``directory`` is, from its
-    report.json; None for a Loihi 2 export or anything else (the Lava referee decides)."""
-    import json
-
-    report = Path(directory) / "report.json"
-    try:
-        name = json.loads(report.read_text()).get("target")
-    except (OSError, ValueError, AttributeError):
-        return None
-    table = targets()
-    return table[name] if isinstance(name, str) and name in table and name != "loihi2" else None
-
-
-__all__ = ["export_target_of", "targets", "get_target", "check_targets", "export", "BUILTIN", "ENTRY_POINT_GROUP"]
+__all__ = ["targets", "get_target", "check_targets", "export", "BUILTIN", "ENTRY_POINT_GROUP"]
