@@ -158,7 +158,7 @@ def _one(op_name: str) -> Graph:
 REFUSED = {"ReLU": "convert the network to spikes first",
            "MaxPool2d": "max pooling has no spiking equivalent",
            "LIF": "leaky",
-           "Add": "merge",
+           "Add": "a merge feeds 'output' (Output); on Speck a merge feeds a core's convolution",
            "MatMul": "attention",
            "Softmax": "softmax is not a spiking operation",
            "LayerNorm": "run-time statistics",

@@ -275,3 +275,49 @@ def test_assignment_equals_sinabs_edmonds_on_random_fit_lists(dynapcnn):
             want = None
         assert assign_cores(fits, 9) == want, fits
     assert assign_cores([[1, 2], [1, 2], [1, 2]]) is None  # sinabs's own failing example
+
+
+# ------------------------------------------------- forks and merges (sinabs 3.1)
+class _Residual(nn.Module):
+    """conv1 -> iaf1 -> conv2 -> iaf2; iaf1 + iaf2 -> conv3 -> iaf3 (iaf1 feeds two layers)."""
+
+    def __init__(self, merge: bool) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(2, 8, 3, padding=1, bias=False)
+        self.i1 = sl.IAFSqueeze(batch_size=1, min_v_mem=-1.0)
+        self.c2 = nn.Conv2d(8, 8, 3, padding=1, bias=False)
+        self.i2 = sl.IAFSqueeze(batch_size=1, min_v_mem=-1.0)
+        self.merge = sl.Merge() if merge else None
+        self.c3 = nn.Conv2d(8, 4, 3, padding=1, bias=False)
+        self.i3 = sl.IAFSqueeze(batch_size=1, min_v_mem=-1.0)
+
+    def forward(self, x):
+        a = self.i1(self.c1(x))
+        b = self.i2(self.c2(a))
+        m = self.merge(a, b) if self.merge is not None else a + b
+        return self.i3(self.c3(m))
+
+
+def test_residual_network_matches_dynapcnn_network_with_merge(tmp_path, capfd, dynapcnn):
+    DynapcnnNetwork = dynapcnn[0]
+    torch.manual_seed(0)
+    res = _Residual(merge=False)  # nmtc reads the `+` as an Add node
+    with torch.no_grad():
+        for c in (res.c1, res.c2, res.c3):
+            c.weight.mul_(4.0)
+    out = tmp_path / "res.speck"
+    export(graph_from_module(res, (2, 8, 8)), "speck", out)
+    chip = json.loads((out / "chip_config.json").read_text())["layers"]
+    assert [d["layer"] for d in chip[0]["destinations"]] == [chip[1]["core"], chip[2]["core"]]
+    assert chip[2]["sources"] == [chip[0]["core"], chip[1]["core"]]
+    assert main(["verify", str(out), "--samples", "2"]) == 0
+    assert "identical" in capfd.readouterr().out
+    ref_module = _Residual(merge=True)  # sinabs's own merge layer, same weights
+    ref_module.load_state_dict(res.state_dict())
+    ref = DynapcnnNetwork(ref_module, input_shape=(2, 8, 8), discretize=True, dvs_input=False)
+    x = (torch.rand(20, 2, 8, 8, generator=torch.Generator().manual_seed(2)) < 0.5).float()
+    with torch.no_grad():
+        want = ref(x)
+    got = Simulator(load_graph(out / "network.nmir"), "speck").run(x.numpy()[None], 20) \
+        .outputs["output"]
+    assert want.sum() > 0 and torch.equal(got.reshape(want.shape), want)

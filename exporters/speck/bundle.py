@@ -84,7 +84,8 @@ def chip_config(graph: Graph, layers: List[Any], mapping: Any) -> Dict[str, Any]
             "weights": f"layers/layer{i}_weight.npy",
             "biases": f"layers/layer{i}_bias.npy" if spec.has_bias else None,
             "neurons_initial_value": f"layers/layer{i}_v_init.npy" if np.any(v0 != 0) else None,
-            "source": "input" if spec.source is None else mapping.assignment[spec.source],
+            "sources": ["input" if src is None else mapping.assignment[src]
+                        for src in spec.sources],
             "destinations": dests,
             "monitor": any(d.layer is None for d in spec.destinations),
         })

@@ -1,8 +1,10 @@
 """The discretized sinabs network of a Speck export: a JSON layer list plus a tensor file.
 
 The export stores no pickled module. ``network.json`` lists the layers of a
-sequential sinabs network (``nn.Conv2d``, ``sinabs.layers.IAFSqueeze``,
-``sinabs.layers.SumPool2d``, ``nn.Flatten``) with their hyper-parameters;
+sinabs network (``nn.Conv2d``, ``sinabs.layers.IAFSqueeze``,
+``sinabs.layers.SumPool2d``, ``sinabs.layers.Merge``, ``nn.Flatten``) in order,
+each with its hyper-parameters and the layers it reads (a chain is rebuilt as
+``nn.Sequential``, forks and merges as a small module that runs them in order);
 ``network.pt`` holds only tensors (``torch.load(..., weights_only=True)``):
 conv weights and biases, each IAF's threshold, ``min_v_mem`` and initial
 membrane value, all integer-valued (sinabs keeps discretized values as floats).
@@ -44,10 +46,12 @@ class SinabsNetworkSpec:
     input_shape: Tuple[int, ...]
     layers: List[SinabsLayer]
     tensors: Dict[str, np.ndarray]
+    outputs: List[int] = dataclasses.field(default_factory=list)  # layer indices
 
     def as_dict(self) -> Dict[str, Any]:
         return {"format": FORMAT, "input_shape": list(self.input_shape),
-                "layers": [layer.as_dict() for layer in self.layers]}
+                "layers": [layer.as_dict() for layer in self.layers],
+                "outputs": list(self.outputs)}
 
 
 def sinabs_spec(graph: Graph) -> SinabsNetworkSpec:
@@ -55,23 +59,28 @@ def sinabs_spec(graph: Graph) -> SinabsNetworkSpec:
     order = graph.topological_order()
     layers: List[SinabsLayer] = []
     tensors: Dict[str, np.ndarray] = {}
+    index: Dict[str, int] = {n.name: -1 for n in graph.inputs()}
     for n in order:
         if n.op_name in ("Input", "Output"):
             continue
-        users = graph.users(n.name)
-        if len(users) > 1 or len(n.inputs) > 1:
-            raise NotExpressibleError(
-                f"node '{n.name}' ({n.op_name}): branching networks (fan-out or fan-in > 1) "
-                "are not written as a sinabs network by nmtc yet; only chains")
         i = len(layers)
+        index[n.name] = i
         op = n.op
+        inputs = [index[s] for s in n.inputs]
+        if n.op_name == "Add":
+            if len(inputs) != 2:
+                raise NotExpressibleError(
+                    f"node '{n.name}' (Add): a merge of {len(inputs)} branches; sinabs's Merge "
+                    "takes two")
+            layers.append(SinabsLayer("merge", n.name, {"inputs": inputs}))
+            continue
         if n.op_name == "Conv2d":
             layers.append(SinabsLayer("conv", n.name, dict(
                 in_channels=int(op.weight.shape[1] * op.groups),
                 out_channels=int(op.weight.shape[0]), kernel_size=list(op.kernel_size),
                 stride=list(op.stride), padding=list(op.padding),
                 dilation=list(op.dilation), groups=int(op.groups),
-                bias=bool(np.any(op.bias != 0)))))
+                bias=bool(np.any(op.bias != 0)), inputs=inputs)))
             tensors[f"{i}.weight"] = np.asarray(op.weight, np.float32)
             if np.any(op.bias != 0):  # a bias is the chip's leak: only where there is one
                 tensors[f"{i}.bias"] = np.asarray(op.bias, np.float32)
@@ -79,20 +88,21 @@ def sinabs_spec(graph: Graph) -> SinabsNetworkSpec:
             layers.append(SinabsLayer("iaf", n.name, dict(
                 spike_fn="MultiSpike" if op.spike == "multi" else "SingleSpike",
                 reset_fn="MembraneSubtract" if op.reset == "subtract" else "MembraneReset",
-                shape=list(n.shape))))
+                shape=list(n.shape), inputs=inputs)))
             tensors[f"{i}.spike_threshold"] = np.asarray(op.v_threshold, np.float32).reshape(())
             tensors[f"{i}.min_v_mem"] = np.asarray(op.v_min, np.float32).reshape(())
             tensors[f"{i}.v_init"] = np.broadcast_to(
                 np.asarray(op.v_init, np.float32), n.shape).copy()
         elif n.op_name == "SumPool2d":
             layers.append(SinabsLayer("sumpool", n.name, dict(
-                kernel_size=list(op.kernel_size), stride=list(op.stride))))
+                kernel_size=list(op.kernel_size), stride=list(op.stride), inputs=inputs)))
         elif n.op_name == "Flatten":
-            layers.append(SinabsLayer("flatten", n.name, {}))
+            layers.append(SinabsLayer("flatten", n.name, {"inputs": inputs}))
         else:
             raise NotExpressibleError(f"node '{n.name}' ({n.op_name}) has no sinabs DynapCNN "
                                       "module")
-    return SinabsNetworkSpec(tuple(graph.inputs()[0].shape), layers, tensors)
+    outputs = [index[o.inputs[0]] for o in graph.outputs()]
+    return SinabsNetworkSpec(tuple(graph.inputs()[0].shape), layers, tensors, outputs)
 
 
 def save_network(spec: SinabsNetworkSpec, directory: Path) -> List[str]:
@@ -148,12 +158,42 @@ def build_sinabs_network(directory: Path, batch_size: int) -> Tuple[Any, Dict[st
             m = sl.SumPool2d(tuple(layer["kernel_size"]), stride=tuple(layer["stride"]))
         elif kind == "flatten":
             m = nn.Flatten()
+        elif kind == "merge":
+            m = sl.Merge()
         else:
             raise BadInputError(f"{directory}/network.json: unknown layer kind {kind!r}")
         mods.append(m)
-    net = nn.Sequential(*mods)
+    inputs = [layer.get("inputs", [i - 1]) for i, layer in enumerate(meta["layers"])]
+    outputs = meta.get("outputs", [len(mods) - 1])
+    if all(ins == [i - 1] for i, ins in enumerate(inputs)) and outputs == [len(mods) - 1]:
+        net = nn.Sequential(*mods)
+    else:
+        net = _graph_module(mods, inputs, outputs)
     net.v_init = v_init  # type: ignore[attr-defined]
     return net, meta
+
+
+def _graph_module(mods: List[Any], inputs: List[List[int]], outputs: List[int]) -> Any:
+    """A sinabs network with forks and merges: the layers run in order, each on the
+    outputs of its ``inputs`` (-1 = the network input); iterating it yields the layers."""
+    from torch import nn
+
+    class SinabsGraph(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layers = nn.ModuleList(mods)
+
+        def __iter__(self):  # the layers, in order, as for nn.Sequential
+            return iter(self.layers)
+
+        def forward(self, x):
+            values = {-1: x}
+            for i, m in enumerate(self.layers):
+                values[i] = m(*[values[j] for j in inputs[i]])
+            outs = [values[o] for o in outputs]
+            return outs[0] if len(outs) == 1 else tuple(outs)
+
+    return SinabsGraph()
 
 
 __all__ = ["FORMAT", "SinabsLayer", "SinabsNetworkSpec", "sinabs_spec", "save_network",

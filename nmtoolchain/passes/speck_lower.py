@@ -18,6 +18,11 @@ rewrites a float spiking graph into exactly that shape (sinabs 3.1's
   one integer unit at the layer's scale and whose bound is the 16-bit floor,
   so its spike count is the summed readout at 8-bit resolution.
 
+Non-sequential networks as sinabs 3.1 takes them: a neuron layer may feed
+up to two layers (fan-out; each destination with its own pooling), and an
+``Add`` of neuron (or pooled) outputs that feeds convolutions is a merge: on
+the chip both cores send their events to the same core (sinabs ``Merge``).
+
 BatchNorm and spike amplitudes are folded before this pass (``fold_batchnorm``,
 ``fold_scales``). :func:`dynapcnn_layers` then reads the lowered graph as a
 list of :class:`DynapcnnLayerSpec` (the core-sized units the quantizer, the
@@ -38,11 +43,12 @@ from nmtoolchain.ir.neuron import IF
 from nmtoolchain.ir.pooling import SumPool2d
 
 #: the ops a lowered graph holds
-LOWERED_OPS = ("Input", "Conv2d", "IF", "SumPool2d", "Flatten", "Output")
+LOWERED_OPS = ("Input", "Conv2d", "IF", "SumPool2d", "Flatten", "Output", "Add")
 
 
 def _fail(graph: Graph, node: Node, why: str) -> NotExpressibleError:
-    return NotExpressibleError(f"node '{node.name}' ({node.op_name}) cannot run on Speck: {why}")
+    return NotExpressibleError(f"node '{node.name}' (op {node.op_name}) cannot be exported to "
+                               f"speck: {why}")
 
 
 def _affine_to_conv(g: Graph) -> List[str]:
@@ -99,6 +105,10 @@ def _downstream_synapses(g: Graph, name: str) -> List[Node]:
             out.append(u)
         elif u.op_name in ("SumPool2d", "AvgPool2d", "Flatten"):
             out += _downstream_synapses(g, u.name)
+        elif u.op_name == "Add":
+            raise _fail(g, u, f"it merges the average pooling '{name}' with another branch; "
+                              "the 1/(kH*kW) rescale cannot go into the shared weights "
+                              "(use sum pooling)")
     return out
 
 
@@ -252,7 +262,13 @@ class DynapcnnLayerSpec:
     groups: int
     has_bias: bool
     destinations: List[Destination] = dataclasses.field(default_factory=list)
-    source: Optional[int] = None  # the layer feeding this one; None = the network input
+    #: the layers feeding this one (None = the network input); two or more = a merge
+    sources: List[Optional[int]] = dataclasses.field(default_factory=list)
+
+    @property
+    def source(self) -> Optional[int]:
+        """The first source (the only one unless the layer merges branches)."""
+        return self.sources[0] if self.sources else None
 
 
 def _follow(g: Graph, start: str) -> List[Tuple[str, Tuple[int, int], Tuple[int, int],
@@ -271,6 +287,12 @@ def _follow(g: Graph, start: str) -> List[Tuple[str, Tuple[int, int], Tuple[int,
             for c, k2, s2, nodes in _follow(g, u.name):
                 out.append((c, (k[0] * k2[0], k[1] * k2[1]), (s[0] * s2[0], s[1] * s2[1]),
                             (u.name,) + nodes))
+        elif u.op_name == "Add":  # a merge: the events go to every layer the sum feeds
+            for c in g.users(u.name):
+                if c.op_name != "Conv2d":
+                    raise _fail(g, u, f"a merge feeds '{c.name}' ({c.op_name}); on Speck a "
+                                      "merge feeds a core's convolution")
+                out.append((c.name, (1, 1), (1, 1), (u.name,)))
         else:
             out.append((u.name, (1, 1), (1, 1), ()))
     return out
@@ -303,19 +325,25 @@ def dynapcnn_layers(g: Graph) -> List[DynapcnnLayerSpec]:
                 raise _fail(g, c, f"it reads neuron layer '{neuron.name}'; only a convolution, "
                                   "a sum-pooling or the output may")
         layers.append(spec)
+    by_neuron = {s.neuron: s.index for s in layers}
     for spec in layers:
-        src = g[g[spec.conv].inputs[0]]
-        while src.op_name == "SumPool2d":
-            src = g[src.inputs[0]]
-        if src.op_name == "Input":
-            if g[spec.conv].inputs[0] != src.name:
-                raise _fail(g, g[spec.conv], "it reads the input through a pooling (a DVS "
-                                             "pre-processing layer), which nmtc does not lower yet")
-            spec.source = None
-        else:
-            spec.source = next(s.index for s in layers if s.neuron == src.name)
-        if sum(1 for x in g[spec.conv].inputs) != 1:
-            raise _fail(g, g[spec.conv], "more than one input")
+        feed = g[g[spec.conv].inputs[0]]
+        branches = [g[i] for i in feed.inputs] if feed.op_name == "Add" else [feed]
+        for src in branches:
+            first = src
+            while src.op_name == "SumPool2d":
+                src = g[src.inputs[0]]
+            if src.op_name == "Input":
+                if first is not src or feed.op_name == "Add":
+                    raise _fail(g, g[spec.conv], "it reads the input through a pooling or a "
+                                                 "merge (a DVS pre-processing layer), which nmtc "
+                                                 "does not lower yet")
+                spec.sources.append(None)
+            elif src.name in by_neuron:
+                spec.sources.append(by_neuron[src.name])
+            else:
+                raise _fail(g, src, f"it feeds layer '{spec.conv}'; on Speck a layer reads the "
+                                    "input, neuron layers, their poolings or a merge of those")
     for inp in g.inputs():
         for u in g.users(inp.name):
             if u.op_name != "Conv2d":

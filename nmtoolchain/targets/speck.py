@@ -37,12 +37,10 @@ SPECK_DIRECT = ("input: the model applies the analog input at every step (direct
                 "the input instead (same mean input, quantized to 1/T)")
 #: ops the pipeline turns into DYNAP-CNN layers
 ACCEPTED = frozenset({"Input", "Output", "Conv2d", "Affine", "Linear", "IF", "SumPool2d",
-                      "AvgPool2d", "Flatten", "BatchNorm", "Scale"})
+                      "AvgPool2d", "Flatten", "BatchNorm", "Scale", "Add"})
 _LEAKY = ("LIF", "LI", "CubaLIF", "CubaLI", "I")
 _WHY = {
     "MaxPool2d": "max pooling has no spiking equivalent on Speck (its cores sum-pool only)",
-    "Add": ("a merge of two branches (residual add): nmtc's Speck back end lowers chains and "
-            "forks, not merges, yet"),
     "Concat": "concatenation is not a DYNAP-CNN layer (a core has one input map)",
     "MatMul": "a product of two spike tensors (attention) has no Speck core: cores hold fixed "
               "convolution weights only",

@@ -5,7 +5,8 @@ integer weights and biases, IF neurons with integer threshold, bound and
 initial value. Per time step, as sinabs's ``IAFSqueeze`` does (functional
 ``lif_forward_single`` with alpha = 1):
 
-* conv: ``a = W * x + b`` (integers, exact: computed in float64 and rounded);
+* conv: ``a = W * x + b`` (integers, exact: in float32 when every sum stays below
+  2^24, else in float64 and rounded);
 * neuron: ``v <- v + a``; spikes ``trunc(v / thr)`` where ``v > 0`` (MultiSpike)
   or ``v >= thr`` (SingleSpike); ``v <- v - spikes * thr`` (subtract) or 0 where
   it spiked (reset to zero); then ``v <- max(v, min_v_mem)``;
@@ -31,6 +32,7 @@ from simulators.cycle import kernels_float as kf
 
 I64 = torch.int64
 F64 = torch.float64
+_F32_EXACT = float(2 ** 24)
 
 
 def _ints(a, device: str) -> torch.Tensor:
@@ -48,11 +50,20 @@ class ConvSpeck(kf.Kernel):
         super().__init__(node, graph, device)
         op = node.op
         self.w, self.b = _ints(op.weight, device), _ints(op.bias, device)
+        self.w32, self.b32 = self.w.to(torch.float32), self.b.to(torch.float32)
+        # the largest |sum| one output can reach per unit of input: float32 is exact below 2^24
+        self.bound = float(self.w.abs().reshape(self.w.shape[0], -1).sum(1).max()) \
+            if self.w.numel() else 0.0
+        self.bmax = float(self.b.abs().max()) if self.b.numel() else 0.0
         self.kw = dict(stride=op.stride, padding=op.padding, dilation=op.dilation,
                        groups=op.groups)
 
     def step(self, xs, t):
-        return torch.round(F.conv2d(xs[0].to(F64), self.w, self.b, **self.kw))
+        x = xs[0]
+        xmax = float(x.abs().max()) if x.numel() else 0.0
+        if xmax * self.bound + self.bmax < _F32_EXACT:
+            return F.conv2d(x.to(torch.float32), self.w32, self.b32, **self.kw)
+        return torch.round(F.conv2d(x.to(F64), self.w, self.b, **self.kw))
 
 
 class SumPoolSpeck(kf.Kernel):
@@ -109,6 +120,7 @@ class IFSpeck(kf.Kernel):
 SPECK_KERNELS: Dict[str, Type[kf.Kernel]] = {
     "Conv2d": ConvSpeck, "IF": IFSpeck, "SumPool2d": SumPoolSpeck,
     "Input": kf.InputKernel, "Output": kf.Identity, "Flatten": kf.FlattenK,
+    "Add": kf.AddK,  # a merge of integer event counts: exact in float
 }
 
 
@@ -117,7 +129,7 @@ def make_speck_kernel(node: Node, graph: Graph, device: str = "cpu") -> kf.Kerne
     if cls is None:
         raise UnsupportedOpError(
             f"node '{node.name}' ({node.op_name}): speck numerics run only DYNAP-CNN layers "
-            "(Conv2d, IF, SumPool2d, Flatten); lower and quantize the graph for Speck first")
+            "(Conv2d, IF, SumPool2d, Add, Flatten); lower and quantize the graph for Speck first")
     return cls(node, graph, device)
 
 
