@@ -347,9 +347,12 @@ def check_accuracy(
         raise BadInputError(f"{inputs.description}: expected static samples (N, "
                             f"{tuple(graph.inputs()[0].shape)}), got {inputs.x.shape}")
     if target not in (None, "loihi2"):
+        from nmtoolchain.targets.base import Target
         from nmtoolchain.targets.registry import get_target
 
-        get_target(target)  # an unknown name is refused before any work
+        if type(get_target(target)).accuracy is Target.accuracy:  # refused before any work
+            raise BadInputError(f"--target {target}: no fixed-point accuracy for this target "
+                                "(it has no chip numerics)")
     snn = convert_mst(graph, timesteps=timesteps, precharge=not no_precharge)
     ann = ann_accuracy(graph, inputs.x, inputs.y)
     curve = accuracy_vs_timesteps(snn, inputs.x, inputs.y, timesteps)
