@@ -183,7 +183,8 @@ def verify(
 DATASET = typer.Option(None, "--dataset", help="Bundled data set: digits.")
 DATA = typer.Option(None, "--data", help="Inputs: .npz with x (and y) or a raw .npy array.")
 TIMESTEPS = typer.Option(16, "--timesteps", "-T", help="Time steps to simulate.")
-NUMERICS = typer.Option("float", "--numerics", help="float (reference) or loihi (bit-exact).")
+NUMERICS = typer.Option("float", "--numerics",
+                        help="float (reference), loihi (bit-exact with Lava) or speck (with sinabs).")
 SAMPLES = typer.Option(16, "--samples", help="At most this many input samples.")
 RESET = typer.Option(None, "--reset-interval",
                      help="netx LIFReset interval (Loihi numerics), e.g. 16 for Intel's pilotnet.")

@@ -68,16 +68,19 @@ def run_sinabs(directory: Path, spikes: np.ndarray) -> Tuple[Dict[str, np.ndarra
     return {k: v.reshape((b, t) + tuple(v.shape[1:])).numpy() for k, v in rec.items()}, wall
 
 
-def run_nmtc(graph: Any, spikes: np.ndarray) -> Tuple[Dict[str, np.ndarray], float]:
-    """({IF node name: spikes (B, T, *shape)}, seconds) in nmtc's speck numerics."""
+def run_nmtc(graph: Any, spikes: np.ndarray
+             ) -> Tuple[Dict[str, np.ndarray], float, Dict[str, int]]:
+    """({IF node name: spikes (B, T, *shape)}, seconds, {IF node: largest v before a spike}) in nmtc's
+    speck numerics."""
     from simulators.cycle import Simulator
 
     neurons = [n.name for n in graph.topological_order() if n.op_name == "IF"]
+    sim = Simulator(graph, "speck", record=neurons, count=False)
     t0 = time.perf_counter()
-    res = Simulator(graph, "speck", record=neurons, count=False).run(
-        np.asarray(spikes, np.float32), int(spikes.shape[1]))
+    res = sim.run(np.asarray(spikes, np.float32), int(spikes.shape[1]))
     wall = time.perf_counter() - t0
-    return {k: v.cpu().numpy() for k, v in res.recorded.items()}, wall
+    return ({k: v.cpu().numpy() for k, v in res.recorded.items()}, wall,
+            {n: int(sim.kernels[n].max_v) for n in neurons})
 
 
 @dataclasses.dataclass
@@ -109,6 +112,8 @@ class SpeckVerifyResult:
     spikes: Dict[str, int]
     sinabs_ms_per_step: float
     nmtc_ms_per_step: float
+    #: largest membrane value per layer before a spike (the chip's register holds 16 bits)
+    max_v: Dict[str, int] = dataclasses.field(default_factory=dict)
 
     @property
     def identical(self) -> bool:
@@ -122,10 +127,19 @@ class SpeckVerifyResult:
             [d.line() for d in self.divergences]
         return [head] + body + [
             "spikes per layer: " + ", ".join(f"{k} {v}" for k, v in self.spikes.items()),
+            self._state_line(),
             f"ms/step: sinabs {self.sinabs_ms_per_step:.3f}, nmtc {self.nmtc_ms_per_step:.3f}"]
+
+    def _state_line(self) -> str:
+        over = {k: v for k, v in self.max_v.items() if v > 32767}
+        if not over:
+            return "membrane within the chip's 16-bit range in every layer"
+        return ("membrane beyond the chip's 16-bit range (sinabs does not saturate; the chip "
+                "would): " + ", ".join(f"{k} v up to {v}" for k, v in over.items()))
 
     def as_dict(self) -> Dict[str, Any]:
         return {"directory": self.directory, "identical": self.identical, "origin": self.origin,
+                "max_v": self.max_v,
                 "samples": self.samples, "steps": self.steps, "layers": self.layers,
                 "divergences": [dataclasses.asdict(d) for d in self.divergences],
                 "spikes": self.spikes, "sinabs_ms_per_step": self.sinabs_ms_per_step,
@@ -185,7 +199,7 @@ def verify_speck_export(directory: Path, *, data: Optional[Path] = None,
     graph.infer_shapes()
     spikes, origin = _inputs(graph, directory, data, dataset, steps, samples)
     s_out, s_wall = run_sinabs(directory, spikes)
-    n_out, n_wall = run_nmtc(graph, spikes)
+    n_out, n_wall, max_v = run_nmtc(graph, spikes)
     layers = [n.name for n in graph.topological_order() if n.op_name == "IF"]
     missing = [l for l in layers if l not in s_out]
     if missing:
@@ -194,7 +208,7 @@ def verify_speck_export(directory: Path, *, data: Optional[Path] = None,
     per = 1000.0 / steps
     return SpeckVerifyResult(str(directory), origin, int(spikes.shape[0]), steps, layers, divs,
                              {l: int(n_out[l].sum()) for l in layers}, s_wall * per,
-                             n_wall * per)
+                             n_wall * per, max_v)
 
 
 __all__ = ["input_spikes", "run_sinabs", "run_nmtc", "verify_speck_export", "SpeckVerifyResult", "Divergence",

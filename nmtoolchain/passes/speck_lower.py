@@ -227,9 +227,12 @@ def lower_to_dynapcnn(graph: Graph) -> Tuple[Graph, List[str]]:
     g.infer_shapes()
     notes += _normalise_neurons(g)
     g.infer_shapes()
+    why_scale = {r["scale"]: r["why"] for r in g.metadata.get("unfolded_scales", [])}
     for n in g.topological_order():
         if n.op_name not in LOWERED_OPS:
-            raise _fail(g, n, "no DYNAP-CNN layer holds this op after lowering")
+            raise _fail(g, n, "its spike amplitude cannot be folded into weights: "
+                              f"{why_scale[n.name]}" if n.name in why_scale
+                        else "no DYNAP-CNN layer holds this op after lowering")
     dynapcnn_layers(g)  # refuses what does not group into cores
     return g, notes
 

@@ -15,7 +15,8 @@ initial value. Per time step, as sinabs's ``IAFSqueeze`` does (functional
 Synapses have no pipeline delay (sinabs's time-stepped simulation, not the
 chip's asynchronous event timing). The state is int64: sinabs keeps float32
 state without saturation, so values beyond the chip's 16 bits are kept as
-sinabs keeps them; :attr:`IFSpeck.max_abs_v` records the largest magnitude seen
+sinabs keeps them; :attr:`IFSpeck.max_v` records the largest membrane value
+seen before a spike (the state never goes below ``min_v_mem``, itself 16-bit),
 so a report can say when the chip's 16-bit register would have overflowed.
 """
 from __future__ import annotations
@@ -94,7 +95,7 @@ class IFSpeck(kf.Kernel):
         self.v_init = _ints(op.v_init, device).to(I64)
         self.multi = op.spike == "multi"
         self.subtract = op.reset == "subtract"
-        self.max_abs_v = 0
+        self.max_v = 0
 
     def reset(self, batch):
         super().reset(batch)
@@ -107,10 +108,10 @@ class IFSpeck(kf.Kernel):
                             torch.zeros_like(v))
         else:
             s = (v >= self.thr).to(I64)
+        if v.numel():  # before the spike: the largest value the register must hold
+            self.max_v = max(self.max_v, int(v.max()))
         v = v - s * self.thr if self.subtract else torch.where(s > 0, torch.zeros_like(v), v)
-        self.v = torch.clamp(v, min=self.v_min)
-        if v.numel():
-            self.max_abs_v = max(self.max_abs_v, int(v.abs().max()))
+        self.v = torch.clamp(v, min=self.v_min)  # >= min_v_mem >= -32768: never below 16 bits
         return s.to(torch.float32)
 
     def state(self) -> Dict[str, torch.Tensor]:
