@@ -157,6 +157,7 @@ def test_nmtc_verify_says_identical_and_reports_a_divergence(tmp_path, capfd):
     assert main(["verify", str(out), "--samples", "3"]) == 0
     text = capfd.readouterr().out
     assert "identical" in text and "sinabs" in text
+    assert "membrane within the chip's 16-bit range" in text
     # change one integer weight in the sinabs network: verify must find it
     t = torch.load(out / "network.pt", weights_only=True)
     t["0.weight"][0, 0, 1, 1] += 40.0
