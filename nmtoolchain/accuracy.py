@@ -17,6 +17,7 @@ import numpy as np
 
 from nmtoolchain.errors import BadInputError
 from nmtoolchain.ir import Graph
+from nmtoolchain.targets.base import Target
 from nmtoolchain.targets.registry import get_target
 
 
@@ -237,6 +238,9 @@ def check_accuracy(model: Any, x: Any, y: Any, *, timesteps: int,
         raise BadInputError(f"--timesteps must be >= 1, got {timesteps}")
     timesteps = int(timesteps)
     chip = get_target(target) if target is not None else None  # refuses unknown names
+    if chip is not None and type(chip).accuracy is Target.accuracy:  # before any work
+        raise BadInputError(f"--target {target}: no fixed-point accuracy for this target "
+                            "(it has no chip numerics)")
     x = np.asarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x, dtype=np.float32)
     y = _labels(x, y.detach().cpu().numpy() if hasattr(y, "detach") else y)
     graph = _as_graph(model, x)
@@ -251,7 +255,7 @@ def check_accuracy(model: Any, x: Any, y: Any, *, timesteps: int,
     if chip is not None:
         with _calibration_file(calib, x) as cal:
             res = chip.accuracy(snn, x, y, steps=timesteps, calib=cal)
-        fixed = TargetAccuracy(target, timesteps, float(res["accuracy"]), res["headroom"],
+        fixed = TargetAccuracy(target, timesteps, float(res["accuracy"]), res.get("headroom"),
                                list(res["notes"]))
     measured = fixed.accuracy if fixed is not None else curve[-1][1]
     source = graph.metadata.get("source", {})

@@ -113,7 +113,8 @@ INPUT_SHAPE = typer.Option(
 DATASET = typer.Option(None, "--dataset", help="Bundled data set: digits.")
 DATA = typer.Option(None, "--data", help="Inputs: .npz with x (and y) or a raw .npy array.")
 TIMESTEPS = typer.Option(16, "--timesteps", "-T", help="Time steps to simulate.")
-NUMERICS = typer.Option("float", "--numerics", help="float (reference) or loihi (bit-exact).")
+NUMERICS = typer.Option("float", "--numerics",
+                        help="float (reference), loihi (bit-exact with Lava) or speck (with sinabs).")
 SAMPLES = typer.Option(16, "--samples", help="At most this many input samples.")
 RESET = typer.Option(None, "--reset-interval",
                      help="netx LIFReset interval (Loihi numerics), e.g. 16 for Intel's pilotnet.")
@@ -189,7 +190,7 @@ def export(
 @app.command()
 def verify(
     directory: Path = typer.Argument(
-        ..., help="A directory written by nmtc export --target loihi2."),
+        ..., help="A directory written by nmtc export (--target loihi2 or speck)."),
     data: Optional[Path] = DATA,
     dataset: Optional[str] = DATASET,
     timesteps: Optional[int] = typer.Option(
@@ -201,7 +202,10 @@ def verify(
     reset_interval: Optional[int] = RESET,
     as_json: bool = JSON,
 ) -> int:
-    """Run an export in Lava (fixed_pt) and in nmtc (loihi numerics); exit 1 if they differ.
+    """Run an export in its referee and in nmtc; exit 1 if they differ.
+
+    Loihi 2: Lava (fixed_pt) against nmtc's loihi numerics; Speck: sinabs against
+    nmtc's speck numerics.
 
     Prints "identical" or the first divergence (layer, step, neuron, both values) per
     sample, and the ms/step of both.
@@ -353,7 +357,7 @@ def check_accuracy(
     no_precharge: bool = typer.Option(
         False, "--no-precharge", help="Start membranes at 0 instead of λ/2."),
     target: Optional[str] = typer.Option(
-        None, "--target", help="Also measure the target's fixed-point export (loihi2) at T_max; "
+        None, "--target", help="Also measure the target's fixed-point export (loihi2, speck) at T_max; "
                                "the gate then applies to it."),
     calib: Optional[str] = typer.Option(
         None, "--calib", help="Calibration data for --target: digits or a .npz with x "
@@ -383,9 +387,10 @@ def check_accuracy(
             for t, a in res.curve:
                 typer.echo(f"{t:>6}  {a:>8.4f}  {res.ann_accuracy - a:>9.4f}")
             if res.target is not None:
+                k = (f", headroom k={res.target.headroom}" if res.target.headroom is not None
+                     else "")
                 typer.echo(f"{res.target.name} export in fixed point (T={res.timesteps}, "
-                           f"rate-coded input, headroom k={res.target.headroom}): "
-                           f"{res.target.accuracy:.4f}")
+                           f"rate-coded input{k}): {res.target.accuracy:.4f}")
         typer.echo(f"gate: {res.gate}: {'PASS' if res.passed else 'FAIL'}")
     return 0 if res.passed else 1
 

@@ -222,8 +222,12 @@ def run_demo(as_json: bool = False, console: Optional[Any] = None) -> Dict[str, 
     pilot = pilotnet_stage()
     loihi = loihi_stage()
     mst = mst_stage()
+    from nmtoolchain.demo_speck import render_speck, speck_stage
+
+    speck = speck_stage()
     summary = {"torchscript": ts, "onnx_totals": ox["totals"], "totals_agree": same,
-               "ann_test_accuracy": acc, "pilotnet": pilot, "loihi_export": loihi, "mst": mst}
+               "ann_test_accuracy": acc, "pilotnet": pilot, "loihi_export": loihi, "mst": mst,
+               "speck": speck}
     if as_json:
         print(json.dumps({k: v for k, v in summary.items()}, indent=2, default=_plain))
     elif console is not None:
@@ -262,4 +266,5 @@ def run_demo(as_json: bool = False, console: Optional[Any] = None) -> Dict[str, 
         else:
             console.print(f"Lava check {loihi['verify']}")
         _render_mst(mst, console)
+        render_speck(speck, console)
     return summary

@@ -16,12 +16,12 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 from nmtoolchain.errors import BadInputError
 from nmtoolchain.ir import Graph
-from nmtoolchain.targets import loihi2, nir, nmir, onnx
+from nmtoolchain.targets import loihi2, nir, nmir, onnx, speck
 from nmtoolchain.targets.base import (ExportOptions, ExportResult, ModelLike, Target,
                                       TargetVerdict, load_graph)
 
 #: The targets that ship with nmtc, in the order inspect shows them.
-BUILTIN: Tuple[Target, ...] = (loihi2.TARGET, nir.TARGET, onnx.TARGET, nmir.TARGET)
+BUILTIN: Tuple[Target, ...] = (loihi2.TARGET, speck.TARGET, nir.TARGET, onnx.TARGET, nmir.TARGET)
 ENTRY_POINT_GROUP = "nmtc.targets"
 
 _registry: Optional[Dict[str, Target]] = None

@@ -21,9 +21,10 @@ from simulators.cycle.counting import SPIKING_KINDS, ActivityCounter, static_fac
 from simulators.cycle.counts import RunCounts
 from simulators.cycle.kernels_float import make_float_kernel
 from simulators.cycle.kernels_loihi import make_loihi_kernel
+from simulators.cycle.kernels_speck import make_speck_kernel
 from simulators.cycle.recording import Recording, recorded_nodes
 
-NUMERICS = ("float", "loihi")
+NUMERICS = ("float", "loihi", "speck")
 
 
 @dataclass
@@ -89,6 +90,8 @@ def _make_kernels(graph: Graph, order: Sequence[str], numerics: str, device: str
         node = graph[name]
         if numerics == "float":
             kernels[name] = make_float_kernel(node, graph, device)
+        elif numerics == "speck":
+            kernels[name] = make_speck_kernel(node, graph, device)
         else:
             kernels[name] = make_loihi_kernel(
                 node, graph, device, layer_index=layer_index,

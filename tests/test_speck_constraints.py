@@ -1,0 +1,194 @@
+"""Speck export: every chip limit and every refused node kind exits 2 with a clear line.
+
+Each case builds the smallest IR graph that breaks one limit and runs the real
+CLI (``nmtc export --target speck``): exit code 2, one line naming the layer,
+the limit and the value, and no output directory. The limits are those of
+the sinabs docs / samna (reference synsense_nir.md §1.1, §1.2), written in the
+tests as literal numbers, not read from nmtc.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, List, Tuple
+
+import numpy as np
+import pytest
+
+from nmtoolchain.cli import main
+from nmtoolchain.ir import (IF, LIF, Add, Conv1d, Conv2d, Graph, Input, LayerNorm, MatMul,
+                            MaxPool2d, Output, ReLU, Softmax, SumPool2d, save_graph)
+from nmtoolchain.ir.tokens import TokenHalt
+
+RNG = np.random.default_rng(0)
+
+
+def _conv(c_out: int, c_in: int, kh: int, kw: int, **opts) -> Conv2d:
+    return Conv2d(weight=RNG.uniform(-0.3, 0.3, (c_out, c_in, kh, kw)).astype(np.float32), **opts)
+
+
+def _if() -> IF:
+    return IF(v_threshold=1.0, v_min=-1.0, reset="subtract", spike="multi", compare=">=")
+
+
+def _chain(in_shape: Tuple[int, ...], layers: List[Tuple[str, object]]) -> Graph:
+    g = Graph()
+    g.add("input", Input(shape=in_shape))
+    prev = "input"
+    for name, op in layers:
+        g.add(name, op, [prev])
+        prev = name
+    g.add("output", Output(), [prev])
+    return g
+
+
+def _export(g: Graph, tmp_path: Path, capfd) -> Tuple[int, str, Path]:
+    model = save_graph(g, tmp_path / "m.nmir")
+    out = tmp_path / "out.speck"
+    code = main(["export", str(model), "--target", "speck", "-o", str(out)])
+    err = capfd.readouterr().err
+    return code, err, out
+
+
+def _fanout3() -> Graph:
+    g = Graph()
+    g.add("input", Input(shape=(2, 8, 8)))
+    g.add("c0", _conv(4, 2, 3, 3, padding=1), ["input"])
+    g.add("n0", _if(), ["c0"])
+    for i in range(3):
+        g.add(f"c{i + 1}", _conv(2, 4, 3, 3, padding=1), ["n0"])
+        g.add(f"n{i + 1}", _if(), [f"c{i + 1}"])
+        g.add(f"out{i}", Output(), [f"n{i + 1}"])
+    return g
+
+
+CASES: List[Tuple[str, Callable[[], Graph], Tuple[str, ...]]] = [
+    ("non-square kernel", lambda: _chain((2, 16, 16), [("c", _conv(4, 2, 3, 5)), ("n", _if())]),
+     ("'c'", "kernel size", "3x5", "square")),
+    ("kernel 17", lambda: _chain((1, 32, 32), [("c", _conv(2, 1, 17, 17)), ("n", _if())]),
+     ("'c'", "kernel size", "17", "16")),
+    ("stride 3", lambda: _chain((2, 16, 16), [("c", _conv(4, 2, 3, 3, stride=3)), ("n", _if())]),
+     ("'c'", "stride", "3", "1, 2, 4 or 8")),
+    ("padding 8", lambda: _chain((2, 16, 16), [("c", _conv(4, 2, 3, 3, padding=8)),
+                                              ("n", _if())]),
+     ("'c'", "padding", "8", "0 to 7")),
+    ("pooling 3", lambda: _chain((2, 18, 18), [("c", _conv(4, 2, 3, 3, padding=1)), ("n", _if()),
+                                              ("p", SumPool2d(kernel_size=3))]),
+     ("'c'", "sum pooling", "3", "1, 2 or 4")),
+    ("1025 channels", lambda: _chain((2, 4, 4), [("c", _conv(1025, 2, 1, 1)), ("n", _if())]),
+     ("'c'", "output channels", "1025", "1024")),
+    ("input 130x130", lambda: _chain((1, 130, 130), [("c", _conv(2, 1, 4, 4, stride=4)),
+                                                    ("n", _if())]),
+     ("'c'", "input size", "130x130", "128x128")),
+    ("output 100x100", lambda: _chain((1, 100, 100), [("c", _conv(2, 1, 1, 1)), ("n", _if())]),
+     ("'c'", "output size", "100x100", "64x64")),
+    ("fan-out 3", _fanout3, ("'c0'", "fan-out", "3", "at most 2")),
+    ("dilation 2", lambda: _chain((2, 16, 16), [("c", _conv(4, 2, 3, 3, dilation=2)),
+                                               ("n", _if())]),
+     ("'c'", "dilation", "(2, 2)")),
+    # 64 -> 128 channels, 3x3, 8x8: kernel memory 64 * 2^(4 + 7) = 131072 (sinabs, §1.3)
+    ("kernel memory", lambda: _chain((64, 8, 8), [("c", _conv(128, 64, 3, 3, padding=1)),
+                                                 ("n", _if())]),
+     ("'c'", "kernel memory", "131072", "65536")),
+    # 2 -> 32, stride 2 on 128x128: neuron memory 32 * 2^(6 + 6) = 131072
+    ("neuron memory", lambda: _chain((2, 128, 128), [("c", _conv(32, 2, 3, 3, stride=2,
+                                                                  padding=1)), ("n", _if())]),
+     ("'c'", "neuron memory", "131072", "65536")),
+    ("ten layers", lambda: _chain((2, 8, 8), [x for i in range(10) for x in (
+        (f"c{i}", _conv(2, 2, 3, 3, padding=1)), (f"n{i}", _if()))]),
+     ("10 layers", "9 cores")),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_each_chip_limit_exits_2_naming_layer_limit_value(case, tmp_path, capfd):
+    _, build, words = case
+    code, err, out = _export(build(), tmp_path, capfd)
+    assert code == 2, err
+    line = err.strip().splitlines()[-1]
+    for w in words:
+        assert w in line, (w, line)
+    assert not out.exists()
+    assert not list(tmp_path.glob(".out.speck.*"))  # no temporary left behind
+
+
+def test_dvs_input_channels_limit():
+    from nmtoolchain.mapping.speck import layer_violations
+    from nmtoolchain.passes.speck_lower import dynapcnn_layers
+
+    g = _chain((3, 16, 16), [("c", _conv(4, 3, 3, 3, padding=1)), ("n", _if())])
+    spec = dynapcnn_layers(g)[0]
+    assert layer_violations(spec) == []  # a non-DVS input may have 3 channels
+    bad = layer_violations(spec, dvs_input=True)
+    assert [(v.limit, v.value) for v in bad] == [("DVS input channels", 3)]
+    assert "at most 2" in bad[0].message()
+
+
+def _one(op_name: str) -> Graph:
+    g = Graph()
+    if op_name in ("MatMul", "Softmax", "LayerNorm", "TokenHalt"):
+        g.add("input", Input(shape=(4, 8)))
+        node = {"MatMul": lambda: g.add("x", MatMul(), ["input", "input_t"]),
+                "Softmax": lambda: g.add("x", Softmax(), ["input"]),
+                "LayerNorm": lambda: g.add("x", LayerNorm(weight=np.ones(8, np.float32),
+                                                          bias=np.zeros(8, np.float32)),
+                                           ["input"]),
+                "TokenHalt": lambda: g.add("x", TokenHalt(), ["input"])}
+        if op_name == "MatMul":
+            g.add("input_t", Input(shape=(8, 4)))
+        node[op_name]()
+        g.add("output", Output(), ["x"])
+        return g
+    if op_name == "Conv1d":
+        g.add("input", Input(shape=(2, 16)))
+        g.add("x", Conv1d(weight=np.ones((2, 2, 3), np.float32)), ["input"])
+        g.add("output", Output(), ["x"])
+        return g
+    g.add("input", Input(shape=(2, 8, 8)))
+    g.add("c", _conv(2, 2, 3, 3, padding=1), ["input"])
+    if op_name == "Add":
+        g.add("n", _if(), ["c"])
+        g.add("x", Add(), ["n", "input"])
+    else:
+        g.add("x", {"ReLU": ReLU(), "MaxPool2d": MaxPool2d(kernel_size=2),
+                    "LIF": LIF(tau=10.0, v_threshold=1.0)}[op_name], ["c"])
+    g.add("output", Output(), ["x"])
+    return g
+
+
+REFUSED = {"ReLU": "convert the network to spikes first",
+           "MaxPool2d": "max pooling has no spiking equivalent",
+           "LIF": "leaky",
+           "Add": "a merge feeds 'output' (Output); on Speck a merge feeds a core's convolution",
+           "MatMul": "attention",
+           "Softmax": "softmax is not a spiking operation",
+           "LayerNorm": "run-time statistics",
+           "TokenHalt": "token halting",
+           "Conv1d": "2-D convolutions only"}
+
+
+@pytest.mark.parametrize("op_name", sorted(REFUSED))
+def test_each_refused_node_kind_is_named_with_its_reason(op_name, tmp_path, capfd):
+    code, err, out = _export(_one(op_name), tmp_path, capfd)
+    assert code == 2, err
+    line = err.strip().splitlines()[-1]
+    assert "'x'" in line and f"op {op_name}" in line and "speck" in line, line
+    assert REFUSED[op_name] in line, line
+    assert not out.exists()
+    # inspect gives the same answer (one registered target, one verdict)
+    assert main(["inspect", str(tmp_path / "m.nmir"), "--json"]) == 0
+    import json
+
+    verdict = next(t for t in json.loads(capfd.readouterr().out)["targets"]
+                   if t["target"] == "speck")
+    assert not verdict["ok"] and any(REFUSED[op_name] in r for r in verdict["reasons"])
+
+
+def test_spatially_varying_threshold_is_refused_per_channel_collapsed(tmp_path, capfd):
+    """Per-channel thresholds fold exactly into the weights; per-neuron ones cannot."""
+    thr = np.ones((4, 8, 8), np.float32)
+    thr[0, 0, 0] = 2.0
+    g = _chain((2, 8, 8), [("c", _conv(4, 2, 3, 3, padding=1)),
+                           ("n", IF(v_threshold=thr, v_min=-1.0, compare=">="))])
+    code, err, out = _export(g, tmp_path, capfd)
+    assert code == 2 and "v_threshold differs between neurons of one channel" in err
+    assert not out.exists()
