@@ -46,6 +46,52 @@ from nmtoolchain.ir.pooling import SumPool2d
 LOWERED_OPS = ("Input", "Conv2d", "IF", "SumPool2d", "Flatten", "Output", "Add")
 
 
+#: ops the pipeline turns into DYNAP-CNN layers
+ACCEPTED = frozenset({"Input", "Output", "Conv2d", "Affine", "Linear", "IF", "SumPool2d",
+                      "AvgPool2d", "Flatten", "BatchNorm", "Scale", "Add"})
+_LEAKY = ("LIF", "LI", "CubaLIF", "CubaLI", "I")
+_WHY = {
+    "MaxPool2d": "max pooling has no spiking equivalent on Speck (its cores sum-pool only)",
+    "Concat": "concatenation is not a DYNAP-CNN layer (a core has one input map)",
+    "MatMul": "a product of two spike tensors (attention) has no Speck core: cores hold fixed "
+              "convolution weights only",
+    "Softmax": "softmax is not a spiking operation; Speck cores run Conv2d -> IAF -> sum-pool only",
+    "LayerNorm": "layer normalization uses run-time statistics; Speck has no such unit",
+    "TokenHalt": "token halting is a transformer operation with no DYNAP-CNN layer",
+    "TokenMerge": "token merging is a transformer operation with no DYNAP-CNN layer",
+    "SpikeMask": "spike masking has no DYNAP-CNN layer",
+    "Conv1d": "Speck cores run 2-D convolutions only",
+    "Delay": "Speck has no synaptic or axonal delays",
+    "SigmaDelta": "sigma-delta neurons are Loihi's; Speck runs integrate-and-fire neurons",
+    "Threshold": "a stateless threshold is not a Speck neuron (IAF with state)",
+    "Transpose": "a transpose is not a DYNAP-CNN layer",
+    "Reshape": "a reshape is not a DYNAP-CNN layer (only a Flatten before a Linear is absorbed)",
+    "Mean": "a mean over an axis is not a DYNAP-CNN layer",
+    "Bias": "a stand-alone bias is not a DYNAP-CNN layer",
+}
+
+
+def refused_nodes(graph: Graph) -> List[Tuple[str, str, str]]:
+    """(node, op, why) for every node no step of the Speck pipeline can lower: the
+    export's refusals and the Speck mapper's, one list."""
+    out: List[Tuple[str, str, str]] = []
+    for n in graph.topological_order():
+        op = n.op_name
+        if op in ACCEPTED:
+            continue
+        if n.op.is_ann_activation:
+            why = (f"is an ANN activation ({op}): convert the network to spikes first "
+                   "(nmtc convert MODEL --method mst -T T -o snn.nmir), then export snn.nmir")
+        elif op in _LEAKY:
+            why = (f"{op} has leaky or current-based dynamics Speck cannot run: its neurons are "
+                   "non-leaky integrate-and-fire (sinabs IAFSqueeze only)")
+        else:
+            why = _WHY.get(op, f"{op} is not a convolution, IAF neuron or sum-pooling: Speck "
+                               "cores run Conv2d -> IAF -> sum-pool only")
+        out.append((n.name, op, why))
+    return out
+
+
 def _fail(graph: Graph, node: Node, why: str) -> NotExpressibleError:
     return NotExpressibleError(f"node '{node.name}' (op {node.op_name}) cannot be exported to "
                                f"speck: {why}")
@@ -360,5 +406,5 @@ def is_lowered(graph: Graph) -> bool:
     return all(n.op_name in LOWERED_OPS for n in graph)
 
 
-__all__ = ["lower_to_dynapcnn", "dynapcnn_layers", "DynapcnnLayerSpec", "Destination",
+__all__ = ["lower_to_dynapcnn", "dynapcnn_layers", "refused_nodes", "ACCEPTED", "DynapcnnLayerSpec", "Destination",
            "is_lowered", "LOWERED_OPS"]
