@@ -78,3 +78,39 @@ def test_fire_above_threshold_with_subtract_is_noted_not_hidden():
     q, rep = quantize_for_speck(lower_to_dynapcnn(g)[0])
     assert float(q["iaf"].op.v_threshold) == round(100.0 * rep.layers[0].numerics.scale)
     assert any("differ only when v is exactly a multiple" in n for n in rep.notes)
+
+
+def _mlp(flatten_between: bool) -> Graph:
+    """Flatten -> Linear -> IF -> [Flatten ->] Linear -> IF: the second Linear reads the
+    first one's neurons, which the lowering turns into a (n, 1, 1) map."""
+    from nmtoolchain.ir import Affine, Flatten
+
+    g = Graph()
+    g.add("input", Input(shape=(2, 4, 4)))
+    g.add("flat", Flatten(), ["input"])
+    g.add("fc1", Affine(weight=RNG.uniform(-0.5, 0.5, (16, 32)).astype(np.float32),
+                        bias=RNG.uniform(0, 0.05, 16).astype(np.float32)), ["flat"])
+    g.add("n1", IF(v_threshold=1.0, v_min=-1.0, compare=">=", spike="multi"), ["fc1"])
+    prev = "n1"
+    if flatten_between:
+        g.add("flat2", Flatten(), ["n1"])
+        prev = "flat2"
+    g.add("fc2", Affine(weight=RNG.uniform(-0.8, 0.8, (5, 16)).astype(np.float32)), [prev])
+    g.add("n2", IF(v_threshold=1.0, v_min=-1.0, compare=">=", spike="multi"), ["fc2"])
+    g.add("output", Output(), ["n2"])
+    return g.infer_shapes()
+
+
+def test_linear_after_linear_lowers_and_keeps_the_spikes():
+    """Two Linear layers in a row become a full-size and a 1x1 convolution; the float
+    kernels give the same output spikes before and after (float32-exact rewrite)."""
+    x = (RNG.random((3, 25, 2, 4, 4)) < 0.5).astype(np.float32)
+    for between in (False, True):
+        g = _mlp(between)
+        low, notes = lower_to_dynapcnn(g)
+        assert low["fc1"].op_name == low["fc2"].op_name == "Conv2d"
+        assert low["fc1"].op.weight.shape == (16, 2, 4, 4)
+        assert low["fc2"].op.weight.shape == (5, 16, 1, 1)
+        want = Simulator(g, "float").run(x, 25).outputs["output"]
+        got = Simulator(low, "float").run(x, 25).outputs["output"]
+        assert want.sum() > 0 and got.shape == want.shape and bool((want == got).all())

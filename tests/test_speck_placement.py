@@ -143,3 +143,47 @@ def test_speck_mapper_needs_a_one_layer_per_core_profile(tmp_path):
     path.write_text(text)
     with pytest.raises(BadInputError, match=r"mapper = 'speck' .* needs mapping = 'one-layer-per-core'"):
         load_profile(path)
+
+
+def _yao_tiny(pool: int) -> Graph:
+    """Yao et al. 2024 Table 1's tiny network, Input-32C3S1-32C3S2-32C3S1-AP4-32FC-Output
+    (11 classes), on DVS events sum-pooled ``pool`` x ``pool`` from 128x128."""
+    from nmtoolchain.ir import AvgPool2d
+
+    def w(*shape):
+        return RNG.uniform(-0.2, 0.2, shape).astype(np.float32)
+
+    side = 128 // pool
+    g = Graph()
+    g.add("input", Input(shape=(2, side, side)))
+    g.add("c1", Conv2d(weight=w(32, 2, 3, 3), padding=1), ["input"])
+    g.add("n1", _if(), ["c1"])
+    g.add("c2", Conv2d(weight=w(32, 32, 3, 3), stride=2, padding=1), ["n1"])
+    g.add("n2", _if(), ["c2"])
+    g.add("c3", Conv2d(weight=w(32, 32, 3, 3), padding=1), ["n2"])
+    g.add("n3", _if(), ["c3"])
+    g.add("ap4", AvgPool2d(kernel_size=4), ["n3"])
+    g.add("flat", Flatten(), ["ap4"])
+    g.add("fc1", Affine(weight=w(32, 32 * (side // 8) ** 2)), ["flat"])
+    g.add("n4", _if(), ["fc1"])
+    g.add("fc2", Affine(weight=w(11, 32)), ["n4"])
+    g.add("n5", _if(), ["fc2"])
+    g.add("output", Output(), ["n5"])
+    return g.infer_shapes()
+
+
+def test_yao_tiny_network_takes_five_cores_as_in_the_paper():
+    """Table 1 of Yao et al. 2024 runs this network on 5 cores. Memory by hand
+    (sinabs's formulas): c1 2*2^(4+5) = 1024 kernel, 32*2^(5+5) = 32768 neuron (cores
+    0-4); c2, c3 32*2^(4+5) = 16384 kernel; fc1 as a 4x4 conv 32*2^(4+5) = 16384;
+    fc2 32*2^(0+4) = 512."""
+    p = place(_yao_tiny(4), "speck", strict=True)
+    assert p.mapper == "speck" and p.n_cores == 5
+    assert {L.name: L.cores for L in p.layers} == {"n1": (0,), "n2": (1,), "n3": (2,),
+                                                   "n4": (3,), "n5": (4,)}
+    assert [m.kernel for m in p.speck.layers] == [1024, 16384, 16384, 16384, 512]
+    assert [m.neuron for m in p.speck.layers] == [32768, 8192, 8192, 32, 11]
+    assert p.speck.layers[0].fits == [0, 1, 2, 3, 4]
+    # without the DVS layer's 4x4 pooling the first layer does not fit any core
+    with pytest.raises(DoesNotFitError, match="neuron memory is 131072"):
+        place(_yao_tiny(2), "speck", strict=True)

@@ -39,8 +39,8 @@ from typing import Mapping, Optional, Union
 import numpy as np
 
 from hardware_profiles import MAPPERS, Profile, load_profile
-from nmtoolchain.errors import (BadInputError, DoesNotFitError, NotExpressibleError,
-                                UnsupportedOpError)
+from nmtoolchain.errors import (BadInputError, DoesNotFitError, IRValidationError,
+                                NotExpressibleError, UnsupportedOpError)
 from nmtoolchain.ir import Graph
 from nmtoolchain.mapping.loihi_mapper import map_loihi
 from nmtoolchain.mapping.per_layer import place_per_layer
@@ -92,8 +92,9 @@ def place(graph: Graph, profile: ProfileLike, *, mapper: Optional[str] = None,
             return place_speck(graph, prof, dvs_input=dvs_input)
         report = map_loihi(graph, prof, strategy=strategy, counts=counts, spikes=spikes,
                            limits=limits, what_if=what_if)
-    except (UnsupportedOpError, DoesNotFitError, NotExpressibleError) as e:
-        if strict or (name == "loihi" and isinstance(e, NotExpressibleError)):
+    except (UnsupportedOpError, DoesNotFitError, NotExpressibleError, IRValidationError) as e:
+        if strict or (name == "loihi" and isinstance(e, (NotExpressibleError,
+                                                         IRValidationError))):
             raise
         est = place_per_layer(graph, prof, chip_size(prof))
         return Placement(est.profile_id, est.mapper, est.layers, est.cores_per_chip, est.notes,

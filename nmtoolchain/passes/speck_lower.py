@@ -108,6 +108,15 @@ def _affine_to_conv(g: Graph) -> List[str]:
                 name = g.unique_name(src.name + "_flat")
                 g.add(name, Flatten(), [src.name])
                 out.inputs = (name,)
+    converted: set = set()  # Linear layers already rewritten (their outputs are now (n, 1, 1))
+
+    def from_converted(name: str) -> bool:
+        """Whether ``name`` is a rewritten Linear or an elementwise node (neuron) fed by one."""
+        cur = g[name]
+        while cur.name not in converted and cur.op.is_neuron and len(cur.inputs) == 1:
+            cur = g[cur.inputs[0]]
+        return cur.name in converted
+
     for node in [n for n in g.topological_order() if n.op_name in ("Affine", "Linear")]:
         src = g[node.inputs[0]]
         w = np.asarray(node.op.weight, np.float32)
@@ -118,12 +127,17 @@ def _affine_to_conv(g: Graph) -> List[str]:
         if src.op_name == "Flatten":
             feed = g[src.inputs[0]]
             shape = feed.shape
+            if shape is not None and len(shape) == 1 and from_converted(feed.name):
+                shape = (shape[0], 1, 1)  # a Flatten of a rewritten Linear layer's output
             if shape is None or len(shape) != 3 or src.shape != (int(np.prod(shape)),):
                 raise _fail(g, node, f"it reads a Flatten of {shape}; a Speck layer reads a "
                                      "(C, H, W) map")
             src_name = feed.name
         elif src.shape is not None and len(src.shape) == 3 and src.shape[1:] == (1, 1):
             shape, src_name = src.shape, src.name
+        elif src.shape is not None and len(src.shape) == 1 and from_converted(src.name):
+            # a Linear after a Linear layer: its input is now a (n, 1, 1) map
+            shape, src_name = (src.shape[0], 1, 1), src.name
         else:
             raise _fail(g, node, f"its input has shape {src.shape}; a Speck layer reads a "
                                  "(C, H, W) event map (Flatten -> Linear or a 1x1 map)")
@@ -131,6 +145,7 @@ def _affine_to_conv(g: Graph) -> List[str]:
         node.op = Conv2d(weight=w.reshape(w.shape[0], c, h, wd), bias=b)
         node.inputs = (src_name,)
         node.annotations["speck_from"] = "Linear as a full-size convolution"
+        converted.add(node.name)
         notes.append(f"{node.name}: Linear {w.shape[1]}->{w.shape[0]} as a {h}x{wd} convolution")
         if src.op_name == "Flatten" and not g.users(src.name):
             g.remove(src.name)
@@ -139,7 +154,7 @@ def _affine_to_conv(g: Graph) -> List[str]:
                 for k, v in u.op.arrays().items():
                     if v.ndim == 1 and v.shape[0] == w.shape[0] and v.shape[0] > 1:
                         setattr(u.op, k, v.reshape(-1, 1, 1))
-        g.infer_shapes()
+    g.infer_shapes()  # once all are rewritten (a Linear after a Linear reads the new shape)
     return notes
 
 
