@@ -114,3 +114,23 @@ def test_linear_after_linear_lowers_and_keeps_the_spikes():
         want = Simulator(g, "float").run(x, 25).outputs["output"]
         got = Simulator(low, "float").run(x, 25).outputs["output"]
         assert want.sum() > 0 and got.shape == want.shape and bool((want == got).all())
+
+
+def test_average_pooling_at_the_output_is_said_to_sum():
+    """With no weights after it, the 1/(kH*kW) of an average pooling has nowhere to go:
+    the output becomes the sum (4x the average here) and the notes say so."""
+    from nmtoolchain.ir import AvgPool2d
+
+    g = Graph()
+    g.add("input", Input(shape=(2, 8, 8)))
+    g.add("c", Conv2d(weight=np.full((4, 2, 3, 3), 0.3, np.float32), padding=1), ["input"])
+    g.add("n", IF(v_threshold=1.0, v_min=-1.0, compare=">=", spike="multi"), ["c"])
+    g.add("p", AvgPool2d(kernel_size=2), ["n"])
+    g.add("output", Output(), ["p"])
+    low, notes = lower_to_dynapcnn(g.infer_shapes())
+    assert any("'p'" not in n and n.startswith("p: AvgPool2d 2x2 at the output") and
+               "4 x the model's average" in n for n in notes), notes
+    x = (RNG.random((1, 10, 2, 8, 8)) < 0.5).astype(np.float32)
+    want = Simulator(g, "float").run(x, 10).outputs["output"]
+    got = Simulator(low, "float").run(x, 10).outputs["output"]
+    assert want.sum() > 0 and bool((got == 4 * want).all())

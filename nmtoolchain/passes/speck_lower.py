@@ -179,10 +179,15 @@ def _avgpool_to_sumpool(g: Graph) -> List[str]:
         kh, kw = node.op.kernel_size
         if tuple(node.op.padding) != (0, 0):
             raise _fail(g, node, f"padding {node.op.padding}: Speck's sum pooling has none")
-        for syn in _downstream_synapses(g, node.name):
+        synapses = _downstream_synapses(g, node.name)
+        for syn in synapses:
             syn.op.weight = (np.asarray(syn.op.weight, np.float32) / float(kh * kw))
         node.op = SumPool2d(kernel_size=node.op.kernel_size, stride=node.op.stride)
-        notes.append(f"{node.name}: AvgPool2d {kh}x{kw} as SumPool2d, next weights x 1/{kh * kw}")
+        notes.append(f"{node.name}: AvgPool2d {kh}x{kw} as SumPool2d, next weights x 1/{kh * kw}"
+                     if synapses else
+                     f"{node.name}: AvgPool2d {kh}x{kw} at the output as SumPool2d: the output "
+                     f"is {kh * kw} x the model's average (sums of spikes; the class with most "
+                     "spikes is unchanged)")
     return notes
 
 
