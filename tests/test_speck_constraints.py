@@ -238,3 +238,19 @@ def test_spatially_varying_threshold_is_refused_per_channel_collapsed(tmp_path, 
     code, err, out = _export(g, tmp_path, capfd)
     assert code == 2 and "v_threshold differs between neurons of one channel" in err
     assert not out.exists()
+
+
+def test_dvs_input_channels_through_the_export(tmp_path):
+    """The Python API's ``dvs_input=True`` (the first layer reads the DVS): a 3-channel
+    input is refused naming the layer, the limit and the value, and nothing is written."""
+    from nmtoolchain import api
+    from nmtoolchain.errors import DoesNotFitError
+
+    g = _chain((3, 16, 16), [("c", _conv(4, 3, 3, 3, padding=1)), ("n", _if())])
+    out = tmp_path / "dvs.speck"
+    with pytest.raises(DoesNotFitError, match=r"layer 0 \('c'\): DVS input channels is 3; "
+                                              r"Speck allows at most 2"):
+        api.export(g, "speck", out, dvs_input=True)
+    assert not out.exists()
+    api.export(g, "speck", out)  # the same graph fed by another source exports
+    assert (out / "chip_config.json").exists()

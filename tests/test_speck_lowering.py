@@ -134,3 +134,21 @@ def test_average_pooling_at_the_output_is_said_to_sum():
     want = Simulator(g, "float").run(x, 10).outputs["output"]
     got = Simulator(low, "float").run(x, 10).outputs["output"]
     assert want.sum() > 0 and bool((got == 4 * want).all())
+
+
+def test_weights_above_the_threshold_are_noted_where_the_chip_can_differ():
+    """The chip emits at most one spike per input event (reference synsense_nir.md §1.6):
+    an integer weight above the threshold is named with both values; below, nothing."""
+    from nmtoolchain.quantize.speck import weights_above_threshold
+
+    w = np.zeros((4, 2, 3, 3), np.float32)
+    w[0, 0, 0, 0], w[1, 1, 2, 2] = 127.0, -50.0  # scale 1: integers unchanged
+    for thr, expect in ((100.0, {"iaf": (127, 100)}), (127.0, {}), (200.0, {})):
+        g = _graph(w, np.zeros(4, np.float32), IF(v_threshold=thr, v_min=-32768.0,
+                                                 compare=">=", spike="multi"))
+        q, rep = quantize_for_speck(lower_to_dynapcnn(g)[0])
+        assert weights_above_threshold(q) == expect
+        noted = [n for n in rep.notes if "above the threshold" in n]
+        assert (noted != []) == bool(expect)
+        if expect:
+            assert noted[0].startswith("iaf: integer weight 127 above the threshold 100")
