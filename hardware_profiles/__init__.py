@@ -49,12 +49,15 @@ KINDS = ("chip", "analytic")
 MAPPINGS = ("split", "one-layer-per-core", "none")
 #: Core placers a profile may declare as ``[chip] mapper`` (see
 #: :func:`nmtoolchain.mapping.place`): ``loihi`` slices layers over cores
-#: within per-core limits (a split chip with the limits it reads); ``per_layer``
-#: estimates each layer's cores from the profile (the chips without a dedicated
-#: mapper yet); ``none``: a model without cores (analytic profiles). Absent,
-#: it is ``loihi`` for a split chip, ``per_layer`` for another chip, ``none``
-#: for an analytic profile.
-MAPPERS = ("loihi", "per_layer", "none")
+#: within per-core limits (a split chip with the limits it reads); ``speck``
+#: lowers the graph to DYNAP-CNN layers and assigns one core per layer by
+#: sinabs's memory formulas and bipartite matching (a one-layer-per-core chip
+#: with per-core kernel/neuron/bias memories); ``per_layer`` estimates each
+#: layer's cores from the profile (the chips without a dedicated mapper);
+#: ``none``: a model without cores (analytic profiles). Absent, it is ``loihi``
+#: for a split chip, ``per_layer`` for another chip, ``none`` for an analytic
+#: profile.
+MAPPERS = ("loihi", "speck", "per_layer", "none")
 
 #: unit -> (dimension, factor to the canonical unit of that dimension)
 UNITS: Dict[str, Tuple[str, float]] = {
@@ -123,7 +126,7 @@ class Profile:
     description: str
     kind: str               # "chip" or "analytic"
     mapping: str            # "split", "one-layer-per-core" or "none"
-    mapper: str             # core placer: "loihi", "per_layer" or "none" (MAPPERS)
+    mapper: str             # core placer: "loihi", "speck", "per_layer" or "none" (MAPPERS)
     default_rule: str       # counting rule the profile's numbers are meant for
     path: Path
     chip: Dict[str, object] = field(default_factory=dict)
@@ -243,10 +246,13 @@ def _build_profile(data: dict, path: Path) -> Profile:
     if (kind == "analytic") != (mapper == "none"):
         raise BadInputError(f"{fname}: [chip] mapper = {mapper!r} does not suit a '{kind}' "
                             f"profile (an analytic model has no cores: 'none'; a chip needs "
-                            f"'loihi' or 'per_layer')")
+                            f"'loihi', 'speck' or 'per_layer')")
     if mapper == "loihi" and mapping != "split":
         raise BadInputError(f"{fname}: [chip] mapper = 'loihi' slices layers over cores, but "
                             f"mapping = {mapping!r}; it needs mapping = 'split'")
+    if mapper == "speck" and mapping != "one-layer-per-core":
+        raise BadInputError(f"{fname}: [chip] mapper = 'speck' puts each layer on one core, but "
+                            f"mapping = {mapping!r}; it needs mapping = 'one-layer-per-core'")
     default_rule = chip.get("default_rule", "fanout")
     _check_choice(fname, "chip", "default_rule", default_rule, KNOWN_RULES)
 

@@ -182,7 +182,7 @@ def test_user_profile_loads_by_path_with_units_converted(tmp_path):
 
 
 @pytest.mark.parametrize("name,mapper", [("loihi1", "loihi"), ("loihi2", "loihi"),
-                                         ("speck", "per_layer"), ("cmos45nm", "none")])
+                                         ("speck", "speck"), ("cmos45nm", "none")])
 def test_bundled_profiles_declare_their_mapper(name, mapper):
     assert load_profile(name).mapper == mapper
     assert f'mapper = "{mapper}"' in (load_profile(name).path.read_text())
@@ -198,7 +198,7 @@ def test_a_user_split_chip_without_a_mapper_gets_the_loihi_mapper(tmp_path):
 def test_unknown_mapper_names_file_and_choices(tmp_path):
     path = _broken(tmp_path, 'kind = "chip"', 'kind = "chip"\nmapper = "magic"')
     with pytest.raises(BadInputError, match=r"^mychip\.toml: \[chip\] mapper = 'magic' is not "
-                                            r"one of loihi, per_layer, none"):
+                                            r"one of loihi, speck, per_layer, none"):
         load_profile(path)
 
 

@@ -18,9 +18,13 @@ it. The mappers:
   A layer that cannot fit one neuron on a core raises
   :class:`~nmtoolchain.errors.DoesNotFitError` naming the layer, the
   resource, the need and the limit.
+* :mod:`~nmtoolchain.mapping.speck` (``mapper = "speck"``) lowers and
+  quantizes the graph as the Speck export does and gives each DYNAP-CNN layer
+  one of the 9 cores by sinabs's memory formulas and bipartite matching
+  (``Placement.speck`` holds the memory per layer and the assignment).
 * :mod:`~nmtoolchain.mapping.per_layer` (``mapper = "per_layer"``) estimates
   each layer's cores from the profile: chips without a dedicated mapper, and
-  the reports' fallback where the Loihi mapper cannot place a graph.
+  the reports' fallback where the Loihi or Speck mapper cannot place a graph.
 
 The memory model in one paragraph: a dense synapse costs its weight bits (netx's
 ``num_weight_bits`` of the integer weights, or the profile's ``weight_bits``
@@ -30,8 +34,10 @@ convolution with weight sharing stores the kernel rows of its output channels
 once per core. Where the numbers come from is in each limit's record, and
 the report says which are published, assumed, or fitted to a measured mapping.
 
-This package imports numpy and the profile loader only: no torch, no vendor
-library; it never runs a network, and never modifies the graph it is given.
+This package imports numpy and the profile loader (the Speck mapper also the
+Speck lowering and quantization, which use torch for sinabs's rounding); no
+vendor library; it never runs a network, and never modifies the graph it is
+given.
 """
 from nmtoolchain.mapping.limits import (RESOURCES, CoreLimits, Limit, core_limits,
                                         netx_weight_bits)

@@ -12,18 +12,25 @@ mapper:
     loihi2). It reads shapes and weights only, so float graphs (what
     ``simulate`` runs) map too; float weights are counted at the profile's
     ``weight_bits`` (the report says so).
+``speck``
+    :func:`nmtoolchain.mapping.speck.place_speck`: the graph lowered and
+    quantized as the Speck export does, each DYNAP-CNN layer on one of the 9
+    cores by sinabs's memory formulas and bipartite matching (speck). The
+    export's mapping pass calls ``place(..., mapper="speck", strict=True)``.
 ``per_layer``
     :func:`nmtoolchain.mapping.per_layer.place_per_layer`: an estimate from
-    the profile, each layer on cores of its own (speck, user chips with no
+    the profile, each layer on cores of its own (user chips with no
     dedicated mapper).
 ``none``
     No cores (the analytic cmos45nm model): an empty placement.
 
 When the Loihi mapper cannot place a graph (a node it does not place, such as
-pooling or MatMul; a recurrent layer; a layer that does not fit one core), a
-report asks ``place(..., strict=False)`` and gets the per-layer estimate with
-the reason recorded in ``fallback_reason``; the export asks ``strict=True``
-and gets the error.
+pooling or MatMul; a recurrent layer; a layer that does not fit one core), or
+the Speck mapper cannot (a node with no DYNAP-CNN layer, such as a ReLU or a
+MatMul; a layer beyond a chip limit; more layers than cores), a report asks
+``place(..., strict=False)`` and gets the per-layer estimate with the reason
+recorded in ``fallback_reason``; the export asks ``strict=True`` and gets the
+error.
 """
 from __future__ import annotations
 
@@ -32,12 +39,14 @@ from typing import Mapping, Optional, Union
 import numpy as np
 
 from hardware_profiles import MAPPERS, Profile, load_profile
-from nmtoolchain.errors import BadInputError, DoesNotFitError, UnsupportedOpError
+from nmtoolchain.errors import (BadInputError, DoesNotFitError, IRValidationError,
+                                NotExpressibleError, UnsupportedOpError)
 from nmtoolchain.ir import Graph
 from nmtoolchain.mapping.loihi_mapper import map_loihi
 from nmtoolchain.mapping.per_layer import place_per_layer
 from nmtoolchain.mapping.placement import PlacedLayer, Placement, chip_size
 from nmtoolchain.mapping.report import MappingReport
+from nmtoolchain.mapping.speck import place_speck
 
 __all__ = ["place", "map_onto_cores"]
 
@@ -55,7 +64,7 @@ def place(graph: Graph, profile: ProfileLike, *, mapper: Optional[str] = None,
           strict: bool = False, strategy: str = "pack", counts=None,
           spikes: Optional[Mapping[str, np.ndarray]] = None,
           limits: Optional[Mapping[str, float]] = None,
-          what_if: Optional[bool] = False) -> Placement:
+          what_if: Optional[bool] = False, dvs_input: bool = False) -> Placement:
     """Place ``graph`` on ``profile``'s cores with the profile's declared mapper
     (``mapper`` overrides it). ``graph`` is not modified.
 
@@ -64,6 +73,8 @@ def place(graph: Graph, profile: ProfileLike, *, mapper: Optional[str] = None,
     placement says why (the reports). ``strategy``, ``counts``, ``spikes``,
     ``limits`` and ``what_if`` are the Loihi mapper's options (see
     :func:`map_onto_cores`); the other mappers refuse ``limits``.
+    ``dvs_input``: the Speck mapper's option (the first layer reads the DVS, at
+    most 2 channels).
     """
     prof = load_profile(profile)
     name = mapper or prof.mapper
@@ -77,10 +88,13 @@ def place(graph: Graph, profile: ProfileLike, *, mapper: Optional[str] = None,
     if name == "per_layer":
         return place_per_layer(graph, prof, chip_size(prof))
     try:
+        if name == "speck":
+            return place_speck(graph, prof, dvs_input=dvs_input)
         report = map_loihi(graph, prof, strategy=strategy, counts=counts, spikes=spikes,
                            limits=limits, what_if=what_if)
-    except (UnsupportedOpError, DoesNotFitError) as e:
-        if strict:
+    except (UnsupportedOpError, DoesNotFitError, NotExpressibleError, IRValidationError) as e:
+        if strict or (name == "loihi" and isinstance(e, (NotExpressibleError,
+                                                         IRValidationError))):
             raise
         est = place_per_layer(graph, prof, chip_size(prof))
         return Placement(est.profile_id, est.mapper, est.layers, est.cores_per_chip, est.notes,

@@ -2,13 +2,14 @@
 
 The result type of :func:`nmtoolchain.mapping.place`; the energy and latency
 estimates read it (:mod:`nmtoolchain.energy`), the export writes the Loihi
-mapper's detail (``Placement.mapping``) as mapping.json.
+mapper's detail (``Placement.mapping``) or the Speck mapper's
+(``Placement.speck``) as mapping.json.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -48,7 +49,7 @@ class Placement:
     which mapper decided it."""
 
     profile_id: str
-    mapper: str                           # "loihi", "per_layer", "none" or "given"
+    mapper: str                           # "loihi", "speck", "per_layer", "none" or "given"
     layers: Tuple[PlacedLayer, ...]
     cores_per_chip: Optional[int] = None  # None: one chip whatever the count
     notes: Tuple[str, ...] = ()
@@ -56,6 +57,9 @@ class Placement:
     fallback_reason: str = ""             # why the declared mapper did not place it
     #: the Loihi mapper's full report (mapping.json); None for the other mappers
     mapping: Optional[MappingReport] = field(default=None, compare=False, repr=False)
+    #: the Speck mapper's memory per layer and core assignment
+    #: (:class:`nmtoolchain.mapping.speck.SpeckMapping`); None for the other mappers
+    speck: Optional[Any] = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         seen: Dict[str, str] = {}
@@ -95,6 +99,8 @@ class Placement:
         if self.mapper == "none":
             return f"profile '{self.profile_id}' has no cores: nothing placed"
         what = {"loihi": "the Loihi mapper (per-core limits)",
+                "speck": "the Speck mapper (sinabs's memory formulas, bipartite core "
+                         "assignment)",
                 "per_layer": "the per-layer estimate (each layer's cores from the profile)",
                 "given": "the caller"}.get(self.mapper, self.mapper)
         line = f"placed by {what}: {self.n_cores} core(s) on profile '{self.profile_id}'"
@@ -112,12 +118,18 @@ class Placement:
         return self.mapping.annotated(graph)
 
     def as_dict(self) -> Dict[str, object]:
-        return {"mapper": self.mapper, "declared_mapper": self.declared_mapper,
-                "fallback_reason": self.fallback_reason or None,
-                "layers": {L.name: {"nodes": list(L.nodes), "cores": len(L.cores)}
-                           for L in self.layers},
-                "cores_used": self.n_cores, "chips": self.chips,
-                "description": self.describe(), "notes": list(self.notes)}
+        out: Dict[str, object] = {
+            "mapper": self.mapper, "declared_mapper": self.declared_mapper,
+            "fallback_reason": self.fallback_reason or None,
+            "layers": {L.name: {"nodes": list(L.nodes), "cores": len(L.cores)}
+                       for L in self.layers},
+            "cores_used": self.n_cores, "chips": self.chips,
+            "description": self.describe(), "notes": list(self.notes)}
+        if self.speck is not None:  # which core each layer has (one per layer)
+            for L in self.layers:
+                out["layers"][L.name]["core_ids"] = list(L.cores)  # type: ignore[index]
+            out["speck_mapping"] = self.speck.as_dict()
+        return out
 
     # --------------------------------------------------------- construction
     @classmethod

@@ -23,7 +23,15 @@ configuration has no field for them), square sum-pooling in {1, 2, 4}, at most
 destinations per layer, DVS input <= 2 channels. A violation raises
 :class:`~nmtoolchain.errors.DoesNotFitError` naming the layer, the limit and the value.
 
-Imports numpy and the profile loader only.
+:func:`place_speck` is the ``speck`` mapper of :func:`nmtoolchain.mapping.place`
+(profile ``[chip] mapper = "speck"``): it lowers and quantizes a graph as the
+Speck export does (BatchNorm and spike amplitudes folded, DYNAP-CNN layers,
+sinabs's discretize) and runs :func:`map_speck` on the result, so ``nmtc
+report -p speck`` and ``nmtc export --target speck`` name the same core for
+every layer; the export's mapping pass calls the same function.
+
+Imports numpy and the profile loader; :func:`place_speck` also imports the
+Speck lowering and quantization (torch, through the sinabs discretize rule).
 """
 from __future__ import annotations
 
@@ -32,7 +40,8 @@ import dataclasses
 import math
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from nmtoolchain.errors import DoesNotFitError
+from nmtoolchain.errors import DoesNotFitError, UnsupportedOpError
+from nmtoolchain.mapping.placement import PlacedLayer, Placement
 
 #: sinabs 3.1.3 chips/dynapcnn.py get_constraints, cores 0..8 (used without a profile)
 KERNEL_MEMORY = (16384, 16384, 16384, 32768, 32768, 65536, 65536, 16384, 16384)
@@ -283,6 +292,98 @@ def map_speck(specs: Sequence[Any], weight_shapes: Sequence[Sequence[int]], prof
     return SpeckMapping(mems, cores, {m.layer: c for m, c in zip(mems, got)})
 
 
+def lower_for_speck(graph: Any) -> Any:
+    """``graph`` as the Speck export's passes leave it before the mapping: BatchNorm
+    and spike amplitudes folded, lowered to DYNAP-CNN layers, quantized by sinabs's
+    discretize rule (a new graph; one already quantized for Speck is returned as is).
+
+    Raises UnsupportedOpError for a node kind Speck has no layer for (the export's
+    refusal, same reason) and NotExpressibleError for what the lowering or the
+    quantization cannot express (both name the node or layer)."""
+    from nmtoolchain.passes import fold_batchnorm, fold_scales
+    from nmtoolchain.passes.speck_lower import lower_to_dynapcnn, refused_nodes
+    from nmtoolchain.quantize.speck import is_quantized_for_speck, quantize_for_speck
+
+    if is_quantized_for_speck(graph):
+        return graph
+    refused = refused_nodes(graph)
+    if refused:
+        name, op, why = refused[0]
+        more = f" (and {len(refused) - 1} more node(s))" if len(refused) > 1 else ""
+        raise UnsupportedOpError(f"node '{name}' (op {op}) has no Speck layer: {why}{more}")
+    g = graph
+    if any(n.op_name == "BatchNorm" for n in g):
+        g = fold_batchnorm(g)
+    if any(n.op_name == "Scale" for n in g):
+        g = fold_scales(g)
+    g, _ = lower_to_dynapcnn(g)
+    g, _ = quantize_for_speck(g)
+    return g
+
+
+def _layer_nodes(graph: Any, specs: Sequence[Any]) -> List[Tuple[str, List[str]]]:
+    """(layer name, nodes of ``graph`` computed on that layer's core) per spec.
+
+    A layer is its convolution, its neurons and the poolings and merge at its
+    outputs; a node of ``graph`` the lowering folded away (BatchNorm, Flatten,
+    Scale) joins the layer it feeds through single consumers, else the layer
+    that feeds it. Nodes the lowering added (a spiking readout) are not in
+    ``graph`` and are left out; Input and Output take no core."""
+    present = set(graph.nodes)
+    owner: Dict[str, int] = {}
+    for i, spec in enumerate(specs):
+        for n in (spec.conv, spec.neuron, *(p for d in spec.destinations for p in d.pool_nodes)):
+            if n in present:
+                owner.setdefault(n, i)
+    order = [n.name for n in graph.topological_order()]
+    users: Dict[str, List[str]] = {}
+    for node in graph.nodes.values():
+        for src in node.inputs:
+            users.setdefault(src, []).append(node.name)
+    for n in order:
+        if n in owner or graph[n].op_name in ("Input", "Output"):
+            continue
+        cur, seen = n, set()
+        while cur not in owner and cur not in seen and len(users.get(cur, [])) == 1:
+            seen.add(cur)
+            cur = users[cur][0]
+        if cur not in owner:
+            cur = n
+            while cur not in owner and graph[cur].inputs:
+                cur = graph[cur].inputs[0]
+        if cur in owner:
+            owner[n] = owner[cur]
+    out = []
+    for i, spec in enumerate(specs):
+        nodes = [n for n in order if owner.get(n) == i]
+        head = spec.neuron if spec.neuron in present else spec.conv
+        out.append((head, nodes))
+    return out
+
+
+def place_speck(graph: Any, profile: Any, *, dvs_input: bool = False) -> Placement:
+    """The ``speck`` mapper: ``graph`` lowered and quantized as the export does
+    (:func:`lower_for_speck`), checked against the chip and given one core per
+    layer by :func:`map_speck`; the placement names ``graph``'s own nodes and
+    carries the :class:`SpeckMapping` as ``Placement.speck``. ``graph`` is not
+    modified. Raises what :func:`lower_for_speck` and :func:`map_speck` raise."""
+    from nmtoolchain.passes.speck_lower import dynapcnn_layers
+
+    low = lower_for_speck(graph)
+    specs = dynapcnn_layers(low)
+    mapping = map_speck(specs, [low[s.conv].op.weight.shape for s in specs], profile,
+                        dvs_input=dvs_input)
+    layers = tuple(PlacedLayer(head, tuple(nodes), (mapping.assignment[spec.index],))
+                   for spec, (head, nodes) in zip(specs, _layer_nodes(graph, specs)) if nodes)
+    notes = []
+    if profile is None or not profile.has("resources", "kernel_memory_per_core"):
+        notes.append("per-core kernel/neuron/bias memories: sinabs 3.1.3's table for Speck "
+                     "(the profile lists none)")
+    return Placement(profile.id if profile is not None else "speck", "speck", layers, None,
+                     tuple(notes), declared_mapper=profile.mapper if profile is not None
+                     else "speck", speck=mapping)
+
+
 def _no_core_message(m: LayerMemory, cores: Sequence[CoreLimits]) -> str:
     for what, need, top in (("kernel memory", m.kernel, max(c.kernel for c in cores)),
                             ("neuron memory", m.neuron, max(c.neuron for c in cores)),
@@ -297,4 +398,5 @@ def _no_core_message(m: LayerMemory, cores: Sequence[CoreLimits]) -> str:
 
 __all__ = ["CoreLimits", "LayerMemory", "SpeckMapping", "Violation", "speck_cores",
            "layer_memory", "spec_memory", "layer_violations", "assign_cores", "map_speck",
+           "lower_for_speck", "place_speck",
            "KERNEL_MEMORY", "NEURON_MEMORY", "BIAS_MEMORY"]

@@ -46,6 +46,52 @@ from nmtoolchain.ir.pooling import SumPool2d
 LOWERED_OPS = ("Input", "Conv2d", "IF", "SumPool2d", "Flatten", "Output", "Add")
 
 
+#: ops the pipeline turns into DYNAP-CNN layers
+ACCEPTED = frozenset({"Input", "Output", "Conv2d", "Affine", "Linear", "IF", "SumPool2d",
+                      "AvgPool2d", "Flatten", "BatchNorm", "Scale", "Add"})
+_LEAKY = ("LIF", "LI", "CubaLIF", "CubaLI", "I")
+_WHY = {
+    "MaxPool2d": "max pooling has no spiking equivalent on Speck (its cores sum-pool only)",
+    "Concat": "concatenation is not a DYNAP-CNN layer (a core has one input map)",
+    "MatMul": "a product of two spike tensors (attention) has no Speck core: cores hold fixed "
+              "convolution weights only",
+    "Softmax": "softmax is not a spiking operation; Speck cores run Conv2d -> IAF -> sum-pool only",
+    "LayerNorm": "layer normalization uses run-time statistics; Speck has no such unit",
+    "TokenHalt": "token halting is a transformer operation with no DYNAP-CNN layer",
+    "TokenMerge": "token merging is a transformer operation with no DYNAP-CNN layer",
+    "SpikeMask": "spike masking has no DYNAP-CNN layer",
+    "Conv1d": "Speck cores run 2-D convolutions only",
+    "Delay": "Speck has no synaptic or axonal delays",
+    "SigmaDelta": "sigma-delta neurons are Loihi's; Speck runs integrate-and-fire neurons",
+    "Threshold": "a stateless threshold is not a Speck neuron (IAF with state)",
+    "Transpose": "a transpose is not a DYNAP-CNN layer",
+    "Reshape": "a reshape is not a DYNAP-CNN layer (only a Flatten before a Linear is absorbed)",
+    "Mean": "a mean over an axis is not a DYNAP-CNN layer",
+    "Bias": "a stand-alone bias is not a DYNAP-CNN layer",
+}
+
+
+def refused_nodes(graph: Graph) -> List[Tuple[str, str, str]]:
+    """(node, op, why) for every node no step of the Speck pipeline can lower: the
+    export's refusals and the Speck mapper's, one list."""
+    out: List[Tuple[str, str, str]] = []
+    for n in graph.topological_order():
+        op = n.op_name
+        if op in ACCEPTED:
+            continue
+        if n.op.is_ann_activation:
+            why = (f"is an ANN activation ({op}): convert the network to spikes first "
+                   "(nmtc convert MODEL --method mst -T T -o snn.nmir), then export snn.nmir")
+        elif op in _LEAKY:
+            why = (f"{op} has leaky or current-based dynamics Speck cannot run: its neurons are "
+                   "non-leaky integrate-and-fire (sinabs IAFSqueeze only)")
+        else:
+            why = _WHY.get(op, f"{op} is not a convolution, IAF neuron or sum-pooling: Speck "
+                               "cores run Conv2d -> IAF -> sum-pool only")
+        out.append((n.name, op, why))
+    return out
+
+
 def _fail(graph: Graph, node: Node, why: str) -> NotExpressibleError:
     return NotExpressibleError(f"node '{node.name}' (op {node.op_name}) cannot be exported to "
                                f"speck: {why}")
@@ -62,6 +108,15 @@ def _affine_to_conv(g: Graph) -> List[str]:
                 name = g.unique_name(src.name + "_flat")
                 g.add(name, Flatten(), [src.name])
                 out.inputs = (name,)
+    converted: set = set()  # Linear layers already rewritten (their outputs are now (n, 1, 1))
+
+    def from_converted(name: str) -> bool:
+        """Whether ``name`` is a rewritten Linear or an elementwise node (neuron) fed by one."""
+        cur = g[name]
+        while cur.name not in converted and cur.op.is_neuron and len(cur.inputs) == 1:
+            cur = g[cur.inputs[0]]
+        return cur.name in converted
+
     for node in [n for n in g.topological_order() if n.op_name in ("Affine", "Linear")]:
         src = g[node.inputs[0]]
         w = np.asarray(node.op.weight, np.float32)
@@ -72,12 +127,17 @@ def _affine_to_conv(g: Graph) -> List[str]:
         if src.op_name == "Flatten":
             feed = g[src.inputs[0]]
             shape = feed.shape
+            if shape is not None and len(shape) == 1 and from_converted(feed.name):
+                shape = (shape[0], 1, 1)  # a Flatten of a rewritten Linear layer's output
             if shape is None or len(shape) != 3 or src.shape != (int(np.prod(shape)),):
                 raise _fail(g, node, f"it reads a Flatten of {shape}; a Speck layer reads a "
                                      "(C, H, W) map")
             src_name = feed.name
         elif src.shape is not None and len(src.shape) == 3 and src.shape[1:] == (1, 1):
             shape, src_name = src.shape, src.name
+        elif src.shape is not None and len(src.shape) == 1 and from_converted(src.name):
+            # a Linear after a Linear layer: its input is now a (n, 1, 1) map
+            shape, src_name = (src.shape[0], 1, 1), src.name
         else:
             raise _fail(g, node, f"its input has shape {src.shape}; a Speck layer reads a "
                                  "(C, H, W) event map (Flatten -> Linear or a 1x1 map)")
@@ -85,6 +145,7 @@ def _affine_to_conv(g: Graph) -> List[str]:
         node.op = Conv2d(weight=w.reshape(w.shape[0], c, h, wd), bias=b)
         node.inputs = (src_name,)
         node.annotations["speck_from"] = "Linear as a full-size convolution"
+        converted.add(node.name)
         notes.append(f"{node.name}: Linear {w.shape[1]}->{w.shape[0]} as a {h}x{wd} convolution")
         if src.op_name == "Flatten" and not g.users(src.name):
             g.remove(src.name)
@@ -93,7 +154,7 @@ def _affine_to_conv(g: Graph) -> List[str]:
                 for k, v in u.op.arrays().items():
                     if v.ndim == 1 and v.shape[0] == w.shape[0] and v.shape[0] > 1:
                         setattr(u.op, k, v.reshape(-1, 1, 1))
-        g.infer_shapes()
+    g.infer_shapes()  # once all are rewritten (a Linear after a Linear reads the new shape)
     return notes
 
 
@@ -118,10 +179,15 @@ def _avgpool_to_sumpool(g: Graph) -> List[str]:
         kh, kw = node.op.kernel_size
         if tuple(node.op.padding) != (0, 0):
             raise _fail(g, node, f"padding {node.op.padding}: Speck's sum pooling has none")
-        for syn in _downstream_synapses(g, node.name):
+        synapses = _downstream_synapses(g, node.name)
+        for syn in synapses:
             syn.op.weight = (np.asarray(syn.op.weight, np.float32) / float(kh * kw))
         node.op = SumPool2d(kernel_size=node.op.kernel_size, stride=node.op.stride)
-        notes.append(f"{node.name}: AvgPool2d {kh}x{kw} as SumPool2d, next weights x 1/{kh * kw}")
+        notes.append(f"{node.name}: AvgPool2d {kh}x{kw} as SumPool2d, next weights x 1/{kh * kw}"
+                     if synapses else
+                     f"{node.name}: AvgPool2d {kh}x{kw} at the output as SumPool2d: the output "
+                     f"is {kh * kw} x the model's average (sums of spikes; the class with most "
+                     "spikes is unchanged)")
     return notes
 
 
@@ -360,5 +426,5 @@ def is_lowered(graph: Graph) -> bool:
     return all(n.op_name in LOWERED_OPS for n in graph)
 
 
-__all__ = ["lower_to_dynapcnn", "dynapcnn_layers", "DynapcnnLayerSpec", "Destination",
+__all__ = ["lower_to_dynapcnn", "dynapcnn_layers", "refused_nodes", "ACCEPTED", "DynapcnnLayerSpec", "Destination",
            "is_lowered", "LOWERED_OPS"]

@@ -16,6 +16,13 @@ What the chip cannot hold is refused here, naming the layer:
   so deep that the 16-bit range forces the scale down: the ``min_v_mem=None``
   trap of sinabs) is refused with the bound and the scale it forced.
 A graph without a bound gets the 16-bit floor (:func:`~nmtoolchain.numerics.speck.state_floor`).
+
+What sinabs's time-stepped simulation and the chip may disagree on is noted,
+not hidden: the chip emits at most one spike per input event, so a layer with
+an integer weight above its threshold can be left above threshold after a
+spike and fire again on later events, which sinabs's time-stepped simulation
+(what ``nmtc verify`` compares with) does not model
+(:func:`weights_above_threshold`; reference synsense_nir.md §1.6).
 """
 from __future__ import annotations
 
@@ -117,7 +124,27 @@ def quantize_for_speck(graph: Graph) -> Tuple[Graph, SpeckQuantReport]:
         out.append(lq)
     g.metadata["speck_quantized"] = True
     g.infer_shapes()
+    for neuron, (w, thr) in weights_above_threshold(g).items():
+        notes.append(f"{neuron}: integer weight {w} above the threshold {thr}: the chip emits at "
+                     "most one spike per input event, so such a neuron can stay above threshold "
+                     "and fire on later events, which sinabs's time-stepped simulation (what nmtc "
+                     "verify compares with) does not model: on the chip its spike counts can "
+                     "differ")
     return g, SpeckQuantReport(out, notes)
+
+
+def weights_above_threshold(graph: Graph) -> Dict[str, Tuple[int, int]]:
+    """neuron -> (largest integer weight, threshold) of every layer of a quantized graph
+    whose largest weight exceeds its threshold (module docstring: where the chip, one spike
+    per input event at most, can differ from sinabs's time-stepped simulation)."""
+    out: Dict[str, Tuple[int, int]] = {}
+    for spec in dynapcnn_layers(graph):
+        w = np.asarray(graph[spec.conv].op.weight)
+        thr = float(np.asarray(graph[spec.neuron].op.v_threshold).reshape(-1)[0])
+        top = float(w.max()) if w.size else 0.0
+        if top > thr:
+            out[spec.neuron] = (int(top), int(thr))
+    return out
 
 
 def is_quantized_for_speck(graph: Graph) -> bool:
@@ -125,5 +152,6 @@ def is_quantized_for_speck(graph: Graph) -> bool:
     return bool(graph.metadata.get("speck_quantized"))
 
 
-__all__ = ["quantize_for_speck", "is_quantized_for_speck", "SpeckQuantReport",
+__all__ = ["quantize_for_speck", "is_quantized_for_speck", "weights_above_threshold",
+           "SpeckQuantReport",
            "LayerQuantSpeck", "MISSING_MIN_V_MEM"]

@@ -35,49 +35,12 @@ from nmtoolchain.targets.base import (Compiled, ExportOptions, ExportResult, Ref
 SPECK_DIRECT = ("input: the model applies the analog input at every step (direct encoding); "
                 "Speck's cores take events, so the export feeds the deterministic rate code of "
                 "the input instead (same mean input, quantized to 1/T)")
-#: ops the pipeline turns into DYNAP-CNN layers
-ACCEPTED = frozenset({"Input", "Output", "Conv2d", "Affine", "Linear", "IF", "SumPool2d",
-                      "AvgPool2d", "Flatten", "BatchNorm", "Scale", "Add"})
-_LEAKY = ("LIF", "LI", "CubaLIF", "CubaLI", "I")
-_WHY = {
-    "MaxPool2d": "max pooling has no spiking equivalent on Speck (its cores sum-pool only)",
-    "Concat": "concatenation is not a DYNAP-CNN layer (a core has one input map)",
-    "MatMul": "a product of two spike tensors (attention) has no Speck core: cores hold fixed "
-              "convolution weights only",
-    "Softmax": "softmax is not a spiking operation; Speck cores run Conv2d -> IAF -> sum-pool only",
-    "LayerNorm": "layer normalization uses run-time statistics; Speck has no such unit",
-    "TokenHalt": "token halting is a transformer operation with no DYNAP-CNN layer",
-    "TokenMerge": "token merging is a transformer operation with no DYNAP-CNN layer",
-    "SpikeMask": "spike masking has no DYNAP-CNN layer",
-    "Conv1d": "Speck cores run 2-D convolutions only",
-    "Delay": "Speck has no synaptic or axonal delays",
-    "SigmaDelta": "sigma-delta neurons are Loihi's; Speck runs integrate-and-fire neurons",
-    "Threshold": "a stateless threshold is not a Speck neuron (IAF with state)",
-    "Transpose": "a transpose is not a DYNAP-CNN layer",
-    "Reshape": "a reshape is not a DYNAP-CNN layer (only a Flatten before a Linear is absorbed)",
-    "Mean": "a mean over an axis is not a DYNAP-CNN layer",
-    "Bias": "a stand-alone bias is not a DYNAP-CNN layer",
-}
-
-
 def speck_refusals(graph: Graph) -> List[Refusal]:
-    """Every node no step of the Speck pipeline can lower, and why."""
-    out: List[Refusal] = []
-    for n in graph.topological_order():
-        op = n.op_name
-        if op in ACCEPTED:
-            continue
-        if n.op.is_ann_activation:
-            why = (f"is an ANN activation ({op}): convert the network to spikes first "
-                   "(nmtc convert MODEL --method mst -T T -o snn.nmir), then export snn.nmir")
-        elif op in _LEAKY:
-            why = (f"{op} has leaky or current-based dynamics Speck cannot run: its neurons are "
-                   "non-leaky integrate-and-fire (sinabs IAFSqueeze only)")
-        else:
-            why = _WHY.get(op, f"{op} is not a convolution, IAF neuron or sum-pooling: Speck "
-                               "cores run Conv2d -> IAF -> sum-pool only")
-        out.append(Refusal(n.name, op, why))
-    return out
+    """Every node no step of the Speck pipeline can lower, and why
+    (:func:`nmtoolchain.passes.speck_lower.refused_nodes`)."""
+    from nmtoolchain.passes.speck_lower import refused_nodes
+
+    return [Refusal(name, op, why) for name, op, why in refused_nodes(graph)]
 
 
 # ------------------------------------------------------------------- passes
@@ -136,19 +99,21 @@ class QuantizeForSpeck(GraphPass):
 
 
 class MapOntoSpeckCores(GraphPass):
-    """Chip limits, memory per layer and the core assignment
-    (:func:`nmtoolchain.mapping.speck.map_speck`); the result is the mapping."""
+    """Chip limits, memory per layer and the core assignment: the ``speck`` mapper of
+    :func:`nmtoolchain.mapping.place` (the one the reports use), strict; the result
+    is the :class:`~nmtoolchain.mapping.speck.SpeckMapping`."""
 
     name = "map_onto_speck_cores"
 
     def run(self, graph: Graph, ctx: PassContext) -> PassOutput:
-        from nmtoolchain.mapping.speck import map_speck
+        from nmtoolchain.mapping import place
         from nmtoolchain.passes.speck_lower import dynapcnn_layers
 
-        layers = dynapcnn_layers(graph)
-        mapping = map_speck(layers, [graph[s.conv].op.weight.shape for s in layers], ctx.profile,
-                            dvs_input=bool(ctx.options.get("dvs_input", False)))
-        for spec in layers:
+        placement = place(graph, ctx.profile if ctx.profile is not None else "speck",
+                          mapper="speck", strict=True,
+                          dvs_input=bool(ctx.options.get("dvs_input", False)))
+        mapping = placement.speck
+        for spec in dynapcnn_layers(graph):
             graph[spec.conv].annotations["placement"] = {"core": mapping.assignment[spec.index]}
         return PassOutput(graph, [], mapping)
 
@@ -268,4 +233,4 @@ def speck_accuracy(graph: Graph, x: Any, y: Any, *, steps: int) -> Dict[str, Any
 
 __all__ = ["SpeckTarget", "TARGET", "speck_refusals", "speck_passes", "speck_accuracy",
            "compile_for_speck", "EncodeInputAsEvents", "LowerToDynapcnn",
-           "QuantizeForSpeck", "MapOntoSpeckCores", "ACCEPTED"]
+           "QuantizeForSpeck", "MapOntoSpeckCores"]
