@@ -95,3 +95,43 @@ def test_malformed_user_profile_is_named(tmp_path, capfd):
     code = main(["simulate", str(model), "--data", str(data), "--profile", str(bad)])
     _, err = capfd.readouterr()
     assert code == 2 and "mychip.toml" in err
+
+
+def _half_weight_model(tmp_path):
+    """2 inputs -> weights [1, 0] -> IF: 2 structural synapses, 1 non-zero."""
+    g = ir.Graph({"dt": 1.0})
+    g.add("x", ir.Input((2,)))
+    g.add("fc", ir.Linear(np.array([[1.0, 0.0]])), ["x"])
+    g.add("n", ir.IF(v_threshold=10.0), ["fc"])
+    g.add("y", ir.Output(), ["n"])
+    path = tmp_path / "half.nmir"
+    ir.save_graph(g, path)
+    data = tmp_path / "ones.npz"
+    np.savez(data, x=np.ones((1, 2), np.float32), y=np.zeros(1, np.int64))
+    return path, data
+
+
+def test_rule_option_on_simulate_and_report_says_which_rule(tmp_path, capfd):
+    """Both inputs spike every step for 3 steps. By hand: fanout books every
+    structural synapse, 2 per step = 6 ACs; NeuroBench books input x non-zero
+    weight, 1 per step = 3 ACs; Spikformer books dense MACs (2) x input rate (1)
+    x T (3) = 6 ACs. loihi1 prices an AC at 23.6 pJ (Davies 2018)."""
+    model, data = _half_weight_model(tmp_path)
+    sim = _json(["simulate", model, "--data", data, "-T", "3", "-p", "loihi1",
+                 "--rule", "neurobench", "--json"], capfd)
+    assert sim["profiles"]["loihi1"]["rule"] == "neurobench"
+    assert sim["profiles"]["loihi1"]["components_pj"]["synaptic"] == pytest.approx(3 * 23.6)
+    rep = _json(["report", model, "--data", data, "-T", "3", "-p", "loihi1,cmos45nm",
+                 "--rule", "fanout,neurobench", "--rule", "spikformer", "--json"], capfd)
+    assert rep["profiles"]["loihi1"]["rule"] == "fanout"
+    by = rep["by_rule"]
+    assert [by[r]["loihi1"]["acs"] for r in ("fanout", "neurobench", "spikformer")] == [6, 3, 6]
+    assert all(by[r]["loihi1"]["rule"] == r for r in by)
+    assert by["neurobench"]["loihi1"]["macs"] == 0
+
+
+def test_unknown_rule_is_one_line(tmp_path, capfd):
+    model, data = _half_weight_model(tmp_path)
+    code = main(["report", str(model), "--data", str(data), "-T", "2", "--rule", "flops"])
+    _, err = capfd.readouterr()
+    assert code == 2 and "--rule 'flops'" in err and "Traceback" not in err

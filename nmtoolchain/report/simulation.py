@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from hardware_profiles import load_profile
-from nmtoolchain.energy import compare_profiles, estimate_latency
+from nmtoolchain.energy import RULES, compare_profiles, estimate_energy, estimate_latency
 from nmtoolchain.errors import BadInputError
 from nmtoolchain.fileio import atomic_output
 from nmtoolchain.ir import Graph
@@ -43,16 +43,26 @@ def _accuracy(result: Any, graph: Graph, labels: Optional[np.ndarray]) -> Option
 
 def build_report(graph: Graph, result: Any, profiles: Sequence[str], *,
                  reference: str = "cmos45nm", measured: Optional[str] = None,
-                 labels: Optional[np.ndarray] = None, inputs: str = "") -> Dict[str, Any]:
+                 labels: Optional[np.ndarray] = None, inputs: str = "",
+                 rules: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     """Plain-data report of ``result`` (a SimResult) under ``profiles``; each
-    profile's cores are ``place(graph, profile)``."""
+    profile's cores are ``place(graph, profile)``.
+
+    ``rules``: counting rules (nmtoolchain.energy.rules). The first prices the
+    per-profile rows (each row says its ``rule``); every one is also reported
+    under ``by_rule`` (rule -> profile -> ACs, MACs and energy). None: each
+    profile's own default rule."""
     counts = result.counts
     per = counts.per_sample()
     loaded = [load_profile(p) for p in profiles]
     ref = load_profile(reference)
+    rules = list(rules or [])
+    for r in rules:
+        if r not in RULES:
+            raise BadInputError(f"--rule {r!r} is not one of {', '.join(RULES)}")
     placements = {p.id: place(graph, p) for p in loaded + [ref]}
     comparison = compare_profiles(counts, loaded, reference=ref, placements=placements,
-                                  graph=graph)
+                                  graph=graph, rule=rules[0] if rules else None)
     layers = []
     for name in counts.order:
         row = {k: float(per.counter(name, k).sum()) for k in LAYER_COUNTERS}
@@ -102,9 +112,29 @@ def build_report(graph: Graph, result: Any, profiles: Sequence[str], *,
                             sum((per.counter(n, "spikes_out") for n in counts.order),
                                 np.zeros(counts.steps))],
     }
+    if rules:
+        report["by_rule"] = _by_rule(counts, loaded, placements, graph, rules)
     if measured:
         report["measured"] = measured_comparison(measured, prof_rows, list(profiles))
     return report
+
+
+def _by_rule(counts: Any, loaded: Sequence[Any], placements: Dict[str, Any], graph: Graph,
+             rules: Sequence[str]) -> Dict[str, Dict[str, Dict[str, Any]]]:
+    """rule -> profile -> the rule's ACs and MACs per inference, and the energy they price to."""
+    out: Dict[str, Dict[str, Dict[str, Any]]] = {}
+    for rule in rules:
+        out[rule] = {}
+        for prof in loaded:
+            rep = estimate_energy(counts, prof, rule, placements.get(prof.id), graph)
+            tot = rep.total()
+            out[rule][prof.id] = {
+                "rule": rule, "acs": float(sum(o.acs.sum() for o in rep.ops.per_node.values())),
+                "macs": float(sum(o.macs.sum() for o in rep.ops.per_node.values())),
+                "energy_per_inference_pj": tot["total"],
+                "dynamic_pj": tot["total"] - tot.get("static", 0.0),
+                "notes": list(rep.ops.notes)}
+    return out
 
 
 def measured_comparison(name: str, prof_rows: Dict[str, Dict[str, Any]],
@@ -195,6 +225,15 @@ def render_report(rep: Dict[str, Any], console: Any) -> None:
                    _fmt_cores(row),
                    "-" if rel is None else f"{rel * 100:+.1f}%")
     console.print(t2)
+    if rep.get("by_rule"):
+        t3 = Table(title="per inference, per counting rule")
+        for col in ("rule", "profile", "ACs", "MACs", "energy", "dynamic"):
+            t3.add_column(col, justify="left" if col in ("rule", "profile") else "right")
+        for rule, rows in rep["by_rule"].items():
+            for p, row in rows.items():
+                t3.add_row(rule, p, f"{row['acs']:,.0f}", f"{row['macs']:,.0f}",
+                           _fmt_pj(row["energy_per_inference_pj"]), _fmt_pj(row["dynamic_pj"]))
+        console.print(t3)
     for p, row in rep["profiles"].items():
         if row.get("mapper", "none") != "none":
             console.print(f"{p}: {row['placement']['description']}")
