@@ -97,9 +97,27 @@ def build_report(graph: Graph, result: Any, profiles: Sequence[str], *,
             "placement": placed.as_dict(),
             "notes": list(rep.notes) + ([n for n in lat.notes if n not in rep.notes] if lat else
                                         ["analytic model: no time per operation"]),
+            # what the figures above are recomputed from (see rebuild_from_json)
+            "constants": _constants(prof),
+            "cost_model": prof.chip.get("cost_model", "per_op"),
+            "hops_per_spike": 1.0,
+            "ops_per_node": {n: {"acs": o.acs.tolist(), "macs": o.macs.tolist()}
+                             for n, o in rep.ops.per_node.items()},
+            "step_ns": lat.step_ns.tolist() if lat else None,
+            "barrier_ns": lat.barrier_ns if lat else None,
+            "chips": placed.chips,
+            "core_ids": {L.name: list(L.cores) for L in placed.layers},
         }
+    # a note every profile carries is about the run, not a profile: said once
+    common: List[str] = []
+    if len(prof_rows) > 1:
+        rows_notes = [row["notes"] for row in prof_rows.values()]
+        common = [n for n in rows_notes[0] if all(n in r for r in rows_notes[1:])]
+        for row in prof_rows.values():
+            row["notes"] = [n for n in row["notes"] if n not in common]
     report: Dict[str, Any] = {
         "model": graph.metadata.get("source", {}),
+        "notes": common,
         "inputs": inputs,
         "steps": counts.steps, "batch": counts.batch, "numerics": counts.numerics,
         "accuracy": _accuracy(result, graph, labels),
@@ -108,6 +126,9 @@ def build_report(graph: Graph, result: Any, profiles: Sequence[str], *,
         "profiles": prof_rows,
         "reference_profile": comparison.reference,
         "relative_total_to_reference": {p: v["total"] for p, v in comparison.relative.items()},
+        "series_per_sample": {n: {k: per.counter(n, k).tolist() for k in SERIES_COUNTERS}
+                              for n in counts.order
+                              if any(per.counter(n, k).any() for k in SERIES_COUNTERS)},
         "spikes_per_step": [float(x) for x in
                             sum((per.counter(n, "spikes_out") for n in counts.order),
                                 np.zeros(counts.steps))],
@@ -117,6 +138,20 @@ def build_report(graph: Graph, result: Any, profiles: Sequence[str], *,
     if measured:
         report["measured"] = measured_comparison(measured, prof_rows, list(profiles))
     return report
+
+
+#: per-step counters the JSON carries per node, enough to recompute every figure
+SERIES_COUNTERS = ("synops", "macs", "neuron_updates", "active_neurons", "spikes_out",
+                   "spikes_in", "events_in")
+
+
+def _constants(prof: Any) -> Dict[str, Dict[str, float]]:
+    """The profile's [energy], [time] and [power] values in canonical units (pJ, ns, mW)."""
+    out: Dict[str, Dict[str, float]] = {}
+    for sec, key, q in prof.quantities():
+        if sec in ("energy", "time", "power"):
+            out.setdefault(sec, {})[key] = float(q.canonical)
+    return out
 
 
 def _by_rule(counts: Any, loaded: Sequence[Any], placements: Dict[str, Any], graph: Graph,
@@ -237,6 +272,8 @@ def render_report(rep: Dict[str, Any], console: Any) -> None:
     for p, row in rep["profiles"].items():
         if row.get("mapper", "none") != "none":
             console.print(f"{p}: {row['placement']['description']}")
+    for note in rep.get("notes", []):
+        console.print(f"note: {note}")
     disagree = sorted(
         ((abs(v), r["name"], p, v) for r in rep["layers"] for p, v in r["rel_to_reference"].items()
          if v is not None), reverse=True)[:5]
