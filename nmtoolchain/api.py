@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Sequence, Union
 
@@ -98,6 +98,27 @@ def convert(model: Model, *, method: str = "mst", timesteps: Optional[int] = Non
 
     graph = load(model, input_shape=input_shape, allow_pickle=allow_pickle)
     return convert_mst(graph, timesteps=timesteps, precharge=precharge)
+
+
+#: measurement -> (its input file in lava-dl's installed tests/lava/lib/dl/netx, axis order to C,H,W)
+MEASURED_INPUTS = {"pilotnet_lif": ("gts/pilotnet_lif/image.npy", (2, 1, 0))}
+
+
+def _measured_input(name: str) -> np.ndarray:
+    """The input a stored board measurement was made with (Intel's image for
+    pilotnet_lif), so that ``--measured`` without data estimates the same work."""
+    import sysconfig
+
+    if name not in MEASURED_INPUTS:
+        raise BadInputError(f"--measured {name}: nmtc does not know this measurement's input; "
+                            "pass it with --data")
+    rel, axes = MEASURED_INPUTS[name]
+    for key in ("purelib", "platlib"):
+        path = Path(sysconfig.get_paths()[key]) / "tests" / "lava" / "lib" / "dl" / "netx" / rel
+        if path.exists():
+            return np.load(path).transpose(axes).astype(np.float32)
+    raise BadInputError(f"--measured {name}: its input {rel} ships with lava-dl's wheel, which "
+                        "is not installed here; pass the input with --data")
 
 
 def _inputs(graph: Graph, x: Optional[Data], y: Optional[Data], dataset: Optional[str],
@@ -196,7 +217,12 @@ def _run(model: Model, x: Optional[Data], y: Optional[Data], dataset: Optional[s
         if r not in RULES:
             raise BadInputError(f"--rule {r!r} is not one of {', '.join(RULES)}")
     graph = load(model, input_shape=input_shape, allow_pickle=allow_pickle)
-    inputs = encode_for_graph(graph, _inputs(graph, x, y, dataset, samples), int(timesteps))
+    own = measured is not None and x is None and dataset is None
+    raw = _inputs(graph, _measured_input(measured) if own else x, y, dataset, samples)
+    if own:  # estimate and measurement describe the same work
+        raw = replace(raw, description=f"the '{measured}' measurement's own input "
+                                       f"({MEASURED_INPUTS[measured][0]} from lava-dl's tests)")
+    inputs = encode_for_graph(graph, raw, int(timesteps))
     sim = Simulator(graph, numerics, reset_interval=reset_interval)
     result = sim.run(inputs.x, int(timesteps), progress=progress)
     rep = build_report(graph, result, list(profiles), reference=reference, measured=measured,

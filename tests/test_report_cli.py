@@ -190,3 +190,18 @@ def test_pilotnet_report_figures_rebuild_from_its_json(intel_netx, tmp_path, cap
         assert dyn == pytest.approx(row["dynamic_pj"], rel=1e-9)
         assert static == pytest.approx(row["static_pj"], rel=1e-9)
         assert step == pytest.approx(row["time_per_step_ns"], rel=1e-9)
+
+
+@pytest.mark.slow
+def test_measured_without_data_runs_the_measurements_own_input(intel_netx, tmp_path, capfd):
+    """--measured pilotnet_lif with no --data estimates Intel's image (the board
+    measurement's input): the same synaptic ops as passing that image by hand."""
+    root = intel_netx / "gts" / "pilotnet_lif"
+    drive = tmp_path / "image.npy"
+    np.save(drive, np.load(root / "image.npy").transpose(2, 1, 0))
+    args = [root / "network.net", "--numerics", "loihi", "--reset-interval", "16", "-T", "4",
+            "-p", "loihi2", "--json"]
+    own = _json(["report", *args, "--measured", "pilotnet_lif"], capfd)
+    given = _json(["report", *args, "--data", drive], capfd)
+    assert "pilotnet_lif" in own["inputs"]
+    assert own["totals_per_sample"] == given["totals_per_sample"]
