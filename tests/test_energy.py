@@ -396,3 +396,24 @@ def test_max_pool_of_spikes_yields_spikes_counted_by_hand():
     np.testing.assert_array_equal(counts.counter("conv", "macs"), [0, 0])
     ops = apply_rule(counts, "fanout")
     assert ops.per_node["conv"].acs.sum() == 16 and ops.per_node["conv"].macs.sum() == 0
+
+
+def test_neurobench_rule_decides_mac_or_ac_per_step_over_the_batch():
+    """NeuroBench classifies a forward call's ops as MACs when any input value lies
+    outside {-1, 0, 1}; nmtc decides per step over the simulated batch. Batch of
+    2, one step: sample 0 feeds [2, 0] (a value of 2), sample 1 feeds [1, 1].
+    By hand: non-zero inputs x non-zero fan-out (1) = 1 + 2 = 3 ops over the
+    batch, all MACs because of sample 0's 2; per sample 1.5 MACs, 0 ACs."""
+    import torch
+
+    from simulators.cycle.interpreter import simulate
+
+    g = Graph()
+    g.add("x", Input((2,)))
+    g.add("fc", Affine(np.ones((1, 2), np.float32)), ["x"])
+    g.add("n", IF(v_threshold=np.float32(10.0)), ["fc"])
+    g.add("y", Output(), ["n"])
+    counts = simulate(g, torch.tensor([[[2.0, 0.0]], [[1.0, 1.0]]]), 1).counts
+    ops = apply_rule(counts, "neurobench")
+    assert ops.per_node["fc"].macs.sum() == pytest.approx(1.5)
+    assert ops.per_node["fc"].acs.sum() == 0
