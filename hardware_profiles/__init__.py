@@ -32,7 +32,7 @@ except ModuleNotFoundError:  # Python 3.10: the pinned backport
     import tomli as _toml
 
 __all__ = ["Profile", "Quantity", "load_profile", "list_profiles", "profile_path",
-           "CONFIDENCE_LEVELS", "UNITS", "KNOWN_RULES", "MAPPERS"]
+           "CONFIDENCE_LEVELS", "UNITS", "KNOWN_RULES", "MAPPERS", "COST_MODELS"]
 
 #: Where the bundled profiles live (package data).
 PROFILE_DIR = Path(__file__).resolve().parent
@@ -58,6 +58,12 @@ MAPPINGS = ("split", "one-layer-per-core", "none")
 #: for a split chip, ``per_layer`` for another chip, ``none`` for an analytic
 #: profile.
 MAPPERS = ("loihi", "speck", "per_layer", "none")
+#: How energy and time are priced (``[chip] cost_model``): ``per_op`` (default)
+#: books counted operations at the [energy]/[time] per-op costs
+#: (nmtoolchain.energy.model); ``sanafe`` prices SANA-FE's events (neuron
+#: accesses, messages per destination core, per-kind synapses, the pipeline
+#: drain; nmtoolchain.energy.sanafe_model).
+COST_MODELS = ("per_op", "sanafe")
 
 #: unit -> (dimension, factor to the canonical unit of that dimension)
 UNITS: Dict[str, Tuple[str, float]] = {
@@ -255,6 +261,7 @@ def _build_profile(data: dict, path: Path) -> Profile:
                             f"mapping = {mapping!r}; it needs mapping = 'one-layer-per-core'")
     default_rule = chip.get("default_rule", "fanout")
     _check_choice(fname, "chip", "default_rule", default_rule, KNOWN_RULES)
+    _check_choice(fname, "chip", "cost_model", chip.get("cost_model", "per_op"), COST_MODELS)
 
     sections: Dict[str, Dict[str, Quantity]] = {}
     for sec in ("resources", "energy", "time", "power"):

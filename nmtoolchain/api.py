@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Sequence, Union
 
@@ -100,6 +100,27 @@ def convert(model: Model, *, method: str = "mst", timesteps: Optional[int] = Non
     return convert_mst(graph, timesteps=timesteps, precharge=precharge)
 
 
+#: measurement -> (its input file in lava-dl's installed tests/lava/lib/dl/netx, axis order to C,H,W)
+MEASURED_INPUTS = {"pilotnet_lif": ("gts/pilotnet_lif/image.npy", (2, 1, 0))}
+
+
+def _measured_input(name: str) -> np.ndarray:
+    """The input a stored board measurement was made with (Intel's image for
+    pilotnet_lif), so that ``--measured`` without data estimates the same work."""
+    import sysconfig
+
+    if name not in MEASURED_INPUTS:
+        raise BadInputError(f"--measured {name}: nmtc does not know this measurement's input; "
+                            "pass it with --data")
+    rel, axes = MEASURED_INPUTS[name]
+    for key in ("purelib", "platlib"):
+        path = Path(sysconfig.get_paths()[key]) / "tests" / "lava" / "lib" / "dl" / "netx" / rel
+        if path.exists():
+            return np.load(path).transpose(axes).astype(np.float32)
+    raise BadInputError(f"--measured {name}: its input {rel} ships with lava-dl's wheel, which "
+                        "is not installed here; pass the input with --data")
+
+
 def _inputs(graph: Graph, x: Optional[Data], y: Optional[Data], dataset: Optional[str],
             samples: Optional[int]) -> "RunInputs":
     """RunInputs from arrays, a file, a bundled data set, or seeded random spikes."""
@@ -178,7 +199,8 @@ def _run(model: Model, x: Optional[Data], y: Optional[Data], dataset: Optional[s
          timesteps: int, numerics: str, samples: Optional[int], reset_interval: Optional[int],
          profiles: Sequence[str], reference: str, measured: Optional[str],
          input_shape: Optional[Sequence[int]], allow_pickle: bool,
-         progress: Optional[Callable[[int], None]]) -> Simulation:
+         progress: Optional[Callable[[int], None]],
+         rules: Optional[Sequence[str]] = None) -> Simulation:
     from hardware_profiles import load_profile
     from nmtoolchain.inputs import encode_for_graph
     from nmtoolchain.report.simulation import build_report
@@ -190,12 +212,21 @@ def _run(model: Model, x: Optional[Data], y: Optional[Data], dataset: Optional[s
         raise BadInputError("--profile: no profile given")
     for p in list(profiles) + [reference]:
         load_profile(p)  # an unknown profile fails before a long run, not after it
+    from nmtoolchain.energy import RULES
+    for r in rules or []:
+        if r not in RULES:
+            raise BadInputError(f"--rule {r!r} is not one of {', '.join(RULES)}")
     graph = load(model, input_shape=input_shape, allow_pickle=allow_pickle)
-    inputs = encode_for_graph(graph, _inputs(graph, x, y, dataset, samples), int(timesteps))
+    own = measured is not None and x is None and dataset is None
+    raw = _inputs(graph, _measured_input(measured) if own else x, y, dataset, samples)
+    if own:  # estimate and measurement describe the same work
+        raw = replace(raw, description=f"the '{measured}' measurement's own input "
+                                       f"({MEASURED_INPUTS[measured][0]} from lava-dl's tests)")
+    inputs = encode_for_graph(graph, raw, int(timesteps))
     sim = Simulator(graph, numerics, reset_interval=reset_interval)
     result = sim.run(inputs.x, int(timesteps), progress=progress)
     rep = build_report(graph, result, list(profiles), reference=reference, measured=measured,
-                       labels=inputs.y, inputs=inputs.description)
+                       labels=inputs.y, inputs=inputs.description, rules=rules)
     return Simulation(graph, result, rep, inputs)
 
 
@@ -204,7 +235,8 @@ def simulate(model: Model, x: Optional[Data] = None, *, y: Optional[Data] = None
              samples: Optional[int] = None, profile: str = "loihi2",
              reset_interval: Optional[int] = None,
              input_shape: Optional[Sequence[int]] = None, allow_pickle: bool = False,
-             progress: Optional[Callable[[int], None]] = None) -> Simulation:
+             progress: Optional[Callable[[int], None]] = None,
+             rule: Optional[str] = None) -> Simulation:
     """Simulate ``model`` for ``timesteps`` steps and price the run under one profile.
 
     Inputs: ``x`` (N, *shape) applied at every step or (N, T, *shape) per
@@ -213,9 +245,12 @@ def simulate(model: Model, x: Optional[Data] = None, *, y: Optional[Data] = None
     data given, or :data:`DEFAULT_SAMPLES` random-spike samples).
     ``numerics``: 'float' or 'loihi' (bit-exact fixed point).
     ``reset_interval``: netx's LIFReset interval (loihi numerics).
+    ``rule``: counting rule (fanout, neurobench, syops, spikformer; None: the
+    profile's default); the report's rows say which rule produced them.
     """
     return _run(model, x, y, dataset, timesteps, numerics, samples, reset_interval, [profile],
-                profile, None, input_shape, allow_pickle, progress)
+                profile, None, input_shape, allow_pickle, progress,
+                [rule] if rule else None)
 
 
 def report(model: Model, x: Optional[Data] = None, *, y: Optional[Data] = None,
@@ -224,14 +259,18 @@ def report(model: Model, x: Optional[Data] = None, *, y: Optional[Data] = None,
            numerics: str = "float", samples: Optional[int] = None,
            reset_interval: Optional[int] = None, input_shape: Optional[Sequence[int]] = None,
            allow_pickle: bool = False,
-           progress: Optional[Callable[[int], None]] = None) -> Simulation:
+           progress: Optional[Callable[[int], None]] = None,
+           rules: Optional[Sequence[str]] = None) -> Simulation:
     """Like :func:`simulate`, priced under several ``profiles`` and compared with
     ``reference``; ``measured`` adds a board measurement stored in a profile
-    (e.g. 'pilotnet_lif')."""
+    (e.g. 'pilotnet_lif'). ``rules``: counting rules; the first prices the
+    profile rows, each is reported under ``by_rule``."""
     if isinstance(profiles, str):
         profiles = [p.strip() for p in profiles.split(",") if p.strip()]
+    if isinstance(rules, str):
+        rules = [r.strip() for r in rules.split(",") if r.strip()]
     return _run(model, x, y, dataset, timesteps, numerics, samples, reset_interval,
-                list(profiles), reference, measured, input_shape, allow_pickle, progress)
+                list(profiles), reference, measured, input_shape, allow_pickle, progress, rules)
 
 
 def export(model: Model, target: str, output: Optional[Union[str, "os.PathLike[str]"]] = None,

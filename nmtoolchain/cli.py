@@ -243,6 +243,9 @@ def _progress(timesteps: int) -> Iterator[Optional[Callable[[int], None]]]:
 
 PROFILE = typer.Option("loihi2", "--profile", "-p",
                        help="Hardware profile: a bundled name or a .toml path.")
+RULE_HELP = ("Counting rule: fanout (hardware), neurobench (NeuroBench 2.3 SynapticOperations; "
+             "its MAC/AC split is decided per step over the simulated batch, as NeuroBench "
+             "decides per forward call), syops or spikformer. Default: the profile's own.")
 
 
 @app.command()
@@ -254,6 +257,7 @@ def simulate(
     reset_interval: Optional[int] = RESET,
     as_json: bool = JSON,
     allow_pickle: bool = ALLOW_PICKLE, input_shape: Optional[str] = INPUT_SHAPE,
+    rule: Optional[str] = typer.Option(None, "--rule", help=RULE_HELP),
 ) -> None:
     """Simulate a model step by step; print counts, energy and latency under one profile."""
     from nmtoolchain.api import simulate as run_simulation
@@ -263,7 +267,7 @@ def simulate(
         run = run_simulation(model, data, dataset=dataset, timesteps=timesteps,
                              numerics=numerics, samples=samples, profile=profile,
                              reset_interval=reset_interval, input_shape=_shape(input_shape),
-                             allow_pickle=allow_pickle, progress=progress)
+                             allow_pickle=allow_pickle, progress=progress, rule=rule)
     if as_json:
         _emit_json(run.report)
     else:
@@ -287,6 +291,9 @@ def report(
     measured: Optional[str] = typer.Option(
         None, "--measured", help="Compare with a measurement stored in a profile, e.g. pilotnet_lif."),
     html_out: Optional[Path] = typer.Option(None, "--html", help="Also write an HTML report."),
+    rule: Optional[List[str]] = typer.Option(
+        None, "--rule", help=RULE_HELP + " Several (comma-separated or repeated): the first "
+        "prices the table, all are listed under by_rule."),
     dataset: Optional[str] = DATASET, data: Optional[Path] = DATA,
     timesteps: int = TIMESTEPS, numerics: str = NUMERICS, samples: int = SAMPLES,
     reset_interval: Optional[int] = RESET,
@@ -308,7 +315,9 @@ def report(
                          measured=measured, timesteps=timesteps, numerics=numerics,
                          samples=samples, reset_interval=reset_interval,
                          input_shape=_shape(input_shape), allow_pickle=allow_pickle,
-                         progress=progress)
+                         progress=progress,
+                         rules=[r.strip() for t in (rule or []) for r in t.split(",")
+                                if r.strip()] or None)
     if html_out is not None:
         write_html(run.report, html_out)
     if as_json:

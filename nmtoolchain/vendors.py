@@ -35,6 +35,8 @@ VENDORS: Dict[str, Vendor] = {
                       ("lava.magma.core.process.process", "lava.lib.dl.netx"), _LAVA_INSTALL),
     "sinabs": Vendor("sinabs 3.1", ("sinabs",),
                      "make env, or pip install --no-deps sinabs==3.1.3"),
+    "sanafe": Vendor("SANA-FE 2.2 (sanafe)", ("sanafe",),
+                     "make env, or pip install --no-deps sanafe==2.2.9"),
 }
 
 

@@ -33,7 +33,7 @@ _hide_vendors_now()
 import pytest  # noqa: E402
 
 # The vendor each marker needs (a key of nmtoolchain.vendors.VENDORS).
-_MARKER_VENDOR = {"lava": "lava-dl", "sinabs": "sinabs"}
+_MARKER_VENDOR = {"lava": "lava-dl", "sinabs": "sinabs", "sanafe": "sanafe"}
 
 
 @lru_cache(maxsize=None)

@@ -363,3 +363,57 @@ def test_reports_serialise_to_json():
     assert back["energy"]["total_pj"]["synaptic"] == pytest.approx(708.0)
     assert back["compare"]["rules"] == {"loihi1": "fanout", "speck": "fanout",
                                         "cmos45nm": "spikformer"}
+
+
+def test_max_pool_of_spikes_yields_spikes_counted_by_hand():
+    """Input spikes (1, 4, 4) -> MaxPool 2x2 -> Conv 3x3 pad 1 (1 -> 1 channel) -> IF.
+
+    The input has spikes in 3 of the 4 pooling windows at step 0 and 1 window at
+    step 1, so the pool emits 3 then 1 spikes (binary). Each pooled position
+    reaches all 4 outputs of the 2x2 conv (3x3 kernel, padding 1): fan-out 4.
+    By hand: the conv books 12 then 4 synaptic ops (ACs under the fanout rule)
+    and no MAC. Before the fix max-pool output was labelled analog and every
+    layer behind it was priced as MACs."""
+    import torch
+
+    from nmtoolchain.ir import MaxPool2d
+    from simulators.cycle.interpreter import simulate
+
+    g = Graph()
+    g.add("x", Input(shape=(1, 4, 4)))
+    g.add("pool", MaxPool2d(kernel_size=(2, 2)), ["x"])
+    g.add("conv", Conv2d(weight=np.ones((1, 1, 3, 3), np.float32), padding=(1, 1)), ["pool"])
+    g.add("lif", IF(), ["conv"])
+    g.add("y", Output(), ["lif"])
+    x = torch.zeros(1, 2, 1, 4, 4)
+    x[0, 0, 0, 0, 0] = 1          # window (0, 0)
+    x[0, 0, 0, 1, 1] = 1          # window (0, 0) again: still one pooled spike
+    x[0, 0, 0, 0, 3] = 1          # window (0, 1)
+    x[0, 0, 0, 3, 3] = 1          # window (1, 1)
+    x[0, 1, 0, 2, 0] = 1          # step 1: window (1, 0)
+    counts = simulate(g, x, 2).counts
+    np.testing.assert_array_equal(counts.counter("conv", "synops"), [12, 4])
+    np.testing.assert_array_equal(counts.counter("conv", "macs"), [0, 0])
+    ops = apply_rule(counts, "fanout")
+    assert ops.per_node["conv"].acs.sum() == 16 and ops.per_node["conv"].macs.sum() == 0
+
+
+def test_neurobench_rule_decides_mac_or_ac_per_step_over_the_batch():
+    """NeuroBench classifies a forward call's ops as MACs when any input value lies
+    outside {-1, 0, 1}; nmtc decides per step over the simulated batch. Batch of
+    2, one step: sample 0 feeds [2, 0] (a value of 2), sample 1 feeds [1, 1].
+    By hand: non-zero inputs x non-zero fan-out (1) = 1 + 2 = 3 ops over the
+    batch, all MACs because of sample 0's 2; per sample 1.5 MACs, 0 ACs."""
+    import torch
+
+    from simulators.cycle.interpreter import simulate
+
+    g = Graph()
+    g.add("x", Input((2,)))
+    g.add("fc", Affine(np.ones((1, 2), np.float32)), ["x"])
+    g.add("n", IF(v_threshold=np.float32(10.0)), ["fc"])
+    g.add("y", Output(), ["n"])
+    counts = simulate(g, torch.tensor([[[2.0, 0.0]], [[1.0, 1.0]]]), 1).counts
+    ops = apply_rule(counts, "neurobench")
+    assert ops.per_node["fc"].macs.sum() == pytest.approx(1.5)
+    assert ops.per_node["fc"].acs.sum() == 0

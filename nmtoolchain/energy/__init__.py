@@ -4,7 +4,8 @@
 convention (hardware fan-out, NeuroBench, syops-counter, Spikformer);
 :mod:`~nmtoolchain.energy.model` turns counts and a profile into energy per
 node, per step and per inference, latency per step, and comparisons between
-profiles. Pure functions of their inputs; cores come from one placement
+profiles; :mod:`~nmtoolchain.energy.sanafe_model` prices SANA-FE's events for
+a profile with ``[chip] cost_model = "sanafe"`` (loihi1-sanafe). Pure functions of their inputs; cores come from one placement
 (:func:`nmtoolchain.mapping.place`). numpy only, no torch.
 """
 from nmtoolchain.energy.model import (COMPONENTS, EnergyReport, LatencyReport,

@@ -36,6 +36,7 @@ import numpy as np
 
 from hardware_profiles import Profile, load_profile
 from nmtoolchain.energy.rules import RuleCounts, _nodes, _static, apply_rule, per_sample
+from nmtoolchain.energy.sanafe_model import sanafe_costs
 from nmtoolchain.errors import BadInputError
 from nmtoolchain.mapping import PlacedLayer, Placement, place
 
@@ -175,7 +176,23 @@ def estimate_latency(counts: "RunCounts", profile: ProfileLike,
         raise BadInputError(f"{profile.path.name}: profile '{profile.id}' has no [time] section; "
                             "latency needs time per operation")
     counts = per_sample(counts)
-    return _latency(counts, profile, resolve_placement(counts, profile, placement, graph))
+    placement = resolve_placement(counts, profile, placement, graph)
+    if profile.chip.get("cost_model") == "sanafe":
+        return _sanafe_latency(counts, profile, placement)
+    return _latency(counts, profile, placement)
+
+
+def _sanafe_latency(counts: "RunCounts", profile: Profile, placement: Placement
+                    ) -> LatencyReport:
+    steps, _, _, step_ns, barrier, core_ns = sanafe_costs(counts, profile, placement)
+    ids = sorted(core_ns)
+    stack = np.stack([core_ns[i] for i in ids])
+    critical = [ids[int(i)] for i in stack.argmax(0)]
+    notes = _placement_notes(placement) + [
+        f"SANA-FE event model: {counts.steps} steps + {steps - counts.steps} drain steps "
+        f"(one per layer of depth); barrier {barrier:g} ns for the tiles used"]
+    return LatencyReport(profile.id, steps, step_ns, barrier, core_ns, critical, placement,
+                         notes)
 
 
 def _latency(counts: "RunCounts", profile: Profile, placement: Placement) -> LatencyReport:
@@ -261,6 +278,9 @@ def estimate_energy(counts: "RunCounts", profile: ProfileLike, rule: Optional[st
     counts = per_sample(counts)
     ops = apply_rule(counts, rule, graph)
     notes = list(ops.notes)
+    if profile.chip.get("cost_model") == "sanafe":
+        return _sanafe_energy(counts, profile, rule, ops, notes,
+                              resolve_placement(counts, profile, placement, graph))
     e = {k: profile.get("energy", k) for k in ("synop", "mac", "neuron_update_active",
                                                "neuron_update_inactive", "spike_out", "hop")}
     absent = [k for k, v in e.items() if v is None]
@@ -299,6 +319,29 @@ def estimate_energy(counts: "RunCounts", profile: ProfileLike, rule: Optional[st
             node_pj[layer.name]["static"] = node_pj[layer.name]["static"] + \
                 step_static * len(layer.cores) / all_cores
     return EnergyReport(profile.id, rule, counts.steps, node_pj, ops, placement, latency, notes)
+
+
+def _sanafe_energy(counts: "RunCounts", profile: Profile, rule: str, ops: RuleCounts,
+                   notes: List[str], placement: Placement) -> EnergyReport:
+    """SANA-FE's event model (:mod:`nmtoolchain.energy.sanafe_model`): it prices
+    hardware events, so the counting rule does not change it (a note says so)."""
+    if rule != "fanout":
+        notes.append(f"profile '{profile.id}' prices SANA-FE's hardware events: the "
+                     f"'{rule}' rule's ops are reported but not priced")
+    steps, layers, inputs_pj, _, _, _ = sanafe_costs(counts, profile, placement)
+    zero = np.zeros(steps)
+    node_pj: Dict[str, Dict[str, np.ndarray]] = {}
+    for n in _nodes(counts):
+        node_pj[n] = {k: zero.copy() for k in COMPONENTS}
+    for L in layers:
+        node_pj[L.synapse_nodes[0] if L.synapse_nodes else L.name]["synaptic"] += L.synaptic_pj
+        node_pj[L.name]["neuron"] += L.neuron_pj
+        node_pj[L.name]["spike"] += L.network_pj
+    for n, pj in inputs_pj.items():
+        node_pj.setdefault(n, {k: zero.copy() for k in COMPONENTS})["spike"] += pj
+    latency = _sanafe_latency(counts, profile, placement)
+    return EnergyReport(profile.id, rule, steps, node_pj, ops, placement, latency,
+                        latency.notes + notes)
 
 
 # ----------------------------------------------------------------- comparison

@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from hardware_profiles import load_profile
-from nmtoolchain.energy import compare_profiles, estimate_latency
+from nmtoolchain.energy import RULES, compare_profiles, estimate_energy, estimate_latency
 from nmtoolchain.errors import BadInputError
 from nmtoolchain.fileio import atomic_output
 from nmtoolchain.ir import Graph
@@ -43,16 +43,26 @@ def _accuracy(result: Any, graph: Graph, labels: Optional[np.ndarray]) -> Option
 
 def build_report(graph: Graph, result: Any, profiles: Sequence[str], *,
                  reference: str = "cmos45nm", measured: Optional[str] = None,
-                 labels: Optional[np.ndarray] = None, inputs: str = "") -> Dict[str, Any]:
+                 labels: Optional[np.ndarray] = None, inputs: str = "",
+                 rules: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     """Plain-data report of ``result`` (a SimResult) under ``profiles``; each
-    profile's cores are ``place(graph, profile)``."""
+    profile's cores are ``place(graph, profile)``.
+
+    ``rules``: counting rules (nmtoolchain.energy.rules). The first prices the
+    per-profile rows (each row says its ``rule``); every one is also reported
+    under ``by_rule`` (rule -> profile -> ACs, MACs and energy). None: each
+    profile's own default rule."""
     counts = result.counts
     per = counts.per_sample()
     loaded = [load_profile(p) for p in profiles]
     ref = load_profile(reference)
+    rules = list(rules or [])
+    for r in rules:
+        if r not in RULES:
+            raise BadInputError(f"--rule {r!r} is not one of {', '.join(RULES)}")
     placements = {p.id: place(graph, p) for p in loaded + [ref]}
     comparison = compare_profiles(counts, loaded, reference=ref, placements=placements,
-                                  graph=graph)
+                                  graph=graph, rule=rules[0] if rules else None)
     layers = []
     for name in counts.order:
         row = {k: float(per.counter(name, k).sum()) for k in LAYER_COUNTERS}
@@ -87,9 +97,27 @@ def build_report(graph: Graph, result: Any, profiles: Sequence[str], *,
             "placement": placed.as_dict(),
             "notes": list(rep.notes) + ([n for n in lat.notes if n not in rep.notes] if lat else
                                         ["analytic model: no time per operation"]),
+            # what the figures above are recomputed from (see rebuild_from_json)
+            "constants": _constants(prof),
+            "cost_model": prof.chip.get("cost_model", "per_op"),
+            "hops_per_spike": 1.0,
+            "ops_per_node": {n: {"acs": o.acs.tolist(), "macs": o.macs.tolist()}
+                             for n, o in rep.ops.per_node.items()},
+            "step_ns": lat.step_ns.tolist() if lat else None,
+            "barrier_ns": lat.barrier_ns if lat else None,
+            "chips": placed.chips,
+            "core_ids": {L.name: list(L.cores) for L in placed.layers},
         }
+    # a note every profile carries is about the run, not a profile: said once
+    common: List[str] = []
+    if len(prof_rows) > 1:
+        rows_notes = [row["notes"] for row in prof_rows.values()]
+        common = [n for n in rows_notes[0] if all(n in r for r in rows_notes[1:])]
+        for row in prof_rows.values():
+            row["notes"] = [n for n in row["notes"] if n not in common]
     report: Dict[str, Any] = {
         "model": graph.metadata.get("source", {}),
+        "notes": common,
         "inputs": inputs,
         "steps": counts.steps, "batch": counts.batch, "numerics": counts.numerics,
         "accuracy": _accuracy(result, graph, labels),
@@ -98,13 +126,50 @@ def build_report(graph: Graph, result: Any, profiles: Sequence[str], *,
         "profiles": prof_rows,
         "reference_profile": comparison.reference,
         "relative_total_to_reference": {p: v["total"] for p, v in comparison.relative.items()},
+        "series_per_sample": {n: {k: per.counter(n, k).tolist() for k in SERIES_COUNTERS}
+                              for n in counts.order
+                              if any(per.counter(n, k).any() for k in SERIES_COUNTERS)},
         "spikes_per_step": [float(x) for x in
                             sum((per.counter(n, "spikes_out") for n in counts.order),
                                 np.zeros(counts.steps))],
     }
+    if rules:
+        report["by_rule"] = _by_rule(counts, loaded, placements, graph, rules)
     if measured:
         report["measured"] = measured_comparison(measured, prof_rows, list(profiles))
     return report
+
+
+#: per-step counters the JSON carries per node, enough to recompute every figure
+SERIES_COUNTERS = ("synops", "macs", "neuron_updates", "active_neurons", "spikes_out",
+                   "spikes_in", "events_in")
+
+
+def _constants(prof: Any) -> Dict[str, Dict[str, float]]:
+    """The profile's [energy], [time] and [power] values in canonical units (pJ, ns, mW)."""
+    out: Dict[str, Dict[str, float]] = {}
+    for sec, key, q in prof.quantities():
+        if sec in ("energy", "time", "power"):
+            out.setdefault(sec, {})[key] = float(q.canonical)
+    return out
+
+
+def _by_rule(counts: Any, loaded: Sequence[Any], placements: Dict[str, Any], graph: Graph,
+             rules: Sequence[str]) -> Dict[str, Dict[str, Dict[str, Any]]]:
+    """rule -> profile -> the rule's ACs and MACs per inference, and the energy they price to."""
+    out: Dict[str, Dict[str, Dict[str, Any]]] = {}
+    for rule in rules:
+        out[rule] = {}
+        for prof in loaded:
+            rep = estimate_energy(counts, prof, rule, placements.get(prof.id), graph)
+            tot = rep.total()
+            out[rule][prof.id] = {
+                "rule": rule, "acs": float(sum(o.acs.sum() for o in rep.ops.per_node.values())),
+                "macs": float(sum(o.macs.sum() for o in rep.ops.per_node.values())),
+                "energy_per_inference_pj": tot["total"],
+                "dynamic_pj": tot["total"] - tot.get("static", 0.0),
+                "notes": list(rep.ops.notes)}
+    return out
 
 
 def measured_comparison(name: str, prof_rows: Dict[str, Dict[str, Any]],
@@ -195,9 +260,20 @@ def render_report(rep: Dict[str, Any], console: Any) -> None:
                    _fmt_cores(row),
                    "-" if rel is None else f"{rel * 100:+.1f}%")
     console.print(t2)
+    if rep.get("by_rule"):
+        t3 = Table(title="per inference, per counting rule")
+        for col in ("rule", "profile", "ACs", "MACs", "energy", "dynamic"):
+            t3.add_column(col, justify="left" if col in ("rule", "profile") else "right")
+        for rule, rows in rep["by_rule"].items():
+            for p, row in rows.items():
+                t3.add_row(rule, p, f"{row['acs']:,.0f}", f"{row['macs']:,.0f}",
+                           _fmt_pj(row["energy_per_inference_pj"]), _fmt_pj(row["dynamic_pj"]))
+        console.print(t3)
     for p, row in rep["profiles"].items():
         if row.get("mapper", "none") != "none":
             console.print(f"{p}: {row['placement']['description']}")
+    for note in rep.get("notes", []):
+        console.print(f"note: {note}")
     disagree = sorted(
         ((abs(v), r["name"], p, v) for r in rep["layers"] for p, v in r["rel_to_reference"].items()
          if v is not None), reverse=True)[:5]

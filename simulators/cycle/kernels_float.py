@@ -91,7 +91,8 @@ class SumPoolK(Kernel):
 
 
 class MaxPoolK(Kernel):
-    output_kind = "analog"
+    #: the max of spikes is a spike (of counts, a count): the kind of its input
+    output_kind = "same"
 
     def step(self, xs, t):
         op = self.node.op
