@@ -29,23 +29,17 @@ deterministic: the same model and options give the same bytes.
 """
 from __future__ import annotations
 
-import copy
 import json
-import os
-import shutil
-import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-import numpy as np
-
+from exporters.directory import _json, _write_atomically, write_graph
 from exporters.loihi2.lava_graph import deployability, plan_lava_graph
 from exporters.loihi2.netx_writer import NetxPlan, write_plan
 from nmtoolchain import __version__
 from nmtoolchain.convert.encode import RATE_ENCODING
-from nmtoolchain.errors import BadInputError
-from nmtoolchain.ir import Graph, graph_to_bytes
+from nmtoolchain.ir import Graph
 
 REPORT_FORMAT = "nmtc-loihi2-export"
 REPORT_VERSION = 1
@@ -97,9 +91,6 @@ def write_network(plan: NetxPlan, path: Path) -> None:
     write_plan(plan, path)
 
 
-def write_graph(graph: Graph, path: Path) -> None:
-    path.write_bytes(graph_to_bytes(graph))
-
 
 def write_mapping_json(mapping: Dict[str, Any], path: Path) -> None:
     path.write_text(_json(mapping))
@@ -110,22 +101,7 @@ def write_reports(report: Dict[str, Any], lines: List[str], directory: Path) -> 
     (directory / FILES["report_txt"]).write_text("\n".join(lines) + "\n")
 
 
-def _json(obj: Any) -> str:
-    return json.dumps(obj, indent=2, default=_jsonable, allow_nan=True) + "\n"
 
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, np.generic):
-        return v.item()
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    if isinstance(v, (set, frozenset)):
-        return sorted(v)
-    if isinstance(v, Path):
-        return str(v)
-    if hasattr(v, "as_dict"):
-        return v.as_dict()
-    return str(v)
 
 
 # ------------------------------------------------------------------ report
@@ -257,18 +233,6 @@ def write_netx_export(ex: NetxExport, out_dir: Path, force: bool
     return report, lines, list(FILES.values())
 
 
-def _write_atomically(write: Any, out_dir: Path, parent: Path, force: bool) -> None:
-    """``write(tmp)`` into a hidden temporary sibling, then rename it to ``out_dir``."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".part", dir=parent))
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private; the export is an ordinary directory
-        _move_into_place(tmp, out_dir, force)
-    except BaseException as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(e, OSError):
-            raise BadInputError(f"{out_dir}: cannot write ({' '.join(str(e).split())})") from None
-        raise
 
 
 # ------------------------------------------------------- Lava process graph
@@ -382,22 +346,6 @@ def write_lava_graph_export(ex: LavaGraphExport, out_dir: Path, force: bool
     return report, lines, list(LAVA_GRAPH_FILES.values())
 
 
-def _move_into_place(tmp: Path, out_dir: Path, force: bool) -> None:
-    """Rename the finished temporary directory to ``out_dir`` (replacing it with force)."""
-    if not out_dir.exists():
-        os.replace(tmp, out_dir)
-        return
-    if not force:
-        raise BadInputError(f"{out_dir}: appeared while exporting; not replaced (use --force)")
-    old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent))
-    os.rmdir(old)
-    os.replace(out_dir, old)
-    try:
-        os.replace(tmp, out_dir)
-    except BaseException:
-        os.replace(old, out_dir)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 __all__ = ["NetxExport", "LavaGraphExport", "write_netx_export", "write_lava_graph_export",

@@ -27,7 +27,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from exporters.loihi2.bundle import _json, _write_atomically, write_graph
+from exporters.directory import _json, _write_atomically, write_graph
 from exporters.speck.network import SinabsNetworkSpec, save_network
 from nmtoolchain.ir import Graph
 
