@@ -101,8 +101,10 @@ def _load(model: Path, allow_pickle: bool, input_shape: Optional[str]):
 
 
 ALLOW_PICKLE = typer.Option(
-    False, "--allow-pickle",
-    help="Allow unpickling a fully pickled nn.Module (this runs code from the file).")
+    False, "--allow-code", "--allow-pickle",
+    help="Consent to running code from the model file: unpickling a pickled nn.Module, or "
+         "loading a TorchScript archive whose code runs at load (__setstate__) or reaches the "
+         "file system. Without it such files are refused. Only for files you trust.")
 INPUT_SHAPE = typer.Option(
     None, "--input-shape", help="Per-sample input shape, e.g. 1,8,8 (for torch files without one).")
 
