@@ -472,8 +472,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             return 130
         print("nmtc: aborted", file=sys.stderr)
         return 1
-    except click.ClickException as e:
-        e.show()
+    except click.ClickException as e:  # usage errors: one line, not click's three
+        where = getattr(getattr(e, "ctx", None), "command_path", None) or "nmtc"
+        msg = " ".join(e.format_message().split())
+        print(f"nmtc: error: {msg} (see '{where} --help')", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("nmtc: interrupted", file=sys.stderr)
