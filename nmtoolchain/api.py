@@ -181,6 +181,7 @@ def _run(model: Model, x: Optional[Data], y: Optional[Data], dataset: Optional[s
          progress: Optional[Callable[[int], None]]) -> Simulation:
     from hardware_profiles import load_profile
     from nmtoolchain.inputs import encode_for_graph
+    from nmtoolchain.limits import check_run_size
     from nmtoolchain.report.simulation import build_report
     from simulators.cycle import Simulator
 
@@ -192,6 +193,7 @@ def _run(model: Model, x: Optional[Data], y: Optional[Data], dataset: Optional[s
         load_profile(p)  # an unknown profile fails before a long run, not after it
     graph = load(model, input_shape=input_shape, allow_pickle=allow_pickle)
     inputs = encode_for_graph(graph, _inputs(graph, x, y, dataset, samples), int(timesteps))
+    check_run_size(graph, int(timesteps), len(inputs.x))
     sim = Simulator(graph, numerics, reset_interval=reset_interval)
     result = sim.run(inputs.x, int(timesteps), progress=progress)
     rep = build_report(graph, result, list(profiles), reference=reference, measured=measured,
@@ -317,6 +319,9 @@ def check_accuracy(model: Model, x: Optional[Data] = None, y: Optional[Data] = N
     inputs = _inputs(graph, x, y, dataset, samples)
     if inputs.y is None:
         raise BadInputError(f"{inputs.description}: no labels (y) to measure accuracy")
+    from nmtoolchain.limits import check_run_size
+
+    check_run_size(graph, int(timesteps), len(inputs.x), "accuracy check")
     if calib is None and target is not None:
         calib = "digits" if dataset == "digits" else \
             str(x) if isinstance(x, (str, os.PathLike)) else None

@@ -453,6 +453,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     _state.update(debug=debug, quiet=False, json=None)
     try:
         with _stdout_to_stderr(json_mode), warnings.catch_warnings():
+            if not debug:
+                # library warnings (torch, numpy casts) are not nmtc's words: a failure
+                # prints one line; what matters is checked and refused by nmtc itself
+                warnings.simplefilter("ignore")
             rv = app(args=args, prog_name="nmtc", standalone_mode=False)
         if _state["json"] is not None:
             sys.stdout.write(_state["json"] + "\n")
