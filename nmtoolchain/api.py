@@ -192,8 +192,9 @@ def _run(model: Model, x: Optional[Data], y: Optional[Data], dataset: Optional[s
     for p in list(profiles) + [reference]:
         load_profile(p)  # an unknown profile fails before a long run, not after it
     graph = load(model, input_shape=input_shape, allow_pickle=allow_pickle)
-    inputs = encode_for_graph(graph, _inputs(graph, x, y, dataset, samples), int(timesteps))
-    check_run_size(graph, int(timesteps), len(inputs.x))
+    raw = _inputs(graph, x, y, dataset, samples)
+    check_run_size(graph, int(timesteps), len(raw.x))  # before encoding allocates T steps
+    inputs = encode_for_graph(graph, raw, int(timesteps))
     sim = Simulator(graph, numerics, reset_interval=reset_interval)
     result = sim.run(inputs.x, int(timesteps), progress=progress)
     rep = build_report(graph, result, list(profiles), reference=reference, measured=measured,

@@ -484,6 +484,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print("nmtc: interrupted", file=sys.stderr)
         return 130
+    except MemoryError as e:  # a run too large for this machine: the user can shrink it
+        if debug:
+            raise
+        print(f"nmtc: error: out of memory ({' '.join(str(e).split())[:200]}); use fewer "
+              "--timesteps or --samples", file=sys.stderr)
+        return 2
     except Exception as e:  # a bug in nmtc: still one line, traceback on --debug
         if debug:
             raise

@@ -250,7 +250,7 @@ def _build(tree: Dict[str, Any], version: Optional[str]) -> Graph:
 
 #: fields holding weights: they must be finite (other fields may hold +-inf,
 #: e.g. a threshold that never fires)
-_FINITE_FIELDS = ("weight", "bias", "tau", "tau_mem", "tau_syn", "r", "delay")
+_FINITE_FIELDS = ("weight", "bias", "w_in", "tau", "tau_mem", "tau_syn", "r", "delay")
 
 
 def _check_values(nodes: Dict[str, Dict[str, Any]], edges: Sequence[Tuple[str, str]]) -> None:
@@ -268,6 +268,9 @@ def _check_values(nodes: Dict[str, Dict[str, Any]], edges: Sequence[Tuple[str, s
                               "parameters must be real")
             if np.isnan(value).any():
                 raise _Reject(f"node '{name}' field '{key}' holds NaN values")
+            if key.startswith("tau") and (value <= 0).any():
+                raise _Reject(f"node '{name}' field '{key}' holds time constants <= 0; they "
+                              "must be positive")
             if key in _FINITE_FIELDS and np.isinf(value).any():
                 raise _Reject(f"node '{name}' field '{key}' holds infinite values")
 

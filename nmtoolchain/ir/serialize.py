@@ -193,6 +193,33 @@ def _array(zf: zipfile.ZipFile, ref: Any, where: str) -> np.ndarray:
 _FINITE_FIELDS = ("field weight", "field bias")
 
 
+def _check_field_types(cls: type, kwargs: Dict[str, Any], where: str) -> None:
+    """A field whose default is a number must not hold text or a nested list (the op
+    would store it and fail later, inside a pass)."""
+    import dataclasses
+
+    for f in dataclasses.fields(cls):
+        if f.name not in kwargs:
+            continue
+        if isinstance(kwargs[f.name], str) and "str" not in str(f.type) \
+                and "Any" not in str(f.type):
+            raise BadInputError(f"{where}: field {f.name} is {kwargs[f.name]!r}; expected "
+                                f"{f.type}")
+        if f.default is dataclasses.MISSING:
+            continue
+        default, value = f.default, kwargs[f.name]
+        if isinstance(default, (int, float)) and not isinstance(default, bool):
+            ok = (isinstance(value, (int, float, np.ndarray)) and not isinstance(value, bool)) \
+                or value is None
+            if isinstance(value, (list, tuple)):
+                try:
+                    ok = np.asarray(value).dtype.kind in "iuf"
+                except (ValueError, TypeError):
+                    ok = False
+            if not ok:
+                raise BadInputError(f"{where}: field {f.name} is {value!r}; expected a number")
+
+
 def _add_node(graph: Graph, zf: zipfile.ZipFile, rec: Any, i: int, version: int,
               origin: str) -> None:
     rec = _record(rec, i, origin)
@@ -213,6 +240,7 @@ def _add_node(graph: Graph, zf: zipfile.ZipFile, rec: Any, i: int, version: int,
         else:
             numerics = (numerics_from_dict(_from_json(rec["numerics"]))
                         if rec.get("numerics") is not None else None)
+        _check_field_types(cls, kwargs, where)
         op = cls(**kwargs)
     except NmtcError as e:
         if str(e).startswith(origin):

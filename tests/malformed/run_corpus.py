@@ -61,7 +61,7 @@ def _restore_perms(d: Path) -> None:
 
 
 def _allowed_ok(case: Case) -> bool:
-    return case.name.startswith(("flip-", "trunc-", "suffix-"))
+    return case.may_load or case.name.startswith(("flip-", "trunc-", "suffix-"))
 
 
 def _judge(case: Case, rc: int, err: str, left: List[str]) -> Dict:
@@ -96,9 +96,14 @@ def worker(indices: List[int], results: Path, timeout: float, scratch: Path) -> 
             case = cases[i]
             d = scratch / f"case{i:04d}"
             d.mkdir()
-            materialize(case, d)
-            before = _listing(d)
             log.write(json.dumps({"start": i}) + "\n")
+            try:
+                materialize(case, d)
+            except Exception as x:  # noqa: BLE001 - a generator bug, reported as such
+                log.write(json.dumps({"done": i, "name": case.name, "rc": None, "stderr": "",
+                                      "left": [], "problems": [f"setup failed: {x!r}"]}) + "\n")
+                continue
+            before = _listing(d)
             out_f, err_f = d.parent / f"o{i}", d.parent / f"e{i}"
             saved = os.dup(1), os.dup(2)
             cwd = os.getcwd()
@@ -138,6 +143,12 @@ def worker(indices: List[int], results: Path, timeout: float, scratch: Path) -> 
             shutil.rmtree(d, ignore_errors=True)
 
 
+def _tail(scratch: Path) -> str:
+    logs = sorted(scratch.glob("log*"), key=lambda p: p.stat().st_mtime)
+    text = logs[-1].read_text(errors="replace").strip().splitlines() if logs else []
+    return text[-1][:200] if text else ""
+
+
 def _run_workers(indices: List[int], n: int, timeout: float, scratch: Path) -> Dict[int, Dict]:
     done: Dict[int, Dict] = {}
     pending = [indices[k::n] for k in range(n)]
@@ -152,7 +163,7 @@ def _run_workers(indices: List[int], n: int, timeout: float, scratch: Path) -> D
         p = subprocess.Popen([sys.executable, __file__, "--worker", ",".join(map(str, todo)),
                               "--results", str(res), "--timeout", str(timeout), "--scratch",
                               str(sd)], env={**os.environ, "PYTHONPATH": str(ROOT)},
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             stdout=subprocess.DEVNULL, stderr=open(scratch / f"log{k}", "wb"))
         return {"p": p, "res": res, "todo": todo, "seen": -1, "since": time.monotonic()}
 
     procs = [spawn(k, t) for k, t in enumerate(pending) if t]
@@ -181,10 +192,11 @@ def _run_workers(indices: List[int], n: int, timeout: float, scratch: Path) -> D
             if rest and last_start is None:  # the worker died before its first case
                 for i in rest:
                     done[i] = {"name": cases[i].name, "rc": rc, "stderr": "", "left": [],
-                               "problems": [f"worker exit {rc}"]}
+                               "problems": [f"worker exit {rc}: {_tail(scratch)}"]}
                 continue
             if rest and last_start is not None and last_start not in finished:
-                why = "hang" if rc == -9 else f"crash (signal {-rc})" if rc < 0 else f"worker exit {rc}"
+                why = ("hang" if rc == -9 else f"crash (signal {-rc})" if rc < 0
+                       else f"worker exit {rc}: " + _tail(scratch))
                 done[last_start] = {"name": cases[last_start].name, "rc": rc, "stderr": "",
                                     "left": [], "problems": [why]}
                 rest = [i for i in rest if i != last_start]
@@ -232,6 +244,7 @@ def summarize(results: Dict[int, Dict]) -> Dict[str, int]:
     table["hangs"] = sum(p == "hang" for p in probs)
     table["stderr != 1 line"] = sum(p.endswith("stderr lines") for p in probs)
     table["left behind"] = sum(p.startswith("left") for p in probs)
+    table["setup failed"] = sum(p.startswith("setup failed") for p in probs)
     table["failing cases"] = sum(1 for r in results.values() if r["problems"])
     return table
 
