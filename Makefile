@@ -14,8 +14,8 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip==24.2
 	$(PIP) install --quiet -c constraints.txt -r requirements.txt
-	# lava-dl and sinabs declare broken dependencies (argparse shadowing, samna stub):
-	# install them alone; requirements.txt lists what they really need.
+	@# lava-dl and sinabs declare broken dependencies (argparse shadowing, samna stub):
+	@# install them alone; requirements.txt lists what they really need.
 	$(PIP) install --quiet --no-deps -c constraints.txt lava-dl sinabs
 	$(PIP) install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)

@@ -35,6 +35,8 @@ from typing import Dict, List
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(HERE))
+#: the nmtc checkout under test (--code: e.g. an older one, for a before/after table)
+CODE = ROOT
 
 from generate import Case, build_cases, materialize  # noqa: E402
 
@@ -162,7 +164,7 @@ def _run_workers(indices: List[int], n: int, timeout: float, scratch: Path) -> D
         sd.mkdir()
         p = subprocess.Popen([sys.executable, __file__, "--worker", ",".join(map(str, todo)),
                               "--results", str(res), "--timeout", str(timeout), "--scratch",
-                              str(sd)], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                              str(sd)], env={**os.environ, "PYTHONPATH": str(CODE)},
                              stdout=subprocess.DEVNULL, stderr=open(scratch / f"log{k}", "wb"))
         return {"p": p, "res": res, "todo": todo, "seen": -1, "since": time.monotonic()}
 
@@ -217,7 +219,7 @@ def run_fresh(cases: List[Case], indices: List[int], timeout: float, scratch: Pa
         try:
             r = subprocess.run([sys.executable, "-m", "nmtoolchain.cli", *case.argv], cwd=d,
                                capture_output=True, text=True, timeout=timeout + 30,
-                               env={**os.environ, "PYTHONPATH": str(ROOT)})
+                               env={**os.environ, "PYTHONPATH": str(CODE)})
             rc, err = r.returncode, r.stderr
         except subprocess.TimeoutExpired:
             rc, err = -999, ""
@@ -257,6 +259,7 @@ def main(argv: List[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=30.0)
     ap.add_argument("--json", type=Path)
     ap.add_argument("--only", help="comma-separated name prefixes")
+    ap.add_argument("--code", type=Path, help="run this nmtc checkout (default: this one)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--results", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--scratch", type=Path, help=argparse.SUPPRESS)
@@ -264,6 +267,9 @@ def main(argv: List[str] | None = None) -> int:
     if a.worker is not None:
         worker([int(x) for x in a.worker.split(",") if x], a.results, a.timeout, a.scratch)
         return 0
+    global CODE
+    if a.code is not None:
+        CODE = a.code.resolve()
     cases = build_cases()
     idx = list(range(len(cases)))
     if a.only:
