@@ -161,7 +161,9 @@ def refuse_code_without_consent(path: Path, allow_code: bool) -> None:
     """Raise CodeRefusedError naming the first finding unless ``allow_code``."""
     found = torchscript_findings(path)
     if found and not allow_code:
-        more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+        rest = [str(f) for f in found[1:4]]
+        more = (f" (and {len(found) - 1} more: {'; '.join(rest)}"
+                f"{'; ...' if len(found) > 4 else ''})" if len(found) > 1 else "")
         raise CodeRefusedError(
             f"{path}: loading would run code from the file: {found[0]}{more}. Re-run with "
             "--allow-code if you trust it")
