@@ -45,7 +45,7 @@ def test_corpus_fails_cleanly(tmp_path):
     table = json.loads((tmp_path / "out.json").read_text())["table"]
     assert table["cases"] >= (300 if sample == "all" else int(sample)), r.stdout
     for key in ("tracebacks", "crashes", "hangs", "stderr != 1 line", "left behind",
-                "setup failed"):
+                "setup failed", "code executions"):
         assert table[key] == 0, r.stdout
     assert table.get("exit 3", 0) == 0, r.stdout
     assert table["failing cases"] == 0, r.stdout

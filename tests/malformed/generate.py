@@ -607,11 +607,68 @@ def _zip_bomb() -> bytes:
     return b.getvalue()
 
 
+WITNESS = "pwned"  # a file that exists only if code from a model file ran
+
+
+def _code_cases() -> List[Case]:
+    """TorchScript archives whose code writes WITNESS (relative: into the case's
+    directory) when loaded or run; every command must refuse them."""
+    import torch
+    from typing import Tuple
+
+    class OnLoad(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = torch.nn.Linear(64, 10)
+            self.target = WITNESS
+
+        def forward(self, x):
+            return self.lin(x.flatten(1))
+
+        @torch.jit.export
+        def __getstate__(self) -> Tuple[str, bool]:
+            return (self.target, self.training)
+
+        @torch.jit.export
+        def __setstate__(self, state: Tuple[str, bool]) -> None:
+            self.target = state[0]
+            self.training = state[1]
+            t = torch.from_file(self.target, shared=True, size=8, dtype=torch.uint8)
+            t.fill_(65)
+            self.target = str(int(t.sum()))
+
+    class InForward(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = torch.nn.Linear(64, 10)
+            self.target = WITNESS
+
+        def forward(self, x):
+            t = torch.from_file(self.target, shared=True, size=8, dtype=torch.uint8)
+            return self.lin(x.flatten(1)) + t.sum()
+
+    cases = []
+    for tag, cls in (("setstate", OnLoad), ("forward", InForward)):
+        b = io.BytesIO()
+        torch.jit.save(torch.jit.script(cls()), b)
+        blob = b.getvalue()
+        for cmd in (["inspect", "m.pt"], ["simulate", "m.pt", "--dataset", "digits", "-T", "2",
+                                          "--samples", "2", "--input-shape", "1,8,8"],
+                    ["export", "m.pt", "--target", "nir", "-o", "o.nir", "--input-shape",
+                     "1,8,8"],
+                    ["convert", "m.pt", "--method", "mst", "-o", "o.nmir", "--input-shape",
+                     "1,8,8"],
+                    ["check-accuracy", "m.pt", "--dataset", "digits", "-T", "2",
+                     "--samples", "2", "--input-shape", "1,8,8"]):
+            cases.append(Case(f"code-{tag}-{cmd[0]}", cmd, {"m.pt": blob}))
+    return cases
+
+
 def build_cases(seed: int = 16) -> List[Case]:
     """All cases, in a fixed order."""
     rng = random.Random(seed)
     cases = (_trunc_flip_cases(rng) + _nmir_cases() + _checkpoint_cases() + _onnx_cases()
-             + _nir_cases() + _data_cases() + _profile_cases() + _cli_cases())
+             + _nir_cases() + _data_cases() + _profile_cases() + _cli_cases() + _code_cases())
     names = [c.name for c in cases]
     assert len(names) == len(set(names)), "case names must be unique"
     return cases

@@ -78,6 +78,8 @@ def _judge(case: Case, rc: int, err: str, left: List[str]) -> Dict:
         problems.append(f"{len(lines)} stderr lines")
     if rc != 0 and left:
         problems.append(f"left {left[:3]}")
+    if "pwned" in left:
+        problems.append("code ran")
     return {"name": case.name, "rc": rc, "stderr": err[-2000:], "left": left,
             "problems": problems}
 
@@ -247,6 +249,7 @@ def summarize(results: Dict[int, Dict]) -> Dict[str, int]:
     table["stderr != 1 line"] = sum(p.endswith("stderr lines") for p in probs)
     table["left behind"] = sum(p.startswith("left") for p in probs)
     table["setup failed"] = sum(p.startswith("setup failed") for p in probs)
+    table["code executions"] = sum(1 for r in results.values() if "pwned" in r.get("left", []))
     table["failing cases"] = sum(1 for r in results.values() if r["problems"])
     return table
 
