@@ -14,9 +14,9 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip==24.2
 	$(PIP) install --quiet -c constraints.txt -r requirements.txt
-	# lava-dl and sinabs declare broken dependencies (argparse shadowing, samna stub):
-	# install them alone; requirements.txt lists what they really need. sanafe (the
-	# SANA-FE referee, a compiled wheel) needs nothing else, so it goes here too.
+	@# lava-dl and sinabs declare broken dependencies (argparse shadowing, samna stub):
+	@# install them alone; requirements.txt lists what they really need. sanafe (the
+	@# SANA-FE referee, a compiled wheel) needs nothing else, so it goes here too.
 	$(PIP) install --quiet --no-deps -c constraints.txt lava-dl sinabs sanafe
 	$(PIP) install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)

@@ -203,6 +203,7 @@ def _run(model: Model, x: Optional[Data], y: Optional[Data], dataset: Optional[s
          rules: Optional[Sequence[str]] = None) -> Simulation:
     from hardware_profiles import load_profile
     from nmtoolchain.inputs import encode_for_graph
+    from nmtoolchain.limits import check_run_size
     from nmtoolchain.report.simulation import build_report
     from simulators.cycle import Simulator
 
@@ -222,6 +223,7 @@ def _run(model: Model, x: Optional[Data], y: Optional[Data], dataset: Optional[s
     if own:  # estimate and measurement describe the same work
         raw = replace(raw, description=f"the '{measured}' measurement's own input "
                                        f"({MEASURED_INPUTS[measured][0]} from lava-dl's tests)")
+    check_run_size(graph, int(timesteps), len(raw.x))  # before encoding allocates T steps
     inputs = encode_for_graph(graph, raw, int(timesteps))
     sim = Simulator(graph, numerics, reset_interval=reset_interval)
     result = sim.run(inputs.x, int(timesteps), progress=progress)
@@ -356,6 +358,9 @@ def check_accuracy(model: Model, x: Optional[Data] = None, y: Optional[Data] = N
     inputs = _inputs(graph, x, y, dataset, samples)
     if inputs.y is None:
         raise BadInputError(f"{inputs.description}: no labels (y) to measure accuracy")
+    from nmtoolchain.limits import check_run_size
+
+    check_run_size(graph, int(timesteps), len(inputs.x), "accuracy check")
     if calib is None and target is not None:
         calib = "digits" if dataset == "digits" else \
             str(x) if isinstance(x, (str, os.PathLike)) else None

@@ -101,8 +101,10 @@ def _load(model: Path, allow_pickle: bool, input_shape: Optional[str]):
 
 
 ALLOW_PICKLE = typer.Option(
-    False, "--allow-pickle",
-    help="Allow unpickling a fully pickled nn.Module (this runs code from the file).")
+    False, "--allow-code", "--allow-pickle",
+    help="Consent to running code from the model file: unpickling a pickled nn.Module, or "
+         "loading a TorchScript archive whose code runs at load (__setstate__) or reaches the "
+         "file system. Without it such files are refused. Only for files you trust.")
 INPUT_SHAPE = typer.Option(
     None, "--input-shape", help="Per-sample input shape, e.g. 1,8,8 (for torch files without one).")
 
@@ -460,6 +462,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     _state.update(debug=debug, quiet=False, json=None)
     try:
         with _stdout_to_stderr(json_mode), warnings.catch_warnings():
+            if not debug:
+                # library warnings (torch, numpy casts) are not nmtc's words: a failure
+                # prints one line; what matters is checked and refused by nmtc itself
+                warnings.simplefilter("ignore")
             rv = app(args=args, prog_name="nmtc", standalone_mode=False)
         if _state["json"] is not None:
             sys.stdout.write(_state["json"] + "\n")
@@ -479,12 +485,20 @@ def main(argv: Optional[List[str]] = None) -> int:
             return 130
         print("nmtc: aborted", file=sys.stderr)
         return 1
-    except click.ClickException as e:
-        e.show()
+    except click.ClickException as e:  # usage errors: one line, not click's three
+        where = getattr(getattr(e, "ctx", None), "command_path", None) or "nmtc"
+        msg = " ".join(e.format_message().split())
+        print(f"nmtc: error: {msg} (see '{where} --help')", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("nmtc: interrupted", file=sys.stderr)
         return 130
+    except MemoryError as e:  # a run too large for this machine: the user can shrink it
+        if debug:
+            raise
+        print(f"nmtc: error: out of memory ({' '.join(str(e).split())[:200]}); use fewer "
+              "--timesteps or --samples", file=sys.stderr)
+        return 2
     except Exception as e:  # a bug in nmtc: still one line, traceback on --debug
         if debug:
             raise

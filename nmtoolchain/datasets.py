@@ -55,8 +55,9 @@ def load_npz(path: Union[str, Path], *, labels: bool = True) -> tuple:
             y = f["y"] if "y" in f.files else None
     except BadInputError:
         raise
-    except (ValueError, OSError, EOFError) as e:
-        raise BadInputError(f"{path}: not a readable .npz file ({e})") from None
+    except Exception as e:  # ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error
+        raise BadInputError(f"{path}: not a readable .npz file ({type(e).__name__}: "
+                            f"{' '.join(str(e).split())[:160]})") from None
     if y is None:
         return x.astype(np.float32), None
     if len(x) != len(y):

@@ -27,6 +27,12 @@ class RunInputs:
 
 
 def _fit(x: np.ndarray, shape: tuple, origin: str) -> np.ndarray:
+    if x.ndim < 1 or x.shape[0] == 0 or x.size == 0:
+        raise BadInputError(f"{origin}: holds no samples (array shape {tuple(x.shape)})")
+    if x.dtype.kind not in "biuf":
+        raise BadInputError(f"{origin}: samples have dtype {x.dtype}; expected real numbers")
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
+        raise BadInputError(f"{origin}: samples hold NaN or Inf values")
     if tuple(x.shape[1:]) == shape or tuple(x.shape[2:]) == shape:
         return x
     if int(np.prod(x.shape[1:])) == int(np.prod(shape)):
@@ -53,17 +59,17 @@ def load_run_inputs(graph: Graph, *, dataset: Optional[str] = None, data: Option
         x = _fit(split.x_test[:samples], shape, "digits")
         return RunInputs(x, split.y_test[:samples], f"digits test split, {len(x)} images")
     if data is not None:
-        data = Path(data)
+        from nmtoolchain.fileio import require_regular_file
+
+        data = require_regular_file(data, "data file (.npz or .npy)")
         if data.suffix == ".npy":
-            if not data.exists():
-                raise BadInputError(f"{data}: no such file")
             try:
                 x = np.load(data, allow_pickle=False)
             except (ValueError, OSError) as e:
                 raise BadInputError(f"{data}: not a readable .npy array ({e})") from None
             if tuple(x.shape) == shape or (x.ndim == len(shape) + 1 and tuple(x.shape[1:]) == shape):
                 x = x[None]  # one sample (optionally with a time axis)
-            return RunInputs(_fit(x.astype(np.float32), shape, str(data))[:samples], None,
+            return RunInputs(_fit(x, shape, str(data)).astype(np.float32)[:samples], None,
                              f"{data.name}")
         from nmtoolchain.datasets import load_npz
 

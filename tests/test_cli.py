@@ -118,7 +118,7 @@ def test_pickled_module_needs_consent(tmp_path, capfd):
     p = tmp_path / "pickled.pt"
     torch.save(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), p)
     code, _, err = run_cli(["inspect", p, "--input-shape", "1,8,8"], capfd)
-    assert_one_line_error(code, err, str(p), "--allow-pickle")
+    assert_one_line_error(code, err, str(p), "--allow-code")
     code, out, err = run_cli(["inspect", p, "--input-shape", "1,8,8", "--allow-pickle", "--json"],
                              capfd)
     assert code == 0, err

@@ -255,7 +255,7 @@ def test_pickled_module_is_refused_without_consent(cnn, tmp_path):
         load_torch_file(path)
     assert str(err.value) == (
         f"{path}: holds a pickled Python object; unpickling runs code from the file. "
-        "Re-run with --allow-pickle if you trust it")
+        "Re-run with --allow-code if you trust it")
 
 
 def test_bare_state_dict_says_it_has_no_architecture(cnn, tmp_path):

@@ -12,8 +12,19 @@ MODEL=${MODEL:-nmtoolchain/data/digits_qcfs_cnn.pt}
 MAX_DROP=${MAX_DROP:-0.01}
 TIMESTEPS=${TIMESTEPS:-32}
 OUT=${OUT:-accuracy.json}
-NMTC=${NMTC:-nmtc}
+# nmtc from PATH, else the repository's .venv (make env), else this checkout's
+# package run by python3 (no activated environment needed)
+if [ -z "${NMTC:-}" ]; then
+    HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+    if command -v nmtc >/dev/null 2>&1; then NMTC=(nmtc)
+    elif [ -x "$HERE/.venv/bin/nmtc" ]; then NMTC=("$HERE/.venv/bin/nmtc")
+    elif [ -x "$HERE/.venv/bin/python" ]; then NMTC=("$HERE/.venv/bin/python" -m nmtoolchain.cli)
+    else NMTC=(env "PYTHONPATH=$HERE${PYTHONPATH:+:$PYTHONPATH}" python3 -m nmtoolchain.cli)
+    fi
+else
+    NMTC=("$NMTC")
+fi
 if [ -n "${DATA:-}" ]; then SOURCE=(--data "$DATA"); else SOURCE=(--dataset digits); fi
-"$NMTC" check-accuracy "$MODEL" "${SOURCE[@]}" --timesteps "$TIMESTEPS" \
+"${NMTC[@]}" check-accuracy "$MODEL" "${SOURCE[@]}" --timesteps "$TIMESTEPS" \
     --max-drop "$MAX_DROP" --json > "$OUT"
 echo "accuracy gate passed (max drop $MAX_DROP); details in $OUT"

@@ -15,7 +15,7 @@ import zipfile
 from pathlib import Path
 from typing import Optional, Sequence, Tuple, Union
 
-from nmtoolchain.errors import BadInputError
+from nmtoolchain.errors import BadInputError, NmtcError
 from nmtoolchain.ir import Graph
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
@@ -28,11 +28,9 @@ def detect_format(path: Union[str, Path]) -> str:
 
     Raises BadInputError for a missing, empty, unreadable or unknown file.
     """
-    path = Path(path)
-    if not path.exists():
-        raise BadInputError(f"{path}: no such file")
-    if path.is_dir():
-        raise BadInputError(f"{path}: is a directory, expected a model file")
+    from nmtoolchain.fileio import require_regular_file
+
+    path = require_regular_file(path, "model file")
     try:
         with open(path, "rb") as f:
             head = f.read(8)
@@ -55,6 +53,10 @@ def detect_format(path: Union[str, Path]) -> str:
 
 def _hdf5_kind(path: Path) -> str:
     import h5py
+
+    from nmtoolchain.fileio import probe_hdf5
+
+    probe_hdf5(path)
 
     try:
         with h5py.File(path, "r") as f:
@@ -105,7 +107,14 @@ def load_model(path: Union[str, Path], *, allow_pickle: bool = False,
     if fmt == "nmir":
         from nmtoolchain.ir import load_graph
 
-        graph = load_graph(path).infer_shapes()
+        graph = load_graph(path)
+        try:
+            graph.infer_shapes()
+        except NmtcError as e:
+            raise type(e)(str(e) if str(e).startswith(str(path)) else f"{path}: {e}") from None
+        except (ValueError, TypeError, IndexError, OverflowError) as e:
+            raise BadInputError(f"{path}: inconsistent graph ({type(e).__name__}: "
+                                f"{' '.join(str(e).split())[:160]})") from None
     elif fmt == "onnx":
         from nmtoolchain.frontends.onnx_loader import load_onnx
 

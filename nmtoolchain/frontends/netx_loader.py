@@ -88,10 +88,10 @@ def load_netx(path: Union[str, Path], *, num_layers: Optional[int] = None) -> Gr
                                    or not isinstance(num_layers, (int, np.integer))
                                    or num_layers < 1):
         raise BadInputError(f"{name}: num_layers must be a positive integer, got {num_layers!r}")
-    if not path.exists():
-        raise BadInputError(f"{name}: no such file")
-    if path.is_dir():
-        raise BadInputError(f"{name}: is a directory, expected a netx .net file")
+    from nmtoolchain.fileio import probe_hdf5, require_regular_file
+
+    require_regular_file(path, "netx .net file")
+    probe_hdf5(path)
     try:
         f = h5py.File(path, "r")
     except OSError as e:

@@ -74,13 +74,12 @@ def load_nir(path: Union[str, Path]) -> Graph:
     empty, truncated or non-NIR file, malformed graph) or UnsupportedOpError
     (a node type nmtc does not know), each message naming the file.
     """
-    path = Path(path)
-    if not path.exists():
-        raise BadInputError(f"{path}: no such file")
-    if path.is_dir():
-        raise BadInputError(f"{path}: is a directory, expected a NIR file")
+    from nmtoolchain.fileio import probe_hdf5, require_regular_file
+
+    path = require_regular_file(path, "NIR file")
     if path.stat().st_size == 0:
         raise BadInputError(f"{path}: file is empty")
+    probe_hdf5(path)
     tree, version = _read_file(path)
     graph = _graph_from_tree(tree, version, str(path))
     graph.metadata["source"] = {"path": str(path), "format": "nir"}
@@ -180,6 +179,7 @@ def _build(tree: Dict[str, Any], version: Optional[str]) -> Graph:
     decode = meta.get(NAME_ENCODING_KEY) == NAME_ENCODING
 
     nodes, edges = _flatten(tree, prefix="")
+    _check_values(nodes, edges)
     if version is None:
         has_v_reset = any("v_reset" in f for f in nodes.values())
         nir_version, semantics = "unknown", ("to_reset" if has_v_reset else "subtract")
@@ -246,6 +246,33 @@ def _build(tree: Dict[str, Any], version: Optional[str]) -> Graph:
         else:
             raise _Reject(f"Output node '{name}' is declared {shape} but receives {got}")
     return graph
+
+
+#: fields holding weights: they must be finite (other fields may hold +-inf,
+#: e.g. a threshold that never fires)
+_FINITE_FIELDS = ("weight", "bias", "w_in", "tau", "tau_mem", "tau_syn", "r", "delay")
+
+
+def _check_values(nodes: Dict[str, Dict[str, Any]], edges: Sequence[Tuple[str, str]]) -> None:
+    """Refuse complex, NaN or (in weights) infinite values and self-loops, naming the node."""
+    for src, dst in edges:
+        if src == dst:
+            raise _Reject(f"node '{src}' has an edge to itself (a self-loop); NIR recurrence "
+                          "goes through an explicit Affine/Linear node")
+    for name, fields in nodes.items():
+        for key, value in fields.items():
+            if not isinstance(value, np.ndarray) or value.dtype.kind not in "cf":
+                continue
+            if value.dtype.kind == "c":
+                raise _Reject(f"node '{name}' field '{key}' is complex ({value.dtype}); NIR "
+                              "parameters must be real")
+            if np.isnan(value).any():
+                raise _Reject(f"node '{name}' field '{key}' holds NaN values")
+            if key.startswith("tau") and (value <= 0).any():
+                raise _Reject(f"node '{name}' field '{key}' holds time constants <= 0; they "
+                              "must be positive")
+            if key in _FINITE_FIELDS and np.isinf(value).any():
+                raise _Reject(f"node '{name}' field '{key}' holds infinite values")
 
 
 def _insertion_order(nodes: Dict[str, Dict[str, Any]],

@@ -70,11 +70,86 @@ def load_onnx(path: Union[str, Path]) -> Graph:
     if size == 0:
         raise BadInputError(f"{path}: file is empty")
     try:
-        model = onnx.load(str(path))
-    except Exception as e:  # DecodeError, truncated data, missing external data, ...
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # DecodeError, truncated data, ...
         raise BadInputError(
             f"{path}: not a readable ONNX model ({type(e).__name__}: {_first_line(e)})") from None
+    _check_external_data(model, path)
+    try:
+        onnx.load_external_data_for_model(model, str(path.parent))
+    except Exception as e:  # missing or short external data file
+        raise BadInputError(
+            f"{path}: external tensor data unreadable ({type(e).__name__}: {_first_line(e)})"
+        ) from None
     return graph_from_onnx(model, origin=str(path))
+
+
+def _check_external_data(model: Any, path: Path) -> None:
+    """Refuse external tensor data outside the model's directory (an absolute path
+    or one with '..' would make loading read any file the user can read)."""
+    for t in model.graph.initializer:
+        for e in t.external_data:
+            if e.key == "location":
+                loc = Path(e.value)
+                if loc.is_absolute() or ".." in loc.parts:
+                    raise BadInputError(
+                        f"{path}: initializer '{t.name}' keeps its data at {e.value!r}, outside "
+                        "the model's directory; refusing to read it")
+
+
+#: attributes that must hold positive integers (a 0 stride or kernel crashes
+#: native shape inference with a division by zero)
+_POSITIVE_INT_ATTRS = ("strides", "dilations", "kernel_shape", "group")
+#: attributes that must hold non-negative integers
+_NON_NEGATIVE_INT_ATTRS = ("pads",)
+#: element types nmtc can compute with (onnx.TensorProto: FLOAT, UINT8, INT8, UINT16,
+#: INT16, INT32, INT64, BOOL, FLOAT16, DOUBLE, UINT32, UINT64, BFLOAT16)
+_REAL_TENSOR_TYPES = frozenset({1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13, 16})
+
+
+def validate_onnx_model(model: Any, origin: str) -> None:
+    """Check attribute ranges and initializer dtypes/values before any native
+    code (the ONNX checker, shape inference) sees the model.
+
+    Raises BadInputError naming the node or initializer and the bad value.
+    """
+    from onnx import helper, numpy_helper
+
+    for i, node in enumerate(model.graph.node):
+        label = node.name or f"#{i} {node.op_type}"
+        for a in node.attribute:
+            try:
+                v = helper.get_attribute_value(a)
+            except Exception as e:  # noqa: BLE001 - a malformed attribute proto
+                raise BadInputError(f"{origin}: node '{label}' (op {node.op_type}) attribute "
+                                    f"{a.name} is malformed ({_first_line(e)})") from None
+            values = list(v) if isinstance(v, (list, tuple)) else [v]
+            if a.name in _POSITIVE_INT_ATTRS + _NON_NEGATIVE_INT_ATTRS:
+                low = 1 if a.name in _POSITIVE_INT_ATTRS else 0
+                if not all(isinstance(x, int) and low <= x < 2**31 for x in values):
+                    bound = "positive" if low else "non-negative"
+                    raise BadInputError(
+                        f"{origin}: node '{label}' (op {node.op_type}) has {a.name} {values}; "
+                        f"each must be a {bound} integer below 2**31")
+            elif isinstance(v, float) and not np.isfinite(v):
+                raise BadInputError(f"{origin}: node '{label}' (op {node.op_type}) has "
+                                    f"{a.name} {v}; it must be finite")
+    for t in model.graph.initializer:
+        if t.data_type not in _REAL_TENSOR_TYPES:
+            raise BadInputError(f"{origin}: initializer '{t.name}' has element type "
+                                f"{helper.tensor_dtype_to_string(t.data_type)}; nmtc needs real "
+                                "numbers (float or integer)")
+        if any(d < 0 or d > 2**31 for d in t.dims):
+            raise BadInputError(f"{origin}: initializer '{t.name}' has dims {list(t.dims)}")
+        try:
+            arr = numpy_helper.to_array(t)
+        except Exception as e:  # noqa: BLE001 - size does not match dims, ...
+            raise BadInputError(f"{origin}: initializer '{t.name}' is malformed "
+                                f"({_first_line(e)})") from None
+        if arr.dtype.kind == "f" and arr.size and not np.isfinite(arr).all():
+            bad = "NaN" if np.isnan(arr).any() else "Inf"
+            raise BadInputError(f"{origin}: initializer '{t.name}' holds {bad} values; weights "
+                                "must be finite")
 
 
 def graph_from_onnx(model: Any, origin: str) -> Graph:
@@ -87,6 +162,7 @@ def graph_from_onnx(model: Any, origin: str) -> Graph:
 
     if not isinstance(model, onnx.ModelProto):
         raise BadInputError(f"{origin}: expected an onnx.ModelProto, got {type(model).__name__}")
+    validate_onnx_model(model, origin)
     try:
         onnx.checker.check_model(model)
     except Exception as e:  # onnx.checker.ValidationError and friends

@@ -27,6 +27,7 @@ from typing import Any, Optional, Sequence, Tuple, Union
 
 from nmtoolchain.errors import BadInputError, PickleRefusedError
 from nmtoolchain.ir import Graph
+from nmtoolchain.frontends.archive_safety import refuse_code_without_consent
 from nmtoolchain.frontends.torch_builder import EXTRA_FILE, _first_line
 from nmtoolchain.frontends.torch_fx import graph_from_module
 from nmtoolchain.frontends.torchscript import graph_from_torchscript, save_torchscript
@@ -76,6 +77,8 @@ def load_torch_file(path: Union[str, Path], *, allow_pickle: bool = False,
     if path.stat().st_size == 0:
         raise BadInputError(f"{path}: file is empty")
     if _is_torchscript_archive(path):
+        # torch.jit.load runs the archive's __setstate__ code: read it as data first
+        refuse_code_without_consent(path, allow_pickle)
         extra = {EXTRA_FILE: ""}
         try:
             scripted = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
@@ -98,7 +101,7 @@ def load_torch_file(path: Union[str, Path], *, allow_pickle: bool = False,
         if not allow_pickle:
             raise PickleRefusedError(
                 f"{path}: holds a pickled Python object; unpickling runs code from the file. "
-                "Re-run with --allow-pickle if you trust it") from None
+                "Re-run with --allow-code if you trust it") from None
         obj = _unpickle(path)
         fmt = "pickle"
     except Exception as e:  # RuntimeError (zip), EOFError, OSError, ValueError

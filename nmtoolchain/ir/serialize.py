@@ -22,7 +22,7 @@ from typing import Any, Dict, Union
 
 import numpy as np
 
-from nmtoolchain.errors import BadInputError, IRValidationError
+from nmtoolchain.errors import BadInputError, NmtcError
 from nmtoolchain.ir.graph import Graph
 from nmtoolchain.ir.op import OP_REGISTRY
 from nmtoolchain.numerics import numerics_from_dict
@@ -106,50 +106,153 @@ def save_graph(graph: Graph, path: Union[str, Path]) -> Path:
 
 
 def graph_from_bytes(data: bytes, origin: str = "<bytes>") -> Graph:
-    """Parse the bytes of a ``.nmir`` file; errors name ``origin``."""
+    """Parse the bytes of a ``.nmir`` file; errors name ``origin``.
+
+    Every malformed part (a member missing or truncated, a JSON value of the
+    wrong type, an array that is not real and finite) is a BadInputError
+    naming ``origin``, the node and the member or field.
+    """
     try:
         zf = zipfile.ZipFile(io.BytesIO(data))
         doc = json.loads(zf.read("graph.json"))
-    except (zipfile.BadZipFile, KeyError, ValueError, EOFError) as e:
+    except (zipfile.BadZipFile, KeyError, ValueError, EOFError, RuntimeError, OSError) as e:
         raise BadInputError(f"{origin}: not a readable nmtc IR file ({e})") from None
+    except Exception as e:  # zlib.error and other decompression failures
+        raise BadInputError(f"{origin}: not a readable nmtc IR file ({type(e).__name__}: "
+                            f"{e})") from None
+    if not isinstance(doc, dict):
+        raise BadInputError(f"{origin}: graph.json holds a {type(doc).__name__}, not an object")
     if doc.get("format") != FORMAT:
         raise BadInputError(f"{origin}: not an nmtc IR file (format {doc.get('format')!r})")
-    if doc.get("version", 0) > FORMAT_VERSION:
-        raise BadInputError(f"{origin}: IR format version {doc['version']} is newer than this "
-                            f"nmtc supports ({FORMAT_VERSION}); upgrade nmtc")
     version = doc.get("version", 0)
-    graph = Graph(_from_json(doc.get("metadata", {})))
-    for rec in doc["nodes"]:
-        cls = OP_REGISTRY.get(rec["op"])
-        if cls is None:
-            raise BadInputError(f"{origin}: node '{rec['name']}' has unknown op {rec['op']!r}")
-        kwargs = {}
+    if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+        raise BadInputError(f"{origin}: graph.json 'version' is {version!r}, not an integer")
+    if version > FORMAT_VERSION:
+        raise BadInputError(f"{origin}: IR format version {version} is newer than this "
+                            f"nmtc supports ({FORMAT_VERSION}); upgrade nmtc")
+    nodes = doc.get("nodes")
+    if not isinstance(nodes, list):
+        raise BadInputError(f"{origin}: graph.json 'nodes' is {type(nodes).__name__}, "
+                            "expected a list of node records")
+    try:
+        metadata = _from_json(doc.get("metadata", {}))
+    except (TypeError, ValueError) as e:
+        raise BadInputError(f"{origin}: graph.json 'metadata' is malformed ({e})") from None
+    if not isinstance(metadata, dict):
+        raise BadInputError(f"{origin}: graph.json 'metadata' is a {type(metadata).__name__}, "
+                            "expected an object")
+    graph = Graph(metadata)
+    for i, rec in enumerate(nodes):
+        _add_node(graph, zf, rec, i, version, origin)
+    return graph
+
+
+def _record(rec: Any, i: int, origin: str) -> Dict[str, Any]:
+    """Check a node record's keys and their JSON types."""
+    if not isinstance(rec, dict):
+        raise BadInputError(f"{origin}: node #{i} is a {type(rec).__name__}, expected an object")
+    name = rec.get("name")
+    if not isinstance(name, str) or not name:
+        raise BadInputError(f"{origin}: node #{i} has no name (got {name!r})")
+    expect = {"op": str, "inputs": list, "fields": dict}
+    for key, typ in expect.items():
+        if not isinstance(rec.get(key), typ):
+            raise BadInputError(f"{origin}: node '{name}' '{key}' is "
+                                f"{type(rec.get(key)).__name__}, expected {typ.__name__}")
+    if not all(isinstance(x, str) for x in rec["inputs"]):
+        raise BadInputError(f"{origin}: node '{name}' 'inputs' must be node names (strings), "
+                            f"got {rec['inputs']!r}")
+    if not isinstance(rec.get("annotations", {}), dict):
+        raise BadInputError(f"{origin}: node '{name}' 'annotations' is not an object")
+    if rec.get("numerics") is not None and not isinstance(rec["numerics"], dict):
+        raise BadInputError(f"{origin}: node '{name}' 'numerics' is not an object")
+    return rec
+
+
+def _array(zf: zipfile.ZipFile, ref: Any, where: str) -> np.ndarray:
+    if not isinstance(ref, str):
+        raise BadInputError(f"{where}: array reference {ref!r} is not a member name")
+    try:
+        arr = np.load(io.BytesIO(zf.read(ref)), allow_pickle=False)
+    except KeyError:
+        raise BadInputError(f"{where}: array member {ref} is missing") from None
+    except Exception as e:  # ValueError (pickled/garbled), EOFError, zlib.error, ...
+        raise BadInputError(f"{where}: array {ref} unreadable ({type(e).__name__}: "
+                            f"{' '.join(str(e).split())[:120]})") from None
+    if arr.dtype.kind not in "biuf":
+        raise BadInputError(f"{where}: array {ref} has dtype {arr.dtype}; expected real numbers")
+    if arr.dtype.kind == "f" and arr.size:
+        if np.isnan(arr).any():
+            raise BadInputError(f"{where}: array {ref} holds NaN values")
+        if where.endswith(_FINITE_FIELDS) and np.isinf(arr).any():
+            raise BadInputError(f"{where}: array {ref} holds infinite values")
+    return arr
+
+
+#: fields that must be finite (a time constant may be inf: no decay)
+_FINITE_FIELDS = ("field weight", "field bias")
+
+
+def _check_field_types(cls: type, kwargs: Dict[str, Any], where: str) -> None:
+    """A field whose default is a number must not hold text or a nested list (the op
+    would store it and fail later, inside a pass)."""
+    import dataclasses
+
+    for f in dataclasses.fields(cls):
+        if f.name not in kwargs:
+            continue
+        if isinstance(kwargs[f.name], str) and "str" not in str(f.type) \
+                and "Any" not in str(f.type):
+            raise BadInputError(f"{where}: field {f.name} is {kwargs[f.name]!r}; expected "
+                                f"{f.type}")
+        if f.default is dataclasses.MISSING:
+            continue
+        default, value = f.default, kwargs[f.name]
+        if isinstance(default, (int, float)) and not isinstance(default, bool):
+            ok = (isinstance(value, (int, float, np.ndarray)) and not isinstance(value, bool)) \
+                or value is None
+            if isinstance(value, (list, tuple)):
+                try:
+                    ok = np.asarray(value).dtype.kind in "iuf"
+                except (ValueError, TypeError):
+                    ok = False
+            if not ok:
+                raise BadInputError(f"{where}: field {f.name} is {value!r}; expected a number")
+
+
+def _add_node(graph: Graph, zf: zipfile.ZipFile, rec: Any, i: int, version: int,
+              origin: str) -> None:
+    rec = _record(rec, i, origin)
+    where = f"{origin}: node '{rec['name']}' ({rec['op']})"
+    cls = OP_REGISTRY.get(rec["op"])
+    if cls is None:
+        raise BadInputError(f"{origin}: node '{rec['name']}' has unknown op {rec['op']!r}")
+    kwargs = {}
+    try:
         for k, v in rec["fields"].items():
             if isinstance(v, dict) and "__npy__" in v:
-                try:
-                    kwargs[k] = np.load(io.BytesIO(zf.read(v["__npy__"])), allow_pickle=False)
-                except (KeyError, ValueError, zipfile.BadZipFile) as e:
-                    raise BadInputError(f"{origin}: array {v['__npy__']} unreadable ({e})") from None
+                kwargs[k] = _array(zf, v["__npy__"], f"{where} field {k}")
             else:
                 kwargs[k] = _from_json(v)
         annotations = _from_json(rec.get("annotations", {}))
-        try:
-            if version < 2:
-                numerics = _upgrade_v1_node(cls, kwargs, annotations)
-            else:
-                numerics = (numerics_from_dict(_from_json(rec["numerics"]))
-                            if rec.get("numerics") is not None else None)
-        except IRValidationError as e:
-            raise BadInputError(f"{origin}: node '{rec['name']}' ({rec['op']}): {e}") from None
-        try:
-            op = cls(**kwargs)
-        except TypeError as e:
-            raise BadInputError(f"{origin}: node '{rec['name']}' ({rec['op']}): {e}") from None
-        try:
-            graph.add(rec["name"], op, rec["inputs"], annotations, numerics=numerics)
-        except IRValidationError as e:
-            raise BadInputError(f"{origin}: {e}") from None
-    return graph
+        if version < 2:
+            numerics = _upgrade_v1_node(cls, kwargs, annotations)
+        else:
+            numerics = (numerics_from_dict(_from_json(rec["numerics"]))
+                        if rec.get("numerics") is not None else None)
+        _check_field_types(cls, kwargs, where)
+        op = cls(**kwargs)
+    except NmtcError as e:
+        if str(e).startswith(origin):
+            raise
+        raise BadInputError(f"{where}: {e}") from None
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError, OverflowError) as e:
+        raise BadInputError(f"{where}: malformed fields ({type(e).__name__}: "
+                            f"{' '.join(str(e).split())[:160]})") from None
+    try:
+        graph.add(rec["name"], op, rec["inputs"], annotations, numerics=numerics)
+    except NmtcError as e:
+        raise BadInputError(f"{origin}: {e}") from None
 
 
 def _upgrade_v1_node(cls: type, fields: Dict[str, Any], annotations: Dict[str, Any]) -> Any:
@@ -173,5 +276,11 @@ def _upgrade_v1_node(cls: type, fields: Dict[str, Any], annotations: Dict[str, A
 
 def load_graph(path: Union[str, Path]) -> Graph:
     """Read a ``.nmir`` file written by :func:`save_graph`."""
-    path = Path(path)
-    return graph_from_bytes(path.read_bytes(), str(path))
+    from nmtoolchain.fileio import require_regular_file
+
+    path = require_regular_file(path, "nmtc IR file")
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise BadInputError(f"{path}: cannot read ({e.strerror})") from None
+    return graph_from_bytes(data, str(path))

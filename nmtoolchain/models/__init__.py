@@ -17,12 +17,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 from torch import nn
 
 from nmtoolchain.errors import BadInputError
 from nmtoolchain.nn import QCFS
-from nmtoolchain.models.mst import build_mini_mst
+from nmtoolchain.models.mst import MINI_MST_DEFAULTS, build_mini_mst
 
 CHECKPOINT_VERSION = 1
 
@@ -127,6 +128,90 @@ ARCHITECTURES: Dict[str, Callable[[Mapping[str, Any]], nn.Module]] = {
 }
 
 
+#: a checkpoint config may not describe a network with more parameters than this
+#: (float32: 400 MB), so a mistyped size cannot exhaust memory while building
+MAX_CONFIG_PARAMETERS = 100_000_000
+_DEFAULTS_OF = {"mlp": MLP_DEFAULTS, "cnn": CNN_DEFAULTS, "mini_mst": MINI_MST_DEFAULTS}
+#: numeric config keys that may be 0 (all other ints must be >= 1)
+_MAY_BE_ZERO = ("mask_p", "mlp_mask_p", "depth")
+
+
+def _check_value(name: str, key: str, value: Any, default: Any) -> None:
+    def bad(expected: str) -> BadInputError:
+        return BadInputError(f"architecture '{name}': config '{key}' is {value!r}; "
+                             f"expected {expected}")
+
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    low = 0 if key in _MAY_BE_ZERO else 1
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise bad("true or false")
+    elif is_int(default):
+        if not is_int(value) or value < low:
+            raise bad(f"an integer >= {low}")
+    elif isinstance(default, float):
+        if (not isinstance(value, (int, float)) or isinstance(value, bool)
+                or not np.isfinite(value) or value < 0):
+            raise bad("a finite number >= 0")
+        if key == "threshold" and value <= 0:
+            raise bad("a positive number")
+    elif isinstance(default, str):
+        if not isinstance(value, str):
+            raise bad("a string")
+    elif isinstance(default, list):
+        if not isinstance(value, list) or not all(is_int(v) and v >= 1 for v in value):
+            raise bad("a list of positive integers")
+
+
+def _estimated_parameters(name: str, cfg: Mapping[str, Any]) -> int:
+    """An upper estimate of the network's weights, from its config alone."""
+    if name == "mlp":
+        sizes = list(cfg["sizes"])
+        return sum(a * b + b for a, b in zip(sizes, sizes[1:]))
+    if name == "cnn":
+        k, c_in, total = cfg["kernel_size"], cfg["in_channels"], 0
+        for c in cfg["channels"]:
+            total += c_in * c * k * k + 4 * c
+            c_in = c
+        return total + c_in * cfg["input_size"] ** 2 * cfg["num_classes"]
+    c = cfg["dim"]
+    blocks = cfg["depth"] + (1 if cfg["merge"] else 0)
+    return (cfg["in_channels"] * c * cfg["patch"] ** 2
+            + blocks * (4 + 2 * cfg["mlp_ratio"]) * (2 * c) ** 2
+            + 2 * c * cfg["num_classes"] + (cfg["input_size"] // max(cfg["patch"], 1)) ** 2 * c)
+
+
+def validate_config(name: Any, config: Any) -> Dict[str, Any]:
+    """Check a checkpoint's architecture name and config before building anything.
+
+    Every value must have its default's type and range; the network the config
+    describes must stay under :data:`MAX_CONFIG_PARAMETERS` weights (the
+    estimate is in the message). Returns the config with defaults filled in.
+    """
+    if not isinstance(name, str) or name not in ARCHITECTURES:
+        raise BadInputError(f"unknown architecture {name!r}; known: {sorted(ARCHITECTURES)}")
+    if not isinstance(config, dict):
+        raise BadInputError(f"architecture '{name}': config is a {type(config).__name__}, "
+                            "expected a dict of settings")
+    defaults = _DEFAULTS_OF[name]
+    unknown = sorted(map(str, set(config) - set(defaults)))
+    if unknown:
+        raise BadInputError(
+            f"architecture '{name}': unknown config key(s) {unknown}; known: {sorted(defaults)}")
+    for key, value in config.items():
+        _check_value(name, key, value, defaults[key])
+    cfg = {**defaults, **config}
+    estimate = _estimated_parameters(name, cfg)
+    if estimate > MAX_CONFIG_PARAMETERS:
+        raise BadInputError(
+            f"architecture '{name}': this config describes about {estimate:.3g} weights "
+            f"({estimate * 4 / 2**30:.1f} GiB as float32), over the limit of "
+            f"{MAX_CONFIG_PARAMETERS:.0e}")
+    return cfg
+
+
 def build_model(name: str, config: Mapping[str, Any]) -> nn.Module:
     """Build architecture ``name`` from ``config``; BadInputError for an unknown name."""
     if name not in ARCHITECTURES:
@@ -190,22 +275,45 @@ def module_from_checkpoint(ckpt: Mapping[str, Any],
     if missing:
         raise BadInputError(f"{origin}: nmtc checkpoint lacks field(s) {missing}")
     name = ckpt["architecture"]
+    raw_shape = ckpt["input_shape"]
+    if (not isinstance(raw_shape, (list, tuple)) or not raw_shape
+            or not all(isinstance(s, int) and not isinstance(s, bool) and 1 <= s < 2**20
+                       for s in raw_shape)):
+        raise BadInputError(
+            f"{origin}: input_shape {raw_shape!r} is not a list of positive ints")
+    shape = tuple(int(s) for s in raw_shape)
+    state = ckpt["state_dict"]
+    if not isinstance(state, dict):
+        raise BadInputError(f"{origin}: state_dict is a {type(state).__name__}, expected a dict "
+                            "of tensors")
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            raise BadInputError(f"{origin}: state_dict['{key}'] is a {type(value).__name__}, "
+                                "not a tensor")
+        if value.is_complex():
+            raise BadInputError(f"{origin}: state_dict['{key}'] is complex ({value.dtype}); "
+                                "weights must be real")
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise BadInputError(f"{origin}: state_dict['{key}'] holds NaN or Inf values")
     try:
+        validate_config(name, ckpt["config"])
         module = build_model(name, ckpt["config"])
     except BadInputError as e:
         raise BadInputError(f"{origin}: {e}") from None
+    except (TypeError, ValueError, ZeroDivisionError, RuntimeError) as e:
+        raise BadInputError(f"{origin}: config cannot build architecture '{name}' "
+                            f"({type(e).__name__}: {' '.join(str(e).split())[:160]})") from None
     try:
-        module.load_state_dict(ckpt["state_dict"])
+        module.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError) as e:
         first = " ".join(l.strip() for l in str(e).strip().splitlines()[:3])
         raise BadInputError(
             f"{origin}: weights do not fit architecture '{name}' ({first})") from None
+    for key, value in state.items():
+        if not value.is_floating_point() and key.endswith(("weight", "bias")):
+            raise BadInputError(f"{origin}: state_dict['{key}'] has dtype {value.dtype}; "
+                                "weights must be floating point")
     module.eval()
-    try:
-        shape = tuple(int(s) for s in ckpt["input_shape"])
-    except (TypeError, ValueError):
-        raise BadInputError(
-            f"{origin}: input_shape {ckpt['input_shape']!r} is not a list of ints") from None
     return module, shape
 
 
@@ -227,4 +335,5 @@ def load_checkpoint(path: Union[str, Path]) -> Tuple[nn.Module, Dict[str, Any]]:
 
 __all__ = ["ARCHITECTURES", "CNN_DEFAULTS", "MLP_DEFAULTS", "DigitsCNN", "build_cnn",
            "build_mlp", "build_model", "save_checkpoint", "load_checkpoint",
-           "module_from_checkpoint", "is_checkpoint", "CHECKPOINT_VERSION"]
+           "module_from_checkpoint", "is_checkpoint", "CHECKPOINT_VERSION", "validate_config",
+           "MAX_CONFIG_PARAMETERS"]
