@@ -54,6 +54,17 @@ class ActivityCounter:
         if name not in self.skip:
             self._pending.setdefault(name, []).append((xs, out))
 
+    def observe_block(self, name: str, xs: List[torch.Tensor], out: torch.Tensor,
+                      t0: int) -> None:
+        """Node ``name`` took ``xs`` and gave ``out`` over steps t0 .. t0+n-1
+        (every tensor (n, B, ...)): counted at once, no per-step buffering."""
+        if name in self.skip:
+            return
+        n = out.shape[0]
+        for key, series in self.count_chunk(name, xs, out).items():
+            arr = self.series.setdefault(name, {}).setdefault(key, np.zeros(self.steps))
+            arr[t0:t0 + n] = series.double().cpu().numpy()
+
     def end_step(self, t: int) -> None:
         """Step ``t`` is over: count the buffered steps when a chunk (or the run) is full."""
         if (t + 1) % self.chunk == 0 or t + 1 == self.steps:

@@ -1,6 +1,8 @@
 """The cycle-level simulator: an interpreter over the IR (as torch.fx's
-Interpreter walks a graph), one time step at a time, batched and vectorized
-with torch. Numerics are a mode ('float' reference, 'loihi' bit-exact).
+Interpreter walks a graph), batched and vectorized with torch. Two schedules
+give the same results: step-major (every node once per time step; needed
+where the graph has recurrence) and layer-major (each node over a whole
+time chunk, then the next node: :mod:`simulators.cycle.schedule`). Numerics are a mode ('float' reference, 'loihi' bit-exact).
 Counting (:mod:`simulators.cycle.counting`) and recording
 (:mod:`simulators.cycle.recording`) observe the same walk, from the same
 tensors; recurrent synapses that send before they receive, as Lava's do,
@@ -23,6 +25,7 @@ from simulators.cycle.kernels_float import make_float_kernel
 from simulators.cycle.kernels_loihi import make_loihi_kernel
 from simulators.cycle.kernels_speck import make_speck_kernel
 from simulators.cycle.recording import Recording, recorded_nodes
+from simulators.cycle.schedule import DEFAULT_CHUNK_BYTES, SCHEDULES, run_block, time_chunk
 
 NUMERICS = ("float", "loihi", "speck")
 
@@ -137,15 +140,23 @@ class Simulator:
     ``record``: None, ``'neurons'`` (every neuron node), ``'all'``, or a list of
     node names whose outputs are kept per step. ``record_state``: also keep u/v
     of Loihi CUBA neurons per step. ``reset_interval``/``reset_offset``: netx's
-    LIFReset schedule (loihi numerics).
+    LIFReset schedule (loihi numerics). ``schedule``: ``'step'`` runs every
+    node once per time step; ``'layer'`` runs each node over a time chunk
+    (``chunk_bytes`` bounds a chunk's node outputs) and is refused for graphs
+    with recurrence or when neuron state is recorded per step; ``'auto'``
+    (default) takes ``'layer'`` where allowed. Both give identical outputs,
+    recordings and counts (tests/test_simulator_schedules.py).
     """
 
     def __init__(self, graph: Graph, numerics: str = "float", *, device: str = "cpu",
                  record: Union[None, str, Sequence[str]] = None, record_state: bool = False,
                  reset_interval: Optional[int] = None, reset_offset: int = 0,
-                 count: bool = True) -> None:
+                 count: bool = True, schedule: str = "auto",
+                 chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> None:
         if numerics not in NUMERICS:
             raise BadInputError(f"unknown numerics {numerics!r}; choose one of {', '.join(NUMERICS)}")
+        if schedule not in SCHEDULES:
+            raise BadInputError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
         graph.infer_shapes()
         self.graph, self.numerics, self.device = graph, numerics, device
         self.order, self.back = graph.order()
@@ -159,6 +170,13 @@ class Simulator:
         self.count = count
         self.counter = ActivityCounter(graph, self.order, device) if count else None
         self.kind: Dict[str, str] = {}
+        layer_ok = not self.back and not record_state
+        if schedule == "layer" and not layer_ok:
+            raise BadInputError("schedule 'layer' needs a graph without recurrence and no "
+                                "per-step neuron state recording; use schedule 'step'")
+        #: the schedule this simulator runs: 'layer' or 'step'
+        self.schedule = "layer" if schedule != "step" and layer_ok else "step"
+        self.chunk_bytes = chunk_bytes
 
     # --------------------------------------------------------------- kinds
     def _resolve_kinds(self, feeds: Dict[str, torch.Tensor]) -> None:
@@ -212,6 +230,13 @@ class Simulator:
             self.counter.start(steps, self.kind)
         clock = _StepClock()
         with torch.no_grad():
+            if self.schedule == "layer":
+                self._run_layer_major(feeds, steps, batch, recording, progress)
+                wall = time.perf_counter() - clock.t0
+                outputs, recorded, state = recording.stacked()
+                return SimResult(outputs=outputs, recorded=recorded, state=state,
+                                 counts=self._run_counts(steps, batch), wall_s=wall,
+                                 ms_per_step=1000 * wall / steps)
             prev: Dict[str, torch.Tensor] = {}
             for t in range(steps):
                 prev = self._step(t, feeds, prev, batch, recording)
@@ -225,6 +250,28 @@ class Simulator:
         return SimResult(outputs=outputs, recorded=recorded, state=state,
                          counts=self._run_counts(steps, batch), wall_s=wall,
                          ms_per_step=ms_per_step)
+
+    def _run_layer_major(self, feeds: Dict[str, torch.Tensor], steps: int, batch: int,
+                         recording: Recording,
+                         progress: Optional[Callable[[int], None]]) -> None:
+        """Each node over a time chunk, then the next; state carries between chunks."""
+        chunk = time_chunk(self.graph, self.order, batch, steps, self.chunk_bytes)
+        for t0 in range(0, steps, chunk):
+            t1 = min(steps, t0 + chunk)
+            values: Dict[str, torch.Tensor] = {}
+            for name in self.order:
+                if name in feeds:
+                    xs = [feeds[name][:, t0:t1].transpose(0, 1)]
+                else:
+                    xs = [values[src] for src in self.graph[name].inputs]
+                out = run_block(self.kernels[name], xs, t0)
+                values[name] = out
+                if self.counter is not None:
+                    self.counter.observe_block(name, xs, out, t0)
+                recording.output_block(name, out)
+            if progress is not None:
+                for t in range(t0, t1):
+                    progress(t + 1)
 
     def _step(self, t: int, feeds: Dict[str, torch.Tensor], prev: Dict[str, torch.Tensor],
               batch: int, recording: Recording) -> Dict[str, torch.Tensor]:
