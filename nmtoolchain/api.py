@@ -178,7 +178,7 @@ def _run(model: Model, x: Optional[Data], y: Optional[Data], dataset: Optional[s
          timesteps: int, numerics: str, samples: Optional[int], reset_interval: Optional[int],
          profiles: Sequence[str], reference: str, measured: Optional[str],
          input_shape: Optional[Sequence[int]], allow_pickle: bool,
-         progress: Optional[Callable[[int], None]]) -> Simulation:
+         progress: Optional[Callable[[int], None]], device: str = "cpu") -> Simulation:
     from hardware_profiles import load_profile
     from nmtoolchain.inputs import encode_for_graph
     from nmtoolchain.report.simulation import build_report
@@ -192,8 +192,8 @@ def _run(model: Model, x: Optional[Data], y: Optional[Data], dataset: Optional[s
         load_profile(p)  # an unknown profile fails before a long run, not after it
     graph = load(model, input_shape=input_shape, allow_pickle=allow_pickle)
     inputs = encode_for_graph(graph, _inputs(graph, x, y, dataset, samples), int(timesteps))
-    sim = Simulator(graph, numerics, reset_interval=reset_interval)
-    result = sim.run(inputs.x, int(timesteps), progress=progress)
+    sim = Simulator(graph, numerics, reset_interval=reset_interval, device=device)
+    result = sim.run(inputs.x, int(timesteps), progress=progress).to_cpu()
     rep = build_report(graph, result, list(profiles), reference=reference, measured=measured,
                        labels=inputs.y, inputs=inputs.description)
     return Simulation(graph, result, rep, inputs)
@@ -204,7 +204,8 @@ def simulate(model: Model, x: Optional[Data] = None, *, y: Optional[Data] = None
              samples: Optional[int] = None, profile: str = "loihi2",
              reset_interval: Optional[int] = None,
              input_shape: Optional[Sequence[int]] = None, allow_pickle: bool = False,
-             progress: Optional[Callable[[int], None]] = None) -> Simulation:
+             progress: Optional[Callable[[int], None]] = None,
+             device: str = "cpu") -> Simulation:
     """Simulate ``model`` for ``timesteps`` steps and price the run under one profile.
 
     Inputs: ``x`` (N, *shape) applied at every step or (N, T, *shape) per
@@ -213,9 +214,10 @@ def simulate(model: Model, x: Optional[Data] = None, *, y: Optional[Data] = None
     data given, or :data:`DEFAULT_SAMPLES` random-spike samples).
     ``numerics``: 'float' or 'loihi' (bit-exact fixed point).
     ``reset_interval``: netx's LIFReset interval (loihi numerics).
+    ``device``: where the simulator's tensors live ('cpu', 'cuda', 'cuda:1').
     """
     return _run(model, x, y, dataset, timesteps, numerics, samples, reset_interval, [profile],
-                profile, None, input_shape, allow_pickle, progress)
+                profile, None, input_shape, allow_pickle, progress, device)
 
 
 def report(model: Model, x: Optional[Data] = None, *, y: Optional[Data] = None,
@@ -224,14 +226,15 @@ def report(model: Model, x: Optional[Data] = None, *, y: Optional[Data] = None,
            numerics: str = "float", samples: Optional[int] = None,
            reset_interval: Optional[int] = None, input_shape: Optional[Sequence[int]] = None,
            allow_pickle: bool = False,
-           progress: Optional[Callable[[int], None]] = None) -> Simulation:
+           progress: Optional[Callable[[int], None]] = None,
+           device: str = "cpu") -> Simulation:
     """Like :func:`simulate`, priced under several ``profiles`` and compared with
     ``reference``; ``measured`` adds a board measurement stored in a profile
     (e.g. 'pilotnet_lif')."""
     if isinstance(profiles, str):
         profiles = [p.strip() for p in profiles.split(",") if p.strip()]
     return _run(model, x, y, dataset, timesteps, numerics, samples, reset_interval,
-                list(profiles), reference, measured, input_shape, allow_pickle, progress)
+                list(profiles), reference, measured, input_shape, allow_pickle, progress, device)
 
 
 def export(model: Model, target: str, output: Optional[Union[str, "os.PathLike[str]"]] = None,

@@ -119,6 +119,7 @@ SAMPLES = typer.Option(16, "--samples", help="At most this many input samples.")
 RESET = typer.Option(None, "--reset-interval",
                      help="netx LIFReset interval (Loihi numerics), e.g. 16 for Intel's pilotnet.")
 JSON = typer.Option(False, "--json", help="Print only JSON on stdout.")
+DEVICE = typer.Option("cpu", "--device", help="Where the simulator runs: cpu or cuda[:N].")
 
 
 @app.command()
@@ -254,6 +255,7 @@ def simulate(
     reset_interval: Optional[int] = RESET,
     as_json: bool = JSON,
     allow_pickle: bool = ALLOW_PICKLE, input_shape: Optional[str] = INPUT_SHAPE,
+    device: str = DEVICE,
 ) -> None:
     """Simulate a model step by step; print counts, energy and latency under one profile."""
     from nmtoolchain.api import simulate as run_simulation
@@ -263,7 +265,7 @@ def simulate(
         run = run_simulation(model, data, dataset=dataset, timesteps=timesteps,
                              numerics=numerics, samples=samples, profile=profile,
                              reset_interval=reset_interval, input_shape=_shape(input_shape),
-                             allow_pickle=allow_pickle, progress=progress)
+                             allow_pickle=allow_pickle, progress=progress, device=device)
     if as_json:
         _emit_json(run.report)
     else:
@@ -292,6 +294,7 @@ def report(
     reset_interval: Optional[int] = RESET,
     as_json: bool = JSON,
     allow_pickle: bool = ALLOW_PICKLE, input_shape: Optional[str] = INPUT_SHAPE,
+    device: str = DEVICE,
 ) -> None:
     """Energy and latency per hardware profile, and where the profiles disagree."""
     from nmtoolchain.api import report as run_report
@@ -308,7 +311,7 @@ def report(
                          measured=measured, timesteps=timesteps, numerics=numerics,
                          samples=samples, reset_interval=reset_interval,
                          input_shape=_shape(input_shape), allow_pickle=allow_pickle,
-                         progress=progress)
+                         progress=progress, device=device)
     if html_out is not None:
         write_html(run.report, html_out)
     if as_json:

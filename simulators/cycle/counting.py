@@ -93,7 +93,7 @@ class ActivityCounter:
         nz = [(x != 0) for x in xs]
         c: Dict[str, torch.Tensor] = {"events_in": sum(_per_step(m, n) for m in nz)}
         if kinds and all(k == "spikes" for k in kinds):
-            c["max_in"] = torch.stack([_flat(x, n).max(1).values for x in xs]).max(0).values.float()
+            c["max_in"] = torch.stack([_flat(x, n).amax(1) for x in xs]).amax(0).float()
         fo = self.fanout.get(name)
         if fo is not None:
             c.update(_synaptic_counts(fo, xs[0], nz[0], kinds[0]))
@@ -126,7 +126,7 @@ def _synaptic_counts(fanout: Tuple[torch.Tensor, ...], x: torch.Tensor, nonzero:
     if kind == "spikes":
         c["spikes_in"] = _per_step(x, n)
         c["synops"] = (xf @ f_full).reshape(n, b).sum(1)
-        mx = _flat(x, n).max(1).values
+        mx = _flat(x, n).amax(1)
         c["nb_is_mac"] = (mx > 1).float()
         # binary spikes are their own event mask: skip rebuilding it
         mf = xf if bool(mx.max() <= 1) else nonzero.reshape(n * b, -1).to(torch.float32)

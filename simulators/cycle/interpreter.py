@@ -43,6 +43,29 @@ class SimResult:
     wall_s: float = 0.0
     ms_per_step: float = 0.0
 
+    def to_cpu(self) -> "SimResult":
+        """The same result with every tensor on the CPU (a GPU run's, for reports)."""
+        cpu = lambda d: {k: v.cpu() for k, v in d.items()}  # noqa: E731
+        return SimResult(cpu(self.outputs), cpu(self.recorded),
+                         {n: cpu(d) for n, d in self.state.items()}, self.counts, self.wall_s,
+                         self.ms_per_step)
+
+
+def check_device(device: str) -> None:
+    """Refuse, in one line, a device torch does not know or this machine lacks."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise BadInputError(f"--device {device!r}: not a torch device (cpu, cuda, cuda:N)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise BadInputError(f"--device {device}: no CUDA device on this machine")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise BadInputError(f"--device {device}: this machine has "
+                                f"{torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type != "cpu":
+        raise BadInputError(f"--device {device}: the simulator runs on cpu or cuda")
+
 
 class DeferredSynapses:
     """Synapses on a recurrent loop that run in two halves, as Lava's Dense does.
@@ -116,6 +139,23 @@ def _propagated_kind(node: Node, declared: str, kinds: Dict[str, str]) -> str:
     return "analog"
 
 
+class _full_fp32:
+    """On a GPU, turn TF32 off for the run (float numerics as in float32 on the
+    CPU; the Loihi kernels do not rely on it), and restore the settings after."""
+
+    def __init__(self, device: str) -> None:
+        self.on = torch.device(device).type == "cuda"
+
+    def __enter__(self) -> None:
+        if self.on:
+            self.saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+
+    def __exit__(self, *exc) -> None:
+        if self.on:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = self.saved
+
+
 class _StepClock:
     """Wall time of a run and its steady-state time per step (after step 0)."""
 
@@ -155,6 +195,7 @@ class Simulator:
                  chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> None:
         if numerics not in NUMERICS:
             raise BadInputError(f"unknown numerics {numerics!r}; choose one of {', '.join(NUMERICS)}")
+        check_device(device)
         if schedule not in SCHEDULES:
             raise BadInputError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
         graph.infer_shapes()
@@ -229,7 +270,7 @@ class Simulator:
         if self.counter is not None:
             self.counter.start(steps, self.kind)
         clock = _StepClock()
-        with torch.no_grad():
+        with torch.no_grad(), _full_fp32(self.device):
             if self.schedule == "layer":
                 self._run_layer_major(feeds, steps, batch, recording, progress)
                 wall = time.perf_counter() - clock.t0

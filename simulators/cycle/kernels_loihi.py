@@ -59,11 +59,19 @@ def decay(x: torch.Tensor, d: int) -> torch.Tensor:
     return torch.sign(p) * (torch.abs(p) >> DECAY_BITS)
 
 
+def _f32_is_exact(device) -> bool:
+    """Whether integer float32 convolutions and matmuls are exact on ``device``
+    below 2^24. On the CPU they are; a GPU may pick TF32 or Winograd/FFT
+    algorithms, so there the integer synapses always run in float64 (exact,
+    and rounded back to the integers)."""
+    return torch.device(device).type == "cpu"
+
+
 def _exact_matmul(w32: torch.Tensor, w64: torch.Tensor, bound: float,
                   x: torch.Tensor) -> torch.Tensor:
     """Integer W @ x via float32 when provably exact, else float64."""
     xmax = float(x.abs().max().item()) if x.numel() else 0.0
-    if xmax * bound < _F32_EXACT:
+    if xmax * bound < _F32_EXACT and _f32_is_exact(x.device):
         return torch.round(F.linear(x.to(torch.float32), w32)).to(I64)
     return torch.round(F.linear(x.to(torch.float64), w64)).to(I64)
 
@@ -154,6 +162,7 @@ class ConvLoihi(kf.Kernel):
         self.w32 = torch.as_tensor(w, dtype=torch.float32, device=device)
         self.w64 = torch.as_tensor(w, dtype=torch.float64, device=device)
         self.bound = float(np.abs(w).reshape(w.shape[0], -1).sum(1).max())
+        self.f32_ok = _f32_is_exact(device)
         self.kw = dict(stride=op.stride, padding=op.padding, dilation=op.dilation, groups=op.groups)
 
     def reset(self, batch):
@@ -165,7 +174,7 @@ class ConvLoihi(kf.Kernel):
         out = self.buf
         x = xs[0]
         xmax = float(x.abs().max().item()) if x.numel() else 0.0
-        if xmax * self.bound < _F32_EXACT / 2:  # |a| < 2^23: float32 exact, no 24-bit wrap
+        if self.f32_ok and xmax * self.bound < _F32_EXACT / 2:  # |a| < 2^23: float32 exact, no 24-bit wrap
             self.buf = torch.round(F.conv2d(x.to(torch.float32), self.w32, **self.kw))
         else:
             a = torch.round(F.conv2d(x.to(torch.float64), self.w64, **self.kw)).to(I64)
@@ -182,21 +191,29 @@ class ConvLoihi(kf.Kernel):
         flat = x.reshape((n * b,) + tuple(x.shape[2:]))
         xmax = x.abs().reshape(n, -1).amax(1) if x.numel() else torch.zeros(n)
         exact32 = (xmax.double() * self.bound < _F32_EXACT / 2).tolist()
-        y = torch.round(F.conv2d(flat.to(torch.float32), self.w32, **self.kw))
-        y = y.reshape((n, b) + tuple(self.shape))
+        if not self.f32_ok:
+            exact32 = [False] * n
         wide = [i for i, ok in enumerate(exact32) if not ok]
-        if wide:
-            a = torch.round(F.conv2d(x[wide].reshape((-1,) + tuple(x.shape[2:])).to(
-                torch.float64), self.w64, **self.kw)).to(I64)
-            a = wrap(a, 24).to(torch.float64).reshape((len(wide), b) + tuple(self.shape))
         out_wide = self.buf.dtype == torch.float64 or any(i < n - 1 for i in wide)
         out = torch.empty((n, b) + tuple(self.shape),
                           dtype=torch.float64 if out_wide else torch.float32, device=x.device)
         out[0] = self.buf
-        out[1:] = y[:-1]
-        for j, i in enumerate(wide):
-            if i < n - 1:
-                out[i + 1] = a[j]
+        y = None
+        if len(wide) < n:  # the steps the float32 path takes
+            y = torch.round(F.conv2d(flat.to(torch.float32), self.w32, **self.kw))
+            y = y.reshape((n, b) + tuple(self.shape))
+            out[1:] = y[:-1]
+        if wide:
+            xw = x if len(wide) == n else x[wide]
+            a = torch.round(F.conv2d(xw.reshape((-1,) + tuple(x.shape[2:])).to(
+                torch.float64), self.w64, **self.kw)).to(I64)
+            a = wrap(a, 24).to(torch.float64).reshape((len(wide), b) + tuple(self.shape))
+            if len(wide) == n:
+                out[1:] = a[:-1]
+            else:
+                for j, i in enumerate(wide):
+                    if i < n - 1:
+                        out[i + 1] = a[j]
         self.buf = a[-1] if wide and wide[-1] == n - 1 else y[-1].clone()
         return out
 
@@ -268,7 +285,9 @@ class CubaLoihi(kf.Kernel):
             return out.copy_(x)
         if f == 0.0:
             return out.zero_()
-        return torch.mul(x, f, out=out).trunc_()
+        # trunc(x f) as copysign(floor(|x f|), x): bit for bit the same (signed
+        # zeros included; f > 0), and floor is vectorized where trunc is not
+        return torch.mul(x, f, out=out).abs_().floor_().copysign_(x)
 
     def step(self, xs, t):
         x = xs[0]

@@ -29,6 +29,9 @@ SCHEDULES = ("auto", "layer", "step")
 
 #: bytes one time chunk may hold in node outputs before it is split further
 DEFAULT_CHUNK_BYTES = 1 << 30
+#: steps per chunk at most: longer chunks gain nothing measurable, and a run
+#: stays responsive (progress, Ctrl-C) between chunks
+MAX_CHUNK_STEPS = 256
 
 
 def run_block(kernel: object, xs: List[torch.Tensor], t0: int) -> torch.Tensor:
@@ -62,4 +65,4 @@ def time_chunk(graph: Graph, order: Sequence[str], batch: int, steps: int,
                   f"{per_step / 2**20:.0f} MiB of node outputs (budget {budget / 2**20:.0f} MiB); "
                   "running one step per chunk", file=sys.stderr)
         return 1
-    return int(min(steps, n))
+    return int(min(steps, n, MAX_CHUNK_STEPS))
