@@ -90,8 +90,8 @@ class ActivityCounter:
         node = self.graph[name]
         n = out.shape[0]
         kinds = [self.kinds.get(s, "analog") for s in node.inputs]
-        nz = [(x != 0) for x in xs]
-        c: Dict[str, torch.Tensor] = {"events_in": sum(_per_step(m, n) for m in nz)}
+        nz = [_indicator(x) for x in xs]
+        c: Dict[str, torch.Tensor] = {"events_in": sum(_count(m, n) for m in nz)}
         if kinds and all(k == "spikes" for k in kinds):
             c["max_in"] = torch.stack([_flat(x, n).amax(1) for x in xs]).amax(0).float()
         fo = self.fanout.get(name)
@@ -103,6 +103,19 @@ class ActivityCounter:
         if node.op.is_neuron:
             c.update(_neuron_counts(out, nz, self.kinds[name]))
         return c
+
+
+def _indicator(x: torch.Tensor) -> torch.Tensor:
+    """[x != 0] as 0/1 values of x's own type: |x| then sign, two vectorized
+    passes (comparisons into bool tensors are several times slower on CPUs)."""
+    if x.dtype == torch.bool:
+        return x.to(torch.float32)
+    return x.abs().sign()
+
+
+def _count(indicator: torch.Tensor, n: int) -> torch.Tensor:
+    """Per-step number of ones of a 0/1 tensor, summed exactly (float64)."""
+    return _flat(indicator, n).sum(1, dtype=torch.float64)
 
 
 def _flat(x: torch.Tensor, n: int) -> torch.Tensor:
@@ -144,12 +157,13 @@ def _neuron_counts(out: torch.Tensor, nz: List[torch.Tensor], kind: str
     """neuron_updates, active_neurons and spikes_out of a neuron node over a chunk."""
     n = out.shape[0]
     c = {"neuron_updates": torch.full((n,), float(out[0].numel()))}
-    active = (nz[0] | (out != 0)) if nz else (out != 0)
-    c["active_neurons"] = _per_step(active, n)
+    fired = _indicator(out)
+    active = torch.maximum(nz[0], fired) if nz else fired
+    c["active_neurons"] = _count(active, n)
     if kind == "spikes":
         c["spikes_out"] = _per_step(out, n)
     elif kind == "graded":
-        c["spikes_out"] = _per_step(out != 0, n)
+        c["spikes_out"] = _count(fired, n)
     return c
 
 
