@@ -200,7 +200,7 @@ def _run(model: Model, x: Optional[Data], y: Optional[Data], dataset: Optional[s
          profiles: Sequence[str], reference: str, measured: Optional[str],
          input_shape: Optional[Sequence[int]], allow_pickle: bool,
          progress: Optional[Callable[[int], None]],
-         rules: Optional[Sequence[str]] = None) -> Simulation:
+         rules: Optional[Sequence[str]] = None, device: str = "cpu") -> Simulation:
     from hardware_profiles import load_profile
     from nmtoolchain.inputs import encode_for_graph
     from nmtoolchain.limits import check_run_size
@@ -225,8 +225,8 @@ def _run(model: Model, x: Optional[Data], y: Optional[Data], dataset: Optional[s
                                        f"({MEASURED_INPUTS[measured][0]} from lava-dl's tests)")
     check_run_size(graph, int(timesteps), len(raw.x))  # before encoding allocates T steps
     inputs = encode_for_graph(graph, raw, int(timesteps))
-    sim = Simulator(graph, numerics, reset_interval=reset_interval)
-    result = sim.run(inputs.x, int(timesteps), progress=progress)
+    sim = Simulator(graph, numerics, reset_interval=reset_interval, device=device)
+    result = sim.run(inputs.x, int(timesteps), progress=progress).to_cpu()
     rep = build_report(graph, result, list(profiles), reference=reference, measured=measured,
                        labels=inputs.y, inputs=inputs.description, rules=rules)
     return Simulation(graph, result, rep, inputs)
@@ -238,7 +238,7 @@ def simulate(model: Model, x: Optional[Data] = None, *, y: Optional[Data] = None
              reset_interval: Optional[int] = None,
              input_shape: Optional[Sequence[int]] = None, allow_pickle: bool = False,
              progress: Optional[Callable[[int], None]] = None,
-             rule: Optional[str] = None) -> Simulation:
+             rule: Optional[str] = None, device: str = "cpu") -> Simulation:
     """Simulate ``model`` for ``timesteps`` steps and price the run under one profile.
 
     Inputs: ``x`` (N, *shape) applied at every step or (N, T, *shape) per
@@ -249,10 +249,11 @@ def simulate(model: Model, x: Optional[Data] = None, *, y: Optional[Data] = None
     ``reset_interval``: netx's LIFReset interval (loihi numerics).
     ``rule``: counting rule (fanout, neurobench, syops, spikformer; None: the
     profile's default); the report's rows say which rule produced them.
+    ``device``: where the simulator's tensors live ('cpu', 'cuda', 'cuda:1').
     """
     return _run(model, x, y, dataset, timesteps, numerics, samples, reset_interval, [profile],
                 profile, None, input_shape, allow_pickle, progress,
-                [rule] if rule else None)
+                [rule] if rule else None, device)
 
 
 def report(model: Model, x: Optional[Data] = None, *, y: Optional[Data] = None,
@@ -262,7 +263,7 @@ def report(model: Model, x: Optional[Data] = None, *, y: Optional[Data] = None,
            reset_interval: Optional[int] = None, input_shape: Optional[Sequence[int]] = None,
            allow_pickle: bool = False,
            progress: Optional[Callable[[int], None]] = None,
-           rules: Optional[Sequence[str]] = None) -> Simulation:
+           rules: Optional[Sequence[str]] = None, device: str = "cpu") -> Simulation:
     """Like :func:`simulate`, priced under several ``profiles`` and compared with
     ``reference``; ``measured`` adds a board measurement stored in a profile
     (e.g. 'pilotnet_lif'). ``rules``: counting rules; the first prices the
@@ -272,7 +273,8 @@ def report(model: Model, x: Optional[Data] = None, *, y: Optional[Data] = None,
     if isinstance(rules, str):
         rules = [r.strip() for r in rules.split(",") if r.strip()]
     return _run(model, x, y, dataset, timesteps, numerics, samples, reset_interval,
-                list(profiles), reference, measured, input_shape, allow_pickle, progress, rules)
+                list(profiles), reference, measured, input_shape, allow_pickle, progress, rules,
+                device)
 
 
 def export(model: Model, target: str, output: Optional[Union[str, "os.PathLike[str]"]] = None,

@@ -121,6 +121,7 @@ SAMPLES = typer.Option(16, "--samples", help="At most this many input samples.")
 RESET = typer.Option(None, "--reset-interval",
                      help="netx LIFReset interval (Loihi numerics), e.g. 16 for Intel's pilotnet.")
 JSON = typer.Option(False, "--json", help="Print only JSON on stdout.")
+DEVICE = typer.Option("cpu", "--device", help="Where the simulator runs: cpu or cuda[:N].")
 
 
 @app.command()
@@ -260,6 +261,7 @@ def simulate(
     as_json: bool = JSON,
     allow_pickle: bool = ALLOW_PICKLE, input_shape: Optional[str] = INPUT_SHAPE,
     rule: Optional[str] = typer.Option(None, "--rule", help=RULE_HELP),
+    device: str = DEVICE,
 ) -> None:
     """Simulate a model step by step; print counts, energy and latency under one profile."""
     from nmtoolchain.api import simulate as run_simulation
@@ -269,7 +271,8 @@ def simulate(
         run = run_simulation(model, data, dataset=dataset, timesteps=timesteps,
                              numerics=numerics, samples=samples, profile=profile,
                              reset_interval=reset_interval, input_shape=_shape(input_shape),
-                             allow_pickle=allow_pickle, progress=progress, rule=rule)
+                             allow_pickle=allow_pickle, progress=progress, rule=rule,
+                             device=device)
     if as_json:
         _emit_json(run.report)
     else:
@@ -301,6 +304,7 @@ def report(
     reset_interval: Optional[int] = RESET,
     as_json: bool = JSON,
     allow_pickle: bool = ALLOW_PICKLE, input_shape: Optional[str] = INPUT_SHAPE,
+    device: str = DEVICE,
 ) -> None:
     """Energy and latency per hardware profile, and where the profiles disagree."""
     from nmtoolchain.api import report as run_report
@@ -319,7 +323,8 @@ def report(
                          input_shape=_shape(input_shape), allow_pickle=allow_pickle,
                          progress=progress,
                          rules=[r.strip() for t in (rule or []) for r in t.split(",")
-                                if r.strip()] or None)
+                                if r.strip()] or None,
+                         device=device)
     if html_out is not None:
         write_html(run.report, html_out)
     if as_json:

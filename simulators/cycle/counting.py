@@ -54,6 +54,17 @@ class ActivityCounter:
         if name not in self.skip:
             self._pending.setdefault(name, []).append((xs, out))
 
+    def observe_block(self, name: str, xs: List[torch.Tensor], out: torch.Tensor,
+                      t0: int) -> None:
+        """Node ``name`` took ``xs`` and gave ``out`` over steps t0 .. t0+n-1
+        (every tensor (n, B, ...)): counted at once, no per-step buffering."""
+        if name in self.skip:
+            return
+        n = out.shape[0]
+        for key, series in self.count_chunk(name, xs, out).items():
+            arr = self.series.setdefault(name, {}).setdefault(key, np.zeros(self.steps))
+            arr[t0:t0 + n] = series.double().cpu().numpy()
+
     def end_step(self, t: int) -> None:
         """Step ``t`` is over: count the buffered steps when a chunk (or the run) is full."""
         if (t + 1) % self.chunk == 0 or t + 1 == self.steps:
@@ -79,10 +90,10 @@ class ActivityCounter:
         node = self.graph[name]
         n = out.shape[0]
         kinds = [self.kinds.get(s, "analog") for s in node.inputs]
-        nz = [(x != 0) for x in xs]
-        c: Dict[str, torch.Tensor] = {"events_in": sum(_per_step(m, n) for m in nz)}
+        nz = [_indicator(x) for x in xs]
+        c: Dict[str, torch.Tensor] = {"events_in": sum(_count(m, n) for m in nz)}
         if kinds and all(k == "spikes" for k in kinds):
-            c["max_in"] = torch.stack([_flat(x, n).max(1).values for x in xs]).max(0).values.float()
+            c["max_in"] = torch.stack([_flat(x, n).amax(1) for x in xs]).amax(0).float()
         fo = self.fanout.get(name)
         if fo is not None:
             c.update(_synaptic_counts(fo, xs[0], nz[0], kinds[0]))
@@ -92,6 +103,19 @@ class ActivityCounter:
         if node.op.is_neuron:
             c.update(_neuron_counts(out, nz, self.kinds[name]))
         return c
+
+
+def _indicator(x: torch.Tensor) -> torch.Tensor:
+    """[x != 0] as 0/1 values of x's own type: |x| then sign, two vectorized
+    passes (comparisons into bool tensors are several times slower on CPUs)."""
+    if x.dtype == torch.bool:
+        return x.to(torch.float32)
+    return x.abs().sign()
+
+
+def _count(indicator: torch.Tensor, n: int) -> torch.Tensor:
+    """Per-step number of ones of a 0/1 tensor, summed exactly (float64)."""
+    return _flat(indicator, n).sum(1, dtype=torch.float64)
 
 
 def _flat(x: torch.Tensor, n: int) -> torch.Tensor:
@@ -115,7 +139,7 @@ def _synaptic_counts(fanout: Tuple[torch.Tensor, ...], x: torch.Tensor, nonzero:
     if kind == "spikes":
         c["spikes_in"] = _per_step(x, n)
         c["synops"] = (xf @ f_full).reshape(n, b).sum(1)
-        mx = _flat(x, n).max(1).values
+        mx = _flat(x, n).amax(1)
         c["nb_is_mac"] = (mx > 1).float()
         # binary spikes are their own event mask: skip rebuilding it
         mf = xf if bool(mx.max() <= 1) else nonzero.reshape(n * b, -1).to(torch.float32)
@@ -133,12 +157,13 @@ def _neuron_counts(out: torch.Tensor, nz: List[torch.Tensor], kind: str
     """neuron_updates, active_neurons and spikes_out of a neuron node over a chunk."""
     n = out.shape[0]
     c = {"neuron_updates": torch.full((n,), float(out[0].numel()))}
-    active = (nz[0] | (out != 0)) if nz else (out != 0)
-    c["active_neurons"] = _per_step(active, n)
+    fired = _indicator(out)
+    active = torch.maximum(nz[0], fired) if nz else fired
+    c["active_neurons"] = _count(active, n)
     if kind == "spikes":
         c["spikes_out"] = _per_step(out, n)
     elif kind == "graded":
-        c["spikes_out"] = _per_step(out != 0, n)
+        c["spikes_out"] = _count(fired, n)
     return c
 
 

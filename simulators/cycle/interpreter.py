@@ -1,6 +1,8 @@
 """The cycle-level simulator: an interpreter over the IR (as torch.fx's
-Interpreter walks a graph), one time step at a time, batched and vectorized
-with torch. Numerics are a mode ('float' reference, 'loihi' bit-exact).
+Interpreter walks a graph), batched and vectorized with torch. Two schedules
+give the same results: step-major (every node once per time step; needed
+where the graph has recurrence) and layer-major (each node over a whole
+time chunk, then the next node: :mod:`simulators.cycle.schedule`). Numerics are a mode ('float' reference, 'loihi' bit-exact).
 Counting (:mod:`simulators.cycle.counting`) and recording
 (:mod:`simulators.cycle.recording`) observe the same walk, from the same
 tensors; recurrent synapses that send before they receive, as Lava's do,
@@ -23,6 +25,7 @@ from simulators.cycle.kernels_float import make_float_kernel
 from simulators.cycle.kernels_loihi import make_loihi_kernel
 from simulators.cycle.kernels_speck import make_speck_kernel
 from simulators.cycle.recording import Recording, recorded_nodes
+from simulators.cycle.schedule import DEFAULT_CHUNK_BYTES, SCHEDULES, run_block, time_chunk
 
 NUMERICS = ("float", "loihi", "speck")
 
@@ -39,6 +42,29 @@ class SimResult:
     counts: RunCounts
     wall_s: float = 0.0
     ms_per_step: float = 0.0
+
+    def to_cpu(self) -> "SimResult":
+        """The same result with every tensor on the CPU (a GPU run's, for reports)."""
+        cpu = lambda d: {k: v.cpu() for k, v in d.items()}  # noqa: E731
+        return SimResult(cpu(self.outputs), cpu(self.recorded),
+                         {n: cpu(d) for n, d in self.state.items()}, self.counts, self.wall_s,
+                         self.ms_per_step)
+
+
+def check_device(device: str) -> None:
+    """Refuse, in one line, a device torch does not know or this machine lacks."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise BadInputError(f"--device {device!r}: not a torch device (cpu, cuda, cuda:N)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise BadInputError(f"--device {device}: no CUDA device on this machine")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise BadInputError(f"--device {device}: this machine has "
+                                f"{torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type != "cpu":
+        raise BadInputError(f"--device {device}: the simulator runs on cpu or cuda")
 
 
 class DeferredSynapses:
@@ -113,6 +139,23 @@ def _propagated_kind(node: Node, declared: str, kinds: Dict[str, str]) -> str:
     return "analog"
 
 
+class _full_fp32:
+    """On a GPU, turn TF32 off for the run (float numerics as in float32 on the
+    CPU; the Loihi kernels do not rely on it), and restore the settings after."""
+
+    def __init__(self, device: str) -> None:
+        self.on = torch.device(device).type == "cuda"
+
+    def __enter__(self) -> None:
+        if self.on:
+            self.saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+
+    def __exit__(self, *exc) -> None:
+        if self.on:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = self.saved
+
+
 class _StepClock:
     """Wall time of a run and its steady-state time per step (after step 0)."""
 
@@ -137,15 +180,24 @@ class Simulator:
     ``record``: None, ``'neurons'`` (every neuron node), ``'all'``, or a list of
     node names whose outputs are kept per step. ``record_state``: also keep u/v
     of Loihi CUBA neurons per step. ``reset_interval``/``reset_offset``: netx's
-    LIFReset schedule (loihi numerics).
+    LIFReset schedule (loihi numerics). ``schedule``: ``'step'`` runs every
+    node once per time step; ``'layer'`` runs each node over a time chunk
+    (``chunk_bytes`` bounds a chunk's node outputs) and is refused for graphs
+    with recurrence or when neuron state is recorded per step; ``'auto'``
+    (default) takes ``'layer'`` where allowed. Both give identical outputs,
+    recordings and counts (tests/test_simulator_schedules.py).
     """
 
     def __init__(self, graph: Graph, numerics: str = "float", *, device: str = "cpu",
                  record: Union[None, str, Sequence[str]] = None, record_state: bool = False,
                  reset_interval: Optional[int] = None, reset_offset: int = 0,
-                 count: bool = True) -> None:
+                 count: bool = True, schedule: str = "auto",
+                 chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> None:
         if numerics not in NUMERICS:
             raise BadInputError(f"unknown numerics {numerics!r}; choose one of {', '.join(NUMERICS)}")
+        check_device(device)
+        if schedule not in SCHEDULES:
+            raise BadInputError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
         graph.infer_shapes()
         self.graph, self.numerics, self.device = graph, numerics, device
         self.order, self.back = graph.order()
@@ -159,6 +211,13 @@ class Simulator:
         self.count = count
         self.counter = ActivityCounter(graph, self.order, device) if count else None
         self.kind: Dict[str, str] = {}
+        layer_ok = not self.back and not record_state
+        if schedule == "layer" and not layer_ok:
+            raise BadInputError("schedule 'layer' needs a graph without recurrence and no "
+                                "per-step neuron state recording; use schedule 'step'")
+        #: the schedule this simulator runs: 'layer' or 'step'
+        self.schedule = "layer" if schedule != "step" and layer_ok else "step"
+        self.chunk_bytes = chunk_bytes
 
     # --------------------------------------------------------------- kinds
     def _resolve_kinds(self, feeds: Dict[str, torch.Tensor]) -> None:
@@ -211,7 +270,14 @@ class Simulator:
         if self.counter is not None:
             self.counter.start(steps, self.kind)
         clock = _StepClock()
-        with torch.no_grad():
+        with torch.no_grad(), _full_fp32(self.device):
+            if self.schedule == "layer":
+                self._run_layer_major(feeds, steps, batch, recording, progress)
+                wall = time.perf_counter() - clock.t0
+                outputs, recorded, state = recording.stacked()
+                return SimResult(outputs=outputs, recorded=recorded, state=state,
+                                 counts=self._run_counts(steps, batch), wall_s=wall,
+                                 ms_per_step=1000 * wall / steps)
             prev: Dict[str, torch.Tensor] = {}
             for t in range(steps):
                 prev = self._step(t, feeds, prev, batch, recording)
@@ -225,6 +291,28 @@ class Simulator:
         return SimResult(outputs=outputs, recorded=recorded, state=state,
                          counts=self._run_counts(steps, batch), wall_s=wall,
                          ms_per_step=ms_per_step)
+
+    def _run_layer_major(self, feeds: Dict[str, torch.Tensor], steps: int, batch: int,
+                         recording: Recording,
+                         progress: Optional[Callable[[int], None]]) -> None:
+        """Each node over a time chunk, then the next; state carries between chunks."""
+        chunk = time_chunk(self.graph, self.order, batch, steps, self.chunk_bytes)
+        for t0 in range(0, steps, chunk):
+            t1 = min(steps, t0 + chunk)
+            values: Dict[str, torch.Tensor] = {}
+            for name in self.order:
+                if name in feeds:
+                    xs = [feeds[name][:, t0:t1].transpose(0, 1)]
+                else:
+                    xs = [values[src] for src in self.graph[name].inputs]
+                out = run_block(self.kernels[name], xs, t0)
+                values[name] = out
+                if self.counter is not None:
+                    self.counter.observe_block(name, xs, out, t0)
+                recording.output_block(name, out)
+            if progress is not None:
+                for t in range(t0, t1):
+                    progress(t + 1)
 
     def _step(self, t: int, feeds: Dict[str, torch.Tensor], prev: Dict[str, torch.Tensor],
               batch: int, recording: Recording) -> Dict[str, torch.Tensor]:

@@ -259,12 +259,13 @@ class SpikeMaskK(Kernel):
     def reset(self, batch):
         super().reset(batch)
         seed = self.node.op.seed
-        self.gen = torch.Generator(device=self.device)
+        # drawn on the CPU whatever the device: a GPU run masks exactly as a CPU run
+        self.gen = torch.Generator(device="cpu")
         self.gen.manual_seed(int(seed) if seed is not None else 0)
 
     def step(self, xs, t):
-        keep = torch.rand(xs[0].shape, generator=self.gen, device=self.device) >= self.node.op.p
-        return xs[0] * keep
+        keep = torch.rand(xs[0].shape, generator=self.gen) >= self.node.op.p
+        return xs[0] * keep.to(xs[0].device)
 
 
 # ------------------------------------------------------------------ neurons

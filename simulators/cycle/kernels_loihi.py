@@ -59,11 +59,19 @@ def decay(x: torch.Tensor, d: int) -> torch.Tensor:
     return torch.sign(p) * (torch.abs(p) >> DECAY_BITS)
 
 
+def _f32_is_exact(device) -> bool:
+    """Whether integer float32 convolutions and matmuls are exact on ``device``
+    below 2^24. On the CPU they are; a GPU may pick TF32 or Winograd/FFT
+    algorithms, so there the integer synapses always run in float64 (exact,
+    and rounded back to the integers)."""
+    return torch.device(device).type == "cpu"
+
+
 def _exact_matmul(w32: torch.Tensor, w64: torch.Tensor, bound: float,
                   x: torch.Tensor) -> torch.Tensor:
     """Integer W @ x via float32 when provably exact, else float64."""
     xmax = float(x.abs().max().item()) if x.numel() else 0.0
-    if xmax * bound < _F32_EXACT:
+    if xmax * bound < _F32_EXACT and _f32_is_exact(x.device):
         return torch.round(F.linear(x.to(torch.float32), w32)).to(I64)
     return torch.round(F.linear(x.to(torch.float64), w64)).to(I64)
 
@@ -121,6 +129,22 @@ class DenseLoihi(kf.Kernel):
             slot = (self.head + dv) % self.depth
             self.ring[slot] += _exact_matmul(w32, w64, bound, x)
 
+    def run_block(self, xs, t0):
+        """Steps t0 .. t0+n-1 at once (layer-major schedule): one matmul over
+        n·B, the one-step delay as a shift in time. Declines (None) with
+        synaptic delays; the products are exact integers either way."""
+        if self.depth != 2 or len(self.groups) != 1:
+            return None
+        x = xs[0]
+        _, w32, w64, bound = self.groups[0]
+        a = _exact_matmul(w32, w64, bound, x)  # (n, B, N) int64
+        out = torch.empty_like(a)
+        out[0] = self.ring[self.head]
+        out[1:] = a[:-1]
+        self.ring.zero_()
+        self.ring[self.head] = a[-1]
+        return out
+
 
 class ConvLoihi(kf.Kernel):
     """Conv synapse: a = wrap24(conv(s, W)), one-step pipeline."""
@@ -138,6 +162,7 @@ class ConvLoihi(kf.Kernel):
         self.w32 = torch.as_tensor(w, dtype=torch.float32, device=device)
         self.w64 = torch.as_tensor(w, dtype=torch.float64, device=device)
         self.bound = float(np.abs(w).reshape(w.shape[0], -1).sum(1).max())
+        self.f32_ok = _f32_is_exact(device)
         self.kw = dict(stride=op.stride, padding=op.padding, dilation=op.dilation, groups=op.groups)
 
     def reset(self, batch):
@@ -149,11 +174,47 @@ class ConvLoihi(kf.Kernel):
         out = self.buf
         x = xs[0]
         xmax = float(x.abs().max().item()) if x.numel() else 0.0
-        if xmax * self.bound < _F32_EXACT / 2:  # |a| < 2^23: float32 exact, no 24-bit wrap
+        if self.f32_ok and xmax * self.bound < _F32_EXACT / 2:  # |a| < 2^23: float32 exact, no 24-bit wrap
             self.buf = torch.round(F.conv2d(x.to(torch.float32), self.w32, **self.kw))
         else:
             a = torch.round(F.conv2d(x.to(torch.float64), self.w64, **self.kw)).to(I64)
             self.buf = wrap(a, 24).to(torch.float64)
+        return out
+
+    def run_block(self, xs, t0):
+        """Steps t0 .. t0+n-1 at once (layer-major schedule): one convolution
+        over n·B, the one-step delay as a shift in time. Each step takes the
+        float32 path exactly when :meth:`step` would (its own max |x|), so the
+        values and the block's dtype are the step schedule's."""
+        x = xs[0]
+        n, b = x.shape[0], x.shape[1]
+        flat = x.reshape((n * b,) + tuple(x.shape[2:]))
+        xmax = x.abs().reshape(n, -1).amax(1) if x.numel() else torch.zeros(n)
+        exact32 = (xmax.double() * self.bound < _F32_EXACT / 2).tolist()
+        if not self.f32_ok:
+            exact32 = [False] * n
+        wide = [i for i, ok in enumerate(exact32) if not ok]
+        out_wide = self.buf.dtype == torch.float64 or any(i < n - 1 for i in wide)
+        out = torch.empty((n, b) + tuple(self.shape),
+                          dtype=torch.float64 if out_wide else torch.float32, device=x.device)
+        out[0] = self.buf
+        y = None
+        if len(wide) < n:  # the steps the float32 path takes
+            y = torch.round(F.conv2d(flat.to(torch.float32), self.w32, **self.kw))
+            y = y.reshape((n, b) + tuple(self.shape))
+            out[1:] = y[:-1]
+        if wide:
+            xw = x if len(wide) == n else x[wide]
+            a = torch.round(F.conv2d(xw.reshape((-1,) + tuple(x.shape[2:])).to(
+                torch.float64), self.w64, **self.kw)).to(I64)
+            a = wrap(a, 24).to(torch.float64).reshape((len(wide), b) + tuple(self.shape))
+            if len(wide) == n:
+                out[1:] = a[:-1]
+            else:
+                for j, i in enumerate(wide):
+                    if i < n - 1:
+                        out[i + 1] = a[j]
+        self.buf = a[-1] if wide and wide[-1] == n - 1 else y[-1].clone()
         return out
 
 
@@ -224,7 +285,9 @@ class CubaLoihi(kf.Kernel):
             return out.copy_(x)
         if f == 0.0:
             return out.zero_()
-        return torch.mul(x, f, out=out).trunc_()
+        # trunc(x f) as copysign(floor(|x f|), x): bit for bit the same (signed
+        # zeros included; f > 0), and floor is vectorized where trunc is not
+        return torch.mul(x, f, out=out).abs_().floor_().copysign_(x)
 
     def step(self, xs, t):
         x = xs[0]
@@ -258,6 +321,61 @@ class CubaLoihi(kf.Kernel):
 
     def state(self) -> Dict[str, torch.Tensor]:
         return {"u": self.u.to(I64), "v": self.v.to(I64)}
+
+    def _wrap_free(self, x: torch.Tensor) -> bool:
+        """Whether no step of the block ``x`` can reach Lava's int32 wrap or its
+        24-bit current correction, so the per-step range checks can be skipped.
+
+        |trunc(u fu)| <= fu |u|, so |u_t| <= fu |u_{t-1}| + A with A = 64 max|x|:
+        |u| stays below M = max(|u_0|, A / (1 - fu)) (|u_0| + n A when fu = 1).
+        v is clamped to ±(2^23 - 1) every step, so before the clamp
+        |v| <= max(|v_0|, 2^23) + M + max|bias|. Resets only zero state."""
+        n = x.shape[0]
+        u0 = float(self.u.abs().max()) if self.u.numel() else 0.0
+        v0 = float(self.v.abs().max()) if self.v.numel() else 0.0
+        xmax = float(x.abs().max()) if x.numel() else 0.0
+        if self.drive:
+            m_u = u0
+            bias = (xmax + 1) * 2.0 ** max(self.bias_exp, 0)
+        else:
+            a = float(1 << MANT_SHIFT) * xmax
+            m_u = u0 + n * a if self.fu >= 1.0 else max(u0, a / (1.0 - self.fu))
+            bias = float(self.bias_v.abs().max()) if self.bias_v.numel() else 0.0
+        m_u = m_u * (1 + 1e-9) + 1
+        m_v = max(v0, _LIM) + m_u + bias + 1
+        return m_u < _LIM - 1 and m_v < _I32 - 1
+
+    def run_block(self, xs, t0):
+        """Steps t0 .. t0+n-1 (layer-major schedule): the same in-place update
+        as :meth:`step`, spikes written into one preallocated (n, B, ...)
+        buffer; the per-step range checks are dropped when :meth:`_wrap_free`
+        proves no step can need them (else :meth:`step`'s exact checks run)."""
+        x = xs[0]
+        if not self._wrap_free(x):
+            return None
+        n = x.shape[0]
+        spikes = torch.empty((n,) + tuple(self.u.shape), dtype=torch.bool, device=self.device)
+        lim = _LIM - 1
+        for i in range(n):
+            t = t0 + i
+            if self.interval and (t + 1) % self.interval == self.phase:
+                self.u.zero_()
+                self.v.zero_()
+            u, v = self._u, self._v
+            self._decay_into(u, self.u, self.fu)
+            if self.drive:
+                bias = self._shift_bias(torch.round(x[i]).to(I64)).to(F64)
+            else:
+                u.add_(x[i], alpha=float(1 << MANT_SHIFT))
+                bias = self.bias_v
+            self._decay_into(v, self.v, self.fv)
+            v.add_(u).add_(bias).clamp_(-lim, lim)
+            s = spikes[i]
+            torch.gt(v, self.vth, out=s)
+            v.masked_fill_(s, 0.0)
+            self._u, self.u = self.u, u
+            self._v, self.v = self.v, v
+        return spikes.to(torch.float32)
 
 
 class SigmaDeltaLoihi(kf.Kernel):

@@ -46,6 +46,11 @@ class Recording:
         if name in self._values:
             self._values[name].append(out.detach().clone())
 
+    def output_block(self, name: str, out: torch.Tensor) -> None:
+        """Keep node ``name``'s outputs of a time chunk ((n, B, ...)), if recorded."""
+        if name in self._values:
+            self._values[name].extend(out.detach().clone().unbind(0))
+
     def state(self, name: str, kernel: Any) -> None:
         """Keep the state of ``kernel`` (node ``name``) after this step, if asked."""
         if self.with_state and hasattr(kernel, "state"):

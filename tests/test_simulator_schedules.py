@@ -1,0 +1,128 @@
+"""The layer-major schedule gives exactly what the step-by-step schedule gives:
+every output, every recorded node at every step, and every counter, on
+Intel's netx networks (loihi numerics: one-step synaptic delay, netx's reset
+schedule, sigma-delta state, synaptic delays) and on a float CNN with RSM's
+random spike masks. The step schedule is the reference: its results are the
+ones Lava and Intel's recordings are checked against in test_parity_lava.py."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from nmtoolchain.errors import BadInputError
+from nmtoolchain.frontends.netx_loader import load_netx
+from nmtoolchain.frontends.torch_loader import graph_from_module
+from nmtoolchain.ir import Graph
+from simulators.cycle import Simulator
+from simulators.lava_runner import netx_drive_kind
+from simulators.parity import simulator_input
+
+#: small enough to force several time chunks (state carried between them)
+SMALL_CHUNK = 1 << 16
+
+
+def _both(graph: Graph, numerics: str, x, steps: int, **kw):
+    step = Simulator(graph, numerics, record="all", schedule="step", **kw)
+    layer = Simulator(graph, numerics, record="all", schedule="layer", chunk_bytes=SMALL_CHUNK,
+                      **kw)
+    assert (step.schedule, layer.schedule) == ("step", "layer")
+    return step.run(x, steps), layer.run(x, steps)
+
+
+def _assert_same(a, b) -> None:
+    assert a.outputs.keys() == b.outputs.keys() and a.recorded.keys() == b.recorded.keys()
+    for name in list(a.outputs) + list(a.recorded):
+        ra = a.outputs.get(name, a.recorded.get(name))
+        rb = b.outputs.get(name, b.recorded.get(name))
+        assert ra.shape == rb.shape, name
+        assert torch.equal(ra.double(), rb.double()), f"node {name} differs"
+    assert a.counts.nodes.keys() == b.counts.nodes.keys()
+    for node, series in a.counts.nodes.items():
+        assert series.keys() == b.counts.nodes[node].keys(), node
+        for key, arr in series.items():
+            np.testing.assert_array_equal(arr, b.counts.nodes[node][key], err_msg=f"{node}.{key}")
+    assert a.counts.static == b.counts.static
+
+
+def _netx(intel_netx, rel: str, drive: np.ndarray, steps: int, num_layers=None, batch=1, **kw):
+    path = intel_netx / rel
+    graph = load_netx(path, num_layers=num_layers)
+    x = simulator_input(graph, drive, steps, netx_drive_kind(path, num_layers))
+    x = np.repeat(x, batch, axis=0)
+    a, b = _both(graph, "loihi", x, steps, **kw)
+    _assert_same(a, b)
+    spikes = sum(float(v.abs().sum()) for k, v in a.recorded.items() if graph[k].op.is_neuron)
+    assert spikes > 0  # the comparison is not vacuous
+    return a
+
+
+def test_pilotnet_lif_schedules_identical_with_reset_schedule(intel_netx):
+    root = "gts/pilotnet_lif"
+    image = np.load(intel_netx / root / "image.npy").transpose(2, 1, 0)
+    _netx(intel_netx, f"{root}/network.net", image, 20, reset_interval=16, reset_offset=3)
+
+
+def test_pilotnet_sdnn_schedules_identical(intel_netx):
+    root = "gts/pilotnet_sdnn"
+    frame = np.load(intel_netx / root / "input.npy").transpose(3, 2, 1, 0)
+    _netx(intel_netx, f"{root}/network.net", frame, 12)
+
+
+def test_tiny_net_schedules_identical_at_batch_3(intel_netx):
+    bias = np.load(intel_netx / "gts/tinynet/input_bias.npy").transpose(2, 1, 0)
+    _netx(intel_netx, "tiny.net", bias, 20, batch=3, reset_interval=16)
+
+
+def test_mnist_net_schedules_identical(intel_netx):
+    drive = np.random.default_rng(0).integers(0, 200, size=784).astype(np.float64)
+    _netx(intel_netx, "mnist.net", drive, 16)
+
+
+def test_ntidigits_delays_schedules_identical(intel_netx):
+    root = intel_netx / "gts/ntidigits"
+    steps = 60
+    spikes = np.load(root / "input.npy")[:, :steps].T.reshape(steps, 1, 1, 64)
+    _netx(intel_netx, "gts/ntidigits/ntidigits.net", spikes, steps, num_layers=5)
+
+
+def _float_cnn() -> Graph:
+    """A QCFS CNN with two RSM spike masks, converted to an IF SNN (float numerics)."""
+    from nmtoolchain.convert.mst import convert_mst
+    from nmtoolchain.nn import QCFS, SpikeMask
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), QCFS(4), SpikeMask(0.3, seed=5),
+                        nn.AvgPool2d(2), nn.Conv2d(8, 16, 3), QCFS(4), SpikeMask(0.2, seed=9),
+                        nn.Flatten(), nn.Linear(16 * 2 * 2, 10))
+    return convert_mst(graph_from_module(net, (1, 8, 8)))
+
+
+def test_float_cnn_with_spike_masks_schedules_identical_at_batch_64():
+    graph = _float_cnn()
+    assert sum(n.op_name == "SpikeMask" for n in graph) == 2  # masks drawn every step
+    x = torch.rand(64, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    a, b = _both(graph, "float", x, 32)
+    _assert_same(a, b)
+    assert sum(float(v.abs().sum()) for v in a.recorded.values()) > 0
+
+
+def test_recurrent_graph_keeps_the_step_schedule():
+    from nmtoolchain import ir
+
+    g = ir.Graph()
+    g.add("x", ir.Input((3,)))
+    g.add("w_in", ir.Linear(np.eye(3)), ["x"])
+    g.add("w_rec", ir.Linear(np.eye(3)), ["lif"])
+    g.add("sum", ir.Add(), ["w_in", "w_rec"])
+    g.add("lif", ir.LIF(tau=2.0), ["sum"])
+    g.add("y", ir.Output(), ["lif"])
+    assert Simulator(g, "float").schedule == "step"
+    with pytest.raises(BadInputError, match="schedule 'layer'"):
+        Simulator(g, "float", schedule="layer")
+
+
+def test_unknown_schedule_is_refused():
+    with pytest.raises(BadInputError, match="unknown schedule"):
+        Simulator(_float_cnn(), "float", schedule="fast")
