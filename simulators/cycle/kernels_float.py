@@ -445,6 +445,32 @@ class SigmaDeltaK(Kernel):
         return s
 
 
+# --------------------------------------- index ops of windowed transformers
+class RollK(Kernel):
+    """torch.roll on per-sample axes (Swin's cyclic shift)."""
+
+    def step(self, xs, t):
+        op = self.node.op
+        return torch.roll(xs[0], op.shifts, [_axis(a) for a in op.axes])
+
+
+class SliceK(Kernel):
+    """start:stop:step along one per-sample axis (patch merging, qkv chunks)."""
+
+    def step(self, xs, t):
+        op = self.node.op
+        idx = [slice(None)] * xs[0].dim()
+        idx[_axis(op.axis)] = slice(op.start, op.stop, op.step)
+        return xs[0][tuple(idx)]
+
+
+class GELUK(Kernel):
+    output_kind = "analog"
+
+    def step(self, xs, t):
+        return F.gelu(xs[0], approximate=self.node.op.approximate)
+
+
 FLOAT_KERNELS: Dict[str, Type[Kernel]] = {
     "Input": InputKernel, "Output": Identity,
     "Affine": AffineK, "Linear": AffineK, "Conv1d": ConvK, "Conv2d": ConvK,
@@ -455,6 +481,7 @@ FLOAT_KERNELS: Dict[str, Type[Kernel]] = {
     "Threshold": ThresholdK, "Delay": DelayK, "SpikeMask": SpikeMaskK,
     "IF": IFK, "LIF": LIFK, "LI": LIK, "I": IK, "CubaLIF": CubaLIFK, "CubaLI": CubaLIK,
     "SigmaDelta": SigmaDeltaK,
+    "Roll": RollK, "Slice": SliceK, "GELU": GELUK,
 }
 
 
