@@ -8,6 +8,7 @@ reaches every layer in the same step, as in sinabs and spikingjelly).
 from __future__ import annotations
 
 import math
+import zlib
 from typing import Dict, List, Optional, Type
 
 import numpy as np
@@ -253,17 +254,47 @@ class DelayK(Kernel):
 
 class SpikeMaskK(Kernel):
     """MST's random spike masking: drop each element with probability p, a
-    fresh draw every step, no rescaling; seeded per node for repeatability."""
+    fresh draw every step for every element of every sample, no rescaling.
+
+    Each run (one batch) draws from its own stream, seeded from the run seed
+    (:func:`seed_spike_masks`; else the RSM pass's recorded seed, else 0), the
+    node (its RSM seed, else a hash of its name: masks are independent per
+    tensor, never the same stream twice) and the run's index (successive
+    batches get fresh masks). The same run seed replays the same masks."""
+
+    run_seed: Optional[int] = None
+
+    def __init__(self, node, graph, device="cpu"):
+        super().__init__(node, graph, device)
+        self.runs = 0
 
     def reset(self, batch):
         super().reset(batch)
-        seed = self.node.op.seed
+        run_seed = self.run_seed
+        if run_seed is None:
+            run_seed = int((self.graph.metadata.get("rsm") or {}).get("seed", 0))
+        op_seed = self.node.op.seed
+        key = int(op_seed) if op_seed is not None else zlib.crc32(self.node.name.encode())
+        words = np.random.SeedSequence([int(run_seed) & 0xFFFFFFFF, key & 0xFFFFFFFF,
+                                        int(op_seed is None), self.runs]).generate_state(2)
         self.gen = torch.Generator(device=self.device)
-        self.gen.manual_seed(int(seed) if seed is not None else 0)
+        self.gen.manual_seed(int(words[0]) << 31 ^ int(words[1]))
+        self.runs += 1
 
     def step(self, xs, t):
         keep = torch.rand(xs[0].shape, generator=self.gen, device=self.device) >= self.node.op.p
         return xs[0] * keep
+
+
+def seed_spike_masks(kernels, seed: int) -> int:
+    """Give every SpikeMask kernel in ``kernels`` (a name -> kernel dict) run seed
+    ``seed`` and restart its run count; returns how many were seeded."""
+    n = 0
+    for k in kernels.values():
+        if isinstance(k, SpikeMaskK):
+            k.run_seed, k.runs = int(seed), 0
+            n += 1
+    return n
 
 
 # ------------------------------------------------------------------ neurons
