@@ -12,8 +12,15 @@ transformer: it shows the mechanism, not the paper's -26.8 % power.
 ``--arch mini_mst [--preset mst|mst+mlp]``: the mini-MST transformer of
 ``examples/train_digits_mst.py`` (its CONFIG and training recipe), TRAINED per
 p with the masks on: ``mask_p = p`` on q, k and the attention-score spikes,
-and for ``mst+mlp`` also ``mlp_mask_p = p`` on the MLP input (the paper's
-Fig. 2(e), absent from MST's released code). Each model is converted
+and for ``mst+mlp`` also ``mlp_mask_p = p`` on the inputs of both MLP linears
+(the paper's Fig. 2(e), absent from MST's released code). ``--seeds N``
+(default 3) trains seeds ``seed .. seed+N-1`` per p and prints mean ± s.d.
+[min, max] over seeds; ``--presets mst mst+mlp`` sweeps both in one run (p = 0
+is one model per seed shared by both: no mask is on); ``--jobs`` runs the
+tasks in worker processes. Every task trains and simulates on ONE torch
+thread, so the figures do not depend on ``--jobs`` or on the machine's thread
+count (nmtoolchain.training). The detailed tables below are printed for the
+first seed. Each model is converted
 (``convert_mst``), its masks get p and distinct seeds (``apply_rsm``) and it is
 simulated T steps (default 32) on the digits test split with the masks on.
 Work is reported in two views (``reference/seeds.md`` §2.4):
@@ -46,13 +53,18 @@ if it holds QCFS and sets p on its masks with ``--preset``, WITHOUT retraining
     .venv/bin/python benchmarks/rsm_masking_sweep.py --arch mini_mst --plot /tmp/rsm_mst.png
     .venv/bin/python benchmarks/rsm_masking_sweep.py --arch mini_mst --preset mst+mlp
 
-Runtime on an idle 2-core CPU: about 40 s per p for the mini-MST (training
-~33 s, two simulations of 450 images x 32 steps ~4 s each), so the 3-p sweep
-takes about 2 minutes; the CNN sweep about 1.5 minutes.
+The mini-MST figures of issue 18 come from
+
+    .venv/bin/python benchmarks/rsm_masking_sweep.py --arch mini_mst --ps 0 0.5 0.75 \
+        --seeds 3 --presets mst mst+mlp --epochs 30 --jobs 2
+
+(15 trainings of the 2-block shifted-window mini-MST; about 15-25 minutes on a
+shared 2-core CPU). The CNN sweep takes about 1.5 minutes.
 """
 from __future__ import annotations
 
 import argparse
+import sys
 import importlib.util
 import time
 from pathlib import Path
@@ -353,6 +365,95 @@ def sweep_mst(ps: Sequence[float], steps: int, epochs: int, preset: str,
     return rows
 
 
+def _mst_task(task: Tuple[str, int, float, int, int, bool]) -> Dict[str, object]:
+    """One (preset, seed, p) of the multi-seed sweep, in its own process on one
+    thread: train, convert, mask, measure (masks off too when ``with_off``)."""
+    import torch
+
+    torch.set_num_threads(1)  # simulation sums in a thread-independent order too
+    preset, seed, p, steps, epochs, with_off = task
+    split = load_digits_split()
+    roles = PRESETS[preset]
+    t0 = time.time()
+    model, ann_acc = train_masked_mst(p, preset, epochs, seed)
+    t1 = time.time()
+    converted = convert_mst(graph_from_module(model, (1, 8, 8)), timesteps=steps)
+    snn = apply_rsm(converted, p, preset=preset, seed=seed)
+    row = measure_mst(snn, split.x_test, split.y_test, steps, roles)
+    row.update(p=p, seed=seed, preset=preset, ann_acc=ann_acc, train_s=t1 - t0,
+               sim_s=time.time() - t1)
+    if with_off and p > 0:
+        row["off"] = measure_mst(apply_rsm(converted, 0.0, preset=preset, seed=seed),
+                                 split.x_test, split.y_test, steps, roles)
+    return row
+
+
+def sweep_mst_seeds(ps: Sequence[float], steps: int, epochs: int, presets: Sequence[str],
+                    seeds: Sequence[int], jobs: int) -> Dict[str, Dict[int, List[Dict]]]:
+    """preset -> seed -> rows by p; every task trains on one thread in its own
+    process, so the figures do not depend on ``jobs`` or the machine's threads.
+    p = 0 is one model shared by the presets (no mask is on at p = 0)."""
+    tasks = [(presets[0], s, 0.0, steps, epochs, False) for s in seeds]
+    tasks += [(pr, s, p, steps, epochs, s == seeds[0]) for pr in presets for s in seeds
+              for p in ps if p > 0]
+    if jobs > 1:
+        import multiprocessing
+
+        with multiprocessing.get_context("spawn").Pool(jobs) as pool:
+            rows = pool.map(_mst_task, tasks, chunksize=1)
+    else:
+        rows = [_mst_task(t) for t in tasks]
+    zero = {r["seed"]: r for r in rows if r["p"] == 0}
+    out: Dict[str, Dict[int, List[Dict]]] = {}
+    for pr in presets:
+        for sd in seeds:
+            mine = [zero[sd]] + sorted((r for r in rows if r["preset"] == pr and r["seed"] == sd
+                                        and r["p"] > 0), key=lambda r: r["p"])
+            out.setdefault(pr, {})[sd] = mine
+    return out
+
+
+def _ms(values: Sequence[float], scale: float = 100.0, unit: str = "") -> str:
+    """mean ± sample s.d. [min, max] (s.d. over seeds)."""
+    v = scale * np.asarray(values, dtype=float)
+    sd = v.std(ddof=1) if len(v) > 1 else 0.0
+    return f"{v.mean():6.2f}{unit} ± {sd:4.2f} [{v.min():6.2f}, {v.max():6.2f}]"
+
+
+def print_seed_summary(by_seed: Dict[int, List[Dict]], preset: str, steps: int,
+                       epochs: int) -> None:
+    """Per p: accuracies and energy changes over seeds (mean ± s.d. [min, max])."""
+    seeds = sorted(by_seed)
+    ps = [r["p"] for r in by_seed[seeds[0]]]
+    labels = [c[0] for c in ENERGY_COLUMNS]
+    paper = " (paper-figure MLP mask, not MST's released code)" if preset == "mst+mlp" else \
+        " (MST's released masking: q, k, scores)"
+    print(f"\n== preset {preset}{paper}: {len(seeds)} seeds {seeds}, T={steps}, "
+          f"{epochs} epochs, training and simulation on 1 thread; mean ± s.d. [min, max] "
+          "over seeds ==")
+    print(f"{'p':>5} {'ANN acc %':>30} {'SNN acc %':>30} {'ΔSNN vs p=0 (paired), points':>32}")
+    for i, p in enumerate(ps):
+        ann = [by_seed[s][i]["ann_acc"] for s in seeds]
+        snn = [by_seed[s][i]["acc"] for s in seeds]
+        d = [by_seed[s][i]["acc"] - by_seed[s][0]["acc"] for s in seeds]
+        print(f"{p:>5.2f} {_ms(ann):>30} {_ms(snn):>30} {_ms(d):>32}")
+    print("attention share of the work per inference (graph view: q, k, v, proj, Q·Kᵀ, P·V "
+          "over the whole net), %:")
+    for i, p in enumerate(ps):
+        share = [by_seed[s][i]["work"]["graph"]["attn"] / by_seed[s][i]["work"]["graph"]["total"]
+                 for s in seeds]
+        print(f"{p:>5.2f} {_ms(share):>30}")
+    print("energy change vs p=0 (same seed), % (mean ± s.d. [min, max]); profile/rule, view:")
+    for view in VIEWS:
+        for lab in labels:
+            cells = []
+            for i, p in enumerate(ps[1:], start=1):
+                ch = [by_seed[s][i]["energy_pj"][view][lab] / by_seed[s][0]["energy_pj"][view][lab]
+                      - 1 for s in seeds]
+                cells.append(f"p={p:g}: {_ms(ch)}")
+            print(f"  {lab:>15} {view:>8}  " + "   ".join(cells))
+
+
 def _ratio(x: float, x0: float) -> str:
     return "   n/a" if x0 == 0 else f"{x / x0:6.3f}"
 
@@ -473,6 +574,12 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=None,
                     help="training epochs (default: 30 for cnn, 60 for mini_mst)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", type=int, default=3,
+                    help="mini_mst: train this many seeds (seed, seed+1, ...) per p")
+    ap.add_argument("--presets", nargs="+", default=None, choices=sorted(PRESETS),
+                    help="mini_mst: presets to sweep in one run (default: --preset)")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="mini_mst: worker processes (results do not depend on it)")
     ap.add_argument("--model", type=Path, default=None,
                     help="model file to mask instead of training a model per p")
     ap.add_argument("--preset", default="mst", choices=sorted(PRESETS),
@@ -484,11 +591,23 @@ def main() -> None:
         ps = [0.0] + ps  # the reference for relative changes
     t0 = time.time()
     if args.arch == "mini_mst" and args.model is None:
-        rows = sweep_mst(ps, args.steps, args.epochs or 60, args.preset, args.seed)
+        import torch
+
+        presets = args.presets or [args.preset]
+        seeds = list(range(args.seed, args.seed + max(1, args.seeds)))
+        epochs = args.epochs or 60
+        print(f"command: {' '.join(sys.argv)}; torch threads here {torch.get_num_threads()} "
+              f"(training and simulation use 1 per task), jobs {args.jobs}")
+        runs = sweep_mst_seeds(ps, args.steps, epochs, presets, seeds, args.jobs)
         n_test = len(load_digits_split().y_test)
-        print_mst_tables(rows, args.preset, args.steps, n_test)
+        for preset in presets:
+            rows = runs[preset][seeds[0]]
+            print(f"\n#### detail for seed {seeds[0]}, preset {preset}")
+            print_mst_tables(rows, preset, args.steps, n_test)
+        for preset in presets:
+            print_seed_summary(runs[preset], preset, args.steps, epochs)
         if args.plot:
-            plot_mst(rows, args.plot, args.preset, n_test)
+            plot_mst(runs[presets[0]][seeds[0]], args.plot, presets[0], n_test)
             print(f"wrote {args.plot}")
         print(f"total {time.time() - t0:.1f} s")
         return

@@ -27,7 +27,25 @@ def _labels(x: np.ndarray, y: Any) -> np.ndarray:
         raise BadInputError(f"{len(x)} samples but {len(y)} labels")
     if len(y) == 0:
         raise BadInputError("no samples to evaluate")
+    if y.dtype.kind not in "iub":
+        if y.dtype.kind != "f" or not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
+            raise BadInputError("labels must be whole class numbers 0, 1, ...")
     return y.astype(np.int64)
+
+
+def check_samples(x: np.ndarray, y: np.ndarray, classes: int, data: str = "") -> None:
+    """Refuse inputs a gate cannot judge: non-finite values in ``x`` and labels
+    outside the model's ``classes`` outputs (each one line naming the data)."""
+    what = data or "data"
+    bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+    if bad.any():
+        raise BadInputError(f"{what}: {int(bad.sum())} of {len(x)} samples hold NaN or "
+                            f"infinite values (first: sample {int(np.argmax(bad))})")
+    out = (y < 0) | (y >= classes)
+    if out.any():
+        raise BadInputError(f"{what}: {int(out.sum())} label(s) outside the model's {classes} "
+                            f"classes 0..{classes - 1} (first: {int(y[np.argmax(out)])} at "
+                            f"sample {int(np.argmax(out))})")
 
 
 def _single_output(graph: Graph) -> str:
@@ -50,11 +68,14 @@ def timesteps_grid(t_max: int) -> List[int]:
 
 def accuracy_vs_timesteps(graph: Graph, x: Any, y: Any,
                           timesteps: Union[int, Sequence[int]],
-                          batch_size: int = 512) -> List[Tuple[int, float]]:
+                          batch_size: int = 512,
+                          seed: Optional[int] = None) -> List[Tuple[int, float]]:
     """[(T, accuracy at T)] for each T asked (an int means :func:`timesteps_grid`).
 
     ``x`` is (N, *input shape), applied at every step; one run of max(T) steps
     per batch, predictions from the running sum of the single output.
+    ``seed``: the run seed of the spike masks (RSM), which draw independently
+    per mask, step, sample and batch from it (None: the RSM pass's seed, else 0).
     """
     ts = timesteps_grid(timesteps) if isinstance(timesteps, (int, np.integer)) else \
         sorted({int(t) for t in timesteps})
@@ -67,6 +88,10 @@ def accuracy_vs_timesteps(graph: Graph, x: Any, y: Any,
     out = _single_output(graph)
     t_max = ts[-1]
     sim = Simulator(graph, "float", count=False)
+    if seed is not None:
+        from simulators.cycle.kernels_float import seed_spike_masks
+
+        seed_spike_masks(sim.kernels, int(seed))
     correct = np.zeros(len(ts), dtype=np.int64)
     for i in range(0, len(x), batch_size):
         res = sim.run(x[i:i + batch_size], t_max)
@@ -128,12 +153,14 @@ class AccuracyCheck:
     timesteps: int  # T_max
     precharge: bool  # membranes started at λ/2 (MST/QCFS) rather than 0
     samples: int
-    gate_type: Optional[str]  # one of GATE_TYPES, or None (no gate: always passes)
+    gate_type: Optional[str]  # one of GATE_TYPES, or None (no gate: no verdict)
     threshold: Optional[float]  # the gate's A (min_accuracy) or D (max_drop)
-    passed: bool
+    passed: Optional[bool]  # the verdict; None when no gate was given
+
     target: Optional[TargetAccuracy] = None
     model: str = ""  # where the model came from (for the report)
     data: str = ""  # what the samples are (for the report)
+    seed: int = 0  # run seed of the spike masks (RSM), see accuracy_vs_timesteps
 
     @property
     def snn_accuracy(self) -> float:
@@ -154,30 +181,42 @@ class AccuracyCheck:
             return f"{what} accuracy at T={t} {acc:.4f} >= {self.threshold:.4f}"
         if self.gate_type == "max_drop":
             return f"drop ANN - {what}(T={t}) {self.ann_accuracy - acc:.4f} <= {self.threshold:.4f}"
-        return "no gate given"
+        return "no gate given (no verdict)"
+
+    @property
+    def drop(self) -> float:
+        """ANN accuracy minus the gated accuracy."""
+        return self.ann_accuracy - self.gated_accuracy
+
+    @property
+    def verdict(self) -> str:
+        """'pass', 'fail', or 'none' (no gate given: nothing was judged)."""
+        return "none" if self.passed is None else "pass" if self.passed else "fail"
 
     def as_dict(self) -> Dict[str, Any]:
         return {
             "model": self.model, "data": self.data, "samples": self.samples,
+            "seed": self.seed, "timesteps": self.timesteps,
             "ann_accuracy": self.ann_accuracy,
+            "snn_accuracy_at_timesteps": self.snn_accuracy,
+            "gated_accuracy": self.gated_accuracy, "drop": self.drop,
+            "gate_type": self.gate_type, "threshold": self.threshold,
+            "gate": self.gate, "passed": self.passed, "verdict": self.verdict,
             "snn_accuracy": [{"timesteps": t, "accuracy": a} for t, a in self.curve],
             "precharge": self.precharge,
             "target": None if self.target is None else self.target.as_dict(),
-            "gate": self.gate, "passed": self.passed,
-            "gate_type": self.gate_type, "threshold": self.threshold,
-            "gated_accuracy": self.gated_accuracy, "timesteps": self.timesteps,
         }
 
 
 def gate_passes(ann: float, measured: float, *, min_accuracy: Optional[float] = None,
-                max_drop: Optional[float] = None) -> bool:
+                max_drop: Optional[float] = None) -> Optional[bool]:
     """The gate: ``measured >= min_accuracy`` or ``ann - measured <= max_drop``
-    (with 1e-12 of slack for the float subtraction); no gate passes."""
+    (with 1e-12 of slack for the float subtraction); no gate: None (no verdict)."""
     if min_accuracy is not None:
         return measured >= min_accuracy
     if max_drop is not None:
         return ann - measured <= max_drop + 1e-12
-    return True
+    return None
 
 
 def _check_gate(min_accuracy: Optional[float], max_drop: Optional[float]) -> None:
@@ -218,7 +257,7 @@ def _as_graph(model: Any, x: np.ndarray) -> Graph:
 def check_accuracy(model: Any, x: Any, y: Any, *, timesteps: int,
                    min_accuracy: Optional[float] = None, max_drop: Optional[float] = None,
                    target: Optional[str] = None, calib: Any = None, precharge: bool = True,
-                   data: str = "") -> AccuracyCheck:
+                   data: str = "", seed: int = 0) -> AccuracyCheck:
     """Convert a QCFS ANN (IR graph, or ``nn.Module`` traced at ``x``'s sample
     shape) with MST and gate its accuracy on static samples ``x`` (N, *shape)
     with labels ``y``.
@@ -229,7 +268,10 @@ def check_accuracy(model: Any, x: Any, y: Any, *, timesteps: int,
     fixed point at ``timesteps``, and the gate judges that accuracy.
     ``calib`` (target only): 'digits', a .npz path, an array, or None for
     ``x`` itself. At most one of ``min_accuracy`` (SNN >= A) and ``max_drop``
-    (ANN - SNN <= D), both in [0, 1]; with neither, the check always passes.
+    (ANN - SNN <= D), both in [0, 1]; with neither, the check reports the
+    accuracies without a verdict (``passed`` is None). Samples with NaN or
+    infinite values and labels outside the model's classes are refused
+    (BadInputError). ``seed`` is the run seed of the spike masks (recorded).
     """
     from nmtoolchain.convert.mst import convert_mst
 
@@ -248,9 +290,10 @@ def check_accuracy(model: Any, x: Any, y: Any, *, timesteps: int,
     if x.ndim != len(shape) + 1:
         raise BadInputError(f"{data or 'x'}: expected static samples (N, {shape}), "
                             f"got {x.shape}")
+    check_samples(x, y, int(np.prod(graph[_single_output(graph)].shape)), data)
     snn = convert_mst(graph, timesteps=timesteps, precharge=precharge)
-    ann = ann_accuracy(graph, x, y)
-    curve = accuracy_vs_timesteps(snn, x, y, timesteps)
+    ann = accuracy_vs_timesteps(graph, x, y, [1], seed=int(seed))[0][1]
+    curve = accuracy_vs_timesteps(snn, x, y, timesteps, seed=int(seed))
     fixed = None
     if chip is not None:
         with _calibration_file(calib, x) as cal:
@@ -267,8 +310,8 @@ def check_accuracy(model: Any, x: Any, y: Any, *, timesteps: int,
         threshold=min_accuracy if min_accuracy is not None else max_drop,
         passed=gate_passes(ann, measured, min_accuracy=min_accuracy, max_drop=max_drop),
         target=fixed, model=str(source.get("path", "")) if isinstance(source, dict) else "",
-        data=data)
+        data=data, seed=int(seed))
 
 
 __all__ = ["accuracy_vs_timesteps", "ann_accuracy", "timesteps_grid", "AccuracyCheck",
-           "TargetAccuracy", "check_accuracy", "gate_passes"]
+           "TargetAccuracy", "check_accuracy", "check_samples", "gate_passes"]

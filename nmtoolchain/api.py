@@ -333,7 +333,7 @@ def check_accuracy(model: Model, x: Optional[Data] = None, y: Optional[Data] = N
                    min_accuracy: Optional[float] = None, max_drop: Optional[float] = None,
                    target: Optional[str] = None, calib: Any = None, precharge: bool = True,
                    samples: Optional[int] = None, input_shape: Optional[Sequence[int]] = None,
-                   allow_pickle: bool = False) -> "AccuracyCheck":
+                   allow_pickle: bool = False, seed: int = 0) -> "AccuracyCheck":
     """Accuracy of a QCFS ANN and of its MST-converted SNN against time step,
     gated (see :func:`nmtoolchain.accuracy.check_accuracy`).
 
@@ -341,7 +341,7 @@ def check_accuracy(model: Model, x: Optional[Data] = None, y: Optional[Data] = N
     ``dataset='digits'`` (its test split). ``samples``: at most this many
     (None: all, as a gate should measure). ``calib`` for ``target``: 'digits',
     a .npz, an array, or None (the digits train split with ``dataset='digits'``,
-    else the evaluated data). An ``nn.Module`` is traced at the shape of ``x``'s
+    else the evaluated data). ``seed``: run seed of the spike masks. An ``nn.Module`` is traced at the shape of ``x``'s
     samples unless ``input_shape`` says otherwise. Returns an :class:`~nmtoolchain.accuracy.AccuracyCheck`.
     """
     from nmtoolchain.accuracy import _check_gate, check_accuracy as _check
@@ -368,7 +368,7 @@ def check_accuracy(model: Model, x: Optional[Data] = None, y: Optional[Data] = N
             str(x) if isinstance(x, (str, os.PathLike)) else None
     return _check(graph, inputs.x, inputs.y, timesteps=timesteps, min_accuracy=min_accuracy,
                   max_drop=max_drop, target=target, calib=calib, precharge=precharge,
-                  data=inputs.description)
+                  data=inputs.description, seed=seed)
 
 
 __all__ = ["load", "convert", "simulate", "report", "export", "verify", "check_accuracy",

@@ -62,4 +62,7 @@ def load_npz(path: Union[str, Path], *, labels: bool = True) -> tuple:
         return x.astype(np.float32), None
     if len(x) != len(y):
         raise BadInputError(f"{path}: x has {len(x)} samples but y has {len(y)}")
+    if y.dtype.kind not in "iub" and (y.dtype.kind != "f" or not np.all(np.isfinite(y))
+                                      or np.any(y != np.round(y))):
+        raise BadInputError(f"{path}: labels y must be whole class numbers 0, 1, ...")
     return x.astype(np.float32), y.astype(np.int64)

@@ -165,7 +165,7 @@ def test_accuracies_are_the_ones_built_into_the_data():
     ({"min_accuracy": 0.51}, False),
     ({"max_drop": 0.25}, True),       # ANN - SNN = 0.75 - 0.5 = 0.25 <= 0.25
     ({"max_drop": 0.24}, False),
-    ({}, True),                       # no gate: always passes
+    ({}, None),                       # no gate: no verdict
 ])
 def test_gate_compares_the_snn_at_t_max_with_the_threshold(gate, passed):
     res = nmtc.check_accuracy(_identity_qcfs_ann(), torch.from_numpy(X), torch.from_numpy(Y),

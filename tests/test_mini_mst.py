@@ -37,11 +37,45 @@ def ann_graph(trained):
 def test_bundled_checkpoint_loads_with_two_matmuls_softmax_and_bias_per_block(trained):
     graph = load_model(BUNDLED)
     ops = Counter(n.op_name for n in graph)
-    depth = trained[1]["config"]["depth"]
-    assert ops["MatMul"] == 2 * depth and ops["Softmax"] == depth and ops["Bias"] == depth
-    assert ops["Mean"] == 1
+    cfg = trained[1]["config"]
+    depth = cfg["depth"]
+    shifted = depth // 2 if cfg.get("shift") else 0  # odd blocks (Swin)
+    assert shifted >= 1 and cfg.get("final_norm")  # the bundled model has both
+    # per block the position bias; per shifted block the -100 mask too, and a roll in and out
+    assert ops["MatMul"] == 2 * depth and ops["Softmax"] == depth
+    assert ops["Bias"] == depth + shifted and ops["Roll"] == 2 * shifted
+    assert ops["Mean"] == 1 and ops["LayerNorm"] == 1
     roles = sorted(n.annotations.get("rsm_role") for n in graph if n.op_name == "SpikeMask")
-    assert roles == sorted(["q", "k", "score", "mlp_in"] * depth)
+    # the MLP mask covers the inputs of both MLP linears
+    assert roles == sorted(["q", "k", "score", "mlp_in", "mlp_in"] * depth)
+
+
+def _swin_mask(size: int, window: int, shift: int) -> np.ndarray:
+    """Swin's SW-MSA mask written out with numpy: label the 9 regions the shift
+    creates, partition into windows, -100 where two tokens' labels differ."""
+    img = np.zeros((size, size))
+    label = 0
+    for hs in (slice(0, size - window), slice(size - window, size - shift),
+               slice(size - shift, size)):
+        for ws in (slice(0, size - window), slice(size - window, size - shift),
+                   slice(size - shift, size)):
+            img[hs, ws] = label
+            label += 1
+    wins = [img[r:r + window, c:c + window].reshape(-1)
+            for r in range(0, size, window) for c in range(0, size, window)]
+    return np.stack([np.where(w[None, :] != w[:, None], -100.0, 0.0) for w in wins])
+
+
+def test_shifted_block_adds_swins_mask_and_rolls_by_half_a_window(trained, ann_graph):
+    from nmtoolchain.models.mst import MSTBlock
+
+    blocks = [m for m in trained[0].modules() if isinstance(m, MSTBlock)]
+    assert [b.shift for b in blocks] == [0, 1]  # 4x4 grid, window 2: odd block shifts 1
+    masks = [n.op.bias for n in ann_graph if n.op_name == "Bias" and n.op.bias.min() < -50]
+    assert len(masks) == 1
+    np.testing.assert_array_equal(masks[0].reshape(4, 4, 4), _swin_mask(4, 2, 1))
+    rolls = [n.op for n in ann_graph if n.op_name == "Roll"]
+    assert [(r.shifts, r.axes) for r in rolls] == [((-1, -1), (0, 1)), ((1, 1), (0, 1))]
 
 
 def test_loaded_bias_holds_the_relative_position_table_by_offset(trained, ann_graph):
@@ -89,7 +123,9 @@ def test_conversion_keeps_attention_ops_per_step(trained, ann_graph):
 
     module = trained[0]
     attns = [m for m in module.modules() if isinstance(m, WindowAttention)]
-    want = {"MatMul": 2 * len(attns), "Softmax": len(attns), "Bias": len(attns), "Mean": 1,
+    shifted = [a for a in attns if a.shifted]
+    want = {"MatMul": 2 * len(attns), "Softmax": len(attns),
+            "Bias": len(attns) + len(shifted), "Mean": 1,
             "SpikeMask": sum(isinstance(m, SpikeMask) for m in module.modules())}
     snn = convert_mst(ann_graph)
     got = Counter(n.op_name for n in snn)
@@ -103,8 +139,13 @@ def test_conversion_keeps_attention_ops_per_step(trained, ann_graph):
         load_digits_split().x_test[:2], steps).recorded
     val = {k: v.numpy().astype(np.float64) for k, v in rec.items()}
     # the module's bias table, per Bias node (the graph keeps torch's call order)
-    table = dict(zip([n.name for n in nodes if n.op_name == "Bias"],
-                     [a.rel_bias.numpy().astype(np.float64) for a in attns]))
+    # (and, after the shifted attention's position bias, its shift mask)
+    constants = []
+    for a in attns:
+        constants.append(a.rel_bias.numpy().astype(np.float64))
+        if a.shifted:
+            constants.append(a.shift_mask.numpy().astype(np.float64))
+    table = dict(zip([n.name for n in nodes if n.op_name == "Bias"], constants))
     for n in nodes:
         ins = [val[i] for i in n.inputs]
         out = val[n.name]

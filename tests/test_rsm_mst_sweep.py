@@ -37,9 +37,9 @@ def x():
 
 def _qk(snn):
     """The Q·Kᵀ MatMul: the one whose two operands are both reached from q/k masks."""
-    (name,) = [n.name for n in snn if n.op_name == "MatMul"
-               and not any(m["matmul"] == n.name for m in score_value_matmuls(snn))]
-    return name
+    names = [n.name for n in snn if n.op_name == "MatMul"
+             and not any(m["matmul"] == n.name for m in score_value_matmuls(snn))]
+    return names[0]  # the first block's (W-MSA)
 
 
 def test_spiking_view_on_the_mini_mst_equals_recorded_passed_score_spikes_times_head_dim(
@@ -47,18 +47,21 @@ def test_spiking_view_on_the_mini_mst_equals_recorded_passed_score_spikes_times_
     snn, cfg = bundled
     d = int(cfg["dim"]) // int(cfg["heads"])  # V's last dimension: the head width
     g = apply_rsm(snn, 0.5, preset="mst", seed=3)
-    (m,) = score_value_matmuls(g)
-    assert g[m["mask"]].annotations["rsm_role"] == "score" and m["d"] == d
-    res = simulate(g, x, T, record=[m["mask"]])
-    passed = res.recorded[m["mask"]].numpy()  # (B, T, windows, heads, n, n)
-    want = np.count_nonzero(passed.reshape(B, T, -1), axis=(0, 2)) * d
+    pvs = score_value_matmuls(g)
+    assert len(pvs) == int(cfg["depth"])  # one P·V per block
+    res = simulate(g, x, T, record=[m["mask"] for m in pvs])
     view = spiking_view_counts(g, res.counts)
-    np.testing.assert_array_equal(view.counter(m["matmul"], "synops"), want)
-    assert not view.counter(m["matmul"], "macs").any()
-    assert res.counts.counter(m["matmul"], "macs").sum() > 0  # the run's counts untouched
+    for m in pvs:
+        assert g[m["mask"]].annotations["rsm_role"] == "score" and m["d"] == d
+        passed = res.recorded[m["mask"]].numpy()  # (B, T, windows, heads, n, n)
+        want = np.count_nonzero(passed.reshape(B, T, -1), axis=(0, 2)) * d
+        np.testing.assert_array_equal(view.counter(m["matmul"], "synops"), want)
+        assert not view.counter(m["matmul"], "macs").any()
+        assert res.counts.counter(m["matmul"], "macs").sum() > 0  # the run's counts untouched
     # every other node and counter is copied unchanged
+    rebooked = {m["matmul"] for m in pvs}
     for n in res.counts.order:
-        if n != m["matmul"]:
+        if n not in rebooked:
             for k, series in res.counts.nodes.get(n, {}).items():
                 np.testing.assert_array_equal(view.counter(n, k), series)
 
@@ -99,8 +102,10 @@ def _sweep_module():
 
 
 def test_sweep_attention_layout_names_the_mini_mst_attention_nodes(bundled):
-    snn, _ = bundled
-    (block,) = _sweep_module().attention_layout(apply_rsm(snn, 0.5, preset="mst"))
+    snn, cfg = bundled
+    layout = _sweep_module().attention_layout(apply_rsm(snn, 0.5, preset="mst"))
+    assert len(layout) == int(cfg["depth"])
+    block = layout[0]
     src = {k: snn[v].annotations.get("source") for k, v in block.items() if v}
     assert src["q"] == "blocks.0.attn.q" and src["k"] == "blocks.0.attn.k"
     assert src["v"] == "blocks.0.attn.v" and src["proj"] == "blocks.0.attn.proj"
@@ -119,9 +124,9 @@ def test_the_two_views_differ_in_energy_by_the_rebooked_pv_ops_only(bundled, x):
     g = apply_rsm(snn, 0.75, preset="mst", seed=2)
     counts = simulate(g, x[:16], 8).counts
     view = spiking_view_counts(g, counts)
-    pv = score_value_matmuls(g)[0]["matmul"]
+    pv = [m["matmul"] for m in score_value_matmuls(g)]  # every block's P·V
     e = {k: compare_profiles(c, ["cmos45nm"], rule="fanout", graph=g).total["cmos45nm"]
          for k, c in (("graph", counts), ("spiking", view))}
-    want = (0.9 * view.total("synops", [pv]) - 4.6 * counts.total("macs", [pv])) / 16
+    want = (0.9 * view.total("synops", pv) - 4.6 * counts.total("macs", pv)) / 16
     assert e["spiking"] - e["graph"] == pytest.approx(want, rel=1e-6)
     assert want != 0

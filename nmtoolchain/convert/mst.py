@@ -34,7 +34,8 @@ in ``metadata['conversion']['per_step_analog']`` (op -> node names) so a back
 end sees what it must compute off the neuron cores.
 
 Refused with an :class:`UnsupportedOpError` naming the node: ReLU (this rule
-needs QCFS-trained activations; use threshold balancing for ReLU networks) and
+needs QCFS-trained activations; use threshold balancing for ReLU networks), GELU
+(MST replaces Swin's GELU by QCFS before training) and
 MaxPool2d (QCFS networks use average pooling). The pass never changes the graph
 it is given and imports neither torch nor a vendor library.
 """
@@ -76,6 +77,10 @@ def convert_mst(graph: Graph, *, timesteps: Optional[int] = None, precharge: boo
             raise UnsupportedOpError(
                 f"node '{n.name}' (ReLU): MST/QCFS conversion needs QCFS activations in place of "
                 "every ReLU (train with nmtoolchain.nn.QCFS), or use threshold balancing")
+        if n.op_name == "GELU":
+            raise UnsupportedOpError(
+                f"node '{n.name}' (GELU): MST/QCFS conversion needs QCFS in place of every GELU "
+                "(MST trains its Swin with QCFS where Swin has GELU)")
         if n.op_name == "MaxPool2d":
             raise UnsupportedOpError(
                 f"node '{n.name}' (MaxPool2d): MST/QCFS conversion needs average pooling "

@@ -15,7 +15,7 @@ from nmtoolchain.errors import BadInputError, IRValidationError, UnsupportedOpEr
 from nmtoolchain.frontends.torch_leaves import (
     Leaf, LeafContext, class_path, leaf_of, supported_leaf_names)
 from nmtoolchain.ir import (
-    Add, Affine, AvgPool2d, BatchNorm, Bias, Concat, Conv1d, Conv2d, Flatten, Graph, Input, LayerNorm, Linear, MatMul, MaxPool2d, Mean, Op, Output, ReLU, Reshape, Scale, Shape, Softmax, Transpose)
+    Add, Affine, AvgPool2d, BatchNorm, Bias, Concat, Conv1d, Conv2d, Flatten, GELU, Graph, Input, LayerNorm, Linear, MatMul, MaxPool2d, Mean, Op, Output, ReLU, Reshape, Roll, Scale, Shape, Slice, Softmax, Transpose)
 from nmtoolchain.ir.op import OpCheckError, as_array
 
 
@@ -449,14 +449,204 @@ class _Builder:
             raise self.fail(where, f"size({dim}) of a {len(shape)}-D tensor")
         return shape[d]
 
-    def getitem(self, obj: Any, idx: Any, where: str) -> Any:
+    def getitem(self, obj: Any, idx: Any, where: str, base: str = "index") -> Any:
         if isinstance(obj, _Tensor):
-            raise self.fail(where, "indexing or slicing a tensor is not supported")
+            return self.index(obj, idx, where, base)
         try:
             return obj[idx]
         except (TypeError, IndexError, KeyError) as e:
             raise self.fail(where, f"cannot index {type(obj).__name__} with {idx!r} ({e})")
 
+
+    # ------------------------ index ops of windowed transformers (issue 18)
+    # torch.roll, slicing with steps, select, chunk/split/unbind, (un)squeeze,
+    # GELU; the walkers' constant folding (masked_fill masks) is in fold_constant.
+    def roll(self, x: Any, shifts: Any, dims: Any, where: str, base: str) -> _Tensor:
+        """``torch.roll(x, shifts, dims)`` over per-sample axes: a Roll node."""
+        x = self.tensor(x, where)
+        if dims is None or (isinstance(dims, (list, tuple)) and not dims):
+            raise self.fail(where, "torch.roll without dims (a roll of the flattened tensor)")
+        shifts = list(shifts) if isinstance(shifts, (list, tuple)) else [shifts]
+        dims = list(dims) if isinstance(dims, (list, tuple)) else [dims]
+        if len(shifts) != len(dims):
+            raise self.fail(where, f"torch.roll with {len(shifts)} shifts for {len(dims)} dims")
+        if any(not _is_number(_scalar(s)) for s in shifts):
+            raise self.fail(where, f"torch.roll with non-constant shifts {shifts}")
+        axes = [self.axis(x, d, where) for d in dims]
+        pairs = [(int(_scalar(s)), a) for s, a in zip(shifts, axes)
+                 if int(_scalar(s)) % x.shape[a]]
+        if not pairs:
+            return x
+        return self.emit(base, Roll(shifts=tuple(p[0] for p in pairs),
+                                    axes=tuple(p[1] for p in pairs)), [x], where)
+
+    def slice_axis(self, x: Any, dim: Any, start: Any, stop: Any, step: Any, where: str,
+                   base: str) -> _Tensor:
+        """``x`` sliced ``start:stop:step`` on torch ``dim`` (Python slice rules)."""
+        x = self.tensor(x, where)
+        start, stop, step = _scalar(start), _scalar(stop), _scalar(step)
+        step = 1 if step is None else step
+        if any(v is not None and not _is_number(v) for v in (start, stop, step)):
+            raise self.fail(where, f"slice {start}:{stop}:{step} with non-constant bounds")
+        full = len(x.shape) + self.lead
+        d = int(dim) + full if int(dim) < 0 else int(dim)
+        if d < self.lead and 0 <= d:
+            if (start in (None, 0) and step == 1
+                    and (stop is None or int(stop) >= 2 ** 62)):
+                return x  # ':' on the batch (time) axis
+        a = self.axis(x, dim, where)
+        if int(step) < 1:
+            raise self.fail(where, f"slice step {step} (only positive steps)")
+        n = x.shape[a]
+        lo, hi, st = slice(None if start is None else int(start),
+                           None if stop is None else min(int(stop), 2 ** 62),
+                           int(step)).indices(n)
+        hi = max(lo, hi)
+        if (lo, hi, st) == (0, n, 1):
+            return x
+        if len(range(lo, hi, st)) == 0:
+            raise self.fail(where, f"slice {start}:{stop}:{step} of axis size {n} is empty")
+        hi = min(n, lo + (len(range(lo, hi, st)) - 1) * st + 1)
+        return self.emit(base, Slice(axis=a, start=lo, stop=hi, step=st), [x], where)
+
+    def select(self, x: Any, dim: Any, index: Any, where: str, base: str) -> _Tensor:
+        """``x.select(dim, index)`` (``x[..., i]``): a one-wide Slice, then the axis dropped."""
+        x = self.tensor(x, where)
+        a = self.axis(x, dim, where)
+        i = _scalar(index)
+        if not _is_number(i):
+            raise self.fail(where, f"index {index!r} is not a constant integer")
+        n = x.shape[a]
+        i = int(i) + n if int(i) < 0 else int(i)
+        if not 0 <= i < n:
+            raise self.fail(where, f"index {index} out of range for axis size {n}")
+        y = x if n == 1 else self.emit(base, Slice(axis=a, start=i, stop=i + 1), [x], where)
+        return self._reshape_to(y, x.shape[:a] + x.shape[a + 1:], where, base)
+
+    def _reshape_to(self, x: _Tensor, shape: Tuple[int, ...], where: str, base: str) -> _Tensor:
+        if tuple(shape) == x.shape:
+            return x
+        return self.emit(base, Reshape(shape=tuple(shape)), [x], where)
+
+    def index(self, x: _Tensor, idx: Any, where: str, base: str) -> _Tensor:
+        """``x[idx]`` for ints, slices, ``None`` and ``...`` (basic indexing only)."""
+        items = list(idx) if isinstance(idx, tuple) else [idx]
+        if any(isinstance(i, (_Tensor, list)) or hasattr(i, "detach") for i in items):
+            raise self.fail(where, "indexing a tensor with a tensor or a list (advanced "
+                                   "indexing) is not supported")
+        full = len(x.shape) + self.lead
+        if sum(i is Ellipsis for i in items) > 1:
+            raise self.fail(where, "more than one '...' in an index")
+        used = sum(1 for i in items if i is not None and i is not Ellipsis)
+        if used > full:
+            raise self.fail(where, f"{used} indices for a {full}-D tensor")
+        if Ellipsis in items:
+            k = items.index(Ellipsis)
+            items = items[:k] + [slice(None)] * (full - used) + items[k + 1:]
+        items += [slice(None)] * (full - sum(1 for i in items if i is not None))
+        d = 0  # torch axis of the current tensor
+        for item in items:
+            if item is None:
+                x = self.unsqueeze(x, d, where, base)
+                d += 1
+            elif isinstance(item, slice):
+                x = self.slice_axis(x, d, item.start, item.stop, item.step, where, base)
+                d += 1
+            elif _is_number(_scalar(item)) and not isinstance(_scalar(item), bool):
+                x = self.select(x, d, item, where, base)
+            else:
+                raise self.fail(where, f"index {item!r} is not supported")
+        return x
+
+    def split(self, x: Any, sizes: Any, dim: Any, where: str, base: str) -> List[_Tensor]:
+        """``torch.split``: pieces of ``sizes`` (an int: equal pieces, the last shorter)."""
+        x = self.tensor(x, where)
+        a = self.axis(x, dim, where)
+        n = x.shape[a]
+        if isinstance(sizes, (list, tuple)):
+            sizes = [int(_scalar(s)) for s in sizes]
+            if sum(sizes) != n:
+                raise self.fail(where, f"split sizes {sizes} do not add up to axis size {n}")
+        else:
+            size = int(_scalar(sizes))
+            if size < 1:
+                raise self.fail(where, f"split size {size}")
+            sizes = [min(size, n - s) for s in range(0, n, size)]
+        out, start = [], 0
+        for size in sizes:
+            out.append(self.slice_axis(x, dim, start, start + size, 1, where, base))
+            start += size
+        return out
+
+    def chunk(self, x: Any, chunks: Any, dim: Any, where: str, base: str) -> List[_Tensor]:
+        """``torch.chunk`` (e.g. a fused qkv output into q, k, v)."""
+        x = self.tensor(x, where)
+        n = x.shape[self.axis(x, dim, where)]
+        k = int(_scalar(chunks))
+        if k < 1:
+            raise self.fail(where, f"chunk into {k} pieces")
+        return self.split(x, -(-n // k), dim, where, base)
+
+    def unbind(self, x: Any, dim: Any, where: str, base: str) -> List[_Tensor]:
+        x = self.tensor(x, where)
+        a = self.axis(x, dim, where)
+        return [self.select(x, dim, i, where, base) for i in range(x.shape[a])]
+
+    def unsqueeze(self, x: Any, dim: Any, where: str, base: str) -> _Tensor:
+        x = self.tensor(x, where)
+        full = len(x.shape) + self.lead + 1
+        d = int(dim) + full if int(dim) < 0 else int(dim)
+        if not self.lead <= d < full:
+            raise self.fail(where, f"unsqueeze({dim}) before the batch axis")
+        a = d - self.lead
+        return self._reshape_to(x, x.shape[:a] + (1,) + x.shape[a:], where, base)
+
+    def squeeze(self, x: Any, dim: Any, where: str, base: str) -> _Tensor:
+        x = self.tensor(x, where)
+        if dim is None:
+            return self._reshape_to(x, tuple(s for s in x.shape if s != 1), where, base)
+        dims = dim if isinstance(dim, (list, tuple)) else [dim]
+        axes = {self.axis(x, d, where) for d in dims}
+        shape = tuple(s for i, s in enumerate(x.shape) if not (i in axes and s == 1))
+        return self._reshape_to(x, shape, where, base)
+
+    def gelu(self, x: Any, approximate: Any, where: str, base: str) -> _Tensor:
+        return self.emit(base, GELU(approximate=str(approximate or "none")),
+                         [self.tensor(x, where)], where)
+
+
+#: torch ops whose result is random: never evaluated at load time as a constant
+_RANDOM_OPS = ("rand", "bernoulli", "normal", "multinomial", "dropout", "uniform", "poisson",
+               "randperm", "exponential")
+
+
+def is_dynamic(v: Any) -> bool:
+    """Whether ``v`` (or anything inside it) depends on the model input or the batch size."""
+    if isinstance(v, (_Tensor, _Lead)):
+        return True
+    if isinstance(v, (list, tuple)):
+        return any(is_dynamic(x) for x in v)
+    if isinstance(v, dict):
+        return any(is_dynamic(x) for x in v.values())
+    return False
+
+
+def foldable(name: str, args: Sequence[Any], kwargs: Dict[str, Any]) -> bool:
+    """Whether a torch op named ``name`` on these values can be evaluated at load
+    time: no value depends on the input, one is a tensor, and the op is not random
+    (e.g. Swin's shifted-window mask built with ``masked_fill`` in ``forward``)."""
+    values = list(args) + list(kwargs.values())
+    if is_dynamic(values) or not any(_holds_tensor(v) for v in values):
+        return False
+    return not any(r in name.lower() for r in _RANDOM_OPS)
+
+
+def _holds_tensor(v: Any) -> bool:
+    if hasattr(v, "detach"):
+        return True
+    if isinstance(v, (list, tuple)):
+        return any(_holds_tensor(x) for x in v)
+    return False
 
 def _check_pool_extras(b: _Builder, where: str, kind: str, extra: Dict[str, Any],
                        padding: Any) -> None:

@@ -17,7 +17,7 @@ from nmtoolchain.frontends.torch_leaves import class_path, is_vendor_module, lea
 from nmtoolchain.ir import Graph
 from nmtoolchain.frontends.torch_builder import (
     OpTable, _Builder, _Tensor, _check_pool_extras, _check_shape, _first_line, _lead_axes,
-    _unsupported_module)
+    _unsupported_module, foldable)
 
 
 # ======================================================================
@@ -192,7 +192,7 @@ def _getattr(c: _FxCall) -> Any:
 
 @_FX.register("operator.getitem")
 def _getitem(c: _FxCall) -> Any:
-    return c.b.getitem(c.args[0], c.args[1], c.where)
+    return c.b.getitem(c.args[0], c.args[1], c.where, c.base)
 
 
 @_FX.register("torch.cat")
@@ -228,6 +228,75 @@ def _max_pool2d(c: _FxCall) -> Any:
 @_FX.register(_F + "avg_pool2d")
 def _avg_pool2d(c: _FxCall) -> Any:
     return _pool(c, "avg_pool2d", ("ceil_mode", "count_include_pad", "divisor_override"))
+
+
+# ------------------------------ index ops of windowed transformers (issue 18)
+@_FX.register("torch.roll", ".roll")
+def _roll(c: _FxCall) -> Any:
+    x, shifts, dims = c.bind([("input", _R), ("shifts", _R), ("dims", None)])
+    return c.b.roll(x, shifts, dims, c.where, c.base)
+
+
+@_FX.register("torch.chunk", ".chunk")
+def _chunk(c: _FxCall) -> Any:
+    x, chunks, dim = c.bind([("input", _R), ("chunks", _R), ("dim", 0)])
+    return c.b.chunk(x, chunks, dim, c.where, c.base)
+
+
+@_FX.register("torch.split", ".split")
+def _split(c: _FxCall) -> Any:
+    x, sizes, dim = c.bind([("tensor", _R), ("split_size_or_sections", _R), ("dim", 0)])
+    return c.b.split(x, sizes, dim, c.where, c.base)
+
+
+@_FX.register("torch.unbind", ".unbind")
+def _unbind(c: _FxCall) -> Any:
+    x, dim = c.bind([("input", _R), ("dim", 0)])
+    return c.b.unbind(x, dim, c.where, c.base)
+
+
+@_FX.register("torch.select", ".select")
+def _select(c: _FxCall) -> Any:
+    x, dim, index = c.bind([("input", _R), ("dim", _R), ("index", _R)])
+    return c.b.select(x, dim, index, c.where, c.base)
+
+
+@_FX.register("torch.unsqueeze", ".unsqueeze")
+def _unsqueeze(c: _FxCall) -> Any:
+    x, dim = c.bind([("input", _R), ("dim", _R)])
+    return c.b.unsqueeze(x, dim, c.where, c.base)
+
+
+@_FX.register("torch.squeeze", ".squeeze")
+def _squeeze(c: _FxCall) -> Any:
+    x, dim = c.bind([("input", _R), ("dim", None)])
+    return c.b.squeeze(x, dim, c.where, c.base)
+
+
+@_FX.register(_F + "gelu")
+def _gelu(c: _FxCall) -> Any:
+    x, approximate = c.bind([("input", _R), ("approximate", "none")])
+    return c.b.gelu(x, approximate, c.where, c.base)
+
+
+@_FX.register(_F + "layer_norm")
+def _layer_norm(c: _FxCall) -> Any:
+    x, shape, w, bias, eps = c.bind([("input", _R), ("normalized_shape", _R), ("weight", None),
+                                     ("bias", None), ("eps", 1e-5)])
+    return c.b.layer_norm(x, shape, w, bias, eps, c.where, c.base)
+
+
+@_FX.register("torch.masked_fill", ".masked_fill")
+def _masked_fill(c: _FxCall) -> Any:
+    raise c.b.fail(c.where, "masked_fill of a tensor computed from the input (only masks "
+                            "built from constants, e.g. Swin's shifted-window mask, load)")
+
+
+def _fold_fx(node: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Any:
+    """Evaluate a call on constants only (no value from the input) with torch itself."""
+    if node.op == "call_method":
+        return getattr(args[0], node.target)(*args[1:], **kwargs)
+    return node.target(*args, **kwargs)
 
 
 def _fx_handlers() -> Tuple[Dict[Any, Callable[[_FxCall], Any]],
@@ -373,6 +442,8 @@ class _FxWalker:
             handler = self.functions.get(node.target)
             label = f"function {_callable_name(node.target)}"
         where = f"{label} (node '{node.name}')"
+        if foldable(str(getattr(node.target, "__name__", node.target)), args, kwargs):
+            return _fold_fx(node, args, kwargs)
         if handler is None:
             supported = sorted({_callable_name(f) for f in self.functions}
                                | {f".{m}()" for m in self.methods})

@@ -24,7 +24,7 @@ import numpy as np
 
 from nmtoolchain.errors import UnsupportedOpError
 from nmtoolchain.ir import (
-    IF, LI, LIF, Affine, AvgPool2d, BatchNorm, Conv1d, Conv2d, Flatten, LayerNorm, Linear,
+    IF, LI, LIF, Affine, AvgPool2d, BatchNorm, Conv1d, Conv2d, Flatten, GELU, LayerNorm, Linear,
     MaxPool2d, Op, QCFS, ReLU, Shape, Softmax, SpikeMask, SumPool2d)
 from nmtoolchain.ir.op import as_array
 
@@ -135,6 +135,10 @@ def _layer_norm(m: Any, ctx: LeafContext) -> List[Emitted]:
 
 def _relu(m: Any, ctx: LeafContext) -> List[Emitted]:
     return [(ReLU(), {})]
+
+
+def _gelu(m: Any, ctx: LeafContext) -> List[Emitted]:
+    return [(GELU(approximate=str(getattr(m, "approximate", "none"))), {})]
 
 
 def _softmax(m: Any, ctx: LeafContext) -> List[Emitted]:
@@ -296,6 +300,7 @@ LEAVES: List[Leaf] = [
     Leaf("torch.nn", "BatchNorm2d", _batch_norm),
     Leaf("torch.nn", "LayerNorm", _layer_norm),
     Leaf("torch.nn", "ReLU", _relu),
+    Leaf("torch.nn", "GELU", _gelu),
     Leaf("torch.nn", "Softmax", _softmax),
     Leaf("torch.nn", "AvgPool2d", _avg_pool),
     Leaf("torch.nn", "MaxPool2d", _max_pool),

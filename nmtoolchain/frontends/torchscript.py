@@ -21,7 +21,7 @@ from nmtoolchain.frontends.torch_leaves import class_path, is_vendor_module, lea
 from nmtoolchain.ir import Graph
 from nmtoolchain.frontends.torch_builder import (
     EXTRA_FILE, OpTable, _Builder, _Lead, _Tensor, _check_pool_extras, _check_shape, _first_line,
-    _is_number, _lead_axes, _unsupported_module)
+    _is_number, _lead_axes, _unsupported_module, foldable)
 
 
 # ======================================================================
@@ -327,12 +327,95 @@ def _cat(b: _Builder, a: List[Any], where: str, base: str) -> Any:
     return b.concat(list(a[0]), a[1], where, base)
 
 
+# ------------------------------ index ops of windowed transformers (issue 18)
+@_ATEN.register("aten::roll")
+def _roll(b: _Builder, a: List[Any], where: str, base: str) -> Any:
+    return b.roll(a[0], a[1], a[2] if len(a) > 2 else None, where, base)
+
+
+@_ATEN.register("aten::slice")
+def _slice(b: _Builder, a: List[Any], where: str, base: str) -> Any:
+    if not isinstance(a[0], _Tensor):  # a list: list[start:end:step]
+        start, end, step = (a[1:] + [None, None, 1])[:3]
+        return list(a[0])[slice(start, end, step)]
+    return b.slice_axis(a[0], a[1], a[2], a[3], a[4], where, base)
+
+
+@_ATEN.register("aten::select")
+def _select(b: _Builder, a: List[Any], where: str, base: str) -> Any:
+    return b.select(a[0], a[1], a[2], where, base)
+
+
+@_ATEN.register("aten::chunk")
+def _chunk(b: _Builder, a: List[Any], where: str, base: str) -> Any:
+    return b.chunk(a[0], a[1], a[2], where, base)
+
+
+@_ATEN.register("aten::split", "aten::split_with_sizes")
+def _split(b: _Builder, a: List[Any], where: str, base: str) -> Any:
+    return b.split(a[0], a[1], a[2], where, base)
+
+
+@_ATEN.register("aten::unbind")
+def _unbind(b: _Builder, a: List[Any], where: str, base: str) -> Any:
+    return b.unbind(a[0], a[1], where, base)
+
+
+@_ATEN.register("aten::unsqueeze")
+def _unsqueeze(b: _Builder, a: List[Any], where: str, base: str) -> Any:
+    return b.unsqueeze(a[0], a[1], where, base)
+
+
+@_ATEN.register("aten::squeeze")
+def _squeeze(b: _Builder, a: List[Any], where: str, base: str) -> Any:
+    return b.squeeze(a[0], a[1] if len(a) > 1 else None, where, base)
+
+
+@_ATEN.register("aten::gelu")
+def _gelu(b: _Builder, a: List[Any], where: str, base: str) -> Any:
+    return b.gelu(a[0], a[1] if len(a) > 1 else "none", where, base)
+
+
+@_ATEN.register("aten::masked_fill", "aten::masked_fill_")
+def _masked_fill(b: _Builder, a: List[Any], where: str, base: str) -> Any:
+    raise b.fail(where, "masked_fill of a tensor computed from the input (only masks built "
+                        "from constants, e.g. Swin's shifted-window mask, load)")
+
+
+@_PRIM.register("prim::ConstantChunk")
+def _constant_chunk(w: "_ScriptWalker", n: _ScriptNode) -> None:
+    n.set_all(w.b.chunk(n.ins[0], n.node.i("chunks"), n.node.i("dim"), n.where, n.base))
+
+
+def _fold_aten(kind: str, a: List[Any]) -> Any:
+    """Evaluate an aten op on constants only with torch itself (Swin's shift mask)."""
+    import torch
+
+    packet = getattr(torch.ops.aten, kind.split("::", 1)[1])
+    first: Optional[Exception] = None
+    for name in packet.overloads():  # TorchScript passes keyword-only arguments in order
+        overload = getattr(packet, name)
+        params = overload._schema.arguments
+        if len(params) != len(a):
+            continue
+        pos = [v for p, v in zip(params, a) if not p.kwarg_only]
+        kw = {p.name: v for p, v in zip(params, a) if p.kwarg_only}
+        try:
+            return overload(*pos, **kw)
+        except (RuntimeError, TypeError) as e:
+            first = first or e
+    if first is not None:
+        raise first
+    return packet(*a)
+
+
 def _unsupported_aten(b: _Builder, where: str) -> UnsupportedOpError:
     return UnsupportedOpError(f"model '{b.origin}': {where} is not supported")
 
 
 _FUNCTIONS_BY_NAME = {
     "torch.nn.functional.relu": "relu", "torch.nn.functional.softmax": "softmax",
+    "torch.nn.functional.gelu": "gelu",
     "torch.nn.functional.dropout": "identity", "torch.nn.functional.dropout1d": "identity",
     "torch.nn.functional.dropout2d": "identity",
 }
@@ -440,6 +523,8 @@ class _ScriptWalker:
             return [self.b.relu(args[0], where, base)]
         if kind == "softmax":
             return [self.b.softmax(args[0], args[1], where, base)]
+        if kind == "gelu":
+            return [self.b.gelu(args[0], args[1] if len(args) > 1 else "none", where, base)]
         graph = _script_function_graph(fn.qualified)
         if graph is None:
             raise UnsupportedOpError(f"model '{self.b.origin}': {where} is not supported")
@@ -448,6 +533,8 @@ class _ScriptWalker:
     # ----------------------------------------------------------- aten
     def aten(self, kind: str, a: List[Any], where: str, base: str) -> Any:
         """An aten op on tensors through its handler; an op outside the table is refused."""
+        if foldable(kind, a, {}):
+            return _fold_aten(kind, a)
         handler = _ATEN.get(kind)
         if handler is None:
             raise _unsupported_aten(self.b, where)

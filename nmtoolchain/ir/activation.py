@@ -1,4 +1,4 @@
-"""ANN-side activations: ReLU, QCFS (the quantization-clip-floor-shift of MST's
+"""ANN-side activations: ReLU, GELU, QCFS (the quantization-clip-floor-shift of MST's
 ANN), and Softmax (per time step in MST's spiking attention)."""
 from __future__ import annotations
 
@@ -15,6 +15,20 @@ class ReLU(Op):
     """y = max(x, 0)."""
 
     is_ann_activation = True
+
+
+@dataclasses.dataclass(eq=False)
+class GELU(Op):
+    """y = x·Φ(x) (``approximate='none'``) or its tanh form (``'tanh'``): the MLP
+    activation of Swin and ViT. No spiking conversion: MST replaces it by QCFS."""
+
+    is_ann_activation = True
+
+    approximate: str = "none"
+
+    def check(self) -> None:
+        if self.approximate not in ("none", "tanh"):
+            raise OpCheckError(f"approximate must be 'none' or 'tanh', got {self.approximate!r}")
 
 
 @dataclasses.dataclass(eq=False)

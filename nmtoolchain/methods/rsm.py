@@ -12,8 +12,8 @@ actually pass.
 * by role: ``SpikeMask`` nodes already in the graph (from
   :class:`nmtoolchain.nn.SpikeMask` modules, tagged ``annotations['rsm_role']``)
   whose role is asked get their ``p`` set. Preset ``'mst'`` = q, k, score (MST's
-  released code); ``'mst+mlp'`` adds ``mlp_in`` (the paper's Fig. 2(e), not in
-  the released code: flagged paper-only in ``graph.metadata['rsm']``);
+  released code); ``'mst+mlp'`` adds ``mlp_in`` (the spikes entering each MLP
+  linear, fc1 and fc2: the paper's Fig. 2(e), not in the released code: flagged paper-only in ``graph.metadata['rsm']``);
 * by node: ``nodes=[...]`` inserts a new ``SpikeMask`` right after each named
   node, on every edge leaving it (generic masking, e.g. after every IF of a CNN
   block as the paper does for VGG/ResNet).

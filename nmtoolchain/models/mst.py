@@ -13,9 +13,13 @@ RSM masks (``SpikeMask`` roles 'q', 'k', 'score') on q, k and the score spikes;
 scores = QCFS((q @ kᵀ)·scale), masked, + relative position bias (a learned
 table indexed by the relative offset inside the window) -> softmax -> @ v
 (v never masked) -> QCFS -> Linear proj -> QCFS. MLP: Linear -> QCFS ->
-Linear -> QCFS, its input optionally masked (role 'mlp_in'). Optional patch
-merging (2x2 tokens -> one of 4C, BN, Linear 4C -> 2C without bias, QCFS).
-Head: mean over tokens -> Linear.
+Linear -> QCFS, the inputs of both linears optionally masked (role 'mlp_in',
+the paper's Fig. 2(e)). With ``shift``, odd blocks shift their windows by
+half a window (``torch.roll``) and add Swin's -100/0 mask between tokens of
+different regions, as the released code (none when one window covers the
+grid). Optional patch merging (2x2 tokens -> one of 4C, BN, Linear 4C -> 2C
+without bias, QCFS). Head: [LayerNorm with ``final_norm``] -> mean over
+tokens -> Linear.
 
 Window partition/reverse use reshape + permute only, so the torch.fx loader
 maps them to IR Reshape/Transpose. The relative position bias is kept in a
@@ -26,7 +30,7 @@ constant`` (an IR ``Bias``).
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, Mapping, Optional
 
 import torch
 from torch import nn
@@ -48,7 +52,9 @@ MINI_MST_DEFAULTS: Dict[str, Any] = {
     "levels": 16,  # QCFS L (MST: 16)
     "threshold": 2.0,  # QCFS initial λ (MST: 2.0)
     "mask_p": 0.0,  # RSM ratio on q, k and score spikes (train and inference)
-    "mlp_mask_p": 0.0,  # RSM ratio on the MLP input (MST's code: unused, so 0)
+    "mlp_mask_p": 0.0,  # RSM ratio on the inputs of both MLP linears (MST's code: unused, so 0)
+    "shift": False,  # Swin/MST: shifted windows (roll + the -100 mask) on odd blocks
+    "final_norm": False,  # MST: LayerNorm before the head (off: checkpoints saved without it)
 }
 
 
@@ -70,9 +76,14 @@ class TokenBN(nn.Module):
 class WindowAttention(nn.Module):
     """MST attention on (B, windows, n, C) tokens (module docstring)."""
 
-    def __init__(self, dim: int, heads: int, window: int, cfg: Mapping[str, Any]) -> None:
+    def __init__(self, dim: int, heads: int, window: int, cfg: Mapping[str, Any],
+                 shift_mask: Optional[torch.Tensor] = None) -> None:
         super().__init__()
         self.heads, self.n, self.dh = heads, window * window, dim // heads
+        # Swin's shifted-window mask (windows, 1, n, n) of 0 and -100, or None
+        self.shifted = shift_mask is not None
+        self.register_buffer("shift_mask", shift_mask if shift_mask is not None else
+                             torch.zeros(0), persistent=False)
         self.scale = self.dh ** -0.5
         self.q, self.k, self.v = nn.Linear(dim, dim), nn.Linear(dim, dim), nn.Linear(dim, dim)
         self.q_if, self.k_if, self.v_if = _qcfs(cfg), _qcfs(cfg), _qcfs(cfg)
@@ -121,41 +132,72 @@ class WindowAttention(nn.Module):
         scores = (q @ k.transpose(-2, -1)) * self.scale
         scores = self.mask_score(self.attn_if(scores))
         bias = self.relative_position_bias() if self.training else self.rel_bias
-        attn = torch.softmax(scores + bias, dim=-1)
+        scores = scores + bias
+        if self.shifted:
+            scores = scores + self.shift_mask
+        attn = torch.softmax(scores, dim=-1)
         y = (attn @ v).permute(0, 1, 3, 2, 4)  # (B, W, n, heads, dh)
         y = self.attn_v_if(y.reshape(y.shape[0], y.shape[1], self.n, self.heads * self.dh))
         return self.proj_if(self.proj(y))
 
 
-class MSTBlock(nn.Module):
-    """One MST block on a (B, H·W, C) token grid of side ``size``."""
+def shifted_window_mask(size: int, window: int, shift: int) -> torch.Tensor:
+    """Swin's attention mask for windows shifted by ``shift`` on a ``size`` grid:
+    (windows, 1, n, n), -100 between tokens from different regions, else 0."""
+    region = torch.zeros(size, size)
+    cuts = (slice(0, -window), slice(-window, -shift), slice(-shift, None))
+    label = 0
+    for rows in cuts:
+        for cols in cuts:
+            region[rows, cols] = label
+            label += 1
+    k = size // window
+    ids = region.reshape(k, window, k, window).permute(0, 2, 1, 3).reshape(k * k, window ** 2)
+    diff = ids[:, None, :] - ids[:, :, None]
+    return torch.where(diff != 0, torch.tensor(-100.0), torch.tensor(0.0))[:, None]
 
-    def __init__(self, dim: int, size: int, cfg: Mapping[str, Any]) -> None:
+
+class MSTBlock(nn.Module):
+    """One MST block on a (B, H·W, C) token grid of side ``size``; ``shift``
+    (Swin's half window on odd blocks, 0 otherwise) rolls the grid before the
+    window partition and back after, with the shifted-window mask."""
+
+    def __init__(self, dim: int, size: int, cfg: Mapping[str, Any], shift: int = 0) -> None:
         super().__init__()
         w = min(int(cfg["window"]), size)
         if size % w:
             raise BadInputError(f"architecture 'mini_mst': grid {size} not divisible by window {w}")
-        self.size, self.w, self.dim = size, w, dim
+        if size <= w:  # one window covers the grid: nothing to shift (Swin)
+            shift = 0
+        self.size, self.w, self.dim, self.shift = size, w, dim, int(shift)
         self.norm1, self.shortcut1_if = TokenBN(dim), _qcfs(cfg)
-        self.attn = WindowAttention(dim, int(cfg["heads"]), w, cfg)
+        self.attn = WindowAttention(dim, int(cfg["heads"]), w, cfg,
+                                    shifted_window_mask(size, w, self.shift) if self.shift
+                                    else None)
         self.norm2, self.shortcut2_if = TokenBN(dim), _qcfs(cfg)
         self.mask_mlp = SpikeMask(float(cfg["mlp_mask_p"]), role="mlp_in")
+        self.mask_mlp_hidden = SpikeMask(float(cfg["mlp_mask_p"]), role="mlp_in")
         hidden = int(cfg["mlp_ratio"]) * dim
         self.fc1, self.fc1_if = nn.Linear(dim, hidden), _qcfs(cfg)
         self.fc2, self.fc2_if = nn.Linear(hidden, dim), _qcfs(cfg)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, s, w, c = x.shape[0], self.size, self.w, self.dim
-        h = self.shortcut1_if(self.norm1(x))
-        # window partition: (B, s·s, C) -> (B, (s/w)², w², C)
+        h = self.shortcut1_if(self.norm1(x)).reshape(b, s, s, c)
+        if self.shift:
+            h = torch.roll(h, shifts=(-self.shift, -self.shift), dims=(1, 2))
+        # window partition: (B, s, s, C) -> (B, (s/w)², w², C)
         h = h.reshape(b, s // w, w, s // w, w, c).permute(0, 1, 3, 2, 4, 5)
         h = self.attn(h.reshape(b, (s // w) ** 2, w * w, c))
         # window reverse
-        h = h.reshape(b, s // w, s // w, w, w, c).permute(0, 1, 3, 2, 4, 5)
+        h = h.reshape(b, s // w, s // w, w, w, c).permute(0, 1, 3, 2, 4, 5).reshape(b, s, s, c)
+        if self.shift:
+            h = torch.roll(h, shifts=(self.shift, self.shift), dims=(1, 2))
         x = x + h.reshape(b, s * s, c)
         x = self.norm2(x)
         x2 = self.mask_mlp(self.shortcut2_if(x))
-        return x + self.fc2_if(self.fc2(self.fc1_if(self.fc1(x2))))
+        hidden = self.mask_mlp_hidden(self.fc1_if(self.fc1(x2)))
+        return x + self.fc2_if(self.fc2(hidden))
 
 
 class PatchMerging(nn.Module):
@@ -188,18 +230,21 @@ class MiniMST(nn.Module):
         self.patch_embed = nn.Conv2d(int(cfg["in_channels"]), c, p, stride=p)
         self.patch_norm = nn.BatchNorm2d(c)
         self.patch_if = _qcfs(cfg)
-        blocks: list = [MSTBlock(c, size, cfg) for _ in range(int(cfg["depth"]))]
+        half = int(cfg["window"]) // 2 if cfg["shift"] else 0
+        blocks: list = [MSTBlock(c, size, cfg, half if i % 2 else 0)
+                        for i in range(int(cfg["depth"]))]
         if cfg["merge"]:
             blocks.append(PatchMerging(c, size, cfg))
             c, size = 2 * c, size // 2
             blocks.append(MSTBlock(c, size, cfg))
         self.blocks = nn.Sequential(*blocks)
+        self.norm = nn.LayerNorm(c) if cfg["final_norm"] else nn.Identity()
         self.head = nn.Linear(c, int(cfg["num_classes"]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.patch_if(self.patch_norm(self.patch_embed(x)))
         x = x.flatten(2).transpose(1, 2)  # (B, tokens, C)
-        x = self.blocks(x)
+        x = self.norm(self.blocks(x))
         return self.head(x.mean(dim=1))
 
 
@@ -229,4 +274,4 @@ def build_mini_mst(config: Mapping[str, Any]) -> nn.Module:
 
 
 __all__ = ["MINI_MST_DEFAULTS", "MiniMST", "MSTBlock", "PatchMerging", "WindowAttention",
-           "TokenBN", "build_mini_mst"]
+           "TokenBN", "build_mini_mst", "shifted_window_mask"]

@@ -8,6 +8,7 @@ reaches every layer in the same step, as in sinabs and spikingjelly).
 from __future__ import annotations
 
 import math
+import zlib
 from typing import Dict, List, Optional, Type
 
 import numpy as np
@@ -254,18 +255,48 @@ class DelayK(Kernel):
 
 class SpikeMaskK(Kernel):
     """MST's random spike masking: drop each element with probability p, a
-    fresh draw every step, no rescaling; seeded per node for repeatability."""
+    fresh draw every step for every element of every sample, no rescaling.
+
+    Each run (one batch) draws from its own stream, seeded from the run seed
+    (:func:`seed_spike_masks`; else the RSM pass's recorded seed, else 0), the
+    node (its RSM seed, else a hash of its name: masks are independent per
+    tensor, never the same stream twice) and the run's index (successive
+    batches get fresh masks). The same run seed replays the same masks."""
+
+    run_seed: Optional[int] = None
+
+    def __init__(self, node, graph, device="cpu"):
+        super().__init__(node, graph, device)
+        self.runs = 0
 
     def reset(self, batch):
         super().reset(batch)
-        seed = self.node.op.seed
+        run_seed = self.run_seed
+        if run_seed is None:
+            run_seed = int((self.graph.metadata.get("rsm") or {}).get("seed", 0))
+        op_seed = self.node.op.seed
+        key = int(op_seed) if op_seed is not None else zlib.crc32(self.node.name.encode())
+        words = np.random.SeedSequence([int(run_seed) & 0xFFFFFFFF, key & 0xFFFFFFFF,
+                                        int(op_seed is None), self.runs]).generate_state(2)
         # drawn on the CPU whatever the device: a GPU run masks exactly as a CPU run
         self.gen = torch.Generator(device="cpu")
-        self.gen.manual_seed(int(seed) if seed is not None else 0)
+        self.gen.manual_seed(int(words[0]) << 31 ^ int(words[1]))
+        self.runs += 1
 
     def step(self, xs, t):
         keep = torch.rand(xs[0].shape, generator=self.gen) >= self.node.op.p
         return xs[0] * keep.to(xs[0].device)
+
+
+def seed_spike_masks(kernels, seed: int) -> int:
+    """Give every SpikeMask kernel in ``kernels`` (a name -> kernel dict) run seed
+    ``seed`` and restart its run count; returns how many were seeded."""
+    n = 0
+    for k in kernels.values():
+        if isinstance(k, SpikeMaskK):
+            k.run_seed, k.runs = int(seed), 0
+            n += 1
+    return n
 
 
 # ------------------------------------------------------------------ neurons
@@ -447,6 +478,32 @@ class SigmaDeltaK(Kernel):
         return s
 
 
+# --------------------------------------- index ops of windowed transformers
+class RollK(Kernel):
+    """torch.roll on per-sample axes (Swin's cyclic shift)."""
+
+    def step(self, xs, t):
+        op = self.node.op
+        return torch.roll(xs[0], op.shifts, [_axis(a) for a in op.axes])
+
+
+class SliceK(Kernel):
+    """start:stop:step along one per-sample axis (patch merging, qkv chunks)."""
+
+    def step(self, xs, t):
+        op = self.node.op
+        idx = [slice(None)] * xs[0].dim()
+        idx[_axis(op.axis)] = slice(op.start, op.stop, op.step)
+        return xs[0][tuple(idx)]
+
+
+class GELUK(Kernel):
+    output_kind = "analog"
+
+    def step(self, xs, t):
+        return F.gelu(xs[0], approximate=self.node.op.approximate)
+
+
 FLOAT_KERNELS: Dict[str, Type[Kernel]] = {
     "Input": InputKernel, "Output": Identity,
     "Affine": AffineK, "Linear": AffineK, "Conv1d": ConvK, "Conv2d": ConvK,
@@ -457,6 +514,7 @@ FLOAT_KERNELS: Dict[str, Type[Kernel]] = {
     "Threshold": ThresholdK, "Delay": DelayK, "SpikeMask": SpikeMaskK,
     "IF": IFK, "LIF": LIFK, "LI": LIK, "I": IK, "CubaLIF": CubaLIFK, "CubaLI": CubaLIK,
     "SigmaDelta": SigmaDeltaK,
+    "Roll": RollK, "Slice": SliceK, "GELU": GELUK,
 }
 
 
