@@ -32,7 +32,9 @@ def _fit(x: np.ndarray, shape: tuple, origin: str) -> np.ndarray:
     if x.dtype.kind not in "biuf":
         raise BadInputError(f"{origin}: samples have dtype {x.dtype}; expected real numbers")
     if x.dtype.kind == "f" and not np.isfinite(x).all():
-        raise BadInputError(f"{origin}: samples hold NaN or Inf values")
+        bad = ~np.isfinite(x.reshape(x.shape[0], -1)).all(axis=1)
+        raise BadInputError(f"{origin}: {int(bad.sum())} of {len(x)} samples hold NaN or "
+                            f"infinite values (first: sample {int(np.argmax(bad))})")
     if tuple(x.shape[1:]) == shape or tuple(x.shape[2:]) == shape:
         return x
     if int(np.prod(x.shape[1:])) == int(np.prod(shape)):
