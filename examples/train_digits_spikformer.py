@@ -8,7 +8,7 @@ every step), logits averaged over the T steps, cross-entropy; LIF τ = 2 with
 hard reset, sigmoid surrogate (α = 4). ``--variant autost`` trains AutoST's
 pre-activation PLIF model instead.
 
-    .venv/bin/python examples/train_digits_spikformer.py [--epochs 30] [--variant autost]
+    .venv/bin/python examples/train_digits_spikformer.py [--epochs 20] [--variant autost]
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ STEPS = 4
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "nmtoolchain" / "data" / "digits_spikformer.pt"
 
 
-def train(config: dict, epochs: int = 30, seed: int = 0, lr: float = 3e-3) -> tuple:
+def train(config: dict, epochs: int = 20, seed: int = 0, lr: float = 3e-3) -> tuple:
     """Train and return (Spikformer in eval mode, float test accuracy at T = STEPS)."""
     torch.manual_seed(seed)
     np.random.seed(seed)
@@ -45,7 +45,7 @@ def train(config: dict, epochs: int = 30, seed: int = 0, lr: float = 3e-3) -> tu
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--variant", choices=("spikformer", "autost"), default="spikformer")
     args = ap.parse_args()
