@@ -54,11 +54,13 @@ def test_inspect_torchscript_and_onnx_of_same_cnn_agree_with_hand_count(capfd):
     ts = _inspect_json(BUNDLED_TORCHSCRIPT, capfd)
     ox = _inspect_json(BUNDLED_ONNX, capfd)
     assert ts["totals"] == ox["totals"]
-    # parameters: torch's own count of weights/biases plus BN running statistics
+    # parameters: torch's own count of trainable weights/biases; BN running
+    # statistics are buffers, reported apart
     model = torch.jit.load(str(BUNDLED_TORCHSCRIPT))
     n_param = sum(p.numel() for p in model.parameters())
     n_bn_stats = sum(b.numel() for name, b in model.named_buffers() if "running" in name)
-    assert ts["totals"]["parameters"] == n_param + n_bn_stats
+    assert ts["totals"]["parameters"] == n_param
+    assert ts["totals"]["buffers"] == n_bn_stats
     # synapses by hand (border-aware: taps on zero padding are not connections):
     # conv1 1->8, k3 p1 on 8x8: 22 valid taps per axis -> 22*22*8*1 = 3872
     # avgpool 2 on 8x8x8: 8 taps per axis -> 64*8 = 512
@@ -264,12 +266,14 @@ def test_demo_runs_the_embedded_default(intel_netx, capfd):
     # stored values: weights, biases and batch-norm statistics (not its step counter)
     stored = sum(v.numel() for k, v in model.state_dict().items()
                  if not k.endswith("num_batches_tracked"))
-    assert summary["torchscript"]["totals"]["parameters"] == stored
+    tot = summary["torchscript"]["totals"]
+    assert tot["parameters"] + tot["buffers"] == stored
     import onnx
 
     proto = onnx.load(str(BUNDLED_ONNX))
     initializers = sum(int(torch.tensor(t.dims).prod()) for t in proto.graph.initializer)
-    assert summary["onnx_totals"]["parameters"] == initializers == stored
+    otot = summary["onnx_totals"]
+    assert otot["parameters"] + otot["buffers"] == initializers == stored
     assert summary["totals_agree"] is True
     assert summary["ann_test_accuracy"] > 0.9
     # the simulator reproduces Intel's recorded PilotNet-LIF spikes bit for bit

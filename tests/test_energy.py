@@ -203,14 +203,29 @@ def test_syops_reads_the_conv_bias_from_the_graph():
 
 def test_spikformer_rule_is_rate_times_t_times_flops():
     nodes = {"conv": {"events_in": [4, 6], "spikes_in": [4, 8], "synops": [50, 90]},
-             "attn": {"synops": [100, 100]}}
+             "attn": {"synops": [100, 100]}, "q": {"spikes_out": [8, 16]}}
     static = {"conv": {"op": "Conv2d", "neurons": 0, "synapses": 200, "dense_macs": 288,
                        "input_numel": 16, "input_binary": False, "input_kind": ["spikes"]},
-              "attn": {"op": "MatMul", "neurons": 0, "dense_macs": 512, "input_numel": 64}}
+              "q": {"op": "LIF", "neurons": 32, "output_shape": [4, 8]},
+              "attn": {"op": "MatMul", "neurons": 0, "dense_macs": 512, "input_numel": 64,
+                       "inputs": ["q", "k"], "input_kind": ["spikes", "spikes"]}}
     r = apply_rule(_counts(2, nodes, static), "spikformer")
     # firing rates 4/16 and 8/16 (a value of 2 counts 2): 288 x (0.25 + 0.5) = 216 ACs
-    assert r.acs == pytest.approx(216.0) and r.macs == 0.0
-    assert "attn" in r.notes[0]
+    assert r.per_node["conv"].ac_total == pytest.approx(216.0) and r.macs == 0.0
+    # SSA term: Q·Kᵀ's dense MACs x the rate of Q (8/32, 16/32): 512 x 0.75 = 384 ACs
+    assert r.per_node["attn"].ac_total == pytest.approx(384.0)
+    assert r.acs == pytest.approx(600.0)
+
+
+def test_spikformer_rule_max_pool_of_spikes_is_spikes():
+    # conv2 reads a max-pool of spikes: ACs at the rate of its input values, not MACs
+    nodes = {"conv2": {"events_in": [3, 5], "values_in": [3, 5], "macs": [30, 50]}}
+    static = {"pool": {"op": "MaxPool2d", "inputs": ["lif"], "input_kind": ["spikes"]},
+              "conv2": {"op": "Conv2d", "neurons": 0, "dense_macs": 100, "input_numel": 10,
+                        "inputs": ["pool"], "input_kind": ["analog"]}}
+    r = apply_rule(_counts(2, nodes, static), "spikformer")
+    assert r.per_node["conv2"].ac_total == pytest.approx(100 * (0.3 + 0.5))
+    assert r.macs == 0.0
 
 
 def test_unknown_rule_is_bad_input():

@@ -250,7 +250,9 @@ def test_round_trip_through_nmtcs_onnx_loader_keeps_totals(make, input_shape, co
     graph = load_via_torchscript(module, input_shape, tmp_path)
     back = load_onnx(export_onnx(graph, tmp_path / "model.onnx"))
     before, after = graph.totals(), back.totals()
-    assert after["parameters"] == before["parameters"] == torch_parameter_count(module) + constants
+    assert after["parameters"] == before["parameters"]
+    assert (after["parameters"] + after["buffers"] == before["parameters"] + before["buffers"]
+            == torch_parameter_count(module) + constants)
     assert (after["macs"], after["synapses"]) == (before["macs"], before["synapses"])
 
 
@@ -259,7 +261,8 @@ def test_round_trip_of_the_bundled_cnn_keeps_totals(tmp_path):
     back = load_onnx(export_onnx(graph, tmp_path / "digits.onnx"))
     # torch: the same counts (parameters; MACs of 3x3 convs at 8x8 and 4x4, and the head)
     reference = torch.jit.load(str(DATA / "digits_cnn.pt"))
-    assert back.totals()["parameters"] == torch_parameter_count(reference) == 1994
+    assert back.totals()["parameters"] + back.totals()["buffers"] \
+        == torch_parameter_count(reference) == 1994
     assert back.totals()["macs"] == 8 * 64 * 9 + 16 * 16 * 8 * 9 + 64 * 10 == 23680
 
 

@@ -151,9 +151,16 @@ def module_of(node) -> str:
 
 
 def torch_parameter_total(model: nn.Module) -> int:
-    """Weights and biases of every layer plus BN's running mean and variance."""
+    """Weights and biases of every layer plus BN's running mean and variance
+    (the IR's parameters plus buffers: :func:`stored`)."""
     return sum(v.numel() for k, v in model.state_dict().items()
                if not k.endswith("num_batches_tracked"))
+
+
+def stored(graph) -> int:
+    """Every value the IR stores: trainable parameters plus buffers (BN statistics)."""
+    tot = graph.totals()
+    return tot["parameters"] + tot["buffers"]
 
 
 def node_for(graph, module: str):
@@ -194,7 +201,7 @@ def exported(tmp_path_factory):
 # ---------------------------------------------------------------------- MLP
 def test_mlp_parameter_total_equals_torch(exported):
     model, _, path = exported["mlp"]
-    assert load_onnx(path).totals()["parameters"] == torch_parameter_total(model)
+    assert stored(load_onnx(path)) == torch_parameter_total(model)
 
 
 def test_mlp_gemm_weights_equal_torch_weights_exactly(exported):
@@ -217,7 +224,7 @@ def test_cnn_parameter_total_counts_bn_weight_bias_mean_and_var(exported):
     model, _, path = exported["cnn"]
     graph = load_onnx(path)
     assert any(isinstance(n.op, BatchNorm) for n in graph)
-    assert graph.totals()["parameters"] == torch_parameter_total(model)
+    assert stored(graph) == torch_parameter_total(model)
 
 
 def test_cnn_node_shapes_equal_torch_shapes(exported):
@@ -265,7 +272,7 @@ def test_residual_node_shapes_and_parameter_total_equal_torch(exported):
     model, example, path = exported["resnet"]
     graph = load_onnx(path)
     assert_shapes_match_torch(graph, model, example)
-    assert graph.totals()["parameters"] == torch_parameter_total(model)
+    assert stored(graph) == torch_parameter_total(model)
 
 
 def test_global_average_pool_becomes_avgpool_over_the_whole_map(exported):
@@ -334,7 +341,7 @@ def test_load_model_dispatches_onnx_files_to_this_loader(exported):
     model, _, path = exported["mlp"]
     graph = load_model(path)
     assert graph.metadata["source"]["format"] == "onnx"
-    assert graph.totals()["parameters"] == torch_parameter_total(model)
+    assert stored(graph) == torch_parameter_total(model)
 
 
 # ------------------------------------------------------- other valid shapes

@@ -116,12 +116,13 @@ def test_cnn_ir_weights_equal_the_torch_parameters(cnn, cnn_graphs, route):
 
 @pytest.mark.parametrize("route", ["torchscript", "checkpoint", "pickle"])
 def test_cnn_parameter_total_equals_torch_count(cnn, cnn_graphs, route):
-    # torch counts BN running statistics as buffers; the IR stores them as
-    # parameters of its inference BatchNorm, so they are added here.
+    # torch counts BN running statistics as buffers; so does the IR (apart
+    # from the trainable parameters)
     running = sum(m.running_mean.numel() + m.running_var.numel()
                   for m in cnn.modules() if isinstance(m, nn.BatchNorm2d))
     torch_count = sum(p.numel() for p in cnn.parameters())
-    assert cnn_graphs[route].totals()["parameters"] == torch_count + running
+    assert cnn_graphs[route].totals()["parameters"] == torch_count
+    assert cnn_graphs[route].totals()["buffers"] == running
 
 
 def test_cnn_node_shapes_equal_torch_output_shapes(cnn, cnn_graphs):

@@ -41,8 +41,12 @@ those counts the way one tool or paper does:
     Conv2d) costs its dense MACs per step × its mean input firing rate × T as
     ACs; a weighted layer fed real values (in Spikformer: the first conv)
     costs dense MACs × T as MACs. The firing rate is the mean input value (a
-    residual sum of spikes of 2 counts 2). Spikformer's SSA term is not
-    modelled (MatMul nodes are listed in the notes, not counted).
+    residual sum of spikes of 2 counts 2). Max-pooling of spikes yields spikes
+    (the max of 0/1 values is 0/1), so a layer after a max-pool of spikes
+    costs ACs (Spikformer prices only its first conv as MACs). The SSA term
+    Σ_SSA SOP: each MatMul (Q·Kᵀ, A·V) costs its dense MACs per step × the
+    firing rate of its first spike-carrying operand (Q for Q·Kᵀ, V for A·V)
+    as ACs; a MatMul with no spiking operand costs dense MACs.
 
 All rules report per sample: a run with batch B is divided by B first.
 This module imports numpy only (no torch), so it can score candidates of a
@@ -260,31 +264,85 @@ def syops_rule(counts: "RunCounts", graph: Optional["Graph"] = None) -> RuleCoun
                       notes=notes)
 
 
+#: ops through which the spikformer rule follows spikes back to their source
+_PASS_THROUGH = ("Reshape", "Transpose", "Flatten")
+#: ops whose output is (a rate of) spikes when all inputs are: the max of 0/1
+#: values, residual sums of spikes (0..2 counts 2), the token mean before the
+#: head (a rate; the linear head commutes with it), concatenation
+_SPIKE_PRESERVING = ("MaxPool2d", "Add", "Concat", "Mean")
+
+
+def _carries_spikes(counts: "RunCounts", node: str) -> bool:
+    """Whether ``node``'s output is spikes: its kind label says so, or it is a
+    max-pool or layout op whose inputs all carry spikes (max of 0/1 is 0/1)."""
+    st = _static(counts, node)
+    if not st:
+        return False
+    if st.get("op") in _SPIKE_PRESERVING + _PASS_THROUGH:
+        ins = list(st.get("inputs", []))
+        return bool(ins) and all(_source_kind_spiking(counts, node, i) for i in range(len(ins)))
+    return False
+
+
+def _source_kind_spiking(counts: "RunCounts", node: str, i: int) -> bool:
+    """Whether input ``i`` of ``node`` carries spikes (label or max-pool/layout of spikes)."""
+    st = _static(counts, node)
+    kinds = st.get("input_kind") or []
+    if i < len(kinds) and kinds[i] in ("spikes", "graded"):
+        return True
+    ins = st.get("inputs") or []
+    return i < len(ins) and _carries_spikes(counts, ins[i])
+
+
+def _operand_rate(counts: "RunCounts", node: str) -> Optional[np.ndarray]:
+    """(T,) firing rate of a node's output, traced back through layout ops to a
+    neuron's spikes_out; None when unknown."""
+    st = _static(counts, node)
+    while st and st.get("op") in _PASS_THROUGH:
+        node = st["inputs"][0]
+        st = _static(counts, node)
+    if not st:
+        return None
+    numel = float(np.prod(st.get("output_shape") or [0]))
+    if numel <= 0 or not st.get("neurons"):
+        return None
+    return np.asarray(counts.counter(node, "spikes_out"), dtype=float) / numel
+
+
 def spikformer_rule(counts: "RunCounts", graph: Optional["Graph"] = None) -> RuleCounts:
-    """Spikformer's Σ fr·T·FLOPs: weighted layers' dense MACs × input firing rate as ACs."""
+    """Spikformer's Σ fr·T·FLOPs: weighted layers' and SSA products' dense MACs ×
+    input firing rate as ACs; layers fed real values as MACs."""
     counts = per_sample(counts)
     per_node = {}
-    skipped = []
+    notes: List[str] = []
     for n in _nodes(counts):
         st = _static(counts, n)
         op = st.get("op")
-        busy = counts.counter(n, "synops").any() or counts.counter(n, "macs").any()
-        if op == "MatMul" and busy:
-            skipped.append(n)
+        flops = float(st.get("dense_macs", 0) or 0)
+        if op == "MatMul":
+            spiking = [i for i in range(len(st.get("inputs", [])))
+                       if _source_kind_spiking(counts, n, i)]
+            rate = _operand_rate(counts, st["inputs"][spiking[0]]) if spiking else None
+            if rate is None:
+                if spiking:
+                    notes.append(f"{n}: the spiking operand's rate is unknown; priced as MACs")
+                per_node[n] = NodeOps(_zeros(counts), np.full(counts.steps, flops))
+            else:
+                per_node[n] = NodeOps(flops * rate, _zeros(counts))
+            continue
         if op not in WEIGHTED_OPS:
             continue
-        flops = float(st.get("dense_macs", 0) or 0)
-        if _input_is_analog(counts, n):
-            per_node[n] = NodeOps(_zeros(counts), np.full(counts.steps, flops))
-        else:
+        if not _input_is_analog(counts, n):
             per_node[n] = NodeOps(flops * _rate(counts, n, values=True), _zeros(counts))
-    notes = []
-    if skipped:
-        notes.append("MatMul nodes not counted (Spikformer's SSA term is not modelled): "
-                     + ", ".join(skipped))
-    return RuleCounts("spikformer", "Spikformer: sum over weighted layers of mean input firing "
-                      "rate x T x dense MACs as ACs; layers fed real values: dense MACs x T as "
-                      "MACs", counts.steps, per_node, notes=notes)
+        elif _source_kind_spiking(counts, n, 0):  # e.g. after a max-pool of spikes
+            numel = _input_numel(counts, n)
+            rate = np.asarray(counts.counter(n, "values_in"), dtype=float) / max(numel, 1)
+            per_node[n] = NodeOps(flops * rate, _zeros(counts))
+        else:
+            per_node[n] = NodeOps(_zeros(counts), np.full(counts.steps, flops))
+    return RuleCounts("spikformer", "Spikformer: sum over weighted layers and SSA products of "
+                      "mean input firing rate x T x dense MACs as ACs; layers fed real values: "
+                      "dense MACs x T as MACs", counts.steps, per_node, notes=notes)
 
 
 #: name -> rule function

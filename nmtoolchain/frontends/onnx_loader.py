@@ -37,7 +37,7 @@ import numpy as np
 from nmtoolchain.errors import BadInputError, IRValidationError, NmtcError, UnsupportedOpError
 from nmtoolchain.ir import (
     Add, Affine, AvgPool2d, BatchNorm, Concat, Conv1d, Conv2d, Flatten, Graph, Input, Linear,
-    MatMul, MaxPool2d, Output, ReLU, Reshape, Scale, Softmax, Transpose)
+    MatMul, MaxPool2d, Mean, Output, ReLU, Reshape, Scale, Softmax, Transpose)
 from nmtoolchain.ir.op import Op, OpCheckError, Shape
 
 #: Stand-in for a symbolic batch size inside constant shape arithmetic. A
@@ -763,6 +763,28 @@ class _OnnxTranslator:
 
     def _op_GlobalMaxPool(self, node: Any, label: str) -> None:
         self._global_pool(node, label, MaxPool2d)
+
+    # ------------------------------------------ Spikformer family (#11)
+    def _op_ReduceMean(self, node: Any, label: str) -> None:
+        """Mean over one per-sample axis (Spikformer's token mean before the head)."""
+        x = self.dyn(node, label, 0)
+        a = self.attrs(node)
+        rank = len(self.sample_shape(x)) + 1
+        axes = a.get("axes")
+        if axes is None and len(node.input) > 1 and node.input[1]:
+            axes = self.need_const(node, label, 1, "axes")
+            if axes is None:
+                raise self.unsupported(node, label, "has axes that are not a constant")
+        if axes is None or a.get("noop_with_empty_axes", 0):
+            raise self.unsupported(node, label, "reduces over all axes; give one axis")
+        axes = [int(v) + rank if int(v) < 0 else int(v) for v in np.asarray(axes).reshape(-1)]
+        if len(axes) != 1:
+            raise self.unsupported(node, label, f"reduces over axes {axes}; only one is supported")
+        if axes[0] == 0:
+            raise self.unsupported(node, label, "reduces along the batch axis 0")
+        if a.get("keepdims", 1):
+            raise self.unsupported(node, label, "has keepdims=1; only keepdims=0 is supported")
+        self.emit(node, label, Mean(axis=axes[0] - 1), [x])
 
     def _op_BatchNormalization(self, node: Any, label: str) -> None:
         x = self.dyn(node, label, 0)

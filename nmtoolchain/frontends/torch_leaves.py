@@ -292,6 +292,34 @@ def _nmtc_lif(m: Any, ctx: LeafContext) -> List[Emitted]:
     return [(op, {})]
 
 
+def _nmtc_plif(m: Any, ctx: LeafContext) -> List[Emitted]:
+    # inference: a LIF with the learned leak, tau = 1 / sigmoid(w)
+    tau = 1.0 / (1.0 + np.exp(-float(m.w.detach().reshape(-1)[0])))
+    op = LIF(tau=float(1.0 / tau), r=1.0, v_leak=float(m.v_leak), discretization="euler",
+             **_nmtc_neuron_fields(m))
+    return [(op, {})]
+
+
+def _nmtc_step_wise(m: Any, ctx: LeafContext) -> List[Emitted]:
+    # the wrapped layer acts once per step, which is what every IR node does
+    inner = m.module
+    leaf = leaf_of(inner)
+    if leaf is None or leaf.time_major:
+        raise ctx.unsupported(f"wraps {class_path(inner)}, which is not a per-step layer nmtc "
+                              "translates")
+    inner_ctx = LeafContext(ctx.path + ".module", class_path(inner).rpartition(".")[2],
+                            ctx.in_shape, 1, ctx.origin)
+    return leaf.translate(inner, inner_ctx)
+
+
+def _nmtc_token_batch_norm(m: Any, ctx: LeafContext) -> List[Emitted]:
+    inner_ctx = LeafContext(ctx.path + ".bn", "BatchNorm1d", tuple(ctx.in_shape[-1:]), 1,
+                            ctx.origin)
+    ((op, extra),) = _batch_norm(m.bn, inner_ctx)
+    op.axis = len(ctx.in_shape) - 1  # the features: the last per-sample axis
+    return [(op, extra)]
+
+
 LEAVES: List[Leaf] = [
     Leaf("torch.nn", "Linear", _linear),
     Leaf("torch.nn", "Conv1d", _conv(Conv1d, 1)),
@@ -320,6 +348,10 @@ LEAVES: List[Leaf] = [
     Leaf("nmtoolchain.nn", "SpikeMask", _nmtc_spike_mask),
     Leaf("nmtoolchain.nn", "IFNeuron", _nmtc_if, time_major=True),
     Leaf("nmtoolchain.nn", "LIFNeuron", _nmtc_lif, time_major=True),
+    # Spikformer family (#11)
+    Leaf("nmtoolchain.nn", "PLIFNeuron", _nmtc_plif, time_major=True),
+    Leaf("nmtoolchain.nn", "StepWise", _nmtc_step_wise, time_major=True),
+    Leaf("nmtoolchain.nn", "TokenBatchNorm", _nmtc_token_batch_norm),
 ]
 
 _BY_NAME: Dict[str, List[Leaf]] = {}

@@ -409,6 +409,17 @@ def _fold_aten(kind: str, a: List[Any]) -> Any:
     return packet(*a)
 
 
+# ------------------------------------------------ Spikformer family (#11)
+@_ATEN.register("aten::mean")
+def _mean(b: _Builder, a: List[Any], where: str, base: str) -> Any:
+    # aten::mean(self, dim, keepdim, dtype): Spikformer's token mean x.flatten(3).mean(3)
+    if len(a) < 2:
+        raise b.fail(where, "mean over all elements (give one dim)")
+    if len(a) > 3 and a[3] is not None:
+        raise b.fail(where, f"mean with dtype={a[3]!r}")
+    return b.mean(a[0], a[1], a[2] if len(a) > 2 else False, where, base)
+
+
 def _unsupported_aten(b: _Builder, where: str) -> UnsupportedOpError:
     return UnsupportedOpError(f"model '{b.origin}': {where} is not supported")
 

@@ -317,6 +317,7 @@ class Graph:
             raise IRValidationError(f"node '{node.name}' has no inferred shape; call infer_shapes")
         return {
             "parameters": node.op.num_parameters(),
+            "buffers": node.op.num_buffers(),
             "synapses": int(node.op.synapses(in_shapes, out)),
             "macs": int(node.op.macs(in_shapes, out)),
             "neurons": int(_prod(out)) if node.op.is_neuron else 0,
@@ -324,7 +325,7 @@ class Graph:
 
     def totals(self) -> Dict[str, int]:
         """Sum of :meth:`node_counts` over all nodes."""
-        tot = {"parameters": 0, "synapses": 0, "macs": 0, "neurons": 0}
+        tot = {"parameters": 0, "buffers": 0, "synapses": 0, "macs": 0, "neurons": 0}
         for n in self.nodes.values():
             for k, v in self.node_counts(n).items():
                 tot[k] += v

@@ -89,6 +89,7 @@ class Scale(Op):
 
     scale: np.ndarray  # broadcastable to the input shape
     nir_type = "Scale"
+    buffer_fields = ("scale",)  # a constant (e.g. attention's 0.125), not trained
 
     def __post_init__(self) -> None:
         self.scale = as_array(self.scale)

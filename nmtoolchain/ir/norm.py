@@ -18,6 +18,7 @@ class BatchNorm(Op):
     """
 
     is_normalization = True
+    buffer_fields = ("mean", "var")  # running statistics, not trained
 
     mean: np.ndarray
     var: np.ndarray

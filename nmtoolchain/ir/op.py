@@ -92,9 +92,24 @@ class Op:
         """The array-valued fields (parameters), in declaration order."""
         return {k: v for k, v in self.field_values().items() if isinstance(v, np.ndarray)}
 
+    #: array fields that hold constants or statistics, not trained values
+    #: (BatchNorm's running mean/var, a constant Scale): counted as buffers
+    buffer_fields: ClassVar[Tuple[str, ...]] = ()
+
     def num_parameters(self) -> int:
-        """Number of stored parameter values (all array fields)."""
-        return int(sum(a.size for a in self.arrays().values()))
+        """Number of trainable values: the array fields, less :attr:`buffer_fields`
+        and less an all-zero ``bias`` of a synapse (the loader's stand-in for
+        ``bias=False``; a trained bias is never exactly zero everywhere)."""
+        n = 0
+        for k, a in self.arrays().items():
+            if k in self.buffer_fields or (k == "bias" and self.is_synapse and not a.any()):
+                continue
+            n += a.size
+        return int(n)
+
+    def num_buffers(self) -> int:
+        """Number of stored non-trainable values (:attr:`buffer_fields`)."""
+        return int(sum(a.size for k, a in self.arrays().items() if k in self.buffer_fields))
 
     # ------------------------------------------------------------ semantics
     def check(self) -> None:

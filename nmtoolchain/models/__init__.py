@@ -24,6 +24,7 @@ from torch import nn
 from nmtoolchain.errors import BadInputError
 from nmtoolchain.nn import QCFS
 from nmtoolchain.models.mst import MINI_MST_DEFAULTS, build_mini_mst
+from nmtoolchain.models.spikformer import build_spikformer
 
 CHECKPOINT_VERSION = 1
 
@@ -125,6 +126,7 @@ ARCHITECTURES: Dict[str, Callable[[Mapping[str, Any]], nn.Module]] = {
     "mlp": build_mlp,
     "cnn": build_cnn,
     "mini_mst": build_mini_mst,
+    "spikformer": build_spikformer,  # vanilla Spikformer and AutoST's variant (config 'variant')
 }
 
 

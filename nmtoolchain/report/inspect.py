@@ -10,8 +10,11 @@ from nmtoolchain.targets import check_targets
 def inspect_graph(graph: Graph) -> Dict[str, Any]:
     """Everything ``nmtc inspect`` shows, as plain JSON-able data.
 
-    Counts are per time step and per sample: ``parameters`` (stored weights,
-    biases, norm statistics; neuron constants excluded), ``synapses``
+    Counts are per time step and per sample: ``parameters`` (trainable
+    weights, biases and norm scales/shifts; an all-zero bias the loader added
+    for ``bias=False`` and neuron constants excluded), ``buffers`` (stored
+    non-trainable values: BatchNorm running statistics, constant scales such
+    as attention's 0.125), ``synapses``
     (connections with a fixed weight, border-aware for convolutions and
     pooling), ``macs`` (multiply-accumulates of weighted layers and of
     dynamic matrix products, dense count as FLOP counters use), ``neurons``.
@@ -59,7 +62,8 @@ def render_inspection(info: Dict[str, Any], console: Any) -> None:
     console.print(t)
     tot = info["totals"]
     console.print(
-        f"totals: {tot['parameters']:,} parameters, {tot['synapses']:,} synapses, "
+        f"totals: {tot['parameters']:,} parameters (+{tot.get('buffers', 0):,} buffers), "
+        f"{tot['synapses']:,} synapses, "
         f"{tot['macs']:,} MACs per time step, {tot['neurons']:,} neurons")
     for v in info["targets"]:
         if v["ok"]:

@@ -135,7 +135,7 @@ def _synaptic_counts(fanout: Tuple[torch.Tensor, ...], x: torch.Tensor, nonzero:
     n, b = x.shape[0], x.shape[1]
     xf = x.reshape(n * b, -1)
     f_full, f_nz = full.reshape(-1), nz_weights.reshape(-1)
-    c: Dict[str, torch.Tensor] = {}
+    c: Dict[str, torch.Tensor] = {"values_in": _per_step(x, n)}
     if kind == "spikes":
         c["spikes_in"] = _per_step(x, n)
         c["synops"] = (xf @ f_full).reshape(n, b).sum(1)

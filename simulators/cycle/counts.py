@@ -8,6 +8,9 @@ Counters per node (absent ones are zero):
 
 * ``events_in``       non-zero input elements (a multi-spike of 3 is one event)
 * ``spikes_in``       sum of input values when the input is spikes/counts
+* ``values_in``       sum of input values of a node with synapses, whatever
+                      the input's kind (the Spikformer rule's firing rate of a
+                      layer fed max-pooled or summed spikes)
 * ``synops``          Σ input value × structural fan-out, for event inputs
                       (the hardware rule: every spike is delivered to every
                       synapse it has, border-aware for convolutions)
@@ -36,7 +39,7 @@ from typing import Dict, Iterable, List
 
 import numpy as np
 
-COUNTERS: List[str] = ["events_in", "spikes_in", "synops", "macs", "nb_ops", "nb_is_mac",
+COUNTERS: List[str] = ["events_in", "spikes_in", "values_in", "synops", "macs", "nb_ops", "nb_is_mac",
                        "neuron_updates", "active_neurons", "spikes_out", "tokens_active"]
 
 
