@@ -130,19 +130,52 @@ def is_token_graph(graph: Graph) -> bool:
         and names <= set(TOKEN_GRAPH_OPS)
 
 
+#: Why an op outside TOKEN_GRAPH_OPS cannot be part of an exact fixed-point Lava graph.
+WHY_NOT = {
+    "Softmax": "is a softmax (exp and a division per row of analog attention scores), which "
+               "has no Loihi fixed-point form; as a host process it would run in floating "
+               "point, which nmtc's loihi numerics do not model, so Lava-vs-nmtc exactness "
+               "cannot be claimed",
+    "SpikeMask": "draws a random mask every step; a Lava process would have to replay nmtc's "
+                 "seeded torch random stream draw for draw",
+    "LayerNorm": "needs per-token mean and variance (a division and a square root), which "
+                 "have no Loihi fixed-point form",
+    "IF": "is an MST/QCFS IF neuron (reset by subtraction, pre-charge) inside residual or "
+          "attention paths; Loihi's reset-to-zero adaptation exists only for layer chains",
+    "Roll": "is a cyclic shift of the token grid, which the token-graph quantizer does not map",
+    "Bias": "adds a bias to a tensor outside a synapse; no neuron carries it",
+    "GELU": "is an analog activation with no spiking fixed-point form",
+}
+
+
+class TokenGraphRefusal(NotExpressibleError):
+    """A node the token-graph quantizer cannot express exactly (``node``, ``op``, ``reason``)."""
+
+    def __init__(self, message: str, node: str, op: str, reason: str) -> None:
+        super().__init__(message)
+        self.node, self.op, self.reason = node, op, reason
+
+
 def token_graph_refusals(graph: Graph) -> List[Tuple[str, str, str]]:
-    """(node, op, reason) for every node :func:`quantize_token_graph` refuses
-    by op; structural refusals come from the quantizer itself."""
+    """(node, op, reason) for every node :func:`quantize_token_graph` refuses by op;
+    when there is none, the first structural refusal of a dry run of the quantizer."""
     out = []
     for n in graph.topological_order():
         if n.op_name not in TOKEN_GRAPH_OPS:
-            out.append((n.name, n.op_name, "has no fixed-point form in nmtc's Lava process "
-                        "graph (supported: " + ", ".join(TOKEN_GRAPH_OPS) + ")"))
+            out.append((n.name, n.op_name, WHY_NOT.get(n.op_name, (
+                "has no fixed-point form in nmtc's Lava process graph (supported: "
+                + ", ".join(TOKEN_GRAPH_OPS) + ")"))))
         elif n.op_name == "LIF" and (n.op.reset not in ("to_reset", "zero")
                                      or np.any(np.asarray(n.op.v_reset) != 0)):
             out.append((n.name, n.op_name, "Loihi resets to zero; this LIF resets by "
                         f"{n.op.reset} to {np.asarray(n.op.v_reset).tolist()}"))
-    return out
+    if not out:
+        try:
+            _Quantizer(graph, 1, 16).run()
+        except TokenGraphRefusal as e:
+            out.append((e.node, e.op, e.reason))
+    order = list(WHY_NOT)
+    return sorted(out, key=lambda r: order.index(r[1]) if r[1] in order else len(order))
 
 
 class _Quantizer:
@@ -152,8 +185,10 @@ class _Quantizer:
         self.src = fold_batchnorm(graph).infer_shapes()
         left = self.src.metadata.get("unfolded_batchnorm") or []
         if left:
-            raise NotExpressibleError(f"{self._origin()}: batch norm that cannot be folded into "
-                                      f"the layer before it: {left[0]}")
+            raise TokenGraphRefusal(f"{self._origin()}: batch norm that cannot be folded into "
+                                    f"the layer before it: {left[0]}", str(left[0]).split("'")[1]
+                                    if "'" in str(left[0]) else "?", "BatchNorm",
+                                    f"cannot be folded into the layer before it: {left[0]}")
         self.T, self.levels = int(steps), int(input_levels)
         self.q = Graph({"source": dict(self.src.metadata.get("source", {}))})
         self.t: Dict[str, _T] = {}
@@ -166,10 +201,10 @@ class _Quantizer:
         s = self.src.metadata.get("source", {}) if hasattr(self, "src") else {}
         return str(s.get("path", "graph")) if isinstance(s, dict) else "graph"
 
-    def _refuse(self, node: Any, why: str) -> NotExpressibleError:
-        return NotExpressibleError(f"{self._origin()}: node '{node.name}' (op {node.op_name}) "
-                                   f"cannot run in Loihi fixed point as a Lava process graph: "
-                                   f"{why}")
+    def _refuse(self, node: Any, why: str) -> TokenGraphRefusal:
+        reason = f"cannot run in Loihi fixed point as a Lava process graph: {why}"
+        return TokenGraphRefusal(f"{self._origin()}: node '{node.name}' (op {node.op_name}) "
+                                 f"{reason}", node.name, node.op_name, reason)
 
     def _name(self, base: str) -> str:
         name, i = base, 1
@@ -470,4 +505,5 @@ def lava_run_drive(graph: Graph, x: np.ndarray) -> np.ndarray:
 
 
 __all__ = ["quantize_token_graph", "is_token_graph", "token_graph_refusals", "readout_values",
-           "lava_run_drive", "TokenQuantReport", "TokenLayer", "TOKEN_GRAPH_OPS"]
+           "lava_run_drive", "TokenQuantReport", "TokenLayer", "TOKEN_GRAPH_OPS", "WHY_NOT",
+           "TokenGraphRefusal"]

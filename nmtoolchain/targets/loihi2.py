@@ -70,7 +70,9 @@ def loihi2_refusals(graph: Graph, *, allow_scale: bool = True) -> List[Refusal]:
     supported yet). ``allow_scale``: a ``Scale`` is accepted before the
     fold (the pipeline folds spike amplitudes into weights)."""
     quantized = is_quantized_for_loihi(graph)
-    if not quantized and is_token_graph(graph):  # a spiking transformer: quantize_token_graph
+    if not quantized and not any(n.op_name == "QCFS" for n in graph) and (
+            is_token_graph(graph) or any(n.op_name in LAVA_ONLY_NOT_NETX for n in graph)):
+        # a spiking transformer: quantize_token_graph, or why it cannot
         return [Refusal(n, op, why) for n, op, why in token_graph_refusals(graph)]
     allowed = set(PIPELINE_OPS) | ({"Scale"} if allow_scale else set()) \
         | (set(LAVA_SIMULATOR_ONLY_OPS) | {"Reshape"} if quantized else set())
