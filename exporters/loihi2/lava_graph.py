@@ -17,9 +17,16 @@ Affine / Linear    Lava's ``Dense`` (fixed_pt, bit-accurate): one step per
                    vector with block-diagonal weights ``kron(I_N, W)``
                    (one process instead of N; the zeros cost nothing in the
                    simulator and the result is the same integers)
+Conv2d             Lava's ``Dense`` over the flattened (C, H, W) vectors with
+                   the conv unrolled into one matrix (:func:`conv_as_matrix`;
+                   groups 1); exact integers, one step like any synapse
 CubaLIF ('loihi')  Lava's ``LIF`` (bit-accurate): du = iDecay - 1 (Lava adds
                    one back), dv = vDecay, bias_mant, bias_exp, vth = vThMant,
-                   exactly as netx builds its CUBA neurons
+                   exactly as netx builds its CUBA neurons. When the graph's
+                   ``metadata['lava_run']`` has a ``reset_interval`` (a
+                   quantized spiking transformer), Lava's ``LIFReset`` with
+                   offset = the node's ``reset_depth`` + 1, the rule
+                   nmtc's simulator applies to that annotation
 Add                ``GraphAdd`` (ours): integer sum of its two inputs of the
                    same step (numpy broadcasting), no delay
 MatMul             ``GraphMatMul`` (ours): integer a @ b of the two inputs of
@@ -35,13 +42,13 @@ and ``TransposeLoihi`` of :mod:`simulators.cycle.kernels_loihi`, so
 bit at every step (:func:`check_graph_parity`).
 
 Deployability (what :func:`deployability` reports): Input, Affine/Linear,
-CubaLIF, Flatten, Reshape, Output are what netx (and so Loihi 2) can hold; our
+Conv2d, CubaLIF, Flatten, Reshape, Output are what netx (and so Loihi 2) can hold; our
 custom processes (Add, MatMul, Transpose) are Python process models that run
 only in Lava's CPU simulator. No Loihi 2 microcode is written for them.
 
 Limits: one Input node, Add with exactly two inputs, synapses without delay
 or bias, CubaLIF with ``LoihiCubaNeuron`` numerics (no bias-driven input
-neuron, no SigmaDelta, no Conv2d: the netx path runs those). An op outside
+neuron, no SigmaDelta, no grouped Conv2d: the netx path runs those). An op outside
 the table raises UnsupportedOpError naming the node, before Lava is imported.
 
 Lava is imported only inside the functions that run it; the process classes

@@ -3,6 +3,10 @@
 Pipeline (each a :class:`~nmtoolchain.pipeline.GraphPass`, recorded in the
 export report):
 
+0. ``quantize_token_graph``: a float spiking transformer (Spikformer-style:
+   MatMul, Transpose, residual Add, spike MaxPool, token Mean) becomes a
+   fixed-point Lava process graph (:mod:`nmtoolchain.quantize.token_graph`);
+   the passes below then skip it;
 1. ``adapt_for_loihi``: a converted (QCFS/MST) network is adapted to Loihi's
    reset-to-zero CUBA neurons on the ``--calib`` data (spiking readout,
    threshold headroom, pre-charge as a bias; a direct analog input is
@@ -65,9 +69,9 @@ NEEDS_CALIB = ("--calib: a converted network (subtract reset, pre-charge or an a
 def loihi2_refusals(graph: Graph, *, allow_scale: bool = True) -> List[Refusal]:
     """Every node no step of the Loihi 2 pipeline can export, and why.
 
-    The Lava-only ops pass when the graph is already quantized; in a float
-    graph a MatMul or Transpose is refused (quantizing such graphs is not
-    supported yet). ``allow_scale``: a ``Scale`` is accepted before the
+    The Lava-only ops pass when the graph is already quantized; a float graph
+    with them goes to the token-graph quantizer, whose refusals (node, reason:
+    softmax, random masks, LayerNorm, ...) are returned instead. ``allow_scale``: a ``Scale`` is accepted before the
     fold (the pipeline folds spike amplitudes into weights)."""
     quantized = is_quantized_for_loihi(graph)
     if not quantized and not any(n.op_name == "QCFS" for n in graph) and (
