@@ -710,7 +710,7 @@ def block_export(tmp_path, capfd):
 def test_quantized_block_with_matmul_exports_a_lava_graph_and_no_netx_file(block_export):
     out_dir, out = block_export
     assert sorted(p.name for p in out_dir.iterdir()) == [
-        "lava_graph.json", "network.nmir", "report.json", "report.txt"]
+        "lava_graph.json", "mapping.json", "network.nmir", "report.json", "report.txt"]
     assert "wrote" in out and "network.net" not in out.split("wrote")[-1]
 
 
@@ -723,7 +723,9 @@ def test_block_report_lists_netx_and_lava_simulator_only_nodes(block_export):
     assert {"x", "q_fc", "q_lif", "attn_lif", "mlp2_lif"} <= set(dep["loihi2_netx"])
     assert not set(dep["loihi2_netx"]) & set(dep["lava_simulator_only"])
     assert dep["netx_file_written"] is False and "No network.net is written" in dep["note"]
-    assert report["mapping"]["mapped"] is False
+    # the mapping places the deployable part only (Lava-only tensors enter as host inputs)
+    assert report["mapping"]["mapped"] is True and "deployable part only" in \
+        report["mapping"]["note"]
     txt = (out_dir / "report.txt").read_text()
     assert "only in Lava's simulator: k_t, scores, attn_v, res1, res2" in txt
     assert "not mapped: Lava-only ops" in txt

@@ -157,10 +157,36 @@ def _dense_spec(graph: Graph, node: Node, graded: bool) -> ProcSpec:
                                    "magnitudes (9-bit signed when mixed)")
     in_shape = tuple(graph[node.inputs[0]].shape)
     tokens = int(np.prod(in_shape[:-1])) if len(in_shape) > 1 else 1
-    big = np.kron(np.eye(tokens, dtype=np.int64), w) if tokens > 1 else w
-    return ProcSpec(node.name, "dense", [node.inputs[0]], int(big.shape[0]), {
-        "weights": big.astype(np.int32), "num_weight_bits": 9 if mixed else 8,
+    return ProcSpec(node.name, "dense", [node.inputs[0]], int(w.shape[0]) * tokens, {
+        "w": w.astype(np.int32), "num_weight_bits": 9 if mixed else 8,
         "num_message_bits": GRADED_MESSAGE_BITS if graded else 0, "tokens": tokens})
+
+
+#: Largest Dense matrix (entries) built to run in Lava's CPU simulator (256 MB of int32).
+MAX_DENSE_ENTRIES = 1 << 26
+
+
+def dense_matrix(spec: ProcSpec) -> np.ndarray:
+    """The int32 weight matrix of a planned Dense, built only to run it in Lava:
+    ``kron(I_tokens, W)`` for a token-wise Linear, :func:`conv_as_matrix` for a
+    conv. Refuses (naming the node) a matrix above :data:`MAX_DENSE_ENTRIES`."""
+    p = spec.params
+    if "conv" in p:
+        c = p["conv"]
+        rows, cols = int(np.prod(c["out_shape"])), int(np.prod(c["in_shape"]))
+    else:
+        rows, cols = (int(d) * p["tokens"] for d in p["w"].shape)
+    if rows * cols > MAX_DENSE_ENTRIES:
+        raise BadInputError(f"node '{spec.node}': its Dense would hold {rows} x {cols} weights, "
+                            f"more than the {MAX_DENSE_ENTRIES:,} nmtc builds to run in Lava's "
+                            "CPU simulator")
+    if "conv" in p:
+        c = p["conv"]
+        return conv_as_matrix(c["weight"], c["in_shape"], c["out_shape"], c["stride"],
+                              c["padding"], c["dilation"]).astype(np.int32)
+    w = p["w"].astype(np.int64)
+    big = np.kron(np.eye(p["tokens"], dtype=np.int64), w) if p["tokens"] > 1 else w
+    return big.astype(np.int32)
 
 
 def conv_as_matrix(weight: np.ndarray, in_shape: Tuple[int, ...], out_shape: Tuple[int, ...],
@@ -195,15 +221,16 @@ def _conv_spec(graph: Graph, node: Node, graded: bool) -> ProcSpec:
         raise _refuse(graph, node, "weights are not integers; quantize for Loihi first")
     if op.bias is not None and np.any(op.bias):
         raise _refuse(graph, node, "a synapse bias has no Loihi meaning; put it on the neuron")
-    m = conv_as_matrix(w.astype(np.int64), tuple(graph[node.inputs[0]].shape), tuple(node.shape),
-                       tuple(op.stride), tuple(op.padding), tuple(op.dilation))
+    conv = {"weight": w.astype(np.int64), "in_shape": tuple(graph[node.inputs[0]].shape),
+            "out_shape": tuple(node.shape), "stride": tuple(op.stride),
+            "padding": tuple(op.padding), "dilation": tuple(op.dilation)}
     lo, hi = int(w.min()), int(w.max())
     mixed = lo < 0 < hi
     if (mixed and not -256 <= lo <= hi <= 255) or (not mixed and max(-lo, hi) > 255):
         raise _refuse(graph, node, f"weights span [{lo}, {hi}]; Lava's Dense holds 8-bit "
                                    "magnitudes (9-bit signed when mixed)")
-    return ProcSpec(node.name, "dense", [node.inputs[0]], int(m.shape[0]), {
-        "weights": m.astype(np.int32), "num_weight_bits": 9 if mixed else 8,
+    return ProcSpec(node.name, "dense", [node.inputs[0]], int(np.prod(node.shape)), {
+        "conv": conv, "num_weight_bits": 9 if mixed else 8,
         "num_message_bits": GRADED_MESSAGE_BITS if graded else 0, "tokens": 1})
 
 
@@ -545,7 +572,7 @@ def run_graph_in_lava(graph: Graph, spikes: Any, steps: int, *,
                 if bits == 0 and plan.kinds[p.inputs[0]] == "input" \
                         and src_kind == "graded":
                     bits = GRADED_MESSAGE_BITS  # graded drive straight into a synapse
-                proc = Dense(weights=p.params["weights"], num_message_bits=bits,
+                proc = Dense(weights=dense_matrix(p), num_message_bits=bits,
                              num_weight_bits=p.params["num_weight_bits"], weight_exp=0,
                              name=p.node)
                 ports_in = [proc.s_in]
@@ -639,4 +666,5 @@ def check_graph_parity(graph: Graph, spikes: Any, steps: int, *,
 
 __all__ = ["plan_lava_graph", "run_graph_in_lava", "run_graph_in_simulator",
            "check_graph_parity", "deployability", "LavaGraphPlan", "LavaGraphRun", "ProcSpec",
-           "NETX_DEPLOYABLE_OPS", "LAVA_SIMULATOR_ONLY_OPS", "conv_as_matrix", "chip_part"]
+           "NETX_DEPLOYABLE_OPS", "LAVA_SIMULATOR_ONLY_OPS", "conv_as_matrix", "chip_part",
+           "dense_matrix", "MAX_DENSE_ENTRIES"]
