@@ -206,6 +206,13 @@ class _Quantizer:
         return TokenGraphRefusal(f"{self._origin()}: node '{node.name}' (op {node.op_name}) "
                                  f"{reason}", node.name, node.op_name, reason)
 
+    def _add(self, name: str, op: Any, inputs: Any = (), **kw: Any) -> None:
+        """Add a node to the new graph and infer its shape alone (the whole
+        graph's inference per node would be quadratic in its size)."""
+        self.q.add(name, op, list(inputs), **kw)
+        node = self.q[name]
+        node.shape = tuple(int(d) for d in op.infer_shape([self.q[i].shape for i in inputs]))
+
     def _name(self, base: str) -> str:
         name, i = base, 1
         while name in self.q.nodes:
@@ -217,7 +224,7 @@ class _Quantizer:
                 bias: Any = 0, depth: int, readout: bool = False) -> str:
         bias = np.asarray(bias, np.int64)
         tau_mem = tau_from_decay(v_decay)
-        self.q.add(name, CubaLIF(tau_syn=float(tau_from_decay(i_decay)), tau_mem=float(tau_mem),
+        self._add(name, CubaLIF(tau_syn=float(tau_from_decay(i_decay)), tau_mem=float(tau_mem),
                                  v_threshold=float(vth), v_bias=np.float32(0)), [src],
                    numerics=LoihiCubaNeuron(i_decay=i_decay, v_decay=v_decay, v_th_mant=vth,
                                             bias_mant=bias, bias_exp=BIAS_EXP, ref_delay=1,
@@ -229,11 +236,9 @@ class _Quantizer:
         """x one step later: identity Linear + memoryless neuron firing on one spike."""
         shape = tuple(self.q[x.name].shape)
         base = self._name(f"{x.name}_relay")
-        self.q.add(f"{base}_fc", Linear(np.eye(shape[-1], dtype=np.float32)), [x.name])
-        self.q.infer_shapes()
+        self._add(f"{base}_fc", Linear(np.eye(shape[-1], dtype=np.float32)), [x.name])
         self._neuron(base, f"{base}_fc", i_decay=DECAY_UNIT, v_decay=DECAY_UNIT, vth=0,
                      depth=x.depth + 1)
-        self.q.infer_shapes()
         self.relays += 1
         return _T(base, 1.0, x.depth + 1, True)
 
@@ -250,18 +255,17 @@ class _Quantizer:
         elif node.op_name == "Add":
             a, b = (self._delay(self._info_q[i], k, who) for i in node.inputs)
             name = self._name(f"{x.name}_d{k}")
-            self.q.add(name, Add(), [a.name, b.name])
+            self._add(name, Add(), [a.name, b.name])
             out = _T(name, x.unit, x.depth + k, False, x.vmax)
         elif node.op_name in _LAYOUT:
             inner = self._delay(self._info_q[node.inputs[0]], k, who)
             name = self._name(f"{x.name}_d{k}")
-            self.q.add(name, dataclasses.replace(node.op), [inner.name])
+            self._add(name, dataclasses.replace(node.op), [inner.name])
             out = _T(name, x.unit, x.depth + k, x.spikes, x.vmax)
         else:
             raise self._refuse(who, f"its input '{x.name}' ({node.op_name}) arrives "
                                f"{k} step(s) early and only spikes and sums of spikes can be "
                                "delayed exactly")
-        self.q.infer_shapes()
         self._info_q[out.name] = out
         self._delayed[key] = out
         return out
@@ -277,7 +281,7 @@ class _Quantizer:
             ins = [self.t.get(i) for i in node.inputs]
             if op == "Input":
                 shape = tuple(node.shape)
-                self.q.add("input", Input(shape))
+                self._add("input", Input(shape))
                 self._set(node.name, _T("input", 1.0 / self.levels, 0, False, float(self.levels)))
             elif op in _SYNAPSES:
                 users = src.users(node.name)
@@ -303,7 +307,7 @@ class _Quantizer:
             elif op in _LAYOUT:
                 x = ins[0]
                 name = self._name(node.name)
-                self.q.add(name, dataclasses.replace(node.op), [x.name])
+                self._add(name, dataclasses.replace(node.op), [x.name])
                 self._set(node.name, _T(name, x.unit, x.depth, x.spikes, x.vmax))
             elif op == "Mean":
                 shape = tuple(src[node.inputs[0]].shape)
@@ -316,12 +320,11 @@ class _Quantizer:
                 if readout is None:
                     raise self._refuse(node, "the output must be the head Affine after the "
                                        "token mean (summed over time by a readout neuron)")
-                self.q.add("output", Output(), [readout])
+                self._add("output", Output(), [readout])
             elif op == "BatchNorm":
                 raise self._refuse(node, "batch norm that could not be folded")
             else:
                 raise self._refuse(node, "not supported")
-            self.q.infer_shapes()
         depth = max(t.depth for t in self._info_q.values())
         interval = self.T + depth + 1
         self.q.metadata["lava_run"] = {"input_steps": self.T, "steps": self.T + depth,
@@ -389,8 +392,7 @@ class _Quantizer:
         else:
             new = Linear(w_int)
         fc = self._name(syn.name)
-        self.q.add(fc, new, [x.name])
-        self.q.infer_shapes()
+        self._add(fc, new, [x.name])
         self._neuron(name, fc, i_decay=DECAY_UNIT, v_decay=v_decay, vth=vth,
                      bias=np.broadcast_to(bias, tuple(node.shape)) if bias.ndim > 1 else bias,
                      depth=x.depth + 1)
@@ -406,8 +408,7 @@ class _Quantizer:
         w = np.zeros((c, c, kh, kw), np.float32)
         w[np.arange(c), np.arange(c)] = 1.0
         fc = self._name(f"{node.name}_or")
-        self.q.add(fc, Conv2d(w, None, stride, tuple(node.op.padding)), [x.name])
-        self.q.infer_shapes()
+        self._add(fc, Conv2d(w, None, stride, tuple(node.op.padding)), [x.name])
         name = self._name(node.name)
         self._neuron(name, fc, i_decay=DECAY_UNIT, v_decay=DECAY_UNIT, vth=0, depth=x.depth + 1)
         self.layers.append(TokenLayer(name, node.name, 1.0, "max of spikes = OR (exact)", 0,
@@ -421,7 +422,7 @@ class _Quantizer:
         d = max(a.depth, b.depth)
         a, b = self._delay(a, d - a.depth, node), self._delay(b, d - b.depth, node)
         name = self._name(node.name)
-        self.q.add(name, Add() if node.op_name == "Add" else MatMul(), [a.name, b.name])
+        self._add(name, Add() if node.op_name == "Add" else MatMul(), [a.name, b.name])
         if node.op_name == "Add":
             unit, vmax = a.unit, a.vmax + b.vmax
         else:
@@ -446,10 +447,9 @@ class _Quantizer:
         bound = min(bounds, key=bounds.get)
         s = bounds[bound]
         flat = self._name(f"{head.name}_tokens")
-        self.q.add(flat, Flatten(0, -1), [x.name])
+        self._add(flat, Flatten(0, -1), [x.name])
         fc = self._name(head.name)
-        self.q.add(fc, Linear(np.round(wt * s).astype(np.float32)), [flat])
-        self.q.infer_shapes()
+        self._add(fc, Linear(np.round(wt * s).astype(np.float32)), [flat])
         name = self._name(f"{head.name}_readout")
         self._neuron(name, fc, i_decay=0, v_decay=DECAY_UNIT, vth=READOUT_V_TH_MANT - 1,
                      bias=np.round(b * s).astype(np.int64), depth=x.depth + 1, readout=False)
