@@ -402,15 +402,18 @@ def check_accuracy(
         _emit_json(res.as_dict())
     else:
         if not _state["quiet"]:
-            typer.echo(f"{model.name} on {res.data}: ANN accuracy {res.ann_accuracy:.4f}")
-            typer.echo(f"{'T':>6}  {'SNN acc':>8}  {'ANN - SNN':>9}")
+            ref = "float SNN accuracy at T_max (a spiking model: no conversion)" \
+                if res.spiking else "ANN accuracy"
+            typer.echo(f"{model.name} on {res.data}: {ref} {res.ann_accuracy:.4f}")
+            typer.echo(f"{'T':>6}  {'SNN acc':>8}  {'ANN - SNN' if not res.spiking else 'ref - SNN':>9}")
             for t, a in res.curve:
                 typer.echo(f"{t:>6}  {a:>8.4f}  {res.ann_accuracy - a:>9.4f}")
             if res.target is not None:
                 k = (f", headroom k={res.target.headroom}" if res.target.headroom is not None
                      else "")
+                coded = "graded input" if res.spiking else "rate-coded input"
                 typer.echo(f"{res.target.name} export in fixed point (T={res.timesteps}, "
-                           f"rate-coded input{k}): {res.target.accuracy:.4f}")
+                           f"{coded}{k}): {res.target.accuracy:.4f}")
         verdict = {"pass": "PASS", "fail": "FAIL", "none": "accuracy reported, nothing judged"}
         typer.echo(f"gate: {res.gate}: {verdict[res.verdict]} (mask seed {res.seed})")
     return 1 if res.passed is False else 0

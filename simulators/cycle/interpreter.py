@@ -119,8 +119,10 @@ def _make_kernels(graph: Graph, order: Sequence[str], numerics: str, device: str
         elif numerics == "speck":
             kernels[name] = make_speck_kernel(node, graph, device)
         else:
+            # a Lava process graph resets each neuron at its own depth (annotation)
             kernels[name] = make_loihi_kernel(
-                node, graph, device, layer_index=layer_index,
+                node, graph, device, layer_index=int(node.annotations.get("reset_depth",
+                                                                          layer_index)),
                 reset_interval=reset_interval, reset_offset=reset_offset)
         if node.op.is_neuron:
             layer_index += 1
