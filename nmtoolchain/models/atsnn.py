@@ -164,7 +164,7 @@ def bipartite_merge_map(metric: torch.Tensor, active: torch.Tensor, sizes: torch
         merged_a = torch.zeros_like(best, dtype=torch.bool)
         k = min(int(r), len(ia))
         if k > 0:
-            top = best.topk(k, dim=-1).indices
+            top = torch.sort(best, dim=-1, descending=True, stable=True).indices[:, :k]
             merged_a.scatter_(1, top, True)
         merged_a &= best > -math.inf
     group = torch.arange(n).expand(bsz, n).clone()  # which token each token ends up in

@@ -66,13 +66,16 @@ class TokenRun:
 
 
 class TokenHaltK(Kernel):
-    """ACT halting over (step, block) pairs (see :class:`nmtoolchain.ir.TokenHalt`)."""
+    """ACT halting over (step, block) pairs (see :class:`nmtoolchain.ir.TokenHalt`).
 
-    output_kind = "analog"
+    Between blocks the output is the masked stream (the kind of its input);
+    after the last block it is the readout (real-valued)."""
 
     def __init__(self, node: Node, graph: Graph, run: TokenRun, device: str = "cpu") -> None:
         super().__init__(node, graph, device)
         self.run = run
+        last = int(node.op.block) == int(node.op.blocks) - 1
+        self.output_kind = "analog" if last else "same"
 
     def reset(self, batch: int) -> None:
         super().reset(batch)
@@ -109,9 +112,11 @@ class TokenHaltK(Kernel):
 
 
 class TokenMergeK(Kernel):
-    """ToMe bipartite merging with a map fixed at the first step it runs."""
+    """ToMe bipartite merging with a map fixed at the first step it runs.
 
-    output_kind = "analog"
+    Group means of spikes are events with a payload (graded), as a scaled spike."""
+
+    output_kind = "scaled"
 
     def __init__(self, node: Node, graph: Graph, run: TokenRun, device: str = "cpu") -> None:
         super().__init__(node, graph, device)
@@ -119,10 +124,10 @@ class TokenMergeK(Kernel):
 
     def step(self, xs, t):
         run, op = self.run, self.node.op
-        x = xs[0] * run.active[..., None]
+        x = xs[0]
         if run.merge_map is None:
-            run.merge_map = self._map(x)
-        out = run.merge_map @ x
+            run.merge_map = self._map(x * run.active[..., None])
+        out = (run.merge_map @ x) * run.active[..., None]  # a group of the tokens as they came
         run.record(self.node.name, "tokens_active", t, run.active.sum())
         return out
 
@@ -142,7 +147,7 @@ class TokenMergeK(Kernel):
             merge = torch.zeros_like(score, dtype=torch.bool)
             r = min(int(op.r), len(a_idx))
             if r:
-                order = torch.argsort(score, dim=1, descending=True)[:, :r]
+                order = torch.sort(score, dim=1, descending=True, stable=True).indices[:, :r]
                 merge.scatter_(1, order, True)
             merge &= score > -2.0
         target = torch.arange(n, device=x.device).repeat(b, 1)
