@@ -33,8 +33,10 @@ Merging (ToMe-style bipartite soft matching, §4.4)
   similar pairs (``merge='bipartite'``) or every pair above
   ``merge_threshold`` (``merge='threshold'``) merge. The map holds for every
   step: the B token carries the size-weighted mean of its group and a size
-  s = group size, the A token leaves (inactive, size 0, like a halted token).
-  Attention is proportional (V rows weighted by size), and the readout
+  s = group size, the A token leaves (inactive, size 0, like a halted token:
+  skipped at every later pair, also in blocks before ``merge_block`` at later
+  steps). Attention from ``merge_block`` on is proportional (V rows weighted by
+  size), and the readout
   weights tokens by size, so merging two identical tokens changes nothing.
 
 Only the vanilla variant (LIF, post-activation blocks) is supported.
@@ -214,6 +216,7 @@ class ATSpikformer(Spikformer):
         limit = 1.0 - float(cfg["halt_eps"])
         active = torch.ones(bsz, n, dtype=torch.bool, device=tokens.device)
         sizes = torch.ones(bsz, n, dtype=tokens.dtype, device=tokens.device)
+        ones = sizes
         cum = torch.zeros(bsz, n, dtype=tokens.dtype, device=tokens.device)
         rho = torch.zeros_like(cum)
         processed = torch.zeros(bsz, steps, depth, n, dtype=torch.bool, device=tokens.device)
@@ -232,7 +235,8 @@ class ATSpikformer(Spikformer):
                         x.detach(), active, sizes, r=int(cfg["merge_r"]), threshold=thr)
                 x = merge_map @ x
             processed[:, t, l] = active
-            x = masked_block_step(self.blocks[l], x.unsqueeze(1), active, sizes).squeeze(1)
+            weights = sizes if merge_map is not None and l >= int(cfg["merge_block"]) else ones
+            x = masked_block_step(self.blocks[l], x.unsqueeze(1), active, weights).squeeze(1)
             if cfg["halting"]:
                 h = torch.sigmoid(gamma * x[..., 0] - beta)
                 if i == len(order) - 1:

@@ -24,7 +24,8 @@ from simulators.cycle.counts import RunCounts
 from simulators.cycle.kernels_float import make_float_kernel
 from simulators.cycle.kernels_loihi import make_loihi_kernel
 from simulators.cycle.kernels_speck import make_speck_kernel
-from simulators.cycle.kernels_tokens import TOKEN_OPS, token_counts, with_token_kernels
+from simulators.cycle.kernels_tokens import (TOKEN_OPS, check_token_numerics, token_counts,
+                                             with_token_kernels)
 from simulators.cycle.recording import Recording, recorded_nodes
 from simulators.cycle.schedule import DEFAULT_CHUNK_BYTES, SCHEDULES, run_block, time_chunk
 
@@ -111,6 +112,7 @@ def _make_kernels(graph: Graph, order: Sequence[str], numerics: str, device: str
                   reset_interval: Optional[int], reset_offset: int) -> Dict[str, object]:
     """One kernel per node; Loihi kernels learn their neuron layer's index
     (for netx's LIFReset schedule)."""
+    check_token_numerics(graph, numerics)
     kernels = {}
     layer_index = 0
     for name in order:

@@ -219,16 +219,22 @@ def token_nodes(graph: Graph) -> List[str]:
     return [n.name for n in graph if n.op_name in TOKEN_OPS]
 
 
+def check_token_numerics(graph: Graph, numerics: str) -> None:
+    """Token nodes run with float numerics only: refuse others naming the node."""
+    names = token_nodes(graph)
+    if names and numerics != "float":
+        raise UnsupportedOpError(f"node '{names[0]}' ({graph[names[0]].op_name}): token "
+                                 f"halting and merging run with float numerics only, not "
+                                 f"{numerics!r}")
+
+
 def with_token_kernels(graph: Graph, kernels: Dict[str, object], numerics: str,
                        device: str) -> Dict[str, object]:
     """Kernels for the token nodes and masked kernels for the nodes they gate."""
     names = token_nodes(graph)
     if not names:
         return kernels
-    if numerics != "float":
-        raise UnsupportedOpError(f"node '{names[0]}' ({graph[names[0]].op_name}): token "
-                                 f"halting and merging run with float numerics only, not "
-                                 f"{numerics!r}")
+    check_token_numerics(graph, numerics)
     halts = [graph[n] for n in names if graph[n].op_name == "TokenHalt"]
     shape = graph[names[0]].shape
     run = TokenRun(int(shape[0]), int(shape[-1]), device)
@@ -269,5 +275,5 @@ def token_counts(kernels: Dict[str, object], steps: int) -> Dict[str, Dict[str, 
     return {}
 
 
-__all__ = ["TOKEN_OPS", "TokenRun", "TokenHaltK", "TokenMergeK", "TokenMasked",
+__all__ = ["TOKEN_OPS", "check_token_numerics", "TokenRun", "TokenHaltK", "TokenMergeK", "TokenMasked",
            "with_token_kernels", "token_counts", "token_nodes"]
