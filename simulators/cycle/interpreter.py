@@ -25,7 +25,7 @@ from simulators.cycle.kernels_float import make_float_kernel
 from simulators.cycle.kernels_loihi import make_loihi_kernel
 from simulators.cycle.kernels_speck import make_speck_kernel
 from simulators.cycle.kernels_tokens import (TOKEN_OPS, check_token_numerics, token_counts,
-                                             with_token_kernels)
+                                             token_masks, with_token_kernels)
 from simulators.cycle.recording import Recording, recorded_nodes
 from simulators.cycle.schedule import DEFAULT_CHUNK_BYTES, SCHEDULES, run_block, time_chunk
 
@@ -368,6 +368,7 @@ class Simulator:
         if self.counter is not None:  # token masks: tokens_active, active neurons updated
             for name, series in token_counts(self.kernels, steps).items():
                 counts.nodes.setdefault(name, {}).update(series)
+        counts.token_masks = token_masks(self.kernels, steps)
         for name in self.order:
             counts.static[name] = static_facts(self.graph, name, counts.nodes.get(name),
                                                self.kind)

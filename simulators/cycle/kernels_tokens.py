@@ -46,6 +46,7 @@ class TokenRun:
         self.acc_step = -1
         self.merge_map: Optional[torch.Tensor] = None
         self.extra = {}
+        self.masks: Dict[str, Dict[int, np.ndarray]] = {}
 
     def record(self, node: str, counter: str, t: int, value: float) -> None:
         """Add ``value`` to ``counter`` of ``node`` at step ``t`` (summed over the batch)."""
@@ -53,6 +54,21 @@ class TokenRun:
         while len(series) <= t:
             series.append(0.0)
         series[t] += float(value)
+
+    def record_mask(self, node: str, t: int) -> None:
+        """Keep which tokens of the first sample are active at node ``node``, step ``t``."""
+        self.masks.setdefault(node, {})[t] = self.active[0].detach().cpu().numpy().astype(float)
+
+    def mask_series(self, steps: int) -> Dict[str, np.ndarray]:
+        """Per token node, (steps, N) 0/1 of the first sample (zeros where not run)."""
+        out = {}
+        for node, rows in self.masks.items():
+            arr = np.zeros((steps, self.tokens))
+            for t, row in rows.items():
+                if t < steps:
+                    arr[t] = row
+            out[node] = arr
+        return out
 
     def series(self, steps: int) -> Dict[str, Dict[str, np.ndarray]]:
         """The recorded counters as (steps,) arrays."""
@@ -86,6 +102,7 @@ class TokenHaltK(Kernel):
         x = xs[0]
         active = run.active
         run.record(self.node.name, "tokens_active", t, active.sum())
+        run.record_mask(self.node.name, t)
         if run.acc_step != t:  # first block of this step: a fresh mean-field share
             run.acc = torch.zeros_like(x)
             run.acc_step = t
@@ -129,6 +146,7 @@ class TokenMergeK(Kernel):
             run.merge_map = self._map(x * run.active[..., None])
         out = (run.merge_map @ x) * run.active[..., None]  # a group of the tokens as they came
         run.record(self.node.name, "tokens_active", t, run.active.sum())
+        run.record_mask(self.node.name, t)
         return out
 
     def _map(self, x: torch.Tensor) -> torch.Tensor:
@@ -266,6 +284,14 @@ def with_token_kernels(graph: Graph, kernels: Dict[str, object], numerics: str,
     return out
 
 
+def token_masks(kernels: Dict[str, object], steps: int) -> Dict[str, np.ndarray]:
+    """Per token node, the (steps, N) active tokens of the run's first sample."""
+    for k in kernels.values():
+        if isinstance(k, (TokenHaltK, TokenMergeK)):
+            return k.run.mask_series(steps)
+    return {}
+
+
 def token_counts(kernels: Dict[str, object], steps: int) -> Dict[str, Dict[str, np.ndarray]]:
     """Counters the token kernels recorded (``tokens_active``, and
     ``neuron_updates`` of masked neurons, which replace the dense count)."""
@@ -276,4 +302,4 @@ def token_counts(kernels: Dict[str, object], steps: int) -> Dict[str, Dict[str, 
 
 
 __all__ = ["TOKEN_OPS", "check_token_numerics", "TokenRun", "TokenHaltK", "TokenMergeK", "TokenMasked",
-           "with_token_kernels", "token_counts", "token_nodes"]
+           "with_token_kernels", "token_counts", "token_masks", "token_nodes"]
