@@ -55,15 +55,31 @@ def evaluate(model: ATSpikformer, x: torch.Tensor, y: np.ndarray) -> tuple:
     return float((pred == y).mean()), float(model.stats.tokens_processed.float().mean())
 
 
+class FrozenSPS(TimeMean):
+    """TimeMean whose model keeps its spiking patch splitting (SPS) fixed: its
+    weights take no gradient and its batch norms stay in eval mode, so the
+    layers that run before halting cost what they cost in the unadapted model."""
+
+    def train(self, mode: bool = True) -> "FrozenSPS":
+        super().train(mode)
+        self.model.patch_embed.eval()
+        return self
+
+
 def train(config: Dict[str, Any], ponder: float, *, epochs: int = 6, seed: int = 0,
-          lr: float = 1e-3, prior: Optional[float] = None, label: str = "") -> RunResult:
-    """Fine-tune an AT-SNN model from the bundled Spikformer's weights."""
+          lr: float = 1e-3, prior: Optional[float] = None, label: str = "",
+          freeze_sps: bool = True) -> RunResult:
+    """Fine-tune an AT-SNN model from the bundled Spikformer's weights
+    (``freeze_sps``: the SPS stays as trained, see :class:`FrozenSPS`)."""
     torch.manual_seed(seed)
     split = load_digits_split()
     base, _ = load_checkpoint(BASE)
     model = build_model("atsnn", config)
     model.load_state_dict(base.state_dict())
-    wrapped = TimeMean(model, STEPS)
+    if freeze_sps:
+        for p in model.patch_embed.parameters():
+            p.requires_grad_(False)
+    wrapped = FrozenSPS(model, STEPS) if freeze_sps else TimeMean(model, STEPS)
     pairs = STEPS * len(model.blocks)
 
     def extra() -> torch.Tensor:

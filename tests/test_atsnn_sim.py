@@ -162,3 +162,25 @@ def test_loihi_refuses_naming_the_token_node(tmp_path):
     refused = loihi2_refusals(load_torch_file(path))
     assert [r.node for r in refused[:2]] == ["blocks_0_merge", "blocks_0_halt"]
     assert main(["export", str(path), "--target", "loihi2", "-o", str(tmp_path / "o")]) == 2
+
+
+def test_report_shows_tokens_next_to_synops_and_energy(tmp_path):
+    from nmtoolchain.report.simulation import build_report, write_html
+
+    model = _model(gate_scale=3.0, gate_center=4.0)
+    x = _images()
+    _torch_run(model, x)
+    graph = graph_from_atsnn(model, SHAPE, "atsnn", steps=STEPS)
+    res = simulate(graph, x, STEPS)
+    rep = build_report(graph, res, ["loihi2"])
+    tok = rep["tokens"]
+    processed = model.stats.processed  # (B, T, L, N)
+    assert tok["processed_per_sample"] == pytest.approx(float(processed.sum()) / len(x))
+    assert tok["unadapted_per_sample"] == 16 * 1 * STEPS
+    assert tok["per_block_step"][0] == pytest.approx(
+        (processed[:, :, 0].sum((0, 2)).float() / len(x)).tolist())
+    # the heat map of the first sample is its processed pattern, per block and step
+    assert np.array_equal(np.asarray(tok["sample_map"][0]), processed[0, :, 0].float().numpy())
+    out = write_html(rep, tmp_path / "r.html")
+    text = out.read_text()
+    assert "Tokens processed" in text and 'alt="token heat map"' in text
