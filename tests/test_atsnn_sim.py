@@ -184,3 +184,17 @@ def test_report_shows_tokens_next_to_synops_and_energy(tmp_path):
     out = write_html(rep, tmp_path / "r.html")
     text = out.read_text()
     assert "Tokens processed" in text and 'alt="token heat map"' in text
+
+
+def test_cli_simulate_prints_tokens_processed(tmp_path, capsys):
+    from nmtoolchain.cli import main
+    from nmtoolchain.models import save_checkpoint
+
+    cfg = atsnn_digits(gate_scale=3.0, gate_center=4.0)
+    path = save_checkpoint("atsnn", cfg, _model(gate_scale=3.0, gate_center=4.0),
+                           tmp_path / "a.pt", input_shape=list(SHAPE))
+    assert main(["simulate", str(path), "--dataset", "digits", "--samples", "8", "-T",
+                 str(STEPS)]) == 0
+    out = capsys.readouterr().out
+    assert "tokens processed (token x block x step) per sample" in out
+    assert "blocks_0_halt: per step" in out
