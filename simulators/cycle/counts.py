@@ -26,7 +26,10 @@ Counters per node (absent ones are zero):
 * ``neuron_updates``  neurons updated (every neuron, every step)
 * ``active_neurons``  neurons that received non-zero input or spiked
 * ``spikes_out``      sum of output spikes (multi-spikes count their value)
-* ``tokens_active``   active tokens (token nodes only)
+* ``tokens_active``   tokens the block of a TokenHalt (or the TokenMerge before
+                      it) processed at that step (AT-SNN; token nodes only);
+                      ``neuron_updates`` of neurons under token masks count
+                      the active tokens' neurons only
 
 Static facts per node (independent of activity), in ``static``:
 ``neurons``, ``synapses`` (border-aware), ``dense_macs`` (per step, FLOP-
