@@ -215,3 +215,19 @@ def test_bad_config_is_one_line():
         ATSpikformer(**atsnn_digits(halt_order="diagonal"))
     with pytest.raises(BadInputError, match="merge_block"):
         ATSpikformer(**atsnn_digits(merge="bipartite", merge_block=3))
+
+
+def test_distribution_prior_is_avit_kl_by_hand():
+    """KL(g || p) with p the normalised mean halting score per pair (clamped to
+    [0.01, 0.99]) and g a unit Gaussian over the pair index, computed in numpy."""
+    from nmtoolchain.models.atsnn import ACTStats, distribution_prior
+
+    scores = np.array([[0.1, 0.2, 0.6, 1.0], [0.3, 0.0, 0.4, 1.0]])
+    stats = ACTStats(torch.zeros(2, 1, 4, 3, dtype=torch.bool), torch.zeros(2, 3),
+                     torch.tensor(scores, dtype=torch.float32), torch.ones(2, 3))
+    p = scores.mean(0)
+    p = np.clip(p / p.sum(), 0.01, 0.99)
+    g = np.exp(-0.5 * (np.arange(4) - 2.0) ** 2)
+    g /= g.sum()
+    want = float((g * (np.log(g) - np.log(p))).sum())
+    assert float(distribution_prior(stats, target=2.0)) == pytest.approx(want, rel=1e-5)
