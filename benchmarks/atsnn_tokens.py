@@ -7,8 +7,9 @@ test split (450 images): accuracy from its outputs, tokens processed from its
 ``tokens_active`` counts (token x block x step per image), energy from the
 report of the same run (each profile's own counting rule). The AT-SNN models
 are fine-tuned from the bundled Spikformer by examples/train_digits_atsnn.py's
-``train`` (cached under ``--cache``; ``--retrain`` trains again); the bundled
-``nmtoolchain/data/digits_atsnn.pt`` is measured too.
+``train`` (cached under ``--cache``; ``--retrain`` trains again), with the
+SPS (which runs before halting) fixed unless a row says "SPS tuned"; the
+bundled ``nmtoolchain/data/digits_atsnn.pt`` is measured too.
 
     PYTHONPATH=. .venv/bin/python benchmarks/atsnn_tokens.py [--epochs 20] [--plot out.png]
 """
@@ -36,13 +37,14 @@ from simulators.cycle.interpreter import simulate  # noqa: E402
 STEPS = 4
 PROFILES = ["loihi2", "loihi1", "speck", "cmos45nm"]
 DATA = ROOT / "nmtoolchain" / "data"
-#: (label, ponder weight, ToMe pairs merged at block 0)
-RUNS: List[Tuple[str, float, int]] = [
-    ("halting p=0.05", 0.05, 0),
-    ("halting p=0.2", 0.2, 0),
-    ("halting p=0.5", 0.5, 0),
-    ("halting p=0.2 + merge r=4", 0.2, 4),
-    ("halting p=0.3 + merge r=4", 0.3, 4),
+#: (label, ponder weight, ToMe pairs merged at block 0, SPS fine-tuned too)
+RUNS: List[Tuple[str, float, int, bool]] = [
+    ("halting p=0.05", 0.05, 0, False),
+    ("halting p=0.2", 0.2, 0, False),
+    ("halting p=0.5", 0.5, 0, False),
+    ("halting p=0.2 + merge r=4", 0.2, 4, False),
+    ("halting p=0.3 + merge r=4", 0.3, 4, False),
+    ("halting p=0.2 + merge r=4, SPS tuned", 0.2, 4, True),
 ]
 
 
@@ -63,17 +65,17 @@ def measure(path: Path, x: np.ndarray, y: np.ndarray) -> Dict[str, Any]:
             "energy": {p: rep["profiles"][p]["energy_per_inference_pj"] for p in PROFILES}}
 
 
-def trained(label: str, ponder: float, merge: int, cache: Path, epochs: int,
+def trained(label: str, ponder: float, merge: int, tune_sps: bool, cache: Path, epochs: int,
             retrain: bool) -> Path:
     """The checkpoint of one run, trained now if not cached."""
     from train_digits_atsnn import train
 
-    path = cache / f"atsnn_p{ponder}_m{merge}_e{epochs}.pt"
+    path = cache / f"atsnn_p{ponder}_m{merge}_e{epochs}{'_sps' if tune_sps else ''}.pt"
     if path.is_file() and not retrain:
         return path
     cfg = atsnn_digits(merge="bipartite" if merge else "none", merge_r=merge)
     t0 = time.time()
-    run = train(cfg, ponder, epochs=epochs, lr=2e-3, label=label)
+    run = train(cfg, ponder, epochs=epochs, lr=2e-3, label=label, freeze_sps=not tune_sps)
     print(f"  trained {label} in {time.time() - t0:.0f} s", flush=True)
     cache.mkdir(parents=True, exist_ok=True)
     save_checkpoint("atsnn", cfg, run.model, path, input_shape=[1, 8, 8])
@@ -97,8 +99,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     if (DATA / "digits_atsnn.pt").is_file():
         rows.append(("bundled digits_atsnn.pt", measure(DATA / "digits_atsnn.pt", x, y)))
     if not args.skip_training:
-        for label, ponder, merge in RUNS:
-            path = trained(label, ponder, merge, args.cache, args.epochs, args.retrain)
+        for label, ponder, merge, tune_sps in RUNS:
+            path = trained(label, ponder, merge, tune_sps, args.cache, args.epochs, args.retrain)
             rows.append((label, measure(path, x, y)))
     base = rows[0][1]
     print(f"\nAT-SNN on digits (450 test images, T = {STEPS}, 16 tokens, 1 block; "

@@ -10,7 +10,11 @@ CE + alpha_p · ponder (+ alpha_d · distribution prior when ``--prior``).
 merging of R pairs at block 0; ``--save`` picks which run is written
 (``ponder:merge``, e.g. ``0.01:0``).
 
-    .venv/bin/python examples/train_digits_atsnn.py [--epochs 6] [--ponder 0.002 0.005 0.01]
+    .venv/bin/python examples/train_digits_atsnn.py [--epochs 20] [--ponder 0.05 0.2 0.5]
+
+The bundled checkpoint (halting + merging, SPS fine-tuned too) is
+
+    .venv/bin/python examples/train_digits_atsnn.py --epochs 20 --ponder 0.2 --merge 4 --tune-sps
 """
 from __future__ import annotations
 
@@ -100,12 +104,15 @@ def train(config: Dict[str, Any], ponder: float, *, epochs: int = 6, seed: int =
 def main(argv: Optional[Sequence[str]] = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--ponder", type=float, nargs="+", default=[0.002, 0.005, 0.01])
+    ap.add_argument("--ponder", type=float, nargs="+", default=[0.05, 0.2, 0.5])
     ap.add_argument("--merge", type=int, nargs="+", default=[0, 2],
                     help="ToMe pairs merged at block 0 (0: no merging)")
     ap.add_argument("--prior", type=float, default=None, help="distribution prior weight")
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--tune-sps", action="store_true",
+                    help="fine-tune the SPS too (default: it stays as in the Spikformer)")
     ap.add_argument("--save", default=None, help="run to write, 'ponder:merge' (default: the "
                     "fewest tokens within 1 point of the unadapted accuracy)")
     args = ap.parse_args(argv)
@@ -122,7 +129,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             cfg = atsnn_digits(merge="bipartite" if r else "none", merge_r=r)
             t0 = time.time()
             run = train(cfg, p, epochs=args.epochs, seed=args.seed, prior=args.prior,
-                        label=f"{p}:{r}")
+                        label=f"{p}:{r}", lr=args.lr, freeze_sps=not args.tune_sps)
             runs.append(run)
             print(f"ponder {p:<6} merge {r}: accuracy {run.accuracy:.4f}, tokens "
                   f"{run.tokens:.1f} / {run.full_tokens} ({1 - run.tokens / tok0:+.1%} fewer) "
