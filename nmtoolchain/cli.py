@@ -94,10 +94,11 @@ def _shape(input_shape: Optional[str]):
     return parse_shape(input_shape) if input_shape else None
 
 
-def _load(model: Path, allow_pickle: bool, input_shape: Optional[str]):
+def _load(model: Path, allow_pickle: bool, input_shape: Optional[str],
+          dt: Optional[float] = None):
     from nmtoolchain.api import load
 
-    return load(model, allow_pickle=allow_pickle, input_shape=_shape(input_shape))
+    return load(model, allow_pickle=allow_pickle, input_shape=_shape(input_shape), dt=dt)
 
 
 ALLOW_PICKLE = typer.Option(
@@ -107,6 +108,9 @@ ALLOW_PICKLE = typer.Option(
          "file system. Without it such files are refused. Only for files you trust.")
 INPUT_SHAPE = typer.Option(
     None, "--input-shape", help="Per-sample input shape, e.g. 1,8,8 (for torch files without one).")
+DT = typer.Option(
+    None, "--dt", help="Simulation step of a NIR file's time constants, in their unit: 1e-4 for "
+                       "snnTorch's files, 1e-3 for norse's; 1 reads them as steps.")
 
 
 # Shared options. --samples has one default (16) in simulate, report and verify:
@@ -131,11 +135,12 @@ def inspect(
     as_json: bool = JSON,
     allow_pickle: bool = ALLOW_PICKLE,
     input_shape: Optional[str] = INPUT_SHAPE,
+    dt: Optional[float] = DT,
 ) -> None:
     """Show a model's nodes, parameter/synapse/MAC totals and which targets can take it."""
     from nmtoolchain.report.inspect import inspect_graph, render_inspection
 
-    info = inspect_graph(_load(model, allow_pickle, input_shape))
+    info = inspect_graph(_load(model, allow_pickle, input_shape, dt))
     if as_json:
         _emit_json(info, default=str)
     else:
@@ -163,6 +168,10 @@ def export(
                                  help="Print JSON (a directory target: the report; a file: the path)."),
     allow_pickle: bool = ALLOW_PICKLE,
     input_shape: Optional[str] = INPUT_SHAPE,
+    dt: Optional[float] = DT,
+    nir_version: Optional[str] = typer.Option(
+        None, "--nir-version", help="--target nir: the NIR version to write (default: the "
+                                    "installed nir's); 1.0.5 and older reset by subtraction."),
 ) -> None:
     """Export a model to a target, atomically (no partial output on failure).
 
@@ -174,11 +183,14 @@ def export(
     from nmtoolchain.frontends import parse_shape
     from nmtoolchain.targets import ExportOptions, export as export_to
 
+    if nir_version is not None and target != "nir":
+        raise BadInputError(f"--nir-version applies to --target nir, not {target}")
+    extra = {"nir_version": nir_version} if nir_version is not None else {}
     result = export_to(model, target, output,
                        ExportOptions(profile=profile, calib=calib, timesteps=timesteps,
-                                     force=force),
+                                     force=force, extra=extra),
                        allow_pickle=allow_pickle,
-                       input_shape=parse_shape(input_shape) if input_shape else None)
+                       input_shape=parse_shape(input_shape) if input_shape else None, dt=dt)
     if as_json:
         _emit_json(result.report if result.path.is_dir()
                    else {"target": result.target, "path": str(result.path)}, default=str)
@@ -261,7 +273,7 @@ def simulate(
     as_json: bool = JSON,
     allow_pickle: bool = ALLOW_PICKLE, input_shape: Optional[str] = INPUT_SHAPE,
     rule: Optional[str] = typer.Option(None, "--rule", help=RULE_HELP),
-    device: str = DEVICE,
+    device: str = DEVICE, dt: Optional[float] = DT,
 ) -> None:
     """Simulate a model step by step; print counts, energy and latency under one profile."""
     from nmtoolchain.api import simulate as run_simulation
@@ -272,7 +284,7 @@ def simulate(
                              numerics=numerics, samples=samples, profile=profile,
                              reset_interval=reset_interval, input_shape=_shape(input_shape),
                              allow_pickle=allow_pickle, progress=progress, rule=rule,
-                             device=device)
+                             device=device, dt=dt)
     if as_json:
         _emit_json(run.report)
     else:
@@ -304,7 +316,7 @@ def report(
     reset_interval: Optional[int] = RESET,
     as_json: bool = JSON,
     allow_pickle: bool = ALLOW_PICKLE, input_shape: Optional[str] = INPUT_SHAPE,
-    device: str = DEVICE,
+    device: str = DEVICE, dt: Optional[float] = DT,
 ) -> None:
     """Energy and latency per hardware profile, and where the profiles disagree."""
     from nmtoolchain.api import report as run_report
@@ -324,7 +336,7 @@ def report(
                          progress=progress,
                          rules=[r.strip() for t in (rule or []) for r in t.split(",")
                                 if r.strip()] or None,
-                         device=device)
+                         device=device, dt=dt)
     if html_out is not None:
         write_html(run.report, html_out)
     if as_json:
@@ -345,13 +357,14 @@ def convert(
     no_precharge: bool = typer.Option(
         False, "--no-precharge", help="Start membranes at 0 instead of λ/2."),
     allow_pickle: bool = ALLOW_PICKLE, input_shape: Optional[str] = INPUT_SHAPE,
+    dt: Optional[float] = DT,
 ) -> None:
     """Convert a QCFS ANN into an IF SNN graph (MST/QCFS rule) and write it atomically."""
     from nmtoolchain.api import convert as convert_model
     from nmtoolchain.ir import save_graph
 
     snn = convert_model(model, method=method, timesteps=timesteps, precharge=not no_precharge,
-                        input_shape=_shape(input_shape), allow_pickle=allow_pickle)
+                        input_shape=_shape(input_shape), allow_pickle=allow_pickle, dt=dt)
     path = save_graph(snn, output)
     n_if = sum(1 for n in snn if n.op_name == "IF")
     _info(f"wrote {path} ({n_if} IF layer(s), precharge {'off' if no_precharge else 'on'})")
@@ -381,6 +394,7 @@ def check_accuracy(
     seed: int = typer.Option(0, "--seed", help="Run seed of the spike masks (RSM); recorded."),
     as_json: bool = JSON,
     allow_pickle: bool = ALLOW_PICKLE, input_shape: Optional[str] = INPUT_SHAPE,
+    dt: Optional[float] = DT,
 ) -> int:
     """Accuracy of the ANN and of its MST-converted SNN against time step; exit 1 if a gate fails.
 
@@ -395,7 +409,7 @@ def check_accuracy(
     res = run_check(model, data, dataset=dataset, timesteps=timesteps, samples=samples,
                     min_accuracy=min_accuracy, max_drop=max_drop, target=target, calib=calib,
                     precharge=not no_precharge, input_shape=_shape(input_shape),
-                    allow_pickle=allow_pickle, seed=seed)
+                    allow_pickle=allow_pickle, seed=seed, dt=dt)
     res = dataclasses.replace(res, model=str(model))
     if as_json:
         _emit_json(res.as_dict())

@@ -6,6 +6,13 @@ The one home of two rules the NIR loader and the NIR exporter must agree on:
   nir <= 1.0.5 (and the 0.x files of the NIR paper) reset IF, LIF and
   CubaLIF by subtraction (v <- v - v_threshold; IR ``reset='subtract'``),
   nir >= 1.0.6 (NIR PR #143) reset them to ``v_reset`` (IR ``'to_reset'``);
+* the time step: NIR's time constants are continuous (snnTorch, norse,
+  rockpool and the NIR paper write them in seconds, with a simulation step
+  of 1e-4 or 1e-3); the IR counts time in steps. A reader needs the step the
+  producer simulated with (``--dt``); nmtc's exporter records it in the file
+  (graph metadata ``nmtc_dt``) so its own files need no option. A time
+  constant shorter than one step (tau < 1 read as steps) cannot be a step
+  count, so such a file without ``--dt`` is refused;
 * node names: nmtc writes IR names percent-encoded where HDF5 forbids a
   character (``/`` would nest groups) and says so in the graph metadata
   (``nmtc_name_encoding='percent'``), so names survive a round trip.
@@ -22,6 +29,17 @@ from urllib.parse import unquote
 RESET_TO_V_RESET_SINCE = (1, 0, 6)
 #: IR ops whose reset semantics changed between nir 1.0.5 and 1.0.6.
 RESETTING_OPS = ("IF", "LIF", "CubaLIF")
+#: NIR time-constant fields (continuous time, in the file's unit).
+TAU_FIELDS = ("tau", "tau_syn", "tau_mem")
+#: NIR neurons whose ``r`` multiplies the input of dv/dt = r x with no tau:
+#: one step of length dt adds dt * r * x.
+INTEGRATING_OPS = ("I", "IF")
+#: Graph metadata key in which nmtc's exporter records the time step (the
+#: file's time unit per simulation step) its time constants assume.
+DT_KEY = "nmtc_dt"
+#: Below this, a time constant read as steps is shorter than one step: the
+#: file's taus are in a continuous unit (seconds) and need ``--dt``.
+SECONDS_BELOW = 1.0
 #: Graph metadata key and value nmtc's exporter writes when it encoded names.
 NAME_ENCODING_KEY = "nmtc_name_encoding"
 NAME_ENCODING = "percent"
@@ -43,6 +61,21 @@ def reset_semantics_for_version(version: str) -> str:
     return "to_reset" if parse_nir_version(version) >= RESET_TO_V_RESET_SINCE else "subtract"
 
 
+def check_dt(dt: float) -> float:
+    """``dt`` as a float; ValueError unless it is finite and > 0."""
+    import math
+
+    if isinstance(dt, bool):
+        raise ValueError(f"--dt must be a positive number, got {dt!r}")
+    try:
+        value = float(dt)
+    except (TypeError, ValueError):
+        raise ValueError(f"--dt must be a positive number, got {dt!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"--dt must be a positive, finite number, got {dt!r}")
+    return value
+
+
 def encode_name(name: str) -> str:
     """IR node name -> NIR node name, reversible with :func:`decode_name`.
 
@@ -61,5 +94,6 @@ def decode_name(name: str) -> str:
     return unquote(name)
 
 
-__all__ = ["RESET_TO_V_RESET_SINCE", "RESETTING_OPS", "NAME_ENCODING_KEY", "NAME_ENCODING",
+__all__ = ["RESET_TO_V_RESET_SINCE", "RESETTING_OPS", "TAU_FIELDS", "INTEGRATING_OPS", "DT_KEY",
+           "SECONDS_BELOW", "check_dt", "NAME_ENCODING_KEY", "NAME_ENCODING",
            "parse_nir_version", "reset_semantics_for_version", "encode_name", "decode_name"]
