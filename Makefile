@@ -16,8 +16,10 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 	$(PIP) install --quiet -c constraints.txt -r requirements.txt
 	@# lava-dl and sinabs declare broken dependencies (argparse shadowing, samna stub):
 	@# install them alone; requirements.txt lists what they really need. sanafe (the
-	@# SANA-FE referee, a compiled wheel) needs nothing else, so it goes here too.
-	$(PIP) install --quiet --no-deps -c constraints.txt lava-dl sinabs sanafe
+	@# SANA-FE referee, a compiled wheel) needs nothing else, so it goes here too, as do
+	@# the NeuroBench referee and snnTorch (NeuroBench declares torchaudio, tonic and numba,
+	@# which its metrics do not import).
+	$(PIP) install --quiet --no-deps -c constraints.txt lava-dl sinabs sanafe neurobench snntorch
 	$(PIP) install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 

@@ -254,7 +254,7 @@ def simulate(model: Model, x: Optional[Data] = None, *, y: Optional[Data] = None
     data given, or :data:`DEFAULT_SAMPLES` random-spike samples).
     ``numerics``: 'float' or 'loihi' (bit-exact fixed point).
     ``reset_interval``: netx's LIFReset interval (loihi numerics).
-    ``rule``: counting rule (fanout, neurobench, syops, spikformer; None: the
+    ``rule``: counting rule (fanout, neurobench, neurobench-sample, syops, spikformer; None: the
     profile's default); the report's rows say which rule produced them.
     ``device``: where the simulator's tensors live ('cpu', 'cuda', 'cuda:1').
     ``dt``: a NIR file's simulation step (see :func:`load`).

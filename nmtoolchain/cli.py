@@ -260,7 +260,8 @@ PROFILE = typer.Option("loihi2", "--profile", "-p",
                        help="Hardware profile: a bundled name or a .toml path.")
 RULE_HELP = ("Counting rule: fanout (hardware), neurobench (NeuroBench 2.3 SynapticOperations; "
              "its MAC/AC split is decided per step over the simulated batch, as NeuroBench "
-             "decides per forward call), syops or spikformer. Default: the profile's own.")
+             "decides per forward call), neurobench-sample (the same split per sample, as "
+             "NeuroBench at batch size 1), syops or spikformer. Default: the profile's own.")
 
 
 @app.command()

@@ -139,16 +139,20 @@ def _synaptic_counts(fanout: Tuple[torch.Tensor, ...], x: torch.Tensor, nonzero:
     if kind == "spikes":
         c["spikes_in"] = _per_step(x, n)
         c["synops"] = (xf @ f_full).reshape(n, b).sum(1)
-        mx = _flat(x, n).amax(1)
-        c["nb_is_mac"] = (mx > 1).float()
+        sample_mac = xf.amax(1).reshape(n, b) > 1
         # binary spikes are their own event mask: skip rebuilding it
-        mf = xf if bool(mx.max() <= 1) else nonzero.reshape(n * b, -1).to(torch.float32)
+        mf = xf if not bool(sample_mac.any()) else nonzero.reshape(n * b, -1).to(torch.float32)
     else:
         mf = nonzero.reshape(n * b, -1).to(torch.float32)
         key = "synops" if kind == "graded" else "macs"
         c[key] = (mf @ f_full).reshape(n, b).sum(1)
-        c["nb_is_mac"] = _flat((x.abs() != 1) & (x != 0), n).any(1).float()
-    c["nb_ops"] = (mf @ f_nz).reshape(n, b).sum(1)
+        sample_mac = ((xf.abs() != 1) & (xf != 0)).any(1).reshape(n, b)
+    ops = (mf @ f_nz).reshape(n, b)
+    c["nb_ops"] = ops.sum(1)
+    # NeuroBench decides MAC or AC per forward call: one step of the whole batch
+    # (nb_is_mac), or one step of one sample when samples are run one by one
+    c["nb_is_mac"] = sample_mac.any(1).float()
+    c["nb_mac_ops"] = (ops * sample_mac).sum(1)
     return c
 
 

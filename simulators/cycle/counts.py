@@ -20,6 +20,9 @@ Counters per node (absent ones are zero):
 * ``nb_ops``          NeuroBench effective ops: Σ [x≠0] × non-zero-weight fan-out
 * ``nb_is_mac``       1 in steps where NeuroBench would book ``nb_ops`` as MACs
                       (some input value outside {-1, 0, 1}), else 0
+* ``nb_mac_ops``      the part of ``nb_ops`` from samples whose own input held a
+                      value outside {-1, 0, 1} at that step (NeuroBench run one
+                      sample per forward call)
 * ``neuron_updates``  neurons updated (every neuron, every step)
 * ``active_neurons``  neurons that received non-zero input or spiked
 * ``spikes_out``      sum of output spikes (multi-spikes count their value)
@@ -39,8 +42,9 @@ from typing import Dict, Iterable, List
 
 import numpy as np
 
-COUNTERS: List[str] = ["events_in", "spikes_in", "values_in", "synops", "macs", "nb_ops", "nb_is_mac",
-                       "neuron_updates", "active_neurons", "spikes_out", "tokens_active"]
+COUNTERS: List[str] = ["events_in", "spikes_in", "values_in", "synops", "macs", "nb_ops",
+                       "nb_is_mac", "nb_mac_ops", "neuron_updates", "active_neurons",
+                       "spikes_out", "tokens_active"]
 
 
 @dataclass
