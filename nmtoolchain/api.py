@@ -68,7 +68,8 @@ def load(model: Model, *, input_shape: Optional[Sequence[int]] = None,
     ``input_shape`` per sample (e.g. ``(1, 8, 8)``; without the time axis for
     modules on (batch, time, ...) tensors). ``dt``: the simulation step a NIR
     file's time constants assume, in their unit (e.g. 1e-4 for snnTorch's
-    files, 1e-3 for norse's); recorded as ``graph.metadata['nir_dt']``.
+    files; 1e-6 for norse 1.1.0's, which store dt times tau); recorded as
+    ``graph.metadata['nir_dt']``.
     """
     if dt is not None and not isinstance(model, (str, os.PathLike)):
         raise BadInputError(f"dt={dt}: the time step applies to a NIR file; a "

@@ -110,7 +110,8 @@ INPUT_SHAPE = typer.Option(
     None, "--input-shape", help="Per-sample input shape, e.g. 1,8,8 (for torch files without one).")
 DT = typer.Option(
     None, "--dt", help="Simulation step of a NIR file's time constants, in their unit: 1e-4 for "
-                       "snnTorch's files, 1e-3 for norse's; 1 reads them as steps.")
+                       "snnTorch's files (norse 1.1.0 writes dt x tau: 1e-6 for its 1e-3 step); "
+                       "1 reads them as steps.")
 
 
 # Shared options. --samples has one default (16) in simulate, report and verify:

@@ -45,7 +45,10 @@ dt r x), so the IR is in steps (``metadata['dt'] = 1.0``) and
 exporter turns it back). Without ``dt`` the file's own ``nmtc_dt`` metadata
 (written by nmtc) is used, else 1 (taus already in steps, as sinabs writes);
 a file whose smallest time constant is below one step is then refused: its
-taus are in seconds and the step must be given.
+taus are in seconds and the step must be given. norse 1.1.0 writes
+``tau = dt / tau_mem_inv`` (dt times its time constant) where NIR means
+``1 / tau_mem_inv``; its files simulate as norse ran them with ``dt`` = the
+square of norse's step (1e-6 for its default 1e-3).
 
 Every problem with a file raises an :class:`~nmtoolchain.errors.NmtcError`
 whose one-line message starts with the file name.
@@ -334,8 +337,8 @@ def _time_step(nodes: Dict[str, Dict[str, Any]], meta: Dict[str, Any],
         low, key, name = smallest
         raise _Reject(f"time constants look like seconds, not time steps ({key} = {low:.3g} in "
                       f"node '{name}'); give the producer's simulation step with --dt, e.g. "
-                      "--dt 1e-4 (snnTorch) or --dt 1e-3 (norse), or --dt 1 to read them as "
-                      "steps")
+                      "--dt 1e-4 for snnTorch's files (norse 1.1.0's: --dt 1e-6, the square of "
+                      "its 1e-3 step), or --dt 1 to read them as steps")
     return 1.0, "default (time constants in steps)"
 
 
