@@ -21,6 +21,9 @@ checked, and a graph holding anything NIR cannot say is refused with one
   nir, e.g. sinabs 3.1.3's nir 1.0.4) the other way round. An older version
   is written by nir's own writer, then its version string is set and the
   ``v_reset`` fields it did not have are removed;
+* CubaLIF/CubaLI without decay (tau = inf): the IR's CubaLIF is Loihi's
+  update and is written as the NIR CubaLIF whose forward-Euler step is the
+  same update (:func:`~nmtoolchain.ir.nir_conventions.cuba_to_nir`);
 * Affine with a non-zero per-synapse ``delay``; Affine/Linear applied to a
   non-vector input (NIR's Affine takes a vector); CubaLI in a version that
   predates it (1.0.5).
@@ -53,8 +56,8 @@ from nmtoolchain.errors import BadInputError, NotExpressibleError
 from nmtoolchain.fileio import atomic_output
 from nmtoolchain.ir import Graph, Node
 from nmtoolchain.ir.nir_conventions import (
-    DT_KEY, INTEGRATING_OPS, NAME_ENCODING, NAME_ENCODING_KEY, TAU_FIELDS, encode_name,
-    parse_nir_version, reset_semantics_for_version)
+    DT_KEY, INTEGRATING_OPS, NAME_ENCODING, NAME_ENCODING_KEY, TAU_FIELDS, cuba_to_nir,
+    encode_name, parse_nir_version, reset_semantics_for_version)
 from nmtoolchain.ir.nir_conventions import RESETTING_OPS as _RESETTING
 
 
@@ -130,6 +133,11 @@ def _problems(graph: Graph, nir: Any, version: str, semantics: str
                 reasons.append("has per-synapse delays, which NIR cannot express")
         if op.is_neuron:
             reasons.extend(_neuron_problems(op, version, semantics))
+        if op.op_name in ("CubaLIF", "CubaLI"):
+            try:
+                cuba_to_nir(op.tau_syn, op.tau_mem, op.r, op.w_in)
+            except ValueError as e:
+                reasons.append(str(e))
         if reasons:
             out.append((node, "; ".join(reasons)))
     return out
@@ -227,11 +235,16 @@ def _build_node(nir: Any, graph: Graph, node: Node, semantics: str) -> Any:
 
 
 def _in_file_units(op: Any, dt: float) -> Any:
-    """``op`` with time in the file's unit (steps of ``dt``; module docstring)."""
-    if dt == 1.0 or not (op.is_neuron or op.op_name == "Delay"):
-        return op
+    """``op`` with NIR's fields and time in the file's unit (steps of ``dt``):
+    CubaLIF/CubaLI in NIR's Euler form (module docstring)."""
     import copy
 
+    if op.op_name in ("CubaLIF", "CubaLI"):
+        op = copy.copy(op)
+        op.tau_syn, op.tau_mem, op.r, op.w_in = cuba_to_nir(op.tau_syn, op.tau_mem, op.r,
+                                                            op.w_in)
+    if dt == 1.0 or not (op.is_neuron or op.op_name == "Delay"):
+        return op
     out = copy.copy(op)
     for key in TAU_FIELDS:
         if getattr(out, key, None) is not None:

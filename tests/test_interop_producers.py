@@ -41,15 +41,17 @@ def _leaky(snn, torch, n: int, **kw):
                      init_hidden=True, **kw)
 
 
-def _run_snntorch(net, x):
+def _run_snntorch(net, x, kind=None):
     """snnTorch's own simulation: one call per step, hidden state reset first."""
     import snntorch as snn
     import torch
 
     for m in net.modules():
-        if isinstance(m, snn.Leaky):
+        if isinstance(m, kind or snn.Leaky):
             m.reset_hidden()
             m.mem = torch.zeros(1)
+            if hasattr(m, "syn"):
+                m.syn = torch.zeros(1)
     outs = []
     with torch.no_grad():
         for t in range(x.shape[1]):
@@ -123,6 +125,31 @@ def test_snntorch_cnn_conv_avgpool_leaky_agrees_spike_for_spike(tmp_path):
     x = _inputs(1, 8, 8)
     want = _run_snntorch(net, torch.from_numpy(x))
     path = _write_snntorch(net, torch.from_numpy(x[:, 0]), tmp_path / "cnn.nir")
+
+    got = _nmtc_float(path, x, 1e-4)
+
+    assert want.sum() > 20
+    np.testing.assert_array_equal(got, want.reshape(got.shape))
+
+
+def test_snntorch_synaptic_mlp_agrees_spike_for_spike(tmp_path):
+    """snnTorch's Synaptic is NIR's CubaLIF with w_in = tau_syn/dt and r = tau_mem/dt:
+    the dt/tau_syn input factor of NIR's equations must be applied for this to agree."""
+    snn = _snntorch()
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+
+    def syn(n: int, **kw):
+        return snn.Synaptic(alpha=torch.linspace(0.5, 0.8, n), beta=torch.linspace(0.8, 0.95, n),
+                            threshold=torch.ones(n), init_hidden=True, reset_mechanism="zero",
+                            reset_delay=False, **kw)
+
+    net = nn.Sequential(nn.Linear(64, 32), syn(32), nn.Linear(32, 10), syn(10, output=True))
+    x = _inputs(64)
+    want = _run_snntorch(net, torch.from_numpy(x), snn.Synaptic)
+    path = _write_snntorch(net, torch.from_numpy(x[:, 0]), tmp_path / "syn.nir")
 
     got = _nmtc_float(path, x, 1e-4)
 

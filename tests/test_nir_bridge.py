@@ -101,9 +101,14 @@ PRIMITIVES = {
 _NOT_IR_FIELDS = {"type", "input_shape", "input_type"}  # derived from shapes in the IR
 
 
+#: CubaLIF/CubaLI fields the IR holds in Loihi's form (their dynamics are checked
+#: against NIR's equations in tests/test_nir_equations.py)
+_CUBA_FORM = {"tau_syn", "tau_mem", "r", "w_in"}
+
+
 def _assert_fields_equal(op: Any, stored: Dict[str, Any]) -> None:
     for key, value in stored.items():
-        if key in _NOT_IR_FIELDS:
+        if key in _NOT_IR_FIELDS or (op.op_name in ("CubaLIF", "CubaLI") and key in _CUBA_FORM):
             continue
         ours = np.asarray(getattr(op, key))
         np.testing.assert_array_equal(np.broadcast_to(value, ours.shape), ours, err_msg=key)
@@ -135,9 +140,9 @@ def test_nir_primitive_exports_back_to_the_same_fields(tmp_path, ntype):
     want, got = _h5_fields(original, "node"), _h5_fields(again, "node")
     assert got["type"] == want["type"]
     for key, value in want.items():
-        if key != "type":
-            np.testing.assert_array_equal(np.broadcast_to(got[key], np.shape(value)), value,
-                                          err_msg=key)
+        if key != "type":  # CubaLIF goes through exp/log1p: equal to float32 rounding
+            np.testing.assert_allclose(np.broadcast_to(got[key], np.shape(value)), value,
+                                       rtol=2e-6 if ntype == "CubaLIF" else 0, err_msg=key)
 
 
 def test_nir_104_file_neurons_reset_by_subtraction(tmp_path):
@@ -174,7 +179,7 @@ def test_nir_108_file_loads_with_reset_to_v_reset_and_its_values():
 
 def test_nir_108_cubali_loads_with_fields_from_file():
     path = DATA / "cubali_nir108.nir"
-    graph = load_nir(path, dt=1.0)  # its time constants read as steps
+    graph = load_nir(path, dt=1e-3)
 
     assert graph["cubali"].op_name == "CubaLI"
     _assert_fields_equal(graph["cubali"].op, _h5_fields(path, "cubali"))

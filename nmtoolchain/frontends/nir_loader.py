@@ -67,7 +67,7 @@ from nmtoolchain.ir import (
 # the version and naming rules live with the NIR conventions (shared with the exporter)
 from nmtoolchain.ir.nir_conventions import (
     DT_KEY, INTEGRATING_OPS, NAME_ENCODING, NAME_ENCODING_KEY, SECONDS_BELOW, TAU_FIELDS,
-    check_dt, decode_name, parse_nir_version, reset_semantics_for_version)
+    check_dt, cuba_from_nir, decode_name, parse_nir_version, reset_semantics_for_version)
 from nmtoolchain.ir.op import OpCheckError
 #: Fields NIR stores that are derived from shapes (the IR re-infers them).
 _DERIVED_FIELDS = {"input_shape", "input_type", "output_type", "metadata"}
@@ -523,6 +523,9 @@ def _neuron(cls: type, f: Dict[str, Any], names: Sequence[str], semantics: str) 
     """Neuron op with NIR's meaning for the IR fields NIR does not have."""
     kwargs: Dict[str, Any] = {k: _arr(f[k]) if f.get(k) is not None else _ABSENT[k]
                               for k in names}
+    if cls in (CubaLIF, CubaLI):  # NIR's Euler step in the IR's (Loihi) form
+        kwargs["tau_syn"], kwargs["tau_mem"], kwargs["r"], kwargs["w_in"] = cuba_from_nir(
+            kwargs["tau_syn"], kwargs["tau_mem"], kwargs["r"], kwargs["w_in"])
     if cls in (IF, LIF, CubaLIF):
         v_reset = f.get("v_reset")
         kwargs.update(
