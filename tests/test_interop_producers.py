@@ -209,7 +209,7 @@ def test_norse_lifbox_mlp_agrees_spike_for_spike(tmp_path):
     # norse 1.1.0 writes tau = dt / tau_mem_inv (= dt * tau, in s^2) where NIR says
     # tau = 1 / tau_mem_inv: its own simulation is read back with --dt = dt^2
     shape = load_nir(tmp_path / "norse.nir", dt=1e-6).inputs()[0].shape
-    assert tuple(shape) == (1, 16)  # norse puts the batch axis into the input shape
+    assert tuple(shape) == (16,)  # norse writes (1, 16): the batch axis is squeezed
     got = _nmtc_float(tmp_path / "norse.nir", x.reshape((N, T) + tuple(shape)), 1e-6)
 
     assert want.sum() > 20

@@ -25,6 +25,11 @@ at ``min_v_mem``; sinabs' NIR export drops both and writes no marker, so a file
 from sinabs is read with NIR semantics like any other (the difference shows only
 when v lands exactly on the threshold).
 
+An Input of shape (1, N) feeding only Affine/Linear nodes (norse and
+rockpool write the batch axis into the input type) is read as (N,); the
+metadata ``nir_input_squeezed`` records the file's shape, and the Output's
+declared (1, M) is kept as an annotation (``nir_declared_shape``).
+
 Graph structure: NIR sums the inputs of a node with several incoming edges;
 the IR makes that sum explicit with an ``Add`` node (annotation
 ``nir_fan_in``), which the NIR exporter turns back into fan-in. Nested
@@ -250,6 +255,9 @@ def _build(tree: Dict[str, Any], version: Optional[str], dt: Optional[float] = N
         elif not srcs:
             raise _Reject(f"node '{name}' ({ntype}) has no incoming edge")
         op = _make_op(name, ntype, fields, semantics)
+        if isinstance(op, Input) and _batch_axis_in_input(name, op.shape, nodes, edges):
+            graph.metadata["nir_input_squeezed"] = {ir_name[name]: list(op.shape)}
+            op = Input(shape=op.shape[1:])
         if isinstance(op, Output) and op.shape is not None:
             declared_out[ir_name[name]] = op.shape
             op.shape = None  # checked after inference, leniently (see below)
@@ -310,6 +318,21 @@ def _check_values(nodes: Dict[str, Dict[str, Any]], edges: Sequence[Tuple[str, s
                               "must be positive")
             if key in _FINITE_FIELDS and np.isinf(value).any():
                 raise _Reject(f"node '{name}' field '{key}' holds infinite values")
+
+
+#: NIR types that act on the last axis of a vector (a unit axis before it is a batch axis)
+_VECTOR_OPS = ("Affine", "Linear")
+
+
+def _batch_axis_in_input(name: str, shape: Tuple[int, ...], nodes: Dict[str, Dict[str, Any]],
+                         edges: Sequence[Tuple[str, str]]) -> bool:
+    """True for an Input of shape (1, N) that feeds only Affine/Linear nodes: norse
+    and rockpool write the batch axis into the input type; the unit axis is
+    squeezed so the graph takes vectors as NIR's Affine does."""
+    if len(shape) != 2 or shape[0] != 1:
+        return False
+    succ = [_text(nodes[d].get("type")) for s, d in edges if s == name]
+    return bool(succ) and all(t in _VECTOR_OPS for t in succ)
 
 
 def _time_step(nodes: Dict[str, Dict[str, Any]], meta: Dict[str, Any],
