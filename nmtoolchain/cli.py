@@ -173,7 +173,11 @@ def export(
     nir_version: Optional[str] = typer.Option(
         None, "--nir-version", help="--target nir: the NIR version to write (default: the "
                                     "installed nir's); 1.0.5 and older reset by subtraction."),
-) -> None:
+    min_agreement: Optional[float] = typer.Option(
+        None, "--min-agreement",
+        help="--target loihi2 with --calib: exit 1 when fewer than this fraction of the "
+             "calibration samples predict the same class as the source model (in [0, 1])."),
+) -> int:
     """Export a model to a target, atomically (no partial output on failure).
 
     The target's pass pipeline runs first (loihi2: adapt a converted network, fold
@@ -186,6 +190,10 @@ def export(
 
     if nir_version is not None and target != "nir":
         raise BadInputError(f"--nir-version applies to --target nir, not {target}")
+    if min_agreement is not None and (target != "loihi2" or calib is None
+                                      or not 0.0 <= min_agreement <= 1.0):
+        raise BadInputError("--min-agreement takes a fraction in [0, 1] and applies to "
+                            "--target loihi2 with --calib (the data it is measured on)")
     extra = {"nir_version": nir_version} if nir_version is not None else {}
     result = export_to(model, target, output,
                        ExportOptions(profile=profile, calib=calib, timesteps=timesteps,
@@ -201,6 +209,24 @@ def export(
             typer.echo(f"wrote {result.path}/ ({', '.join(result.files)})")
     else:
         _info(f"wrote {result.path}")
+    return _agreement_gate(result.report, min_agreement)
+
+
+def _agreement_gate(report: Any, min_agreement: Optional[float]) -> int:
+    """Exit 1 (and say so on stderr) when the export's agreement with its source is
+    below ``--min-agreement``; the export is written either way, for inspection."""
+    if min_agreement is None:
+        return 0
+    ag = report.get("agreement") if isinstance(report, dict) else None
+    if ag is None:
+        raise BadInputError("--min-agreement: this export measured no agreement (a netx "
+                            "export with --calib measures it)")
+    if ag["agreement"] >= min_agreement:
+        return 0
+    typer.echo(f"nmtc: agreement with the source model {ag['agreement']:.3f} is below "
+               f"--min-agreement {min_agreement:g} (the export was written; see its report)",
+               err=True)
+    return 1
 
 
 @app.command()

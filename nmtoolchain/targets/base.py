@@ -122,6 +122,8 @@ class Compiled:
     #: what the target builds from the compiled graph (a netx plan, a NIR graph, bytes, ...);
     #: None when a dry run stopped for a requirement
     artifact: Any = None
+    #: the graph the export started from (as loaded), for source-vs-export agreement
+    source: Optional[Graph] = None
 
     @property
     def needs(self) -> Optional[str]:
@@ -236,7 +238,7 @@ class Target(abc.ABC):
                           dict(options.extra), dry_run)
         result = run_pipeline(graph, self.passes(options), ctx)
         compiled = Compiled(self.name, model or graph_origin(graph), result.graph, result,
-                            prof, options)
+                            prof, options, source=graph)
         if result.needs is None:
             compiled.artifact = self.build(compiled)
         return compiled

@@ -235,13 +235,20 @@ class Loihi2Target(Target):
                 compiled.model, compiled.graph, prof_id, int(compiled.options.timesteps), notes,
                 pipeline.lines(), pipeline.as_dicts()), out, compiled.options.force)
         else:
+            agreement = None
+            if compiled.options.calib is not None and compiled.source is not None:
+                from nmtoolchain.targets.agreement import on_calibration
+
+                agreement = on_calibration(compiled.source, compiled.graph,
+                                           compiled.options.calib,
+                                           int(compiled.options.timesteps))
             mapping = pipeline.result_of("map_onto_cores")
             map_rec = next(r for r in pipeline.records if r.name == "map_onto_cores")
             report, lines, files = write_netx_export(NetxExport(
                 compiled.model, compiled.graph, art.plan, prof_id, int(compiled.options.timesteps),
                 pipeline.result_of("quantize_for_loihi"), mapping,
                 None if map_rec.ran else map_rec.skipped_because, notes, pipeline.lines(),
-                pipeline.as_dicts()), out, compiled.options.force)
+                pipeline.as_dicts(), agreement), out, compiled.options.force)
         return ExportResult(self.name, out, files, report, lines, compiled)
 
 
