@@ -243,6 +243,13 @@ def verify(
     samples: int = SAMPLES,
     reset_interval: Optional[int] = RESET,
     as_json: bool = JSON,
+    against: Optional[Path] = typer.Option(
+        None, "--against", help="The source model: also measure how often the export "
+                                "predicts what the source predicts (float), on --data or "
+                                "--dataset (default: the digits test split)."),
+    min_agreement: Optional[float] = typer.Option(
+        None, "--min-agreement", help="With --against: exit 1 below this agreement."),
+    dt: Optional[float] = DT,
 ) -> int:
     """Run an export in its referee and in nmtc; exit 1 if they differ.
 
@@ -259,13 +266,44 @@ def verify(
             raise BadInputError("give -T/--timesteps (--steps is its deprecated name), not both")
         _note("nmtc: note: --steps is deprecated; use -T/--timesteps")
         timesteps = steps
+    if min_agreement is not None and against is None:
+        raise BadInputError("--min-agreement applies with --against MODEL")
     result = verify_export(directory, data, dataset=dataset, timesteps=timesteps,
                            samples=samples, reset_interval=reset_interval)
+    agreement = _against(directory, against, data, dataset, samples, dt) \
+        if against is not None else None
     if as_json:
-        _emit_json(result.as_dict())
+        out = result.as_dict()
+        if agreement is not None:
+            out = {"agreement": agreement.as_dict(), **out}
+        _emit_json(out)
     else:
-        typer.echo("\n".join(result.lines()))
-    return 0 if result.identical else 1
+        typer.echo("\n".join((agreement.lines() if agreement is not None else [])
+                              + result.lines()))
+    events = [getattr(s, "events", None) for s in getattr(result, "samples", [])]
+    if events and all(e == 0 for e in events):
+        _note("nmtc: warning: no sample produced a single event (spike) in any layer; "
+              "'identical' compares silent networks (check the input data and scaling)")
+    rc = 0 if result.identical else 1
+    if agreement is not None and min_agreement is not None and \
+            agreement.agreement < min_agreement:
+        typer.echo(f"nmtc: agreement with the source model {agreement.agreement:.3f} is below "
+                   f"--min-agreement {min_agreement:g}", err=True)
+        rc = 1
+    return rc
+
+
+def _against(directory: Path, model: Path, data: Optional[Path], dataset: Optional[str],
+             samples: int, dt: Optional[float]) -> Any:
+    """Source-vs-export agreement for ``verify --against``."""
+    from nmtoolchain.api import _inputs, load
+    from nmtoolchain.targets.agreement import against_source
+
+    source = load(model, dt=dt)
+    if data is None and dataset is None:
+        return against_source(directory, source, None, None, "")
+    inputs = _inputs(source, data, None, dataset, samples)
+    return against_source(directory, source, inputs.x, inputs.y, inputs.description)
 
 
 @contextlib.contextmanager

@@ -88,3 +88,38 @@ def test_exact_network_agrees_fully(tmp_path):
     assert ag.source_events > 10
     assert ag.agreement == 1.0 and ag.correlation == pytest.approx(1.0)
     assert ag.source_events == ag.export_events
+
+
+@pytest.mark.lava
+def test_verify_against_the_source_model_prints_the_agreement_first(exported, tmp_path, capsys):
+    pytest.importorskip("lava.lib.dl.netx", reason="lava-dl is not installed")
+    capsys.readouterr()
+    rc = main(["verify", str(exported), "--against", str(SNN), "--dataset", "digits",
+               "--samples", "4", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert next(iter(out)) == "agreement" and out["agreement"]["samples"] == 4
+    assert rc == (0 if out["identical"] else 1)
+    # the labels are the independent check: the trained SNN and its export get most right
+    assert out["agreement"]["source_accuracy"] >= 0.5
+
+
+@pytest.mark.lava
+def test_verify_warns_when_no_sample_produced_an_event(tmp_path, capsys):
+    """A bias-free network fed zeros never fires: 'identical' is then vacuous, and said so."""
+    pytest.importorskip("lava.lib.dl.netx", reason="lava-dl is not installed")
+    from nmtoolchain.ir import IF, Affine, Graph, Input, Output, save_graph
+
+    g = Graph()
+    g.add("x", Input(shape=(16,)))
+    g.add("fc", Affine(weight=np.ones((4, 16), np.float32)), ["x"])
+    g.add("n", IF(v_threshold=4.0, reset="to_reset"), ["fc"])
+    g.add("out", Output(), ["n"])
+    save_graph(g.infer_shapes(), tmp_path / "g.nmir")
+    np.savez(tmp_path / "ones.npz", x=np.ones((4, 16), np.float32))
+    np.savez(tmp_path / "zeros.npz", x=np.zeros((2, 16), np.float32), y=np.zeros(2, np.int64))
+    assert main(["export", str(tmp_path / "g.nmir"), "--target", "loihi2", "--calib",
+                 str(tmp_path / "ones.npz"), "-o", str(tmp_path / "g.loihi2")]) == 0
+    capsys.readouterr()
+    main(["verify", str(tmp_path / "g.loihi2"), "--data", str(tmp_path / "zeros.npz"),
+          "--samples", "2"])
+    assert "no sample produced a single event" in capsys.readouterr().err

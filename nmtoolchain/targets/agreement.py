@@ -113,4 +113,39 @@ def on_calibration(source: Graph, exported: Graph, calib: Any, steps: int) -> Ag
                    _labels(calib, len(spikes)))
 
 
-__all__ = ["Agreement", "measure", "on_calibration"]
+def against_source(directory: Union[str, Path], source: Graph, x: Optional[np.ndarray],
+                   y: Optional[np.ndarray], data: str) -> Agreement:
+    """:func:`measure` of a Loihi 2 export directory (its ``network.nmir`` in loihi
+    numerics, at its own step count) against ``source`` on analog samples ``x``
+    (N, *shape), rate-coded as the export records, or spike trains (N, T, *shape);
+    ``x`` None: the digits test split."""
+    import json
+
+    from nmtoolchain.calibration import _fit
+    from nmtoolchain.convert.encode import rate_encode
+    from nmtoolchain.datasets import load_digits_split
+    from nmtoolchain.errors import BadInputError
+    from nmtoolchain.ir import load_graph
+
+    directory = Path(directory)
+    graph_file, report_file = directory / "network.nmir", directory / "report.json"
+    if not graph_file.exists() or not report_file.exists():
+        raise BadInputError(f"{directory}: --against needs a netx export directory "
+                            "(network.nmir and report.json)")
+    exported = load_graph(graph_file).infer_shapes()
+    steps = int(json.loads(report_file.read_text()).get("timesteps", 16))
+    shape = tuple(source.inputs()[0].shape)
+    if x is None:
+        split = load_digits_split()
+        x, y, data = split.x_test, split.y_test, "digits test split"
+    x = _fit(np.asarray(x, np.float32), shape, data)
+    if x.ndim == len(shape) + 2 and np.isin(x, (0.0, 1.0)).all():
+        spikes = x
+    else:
+        enc = exported.metadata.get("input_encoding") or {}
+        spikes = rate_encode(x, steps, x_max=float(enc.get("x_max", 1.0)))
+    labels = None if y is None else np.asarray(y).reshape(-1)[:len(spikes)]
+    return measure(source, exported, spikes, steps, data, labels)
+
+
+__all__ = ["Agreement", "measure", "on_calibration", "against_source"]
