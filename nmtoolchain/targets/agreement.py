@@ -105,10 +105,12 @@ def measure(source: Graph, exported: Graph, spikes: np.ndarray, steps: int, data
 
 
 def on_calibration(source: Graph, exported: Graph, calib: Any, steps: int) -> Agreement:
-    """:func:`measure` on the export's calibration data (``--calib``)."""
+    """:func:`measure` on the export's calibration data (``--calib``), coded as the
+    export's input is (both sides see the same spikes)."""
     from nmtoolchain.calibration import calibration_spikes
 
-    spikes, origin, _ = calibration_spikes(source, calib, steps)
+    # the export's input encoding: a 'direct' (analog) input has been re-coded as rate
+    spikes, origin, _ = calibration_spikes(exported, calib, steps)
     return measure(source, exported, spikes, steps, f"calibration data: {origin}",
                    _labels(calib, len(spikes)))
 
