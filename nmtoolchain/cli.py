@@ -280,7 +280,9 @@ def verify(
     else:
         typer.echo("\n".join((agreement.lines() if agreement is not None else [])
                               + result.lines()))
-    events = [getattr(s, "events", None) for s in getattr(result, "samples", [])]
+    per_sample = getattr(result, "samples", None)  # loihi2: one record per sample
+    events = [getattr(s, "events", None) for s in per_sample] \
+        if isinstance(per_sample, (list, tuple)) else []
     if events and all(e == 0 for e in events):
         _note("nmtc: warning: no sample produced a single event (spike) in any layer; "
               "'identical' compares silent networks (check the input data and scaling)")
