@@ -94,10 +94,11 @@ def _shape(input_shape: Optional[str]):
     return parse_shape(input_shape) if input_shape else None
 
 
-def _load(model: Path, allow_pickle: bool, input_shape: Optional[str]):
+def _load(model: Path, allow_pickle: bool, input_shape: Optional[str],
+          dt: Optional[float] = None):
     from nmtoolchain.api import load
 
-    return load(model, allow_pickle=allow_pickle, input_shape=_shape(input_shape))
+    return load(model, allow_pickle=allow_pickle, input_shape=_shape(input_shape), dt=dt)
 
 
 ALLOW_PICKLE = typer.Option(
@@ -107,6 +108,10 @@ ALLOW_PICKLE = typer.Option(
          "file system. Without it such files are refused. Only for files you trust.")
 INPUT_SHAPE = typer.Option(
     None, "--input-shape", help="Per-sample input shape, e.g. 1,8,8 (for torch files without one).")
+DT = typer.Option(
+    None, "--dt", help="Simulation step of a NIR file's time constants, in their unit: 1e-4 for "
+                       "snnTorch's files (norse 1.1.0 writes dt x tau: 1e-6 for its 1e-3 step); "
+                       "1 reads them as steps.")
 
 
 # Shared options. --samples has one default (16) in simulate, report and verify:
@@ -131,11 +136,12 @@ def inspect(
     as_json: bool = JSON,
     allow_pickle: bool = ALLOW_PICKLE,
     input_shape: Optional[str] = INPUT_SHAPE,
+    dt: Optional[float] = DT,
 ) -> None:
     """Show a model's nodes, parameter/synapse/MAC totals and which targets can take it."""
     from nmtoolchain.report.inspect import inspect_graph, render_inspection
 
-    info = inspect_graph(_load(model, allow_pickle, input_shape))
+    info = inspect_graph(_load(model, allow_pickle, input_shape, dt))
     if as_json:
         _emit_json(info, default=str)
     else:
@@ -163,7 +169,15 @@ def export(
                                  help="Print JSON (a directory target: the report; a file: the path)."),
     allow_pickle: bool = ALLOW_PICKLE,
     input_shape: Optional[str] = INPUT_SHAPE,
-) -> None:
+    dt: Optional[float] = DT,
+    nir_version: Optional[str] = typer.Option(
+        None, "--nir-version", help="--target nir: the NIR version to write (default: the "
+                                    "installed nir's); 1.0.5 and older reset by subtraction."),
+    min_agreement: Optional[float] = typer.Option(
+        None, "--min-agreement",
+        help="--target loihi2 with --calib: exit 1 when fewer than this fraction of the "
+             "calibration samples predict the same class as the source model (in [0, 1])."),
+) -> int:
     """Export a model to a target, atomically (no partial output on failure).
 
     The target's pass pipeline runs first (loihi2: adapt a converted network, fold
@@ -174,11 +188,18 @@ def export(
     from nmtoolchain.frontends import parse_shape
     from nmtoolchain.targets import ExportOptions, export as export_to
 
+    if nir_version is not None and target != "nir":
+        raise BadInputError(f"--nir-version applies to --target nir, not {target}")
+    if min_agreement is not None and (target != "loihi2" or calib is None
+                                      or not 0.0 <= min_agreement <= 1.0):
+        raise BadInputError("--min-agreement takes a fraction in [0, 1] and applies to "
+                            "--target loihi2 with --calib (the data it is measured on)")
+    extra = {"nir_version": nir_version} if nir_version is not None else {}
     result = export_to(model, target, output,
                        ExportOptions(profile=profile, calib=calib, timesteps=timesteps,
-                                     force=force),
+                                     force=force, extra=extra),
                        allow_pickle=allow_pickle,
-                       input_shape=parse_shape(input_shape) if input_shape else None)
+                       input_shape=parse_shape(input_shape) if input_shape else None, dt=dt)
     if as_json:
         _emit_json(result.report if result.path.is_dir()
                    else {"target": result.target, "path": str(result.path)}, default=str)
@@ -188,6 +209,24 @@ def export(
             typer.echo(f"wrote {result.path}/ ({', '.join(result.files)})")
     else:
         _info(f"wrote {result.path}")
+    return _agreement_gate(result.report, min_agreement)
+
+
+def _agreement_gate(report: Any, min_agreement: Optional[float]) -> int:
+    """Exit 1 (and say so on stderr) when the export's agreement with its source is
+    below ``--min-agreement``; the export is written either way, for inspection."""
+    if min_agreement is None:
+        return 0
+    ag = report.get("agreement") if isinstance(report, dict) else None
+    if ag is None:
+        raise BadInputError("--min-agreement: this export measured no agreement (a netx "
+                            "export with --calib measures it)")
+    if ag["agreement"] >= min_agreement:
+        return 0
+    typer.echo(f"nmtc: agreement with the source model {ag['agreement']:.3f} is below "
+               f"--min-agreement {min_agreement:g} (the export was written; see its report)",
+               err=True)
+    return 1
 
 
 @app.command()
@@ -204,6 +243,13 @@ def verify(
     samples: int = SAMPLES,
     reset_interval: Optional[int] = RESET,
     as_json: bool = JSON,
+    against: Optional[Path] = typer.Option(
+        None, "--against", help="The source model: also measure how often the export "
+                                "predicts what the source predicts (float), on --data or "
+                                "--dataset (default: the digits test split)."),
+    min_agreement: Optional[float] = typer.Option(
+        None, "--min-agreement", help="With --against: exit 1 below this agreement."),
+    dt: Optional[float] = DT,
 ) -> int:
     """Run an export in its referee and in nmtc; exit 1 if they differ.
 
@@ -220,13 +266,46 @@ def verify(
             raise BadInputError("give -T/--timesteps (--steps is its deprecated name), not both")
         _note("nmtc: note: --steps is deprecated; use -T/--timesteps")
         timesteps = steps
+    if min_agreement is not None and against is None:
+        raise BadInputError("--min-agreement applies with --against MODEL")
     result = verify_export(directory, data, dataset=dataset, timesteps=timesteps,
                            samples=samples, reset_interval=reset_interval)
+    agreement = _against(directory, against, data, dataset, samples, dt) \
+        if against is not None else None
     if as_json:
-        _emit_json(result.as_dict())
+        out = result.as_dict()
+        if agreement is not None:
+            out = {"agreement": agreement.as_dict(), **out}
+        _emit_json(out)
     else:
-        typer.echo("\n".join(result.lines()))
-    return 0 if result.identical else 1
+        typer.echo("\n".join((agreement.lines() if agreement is not None else [])
+                              + result.lines()))
+    per_sample = getattr(result, "samples", None)  # loihi2: one record per sample
+    events = [getattr(s, "events", None) for s in per_sample] \
+        if isinstance(per_sample, (list, tuple)) else []
+    if events and all(e == 0 for e in events):
+        _note("nmtc: warning: no sample produced a single event (spike) in any layer; "
+              "'identical' compares silent networks (check the input data and scaling)")
+    rc = 0 if result.identical else 1
+    if agreement is not None and min_agreement is not None and \
+            agreement.agreement < min_agreement:
+        typer.echo(f"nmtc: agreement with the source model {agreement.agreement:.3f} is below "
+                   f"--min-agreement {min_agreement:g}", err=True)
+        rc = 1
+    return rc
+
+
+def _against(directory: Path, model: Path, data: Optional[Path], dataset: Optional[str],
+             samples: int, dt: Optional[float]) -> Any:
+    """Source-vs-export agreement for ``verify --against``."""
+    from nmtoolchain.api import _inputs, load
+    from nmtoolchain.targets.agreement import against_source
+
+    source = load(model, dt=dt)
+    if data is None and dataset is None:
+        return against_source(directory, source, None, None, "")
+    inputs = _inputs(source, data, None, dataset, samples)
+    return against_source(directory, source, inputs.x, inputs.y, inputs.description)
 
 
 @contextlib.contextmanager
@@ -262,7 +341,7 @@ def simulate(
     as_json: bool = JSON,
     allow_pickle: bool = ALLOW_PICKLE, input_shape: Optional[str] = INPUT_SHAPE,
     rule: Optional[str] = typer.Option(None, "--rule", help=RULE_HELP),
-    device: str = DEVICE,
+    device: str = DEVICE, dt: Optional[float] = DT,
 ) -> None:
     """Simulate a model step by step; print counts, energy and latency under one profile."""
     from nmtoolchain.api import simulate as run_simulation
@@ -273,7 +352,7 @@ def simulate(
                              numerics=numerics, samples=samples, profile=profile,
                              reset_interval=reset_interval, input_shape=_shape(input_shape),
                              allow_pickle=allow_pickle, progress=progress, rule=rule,
-                             device=device)
+                             device=device, dt=dt)
     if as_json:
         _emit_json(run.report)
     else:
@@ -305,7 +384,7 @@ def report(
     reset_interval: Optional[int] = RESET,
     as_json: bool = JSON,
     allow_pickle: bool = ALLOW_PICKLE, input_shape: Optional[str] = INPUT_SHAPE,
-    device: str = DEVICE,
+    device: str = DEVICE, dt: Optional[float] = DT,
 ) -> None:
     """Energy and latency per hardware profile, and where the profiles disagree."""
     from nmtoolchain.api import report as run_report
@@ -325,7 +404,7 @@ def report(
                          progress=progress,
                          rules=[r.strip() for t in (rule or []) for r in t.split(",")
                                 if r.strip()] or None,
-                         device=device)
+                         device=device, dt=dt)
     if html_out is not None:
         write_html(run.report, html_out)
     if as_json:
@@ -346,13 +425,14 @@ def convert(
     no_precharge: bool = typer.Option(
         False, "--no-precharge", help="Start membranes at 0 instead of λ/2."),
     allow_pickle: bool = ALLOW_PICKLE, input_shape: Optional[str] = INPUT_SHAPE,
+    dt: Optional[float] = DT,
 ) -> None:
     """Convert a QCFS ANN into an IF SNN graph (MST/QCFS rule) and write it atomically."""
     from nmtoolchain.api import convert as convert_model
     from nmtoolchain.ir import save_graph
 
     snn = convert_model(model, method=method, timesteps=timesteps, precharge=not no_precharge,
-                        input_shape=_shape(input_shape), allow_pickle=allow_pickle)
+                        input_shape=_shape(input_shape), allow_pickle=allow_pickle, dt=dt)
     path = save_graph(snn, output)
     n_if = sum(1 for n in snn if n.op_name == "IF")
     _info(f"wrote {path} ({n_if} IF layer(s), precharge {'off' if no_precharge else 'on'})")
@@ -382,6 +462,7 @@ def check_accuracy(
     seed: int = typer.Option(0, "--seed", help="Run seed of the spike masks (RSM); recorded."),
     as_json: bool = JSON,
     allow_pickle: bool = ALLOW_PICKLE, input_shape: Optional[str] = INPUT_SHAPE,
+    dt: Optional[float] = DT,
 ) -> int:
     """Accuracy of the ANN and of its MST-converted SNN against time step; exit 1 if a gate fails.
 
@@ -396,7 +477,7 @@ def check_accuracy(
     res = run_check(model, data, dataset=dataset, timesteps=timesteps, samples=samples,
                     min_accuracy=min_accuracy, max_drop=max_drop, target=target, calib=calib,
                     precharge=not no_precharge, input_shape=_shape(input_shape),
-                    allow_pickle=allow_pickle, seed=seed)
+                    allow_pickle=allow_pickle, seed=seed, dt=dt)
     res = dataclasses.replace(res, model=str(model))
     if as_json:
         _emit_json(res.as_dict())

@@ -72,6 +72,8 @@ class NetxExport:
     notes: List[str]
     pass_lines: List[str]
     passes: List[Dict[str, Any]]
+    #: source-vs-export agreement (nmtoolchain.targets.agreement), printed first
+    agreement: Any = None
 
 
 @dataclass
@@ -223,6 +225,9 @@ def write_netx_export(ex: NetxExport, out_dir: Path, force: bool
     quant_lines = list(ex.qreport.lines()) if ex.qreport is not None else [quant["note"]]
     report, lines = build_report(ex.model, ex.graph, ex.plan, ex.profile_id, ex.timesteps, quant,
                                  quant_lines, mapping, mapping_lines, ex.notes, ex.pass_lines, ex.passes)
+    if ex.agreement is not None:  # first: whether the export still does what the source did
+        report = {"agreement": ex.agreement.as_dict(), **report}
+        lines = lines[:1] + ex.agreement.lines() + lines[1:]
 
     def write(tmp: Path) -> None:
         write_network(ex.plan, tmp / FILES["network"])

@@ -297,13 +297,23 @@ class Loihi2Target(Target):
                 pipeline.lines(), pipeline.as_dicts(),
                 pipeline.result_of("quantize_token_graph")), out, compiled.options.force)
         else:
+            agreement = None
+            if compiled.options.calib is not None and compiled.source is not None:
+                from nmtoolchain.targets.agreement import on_calibration
+
+                try:
+                    agreement = on_calibration(compiled.source, compiled.graph,
+                                               compiled.options.calib,
+                                               int(compiled.options.timesteps))
+                except NmtcError as e:  # the export stands; say why it was not measured
+                    notes.append(f"agreement with the source not measured: {e}")
             mapping = pipeline.result_of("map_onto_cores")
             map_rec = next(r for r in pipeline.records if r.name == "map_onto_cores")
             report, lines, files = write_netx_export(NetxExport(
                 compiled.model, compiled.graph, art.plan, prof_id, int(compiled.options.timesteps),
                 pipeline.result_of("quantize_for_loihi"), mapping,
                 None if map_rec.ran else map_rec.skipped_because, notes, pipeline.lines(),
-                pipeline.as_dicts()), out, compiled.options.force)
+                pipeline.as_dicts(), agreement), out, compiled.options.force)
         return ExportResult(self.name, out, files, report, lines, compiled)
 
 
