@@ -371,5 +371,62 @@ def check_accuracy(model: Model, x: Optional[Data] = None, y: Optional[Data] = N
                   data=inputs.description, seed=seed)
 
 
+def search(space: str = "small", *, params: Sequence[float] = (11e6, 12e6),
+           profile: str = "cmos45nm", energy_weight: float = 0.0,
+           energy_budget_j: Optional[float] = None, fit: Optional[str] = None, seed: int = 0,
+           workers: int = 1, ray_address: Optional[str] = None, energy: bool = False,
+           energy_batch: int = 4, out_dir: Optional[Union[str, Path]] = None,
+           progress: Optional[Callable[[int, int], None]] = None, **constants: Any) -> Any:
+    """AutoST's training-free search (:mod:`nmtoolchain.methods.autost`).
+
+    Fitness is the syops FLOPs proxy within the parameter window ``params``
+    (100-class head); ``energy_weight`` (per mJ) and ``energy_budget_j`` add
+    energy at initialisation on ``profile``; ``fit`` ("loihi2:K" or "speck")
+    keeps only candidates that fit. ``energy`` measures energy at init for
+    every evaluated candidate after the search (on ``workers`` local processes
+    or the Ray cluster at ``ray_address``). ``constants`` override the
+    published ones (population, iterations, select, mutations, crossovers,
+    s_prob, m_prob). Returns a
+    :class:`~nmtoolchain.methods.autost.search.SearchResult`; with ``out_dir``
+    also writes candidates.jsonl, best_config.json, best.pt, summary.json and
+    the proxy/energy plot (their paths in ``result.notes``)."""
+    from nmtoolchain.methods.autost.evaluate import EnergyJob, Scorer
+    from nmtoolchain.methods.autost.search import FitConstraint, SearchConfig, run_search
+
+    lo, hi = (float(v) for v in params)
+    if not 0 <= lo <= hi:
+        raise BadInputError(f"--params {lo:g}-{hi:g}: expected MIN <= MAX, both >= 0")
+    known = {"population", "iterations", "select", "mutations", "crossovers", "s_prob",
+             "m_prob", "num_classes"}
+    unknown = sorted(set(constants) - known)
+    if unknown:
+        raise BadInputError(f"search: unknown setting(s) {unknown}; known: {sorted(known)}")
+    cfg = SearchConfig(space=space, min_params=lo, max_params=hi, seed=int(seed),
+                       energy_weight=float(energy_weight), energy_budget_j=energy_budget_j,
+                       profile=profile, fit=FitConstraint.parse(fit) if fit else None,
+                       **constants)
+    job = EnergyJob(profile=profile, batch=int(energy_batch), seed=int(seed),
+                    num_classes=cfg.num_classes)
+    with Scorer(job, workers=int(workers), ray_address=ray_address) as scorer:
+        result = run_search(cfg, scorer if cfg.needs_energy() else None, progress)
+        if energy and not cfg.needs_energy():
+            import time
+
+            t0 = time.perf_counter()
+            todo = [ev for ev in result.evaluated if ev.energy_pj is None]
+            for ev, e in zip(todo, scorer([ev.candidate for ev in todo])):
+                ev.energy_pj = float(e)
+            result.notes.append(f"energy at init of {len(todo)} candidates on {profile}: "
+                                f"{time.perf_counter() - t0:.1f} s with "
+                                + (f"Ray at {ray_address or 'local'}" if ray_address is not None
+                                   else f"{workers} worker(s)"))
+    if out_dir is not None:
+        from nmtoolchain.methods.autost.outputs import write_results
+
+        files = write_results(result, Path(out_dir))
+        result.notes.extend(f"wrote {k}: {v}" for k, v in files.items())
+    return result
+
+
 __all__ = ["load", "convert", "simulate", "report", "export", "verify", "check_accuracy",
-           "Simulation", "DEFAULT_SAMPLES"]
+           "search", "Simulation", "DEFAULT_SAMPLES"]

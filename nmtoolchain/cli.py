@@ -420,6 +420,69 @@ def check_accuracy(
 
 
 @app.command()
+def search(
+    space: str = typer.Option("small", "--space", help="AutoST search space: tiny, small or base."),
+    params: str = typer.Option("11-12", "--params",
+                               help="Parameter window MIN-MAX in millions (100-class head)."),
+    profile: str = typer.Option("cmos45nm", "--profile", "-p",
+                                help="Profile that prices energy at initialisation."),
+    energy_budget: Optional[float] = typer.Option(
+        None, "--energy-budget", help="Energy budget in J per inference (measured at init)."),
+    energy_weight: float = typer.Option(
+        0.0, "--energy-weight", help="Fitness = GFLOPs - weight x energy at init (mJ)."),
+    fit: Optional[str] = typer.Option(None, "--fit",
+                                      help="Hardware fit: loihi2:K (at most K chips) or speck."),
+    energy: bool = typer.Option(False, "--energy",
+                                help="Measure energy at init of every evaluated candidate."),
+    seed: int = typer.Option(0, "--seed", help="Seed of every random draw."),
+    workers: int = typer.Option(1, "--workers", help="Local processes scoring energy."),
+    ray: Optional[str] = typer.Option(None, "--ray",
+                                      help="Score energy on this Ray cluster ('' or auto)."),
+    out: Optional[Path] = typer.Option(None, "-o", "--out", help="Folder for the results."),
+    as_json: bool = JSON,
+) -> None:
+    """AutoST: training-free evolutionary search of a spiking transformer (FLOPs proxy)."""
+    from nmtoolchain.api import search as run_search
+    from nmtoolchain.methods.autost.outputs import summary
+
+    lo, sep, hi = params.partition("-")
+    try:
+        window = (float(lo) * 1e6, float(hi) * 1e6)
+    except ValueError:
+        raise BadInputError(f"--params {params!r}: expected MIN-MAX in millions, e.g. 11-12") \
+            from None
+    with _search_progress() as progress:
+        result = run_search(space, params=window, profile=profile, energy_weight=energy_weight,
+                            energy_budget_j=energy_budget, fit=fit, seed=seed, workers=workers,
+                            ray_address=ray, energy=energy, out_dir=out, progress=progress)
+    info = summary(result)
+    if as_json:
+        _emit_json(info)
+        return
+    best = info["best"]
+    _info(f"AutoST {space} space, seed {seed}: {info['evaluated']} candidates evaluated "
+          f"({info['draws']} drawn) in {result.wall_s:.1f} s")
+    _info(f"best {best['label']}: {best['gflops_syops']:.3f} GFLOPs (syops), "
+          f"{best['parameters'] / 1e6:.3f} M parameters, {best['macs_clean'] / 1e9:.3f} G MACs")
+    for line in result.notes:
+        _info(line)
+
+
+@contextlib.contextmanager
+def _search_progress() -> Iterator[Optional[Callable[[int, int], None]]]:
+    """A progress bar of evaluated candidates (a terminal only, not with --quiet)."""
+    if _state["quiet"] or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.progress import BarColumn, Progress, TextColumn
+
+    with Progress(TextColumn("searching"), BarColumn(), TextColumn("{task.description}"),
+                  console=_console(stderr=True), transient=True) as bar:
+        task = bar.add_task("", total=None)
+        yield lambda n, gen: bar.update(task, description=f"{n} evaluated, generation {gen}")
+
+
+@app.command()
 def demo(as_json: bool = JSON) -> None:
     """Run the main job on the embedded default (bundled digits model and data)."""
     from nmtoolchain.demo import _plain, run_demo

@@ -25,6 +25,7 @@ from nmtoolchain.errors import BadInputError
 from nmtoolchain.nn import QCFS
 from nmtoolchain.models.mst import MINI_MST_DEFAULTS, build_mini_mst
 from nmtoolchain.models.spikformer import SPIKFORMER_DEFAULTS, build_spikformer
+from nmtoolchain.models.atsnn import ATSNN_DEFAULTS, build_atsnn
 
 CHECKPOINT_VERSION = 1
 
@@ -127,6 +128,7 @@ ARCHITECTURES: Dict[str, Callable[[Mapping[str, Any]], nn.Module]] = {
     "cnn": build_cnn,
     "mini_mst": build_mini_mst,
     "spikformer": build_spikformer,  # vanilla Spikformer and AutoST's variant (config 'variant')
+    "atsnn": build_atsnn,  # Spikformer with AT-SNN token halting and merging
 }
 
 
@@ -134,11 +136,11 @@ ARCHITECTURES: Dict[str, Callable[[Mapping[str, Any]], nn.Module]] = {
 #: (float32: 400 MB), so a mistyped size cannot exhaust memory while building
 MAX_CONFIG_PARAMETERS = 100_000_000
 _DEFAULTS_OF = {"mlp": MLP_DEFAULTS, "cnn": CNN_DEFAULTS, "mini_mst": MINI_MST_DEFAULTS,
-                "spikformer": SPIKFORMER_DEFAULTS}
+                "spikformer": SPIKFORMER_DEFAULTS, "atsnn": ATSNN_DEFAULTS}
 #: config keys that take one positive integer or one per block (AutoST's per-block search)
 _INT_OR_LIST = ("heads", "mlp_ratio")
 #: numeric config keys that may be 0 (all other ints must be >= 1)
-_MAY_BE_ZERO = ("mask_p", "mlp_mask_p", "depth")
+_MAY_BE_ZERO = ("mask_p", "mlp_mask_p", "depth", "merge_r", "merge_block")
 
 
 def _check_value(name: str, key: str, value: Any, default: Any) -> None:
@@ -190,7 +192,7 @@ def _estimated_parameters(name: str, cfg: Mapping[str, Any]) -> int:
             total += c_in * c * k * k + 4 * c
             c_in = c
         return total + c_in * cfg["input_size"] ** 2 * cfg["num_classes"]
-    if name == "spikformer":
+    if name in ("spikformer", "atsnn"):
         d, depth = cfg["embed_dim"], cfg["depth"]
         ratios = cfg["mlp_ratio"] if isinstance(cfg["mlp_ratio"], list) else [cfg["mlp_ratio"]] * depth
         sps = 9 * (cfg["in_channels"] * d // 8 + d * d // 32 + d * d // 8 + d * d // 2 + d * d)

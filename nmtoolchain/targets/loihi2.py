@@ -60,6 +60,8 @@ PIPELINE_OPS = frozenset(NETX_BUILDERS) | frozenset(NEURON_OPS) | {
 #: Lava-only ops that no pass can make netx layers of (Add is netx's dense_rec in a
 #: recurrent layer): exported only from an already quantized graph.
 LAVA_ONLY_NOT_NETX = tuple(op for op in LAVA_SIMULATOR_ONLY_OPS if op not in PIPELINE_OPS)
+#: AT-SNN's token nodes: refused by name, first (no pass can make netx layers of them)
+TOKEN_OPS = ("TokenHalt", "TokenMerge")
 #: The requirement a dry run states for a converted network.
 CALIB_IGNORED = "--calib ignored: the model is already quantized for Loihi"
 NEEDS_CALIB = ("--calib: a converted network (subtract reset, pre-charge or an analog output) "
@@ -92,13 +94,19 @@ def loihi2_refusals(graph: Graph, *, allow_scale: bool = True) -> List[Refusal]:
                 "runs only as a Lava process, which nmtc exports only from an already quantized "
                 "graph (integer weights, Loihi CUBA neurons); quantizing float graphs with "
                 f"{'/'.join(LAVA_SIMULATOR_ONLY_OPS)} is not supported yet")))
+        elif n.op_name in TOKEN_OPS:
+            out.append(Refusal(n.name, n.op_name, (
+                "is AT-SNN's data-dependent token halting/merging (runtime token masks shared "
+                "across blocks and steps), which no lava-dl netx layer holds; run it in "
+                "nmtc simulate")))
         elif n.op_name not in allowed:
             hint = (f" (its spike amplitude cannot be folded into weights: {why_scale[n.name]})"
                     if n.name in why_scale else op_hint(n.op_name))
             out.append(Refusal(n.name, n.op_name,
                                f"cannot be exported to Loihi 2 through lava-dl netx{hint}"))
-    # a QCFS ANN is told to convert first: that advice covers its BatchNorm too
-    return sorted(out, key=lambda r: r.op != "QCFS")
+    # a QCFS ANN is told to convert first: that advice covers its BatchNorm too; a
+    # token node is named before the layers around it
+    return sorted(out, key=lambda r: (r.op != "QCFS", r.op not in TOKEN_OPS))
 
 
 def token_input_levels(calib: Any) -> int:

@@ -97,6 +97,13 @@ class ActivityCounter:
             c["max_in"] = torch.stack([r.max for r in ranges]).amax(0).float()
             binary = [x.dtype != torch.bool and bool(r.max.max() <= 1) and bool(r.min.min() >= 0)
                       for r, x in zip(ranges, xs)]
+            # a synapse's output labelled with its input's kind (e.g. a conv or a bias
+            # fed no spikes) can lie in [0, 1] without being 0/1: not binary (syops rule)
+            offgrid = [b and not self.graph[s].op.is_neuron and not torch.equal(x, x.round())
+                       for b, x, s in zip(binary, xs, node.inputs)]
+            binary = [b and not o for b, o in zip(binary, offgrid)]
+            c["nonbinary_in"] = torch.stack([(r.min < 0) | (r.max > 1) for r in ranges]
+                                            ).any(0).float() + float(any(offgrid))
         # binary spikes (values 0/1) are their own event mask: no second pass over them;
         # other masks are built only where a matmul needs them
         c["events_in"] = sum(_nonzero(x, n) for x in xs)
@@ -201,7 +208,11 @@ def static_facts(graph: Graph, name: str, series: Optional[Dict[str, np.ndarray]
         "inputs": list(node.inputs), "output_shape": list(node.shape),
         "has_bias": bool(np.any(bias) if isinstance(bias, np.ndarray) else False),
         "input_numel": int(sum(np.prod(graph[s].shape) for s in node.inputs)),
-        "input_binary": bool(series is not None and "max_in" in series
-                             and series["max_in"].max() <= 1),
+        # syops' test (at most two values, all in [0, 1]): spikes that stayed 0/1,
+        # or an input that was zero throughout the run (a silent layer's output)
+        "input_binary": bool(series is not None and (
+            ("max_in" in series and series["max_in"].max() <= 1
+             and not series.get("nonbinary_in", np.zeros(1)).any())
+            or ("events_in" in series and not series["events_in"].any()))),
         "input_kind": [kinds.get(s, "analog") for s in node.inputs],
     }
