@@ -728,7 +728,7 @@ def test_block_report_lists_netx_and_lava_simulator_only_nodes(block_export):
         report["mapping"]["note"]
     txt = (out_dir / "report.txt").read_text()
     assert "only in Lava's simulator: k_t, scores, attn_v, res1, res2" in txt
-    assert "not mapped: Lava-only ops" in txt
+    assert "deployable part only" in txt
 
 
 def test_lava_graph_json_says_which_nodes_are_lava_dense_lif_and_which_nmtc_processes(
