@@ -53,13 +53,22 @@ if it holds QCFS and sets p on its masks with ``--preset``, WITHOUT retraining
     .venv/bin/python benchmarks/rsm_masking_sweep.py --arch mini_mst --plot /tmp/rsm_mst.png
     .venv/bin/python benchmarks/rsm_masking_sweep.py --arch mini_mst --preset mst+mlp
 
-The mini-MST figures of issue 18 come from
+The mini-MST table of issue 18 (README, MST section) comes from
 
     .venv/bin/python benchmarks/rsm_masking_sweep.py --arch mini_mst --ps 0 0.5 0.75 \
-        --seeds 3 --presets mst mst+mlp --epochs 30 --jobs 2
+        --seeds 3 --presets mst mst+mlp --epochs 15 --jobs 2 [--json rows.json]
 
-(15 trainings of the 2-block shifted-window mini-MST; about 15-25 minutes on a
-shared 2-core CPU). The CNN sweep takes about 1.5 minutes.
+(15 trainings of the 2-block shifted-window mini-MST, 15 epochs instead of the
+bundled model's 60 to fit a shared 2-core CPU: about 30 minutes there).
+``--json`` writes every task's figures with the thread counts; ``--from-json``
+re-prints the multi-seed summaries from such a file. Thread counts: torch's
+CPU kernels sum in a thread-count-dependent order (the same seed trained 3
+epochs on 1 and on 2 threads gave weights up to 0.10 apart), so every task
+trains and simulates on ``TASK_THREADS`` = 1 thread whatever the host has or
+``--jobs`` says; the same command with OMP_NUM_THREADS=1 --jobs 1 and with
+OMP_NUM_THREADS=2 --jobs 2 gives identical figures (checked with --seeds 1 --ps 0
+0.75 --epochs 2 --steps 8 and --json: every figure equal, only timings differ). The CNN sweep takes about
+1.5 minutes.
 """
 from __future__ import annotations
 
@@ -208,6 +217,9 @@ VIEWS = ("graph", "spiking")
 #: energy columns: (label, profile, rule or None for the profile's default rule)
 ENERGY_COLUMNS = (("cmos45nm", "cmos45nm", None), ("cmos45nm/fanout", "cmos45nm", "fanout"),
                   ("loihi2", "loihi2", None), ("loihi1", "loihi1", None))
+#: torch CPU threads of every sweep task (training and simulation): torch's kernels sum
+#: in a thread-count-dependent order, so the count is fixed, not taken from the host
+TASK_THREADS = 1
 PAPER_POWER_CHANGE = -0.268  # MST at p = 0.75, "with no performance drop" (seeds.md §2.4)
 
 
@@ -315,7 +327,9 @@ def measure_mst(snn: Graph, x: np.ndarray, y: np.ndarray, steps: int,
         row["work"][view] = {
             "qk": work([b["qk"] for b in layout if b["qk"]]), "pv": work([b["pv"] for b in layout]),
             "attn": work(attn), "path": work(path),
-            "sops": c.total("synops") / per, "macs": c.total("macs") / per, "total": work()}
+            "sops": c.total("synops") / per, "macs": c.total("macs") / per, "total": work(),
+            # every preset's masked path: p = 0 is one model shared by the presets
+            "path_of": {pr: work(masked_path(snn, roles=PRESETS[pr])) for pr in PRESETS}}
         energy = {}
         for label, prof, rule in ENERGY_COLUMNS:
             comp = compare_profiles(c, [prof], reference=prof, rule=rule, graph=snn)
@@ -370,7 +384,7 @@ def _mst_task(task: Tuple[str, int, float, int, int, bool]) -> Dict[str, object]
     thread: train, convert, mask, measure (masks off too when ``with_off``)."""
     import torch
 
-    torch.set_num_threads(1)  # simulation sums in a thread-independent order too
+    torch.set_num_threads(TASK_THREADS)  # simulation sums in a thread-independent order too
     preset, seed, p, steps, epochs, with_off = task
     split = load_digits_split()
     roles = PRESETS[preset]
@@ -388,6 +402,14 @@ def _mst_task(task: Tuple[str, int, float, int, int, bool]) -> Dict[str, object]
     return row
 
 
+def _progress(row: Dict[str, object], done: int, total: int) -> Dict[str, object]:
+    """Print one finished task (so a long sweep shows its results as they come); returns it."""
+    print(f"task {done}/{total}: preset {row['preset']} seed {row['seed']} p={row['p']:g}: "
+          f"ANN {100 * row['ann_acc']:.2f}%, SNN {100 * row['acc']:.2f}%, "
+          f"train {row['train_s']:.0f} s, simulate {row['sim_s']:.0f} s", flush=True)
+    return row
+
+
 def sweep_mst_seeds(ps: Sequence[float], steps: int, epochs: int, presets: Sequence[str],
                     seeds: Sequence[int], jobs: int) -> Dict[str, Dict[int, List[Dict]]]:
     """preset -> seed -> rows by p; every task trains on one thread in its own
@@ -396,13 +418,16 @@ def sweep_mst_seeds(ps: Sequence[float], steps: int, epochs: int, presets: Seque
     tasks = [(presets[0], s, 0.0, steps, epochs, False) for s in seeds]
     tasks += [(pr, s, p, steps, epochs, s == seeds[0]) for pr in presets for s in seeds
               for p in ps if p > 0]
+    rows = []
     if jobs > 1:
         import multiprocessing
 
         with multiprocessing.get_context("spawn").Pool(jobs) as pool:
-            rows = pool.map(_mst_task, tasks, chunksize=1)
+            for row in pool.imap_unordered(_mst_task, tasks, chunksize=1):
+                rows.append(_progress(row, len(rows) + 1, len(tasks)))
     else:
-        rows = [_mst_task(t) for t in tasks]
+        for t in tasks:
+            rows.append(_progress(_mst_task(t), len(rows) + 1, len(tasks)))
     zero = {r["seed"]: r for r in rows if r["p"] == 0}
     out: Dict[str, Dict[int, List[Dict]]] = {}
     for pr in presets:
@@ -413,11 +438,46 @@ def sweep_mst_seeds(ps: Sequence[float], steps: int, epochs: int, presets: Seque
     return out
 
 
+def write_rows(path: Path, runs: Dict[str, Dict[int, List[Dict]]], argv: Sequence[str],
+               jobs: int, steps: int, epochs: int) -> None:
+    """Every task's row as JSON, with the command and the thread counts (training
+    and simulation: :data:`TASK_THREADS` per task whatever the host has)."""
+    import json
+
+    import torch
+
+    doc = {"command": " ".join(argv), "host_torch_threads": torch.get_num_threads(),
+           "task_threads": TASK_THREADS, "jobs": jobs, "steps": steps, "epochs": epochs,
+           "runs": {pr: {str(sd): rows for sd, rows in by.items()} for pr, by in runs.items()}}
+    path.write_text(json.dumps(doc, indent=1, default=float))
+    print(f"wrote {path}")
+
+
+def reprint(path: Path) -> None:
+    """The multi-seed summaries of a :func:`write_rows` file, without running anything."""
+    import json
+
+    doc = json.loads(path.read_text())
+    print(f"from {path}: command {doc['command']}; host torch threads "
+          f"{doc['host_torch_threads']}, task threads {doc['task_threads']}, jobs {doc['jobs']}")
+    for preset, by in doc["runs"].items():
+        rows = {int(sd): r for sd, r in by.items()}
+        steps, epochs = doc.get("steps", "?"), doc.get("epochs", "?")
+        print_seed_summary(rows, preset, steps, epochs)
+
+
 def _ms(values: Sequence[float], scale: float = 100.0, unit: str = "") -> str:
     """mean ± sample s.d. [min, max] (s.d. over seeds)."""
     v = scale * np.asarray(values, dtype=float)
     sd = v.std(ddof=1) if len(v) > 1 else 0.0
     return f"{v.mean():6.2f}{unit} ± {sd:4.2f} [{v.min():6.2f}, {v.max():6.2f}]"
+
+
+def _path_work(row: Dict[str, object], view: str, preset: str) -> float:
+    """Work per inference on ``preset``'s masked path in ``view`` (rows without
+    ``path_of``, from older files: the path of the roles the row was measured with)."""
+    work = row["work"][view]
+    return work.get("path_of", {}).get(preset, work["path"])
 
 
 def print_seed_summary(by_seed: Dict[int, List[Dict]], preset: str, steps: int,
@@ -443,6 +503,12 @@ def print_seed_summary(by_seed: Dict[int, List[Dict]], preset: str, steps: int,
         share = [by_seed[s][i]["work"]["graph"]["attn"] / by_seed[s][i]["work"]["graph"]["total"]
                  for s in seeds]
         print(f"{p:>5.2f} {_ms(share):>30}")
+    print("masked-path share of the work per inference (the nodes this preset's masks feed, "
+          "up to the next neuron: the most RSM can remove), %; graph view | spiking view:")
+    for i, p in enumerate(ps):
+        cells = [_ms([_path_work(by_seed[s][i], v, preset) / by_seed[s][i]["work"][v]["total"]
+                      for s in seeds]) for v in VIEWS]
+        print(f"{p:>5.2f} {cells[0]:>30} | {cells[1]}")
     print("energy change vs p=0 (same seed), % (mean ± s.d. [min, max]); profile/rule, view:")
     for view in VIEWS:
         for lab in labels:
@@ -482,7 +548,8 @@ def print_mst_tables(rows: List[Dict[str, object]], preset: str, steps: int, n_t
     print(f"{'p':>5} {'view':>8}" + "".join(f" {h:>11} {'Δ':>7}" for _, h in cols))
     for view in VIEWS:
         for r in rows:
-            w, w0 = r["work"][view], r0["work"][view]
+            w = dict(r["work"][view], path=_path_work(r, view, preset))
+            w0 = dict(r0["work"][view], path=_path_work(r0, view, preset))
             print(f"{r['p']:>5.2f} {view:>8}" + "".join(
                 f" {w[k]:>11.0f} {rel(w[k], w0[k])}" for k, _ in cols))
     print("\nenergy per inference (µJ) = compare_profiles on the view's counts; cmos45nm = its "
@@ -585,11 +652,20 @@ def main() -> None:
     ap.add_argument("--preset", default="mst", choices=sorted(PRESETS),
                     help="RSM preset used with --model and --arch mini_mst")
     ap.add_argument("--plot", type=Path, default=None, help="write a PNG here")
+    ap.add_argument("--from-json", type=Path, default=None,
+                    help="re-print the multi-seed summaries of a --json file (no run)")
+    ap.add_argument("--json", type=Path, default=None,
+                    help="mini_mst: write every task's row (figures, seed, thread counts) "
+                         "here; timings under 'train_s'/'sim_s' are the only fields that vary "
+                         "between runs")
     args = ap.parse_args()
     ps = sorted(set(args.ps))
     if ps[0] != 0.0:
         ps = [0.0] + ps  # the reference for relative changes
     t0 = time.time()
+    if args.from_json:
+        reprint(args.from_json)
+        return
     if args.arch == "mini_mst" and args.model is None:
         import torch
 
@@ -599,6 +675,8 @@ def main() -> None:
         print(f"command: {' '.join(sys.argv)}; torch threads here {torch.get_num_threads()} "
               f"(training and simulation use 1 per task), jobs {args.jobs}")
         runs = sweep_mst_seeds(ps, args.steps, epochs, presets, seeds, args.jobs)
+        if args.json:
+            write_rows(args.json, runs, sys.argv, args.jobs, args.steps, epochs)
         n_test = len(load_digits_split().y_test)
         for preset in presets:
             rows = runs[preset][seeds[0]]

@@ -130,3 +130,22 @@ def test_the_two_views_differ_in_energy_by_the_rebooked_pv_ops_only(bundled, x):
     want = (0.9 * view.total("synops", pv) - 4.6 * counts.total("macs", pv)) / 16
     assert e["spiking"] - e["graph"] == pytest.approx(want, rel=1e-6)
     assert want != 0
+
+
+def test_sweep_masked_path_of_mst_plus_mlp_adds_exactly_both_mlp_linears(bundled, x):
+    """The sweep's per-preset masked path (shared p = 0 row): 'mst+mlp' - 'mst' =
+    the counted work of fc1 and fc2 of every block, found by their torch source."""
+    snn, cfg = bundled
+    sweep = _sweep_module()
+    g = apply_rsm(snn, 0.0, preset="mst")
+    n = 8
+    row = sweep.measure_mst(g, x[:n], np.zeros(n, dtype=int), 4, ("q", "k", "score"))
+    res = simulate(g, x[:n], 4)  # the same run again (p = 0: no mask draws anything)
+    mlp = [v.name for v in g if v.annotations.get("source") in
+           {f"blocks.{i}.{fc}" for i in range(int(cfg["depth"])) for fc in ("fc1", "fc2")}]
+    assert len(mlp) == 2 * int(cfg["depth"])
+    want = (res.counts.total("synops", mlp) + res.counts.total("macs", mlp)) / n
+    paths = row["work"]["graph"]["path_of"]
+    assert want > 0
+    assert paths["mst+mlp"] - paths["mst"] == pytest.approx(want, rel=1e-9)
+    assert paths["mst"] == pytest.approx(row["work"]["graph"]["path"], rel=1e-12)

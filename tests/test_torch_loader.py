@@ -509,7 +509,7 @@ def test_an_op_outside_the_tables_is_refused_naming_the_op_and_where():
     with pytest.raises(UnsupportedOpError) as fx_err:
         graph_from_module(Sigmoid(), (3,), origin="s.pt")
     assert str(fx_err.value).startswith(
-        "model 's.pt': function torch.sigmoid (node 'sigmoid') is not supported "
+        "model 's.pt': function torch.sigmoid (node 'sigmoid' in module 'inner') is not supported "
         "(supported: ")
     assert "F.relu" in str(fx_err.value) and ".view()" in str(fx_err.value)
     with pytest.raises(UnsupportedOpError) as ts_err:

@@ -441,7 +441,7 @@ class _FxWalker:
         else:
             handler = self.functions.get(node.target)
             label = f"function {_callable_name(node.target)}"
-        where = f"{label} (node '{node.name}')"
+        where = f"{label} (node '{node.name}'{_in_module(node)})"
         if foldable(str(getattr(node.target, "__name__", node.target)), args, kwargs):
             return _fold_fx(node, args, kwargs)
         if handler is None:
@@ -451,6 +451,17 @@ class _FxWalker:
                 f"model '{self.b.origin}': {where} is not supported (supported: "
                 f"{', '.join(supported)})")
         return handler(_FxCall(self.b, args, kwargs, where, node.name))
+
+
+def _in_module(node: Any) -> str:
+    """`` in module 'a.b'`` for an fx node traced inside submodule ``a.b`` (torch.fx
+    records the stack of modules it was called from), else ``''``."""
+    stack = getattr(node, "meta", {}).get("nn_module_stack") or {}
+    if not stack:
+        return ""
+    path, last = list(stack.items())[-1]
+    path = last[0] if isinstance(last, tuple) and last and isinstance(last[0], str) else path
+    return f" in module '{path}'" if path else ""
 
 
 def _callable_name(f: Any) -> str:
