@@ -60,6 +60,9 @@ def build_report(graph: Graph, result: Any, profiles: Sequence[str], *,
     for r in rules:
         if r not in RULES:
             raise BadInputError(f"--rule {r!r} is not one of {', '.join(RULES)}")
+    # the profiles as given (a user's file may have any name): looked up by id below,
+    # never reloaded by name
+    by_id = {p.id: p for p in loaded + [ref]}
     placements = {p.id: place(graph, p) for p in loaded + [ref]}
     comparison = compare_profiles(counts, loaded, reference=ref, placements=placements,
                                   graph=graph, rule=rules[0] if rules else None)
@@ -76,7 +79,7 @@ def build_report(graph: Graph, result: Any, profiles: Sequence[str], *,
         layers.append(row)
     prof_rows = {}
     for pid, rep in comparison.reports.items():
-        prof = load_profile(pid)
+        prof = by_id[pid] if pid in by_id else load_profile(pid)
         lat = rep.latency
         if lat is None and prof.has("time", "synop"):
             lat = estimate_latency(counts, prof, placements.get(pid), graph=graph)
@@ -136,7 +139,7 @@ def build_report(graph: Graph, result: Any, profiles: Sequence[str], *,
     if rules:
         report["by_rule"] = _by_rule(counts, loaded, placements, graph, rules)
     if measured:
-        report["measured"] = measured_comparison(measured, prof_rows, list(profiles))
+        report["measured"] = measured_comparison(measured, prof_rows, loaded)
     return report
 
 
@@ -173,11 +176,13 @@ def _by_rule(counts: Any, loaded: Sequence[Any], placements: Dict[str, Any], gra
 
 
 def measured_comparison(name: str, prof_rows: Dict[str, Dict[str, Any]],
-                        profiles: List[str]) -> List[Dict[str, Any]]:
-    """Estimates next to a measurement stored as ``[reference.<name>]`` in a profile."""
+                        profiles: List[Any]) -> List[Dict[str, Any]]:
+    """Estimates next to a measurement stored as ``[reference.<name>]`` in a profile
+    (``profiles``: loaded profiles, or names/paths to load)."""
     rows = []
-    for pid in profiles:
-        prof = load_profile(pid)
+    for given in profiles:
+        prof = load_profile(given)
+        pid = prof.id
         if not prof.has(f"reference.{name}", "dynamic_energy_per_inference"):
             continue
         sec = f"reference.{name}"

@@ -256,6 +256,10 @@ class Target(abc.ABC):
         out = Path(out)
         if self.writes == "directory":
             check_output_directory(out, options.force)
+        else:
+            from nmtoolchain.fileio import refuse_existing_output
+
+            refuse_existing_output(out, options.force)
         compiled = self.compile(graph, options, model=model)
         return self.write(compiled, out)
 
@@ -265,8 +269,8 @@ def check_options(target: Target, options: ExportOptions) -> None:
     if isinstance(options.timesteps, bool) or not isinstance(options.timesteps, (int, np.integer)) \
             or options.timesteps < 1:
         raise BadInputError(f"--timesteps must be a positive integer, got {options.timesteps!r}")
-    given = {"profile": options.profile is not None, "calib": options.calib is not None,
-             "force": bool(options.force)}
+    # --force (replace an existing output) applies to every target
+    given = {"profile": options.profile is not None, "calib": options.calib is not None}
     extra = sorted(k for k, v in given.items() if v and k not in target.options)
     if extra:
         raise BadInputError(f"{', '.join('--' + k for k in extra)} "
