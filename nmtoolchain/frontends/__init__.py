@@ -132,6 +132,7 @@ def load_model(path: Union[str, Path], *, allow_pickle: bool = False,
 
         graph = load_torch_file(path, allow_pickle=allow_pickle, input_shape=input_shape)
     graph.metadata.setdefault("source", {"path": str(path), "format": fmt})
+    graph.loaded_from = str(path)
     return graph
 
 

@@ -57,6 +57,10 @@ class Graph:
     def __init__(self, metadata: Optional[Dict[str, Any]] = None) -> None:
         self.nodes: Dict[str, Node] = {}
         self.metadata: Dict[str, Any] = dict(metadata or {})
+        #: the file the user passed, when this graph was loaded from one (messages name
+        #: it; ``metadata['source']`` may name an earlier file, e.g. a converted .nmir's
+        #: ANN). Not serialized.
+        self.loaded_from: Optional[str] = None
 
     # ------------------------------------------------------------- building
     def add(self, name: str, op: Op, inputs: Sequence[str] = (),

@@ -32,7 +32,10 @@ SHOWN_NAMES = 4
 
 
 def graph_origin(graph: Graph) -> str:
-    """The file a graph was loaded from (for messages), or 'graph'."""
+    """The file a graph was loaded from (for messages: the file the user passed), or
+    'graph'."""
+    if getattr(graph, "loaded_from", None):
+        return str(graph.loaded_from)
     src = graph.metadata.get("source")
     if isinstance(src, dict) and src.get("path"):
         return str(src["path"])
