@@ -149,7 +149,8 @@ def atomic_output(path: Union[str, Path]) -> Iterator[Path]:
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
-        raise BadInputError(f"{path}: directory {parent} does not exist")
+        raise BadInputError(f"{path}: {parent} is not a directory" if parent.exists()
+                            else f"{path}: directory {parent} does not exist")
     clean_stale_parts(parent, path.name)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=parent)

@@ -193,3 +193,20 @@ def test_make_demo_echoes_no_recipe_lines(tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout == "DEMO demo\n"
+
+
+def test_unwritable_parent_is_exit_2_also_for_root(tmp_path):
+    """An export whose parent cannot take new files. Directory permissions do not
+    stop root, so two places that refuse everyone: /proc/self (the kernel creates no
+    files there) and a parent path that is a regular file."""
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    src = DATA / "digits_mlp_snn.nmir"
+    for out in (Path("/proc/self") / "out.loihi2", afile / "out.loihi2"):
+        r = _nmtc("export", src, "--target", "loihi2", "-o", out, cwd=tmp_path)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+        assert r.stderr.startswith(f"nmtc: error: {out}: "), r.stderr
+    for out in (Path("/proc/self") / "o.nmir", afile / "o.nmir"):
+        r = _nmtc("export", src, "--target", "nmir", "-o", out, cwd=tmp_path)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert afile.read_text() == "x" and sorted(os.listdir(tmp_path)) == ["afile"]
