@@ -210,3 +210,57 @@ def test_unwritable_parent_is_exit_2_also_for_root(tmp_path):
         r = _nmtc("export", src, "--target", "nmir", "-o", out, cwd=tmp_path)
         assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
     assert afile.read_text() == "x" and sorted(os.listdir(tmp_path)) == ["afile"]
+
+
+def _html_report(tmp_path):
+    snn = tmp_path / "snn.nmir"
+    assert _nmtc("convert", DATA / "digits_qcfs_cnn.pt", "--method", "mst", "-o", snn).returncode == 0
+    page = tmp_path / "r.html"
+    r = _nmtc("report", snn, "--dataset", "digits", "--samples", "4", "-T", "4", "-p",
+              "loihi2,speck", "--html", page, "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    return snn, page, json.loads(r.stdout)
+
+
+def test_html_report_names_the_file_units_rule_and_accuracy(tmp_path):
+    import html as _h
+
+    snn, page, rep = _html_report(tmp_path)
+    text = page.read_text()
+    assert f"<h1>nmtc report: {_h.escape(str(snn))}</h1>" in text
+    assert "converted from" in text and "digits_qcfs_cnn.pt" in text
+    # one unit for the per-layer plot and table, chosen by the largest layer energy
+    top = max(v for r in rep["layers"] for v in r["energy_pj"].values())
+    unit = next(u for u, f in (("mJ", 1e9), ("µJ", 1e6), ("nJ", 1e3), ("pJ", 1.0)) if top >= f)
+    assert f"Energy per layer ({unit} per inference)" in text
+    assert f"<th>loihi2 ({unit})</th>" in text
+    assert f"accuracy</b> on the labelled inputs: {rep['accuracy'] * 100:.2f}%".lower() \
+        in text.lower()
+    assert "Counting rule: " + rep["profiles"]["loihi2"]["rule"] in text
+    assert text.count("data:image/png;base64,") == 3
+
+
+def _chromium():
+    for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+@pytest.mark.skipif(_chromium() is None,
+                    reason="headless Chromium (Debian package 'chromium') is not installed")
+def test_html_report_renders_in_headless_chromium(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    _, page, _ = _html_report(tmp_path)
+    shot = tmp_path / "shot.png"
+    r = subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu",
+                        "--hide-scrollbars", f"--screenshot={shot}", "--window-size=1280,2400",
+                        page.as_uri()], capture_output=True, text=True, timeout=300)
+    assert shot.is_file(), r.stderr
+    img = np.asarray(Image.open(shot).convert("RGB"))
+    assert img.shape[1] == 1280
+    inked = (img.sum(axis=2) < 600).mean()  # share of pixels that are not (near) white
+    colours = len(np.unique(img.reshape(-1, 3), axis=0))
+    assert inked > 0.03 and colours > 100, (inked, colours)  # text, tables and plots drawn
