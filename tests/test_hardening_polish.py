@@ -264,3 +264,17 @@ def test_html_report_renders_in_headless_chromium(tmp_path):
     inked = (img.sum(axis=2) < 600).mean()  # share of pixels that are not (near) white
     colours = len(np.unique(img.reshape(-1, 3), axis=0))
     assert inked > 0.03 and colours > 100, (inked, colours)  # text, tables and plots drawn
+
+
+def test_users_index_matches_the_graph_by_hand():
+    """The one-pass users index (large netx files were quadratic without it)."""
+    from nmtoolchain.frontends import load_model
+
+    g = load_model(DATA / "digits_mlp_snn.nmir")
+    index = g.users_index()
+    assert set(index) == set(g.nodes)
+    readers = {name: sorted(n.name for n in g.nodes.values() if name in n.inputs)
+               for name in g.nodes}  # written out here, independently of Graph
+    assert {k: sorted(u.name for u in v) for k, v in index.items()} == readers
+    outs = [n.name for n in g.nodes.values() if n.op_name == "Output"]
+    assert outs and all(index[o] == [] for o in outs)
