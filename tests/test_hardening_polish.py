@@ -278,3 +278,23 @@ def test_users_index_matches_the_graph_by_hand():
     assert {k: sorted(u.name for u in v) for k, v in index.items()} == readers
     outs = [n.name for n in g.nodes.values() if n.op_name == "Output"]
     assert outs and all(index[o] == [] for o in outs)
+
+
+def test_accuracy_gate_example_runs_without_an_active_venv(tmp_path):
+    """examples/ci/accuracy_gate.sh as the README shows it, with no nmtc on PATH and no
+    venv activated: it finds the checkout's .venv by itself."""
+    if sys.prefix == sys.base_prefix:
+        pytest.skip("the tests do not run from a virtual environment to stand in for .venv")
+    repo = tmp_path / "repo"
+    (repo / "examples" / "ci").mkdir(parents=True)
+    shutil.copy(ROOT / "examples" / "ci" / "accuracy_gate.sh", repo / "examples" / "ci")
+    (repo / ".venv").symlink_to(sys.prefix)
+    out = tmp_path / "acc.json"
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONPATH": str(ROOT),
+           "MODEL": str(DATA / "digits_qcfs_cnn.pt"), "TIMESTEPS": "2", "MAX_DROP": "1",
+           "OUT": str(out)}
+    r = subprocess.run(["bash", "examples/ci/accuracy_gate.sh"], cwd=repo, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "accuracy gate passed" in r.stdout
+    assert json.loads(out.read_text())["timesteps"] == 2
