@@ -16,8 +16,11 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 	$(PIP) install --quiet -c constraints.txt -r requirements.txt
 	@# lava-dl and sinabs declare broken dependencies (argparse shadowing, samna stub):
 	@# install them alone; requirements.txt lists what they really need. sanafe (the
-	@# SANA-FE referee, a compiled wheel) needs nothing else, so it goes here too.
-	$(PIP) install --quiet --no-deps -c constraints.txt lava-dl sinabs sanafe
+	@# SANA-FE referee, a compiled wheel) needs nothing else, so it goes here too, as do
+	@# the NeuroBench referee and snnTorch (NeuroBench declares torchaudio, tonic and numba,
+	@# which its metrics do not import), and norse (snnTorch and norse write the NIR files
+	@# the interop tests compare with their own simulations; their needs are all listed).
+	$(PIP) install --quiet --no-deps -c constraints.txt lava-dl sinabs sanafe neurobench snntorch norse
 	$(PIP) install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 

@@ -11,20 +11,30 @@ checked, and a graph holding anything NIR cannot say is refused with one
 * neurons whose IR-only fields are not NIR's meaning: ``v_init != 0``,
   ``v_bias != 0``, ``v_min`` set (a lower clamp), ``spike='multi'``,
   ``compare='>='`` (NIR spikes when v > threshold);
-* IF/LIF/CubaLIF whose reset the installed nir cannot say. A file's meaning
-  follows the version that wrote it: nir <= 1.0.5 writes subtract-reset
-  (v <- v - v_threshold), nir >= 1.0.6 writes reset-to-``v_reset``. With the
-  pinned nir 1.0.4 a ``reset='to_reset'`` neuron (Loihi's CUBA, for one) is
-  refused, even with ``v_reset = 0``: writing it under a 1.0.4 version string
-  would silently turn it into subtract-reset, and writing a >= 1.0.6 file by
-  hand would make a file that the pinned nir and sinabs cannot read. With
-  nir >= 1.0.6 installed the rule flips: ``to_reset`` is written with its
-  ``v_reset`` and ``subtract`` is refused;
+* IF/LIF/CubaLIF whose reset the NIR version written cannot say. A file's
+  meaning follows its version: NIR <= 1.0.5 means subtract-reset (v <- v -
+  v_threshold), NIR >= 1.0.6 reset-to-``v_reset``. The version written is
+  the installed nir's unless asked otherwise (``--nir-version``, 1.0.0 up to
+  the installed one): a 1.0.6+ file takes ``reset='to_reset'`` neurons (the
+  bundled SNN, Loihi's CUBA, every current snnTorch/norse/rockpool file) and
+  refuses ``'subtract'``; a 1.0.5-or-older file (for readers pinned to old
+  nir, e.g. sinabs 3.1.3's nir 1.0.4) the other way round. An older version
+  is written by nir's own writer, then its version string is set and the
+  ``v_reset`` fields it did not have are removed;
+* CubaLIF/CubaLI without decay (tau = inf): the IR's CubaLIF is Loihi's
+  update and is written as the NIR CubaLIF whose forward-Euler step is the
+  same update (:func:`~nmtoolchain.ir.nir_conventions.cuba_to_nir`);
 * Affine with a non-zero per-synapse ``delay``; Affine/Linear applied to a
-  non-vector input (NIR's Affine takes a vector); CubaLI when the installed
-  nir predates it (1.0.5).
+  non-vector input (NIR's Affine takes a vector); CubaLI in a version that
+  predates it (1.0.5).
 
-Graph metadata in the file: ``nmtc_version``, ``reset_semantics``
+Time: the IR counts time in steps. A graph read from a NIR file with a time
+step (``metadata['nir_dt']``, the loader's ``--dt``) is written back in the
+file's unit (time constants and delays times dt, I/IF ``r`` divided by it),
+and the step is recorded as graph metadata ``nmtc_dt`` so nmtc reads its own
+files without ``--dt``.
+
+Graph metadata in the file: ``nmtc_version``, ``nmtc_dt``, ``reset_semantics``
 (``'subtract'`` or ``'to_reset'``) and ``nmtc_name_encoding='percent'``: IR
 names are written percent-encoded where HDF5 forbids a character (``/``,
 which would nest groups), and :func:`~nmtoolchain.frontends.nir_loader.load_nir`
@@ -46,16 +56,45 @@ from nmtoolchain.errors import BadInputError, NotExpressibleError
 from nmtoolchain.fileio import atomic_output
 from nmtoolchain.ir import Graph, Node
 from nmtoolchain.ir.nir_conventions import (
-    NAME_ENCODING, NAME_ENCODING_KEY, encode_name, reset_semantics_for_version)
+    DT_KEY, INTEGRATING_OPS, NAME_ENCODING, NAME_ENCODING_KEY, TAU_FIELDS, cuba_to_nir,
+    encode_name, parse_nir_version, reset_semantics_for_version)
 from nmtoolchain.ir.nir_conventions import RESETTING_OPS as _RESETTING
 
 
+#: Oldest NIR version nmtc writes (the 1.0 file layout; 0.x files are read only).
+OLDEST_WRITTEN = (1, 0, 0)
+#: NIR primitives added after 1.0.0, with the version that added them.
+ADDED_IN = {"CubaLI": (1, 0, 5)}
+
+
 # ----------------------------------------------------------------- checking
-def _installed_nir() -> Tuple[Any, str, str]:
-    """The nir module, its version, and the reset semantics it writes."""
+def installed_nir_version() -> str:
+    """The installed nir package's version string."""
     import nir
 
-    version = str(getattr(nir, "version", None) or getattr(nir, "__version__", "0"))
+    return str(getattr(nir, "version", None) or getattr(nir, "__version__", "0"))
+
+
+def _installed_nir(requested: Optional[str] = None) -> Tuple[Any, str, str]:
+    """The nir module, the NIR version to write and the reset semantics it means.
+
+    ``requested`` (``--nir-version``) None: the installed nir's version.
+    BadInputError for a version nmtc cannot write with the installed nir.
+    """
+    import nir
+
+    installed = installed_nir_version()
+    if requested is None:
+        return nir, installed, reset_semantics_for_version(installed)
+    try:
+        want = parse_nir_version(requested)
+    except ValueError:
+        raise BadInputError(f"--nir-version {requested!r}: not a version like 1.0.8") from None
+    have = parse_nir_version(installed)
+    if not OLDEST_WRITTEN <= want <= have:
+        raise BadInputError(f"--nir-version {requested}: nmtc writes NIR 1.0.0 to {installed} "
+                            f"(the installed nir); older files are read, not written")
+    version = ".".join(str(p) for p in want)
     return nir, version, reset_semantics_for_version(version)
 
 
@@ -78,8 +117,10 @@ def _problems(graph: Graph, nir: Any, version: str, semantics: str
         if op.nir_type is None:
             out.append((node, None))
             continue
-        if not hasattr(nir, op.nir_type):
-            out.append((node, f"nir {version} has no {op.nir_type} (added in a later nir)"))
+        added = ADDED_IN.get(op.nir_type)
+        if not hasattr(nir, op.nir_type) or (
+                added is not None and parse_nir_version(version) < added):
+            out.append((node, f"NIR {version} has no {op.nir_type} (added in a later nir)"))
             continue
         reasons: List[str] = []
         if op.op_name in ("Affine", "Linear"):
@@ -92,6 +133,11 @@ def _problems(graph: Graph, nir: Any, version: str, semantics: str
                 reasons.append("has per-synapse delays, which NIR cannot express")
         if op.is_neuron:
             reasons.extend(_neuron_problems(op, version, semantics))
+        if op.op_name in ("CubaLIF", "CubaLI"):
+            try:
+                cuba_to_nir(op.tau_syn, op.tau_mem, op.r, op.w_in)
+            except ValueError as e:
+                reasons.append(str(e))
         if reasons:
             out.append((node, "; ".join(reasons)))
     return out
@@ -111,9 +157,10 @@ def _add_problem(graph: Graph, node: Node) -> Optional[str]:
 def _neuron_problems(op: Any, version: str, semantics: str) -> List[str]:
     reasons = []
     if op.op_name in _RESETTING and op.reset != semantics:
-        need = "nir>=1.0.6" if op.reset == "to_reset" else "nir<=1.0.5"
-        reasons.append(f"reset='{op.reset}' needs {need} (installed: nir {version}, "
-                       f"which means reset='{semantics}')")
+        need = "NIR >= 1.0.6" if op.reset == "to_reset" else "NIR <= 1.0.5"
+        flag = "" if op.reset == "to_reset" else "; write one with --nir-version 1.0.5"
+        reasons.append(f"reset='{op.reset}' needs {need} (writing NIR {version}, "
+                       f"which means reset='{semantics}'{flag})")
     if getattr(op, "v_init", None) is not None and np.any(op.v_init != 0):
         reasons.append("v_init != 0")
     if getattr(op, "v_bias", None) is not None and np.any(op.v_bias != 0):
@@ -137,11 +184,13 @@ def _refusal(problems: Sequence[Tuple[Node, Optional[str]]]) -> str:
     return "cannot export to NIR: " + "; ".join(parts)
 
 
-def nir_problems(graph: Graph) -> List[Tuple[Node, Optional[str]]]:
-    """(node, reason) for every node the installed nir cannot express (reason None:
-    the op has no NIR primitive); empty when :func:`graph_to_nir` would succeed."""
+def nir_problems(graph: Graph, version: Optional[str] = None
+                 ) -> List[Tuple[Node, Optional[str]]]:
+    """(node, reason) for every node NIR ``version`` (None: the installed nir's)
+    cannot express (reason None: the op has no NIR primitive); empty when
+    :func:`graph_to_nir` would succeed."""
     _ensure_shapes(graph)
-    nir, version, semantics = _installed_nir()
+    nir, version, semantics = _installed_nir(version)
     return _problems(graph, nir, version, semantics)
 
 
@@ -181,7 +230,31 @@ def _build_node(nir: Any, graph: Graph, node: Node, semantics: str) -> Any:
     op, shape = node.op, tuple(node.shape)
     in_shape = tuple(graph[node.inputs[0]].shape) if node.inputs else shape
     build = _BUILDERS[op.nir_type]
-    return build(nir, op, shape, in_shape, semantics)
+    dt = float(graph.metadata.get("nir_dt", 1.0) or 1.0)
+    return build(nir, _in_file_units(op, dt), shape, in_shape, semantics)
+
+
+def _in_file_units(op: Any, dt: float) -> Any:
+    """``op`` with NIR's fields and time in the file's unit (steps of ``dt``):
+    CubaLIF/CubaLI in NIR's Euler form (module docstring)."""
+    import copy
+
+    if op.op_name in ("CubaLIF", "CubaLI"):
+        op = copy.copy(op)
+        op.tau_syn, op.tau_mem, op.r, op.w_in = cuba_to_nir(op.tau_syn, op.tau_mem, op.r,
+                                                            op.w_in)
+    if dt == 1.0 or not (op.is_neuron or op.op_name == "Delay"):
+        return op
+    out = copy.copy(op)
+    for key in TAU_FIELDS:
+        if getattr(out, key, None) is not None:
+            setattr(out, key, np.asarray(getattr(out, key), np.float64) * dt)
+    if op.op_name in INTEGRATING_OPS:
+        out.r = np.asarray(out.r, np.float64) / dt
+    if op.op_name == "Delay":
+        # NIR's delay is a time; nir stores it as a float array
+        out.delay = np.asarray(out.delay, np.float64) * dt
+    return out
 
 
 def _neuron_kwargs(op: Any, shape: Sequence[int], names: Sequence[str]) -> Dict[str, np.ndarray]:
@@ -249,14 +322,15 @@ _BUILDERS: Dict[str, Callable[..., Any]] = {
 }
 
 
-def graph_to_nir(graph: Graph) -> Any:
-    """Build a ``nir.NIRGraph`` equivalent to ``graph`` with the installed nir.
+def graph_to_nir(graph: Graph, version: Optional[str] = None) -> Any:
+    """Build a ``nir.NIRGraph`` equivalent to ``graph`` with the installed nir,
+    meaning what NIR ``version`` (None: the installed one) says.
 
     Raises NotExpressibleError naming every node NIR cannot express (see the
     module docstring) before building anything.
     """
     _ensure_shapes(graph)
-    nir, version, semantics = _installed_nir()
+    nir, version, semantics = _installed_nir(version)
     problems = _problems(graph, nir, version, semantics)
     if problems:
         raise NotExpressibleError(_refusal(problems))
@@ -278,31 +352,70 @@ def graph_to_nir(graph: Graph) -> Any:
     from nmtoolchain import __version__
 
     metadata.update({"nmtc_version": __version__, "reset_semantics": semantics,
-                     NAME_ENCODING_KEY: NAME_ENCODING})
-    return nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata)
+                     NAME_ENCODING_KEY: NAME_ENCODING,
+                     DT_KEY: float(graph.metadata.get("nir_dt", 1.0) or 1.0)})
+    import inspect
+
+    # nir >= 1.0.6 re-infers types on construction and gets grouped and
+    # non-square convolutions wrong (input channels = weight.shape[1], one
+    # kernel size for both axes); the IR's shapes are already checked
+    checks = "type_check" in inspect.signature(nir.NIRGraph.__init__).parameters
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata,
+                        **({"type_check": False} if checks else {}))
 
 
-def export_nir(graph: Graph, path: Union[str, Path]) -> Path:
-    """Write ``graph`` to the NIR file ``path``; returns the path.
+def export_nir(graph: Graph, path: Union[str, Path], version: Optional[str] = None) -> Path:
+    """Write ``graph`` to the NIR file ``path`` as NIR ``version`` (None: the
+    installed nir's); returns the path.
 
     The graph is checked first (NotExpressibleError, nothing written); the
     file is written under a temporary name in the same directory and renamed
     into place, so a failure leaves neither a partial file nor a changed one.
     """
     path = Path(path)
-    write_nir_graph(graph_to_nir(graph), path)
+    write_nir_graph(graph_to_nir(graph, version), path, version)
     return path
 
 
-def write_nir_graph(nir_graph: Any, path: Union[str, Path]) -> Path:
-    """Write a built ``nir.NIRGraph`` to ``path`` atomically; returns the path."""
+def write_nir_graph(nir_graph: Any, path: Union[str, Path],
+                    version: Optional[str] = None) -> Path:
+    """Write a built ``nir.NIRGraph`` to ``path`` atomically as NIR ``version``
+    (None: the installed nir's); returns the path."""
     import nir
 
     path = Path(path)
+    _, version, _ = _installed_nir(version)
     with atomic_output(path) as tmp:
         nir.write(str(tmp), nir_graph)
+        if version != installed_nir_version():
+            _restamp(tmp, version)
     return path
 
 
+def _restamp(path: Path, version: str) -> None:
+    """Make a file nir wrote into a NIR ``version`` file: its version string,
+    and no ``v_reset`` fields before 1.0.6 (older readers reject them; the
+    graph was checked to mean subtract-reset there)."""
+    import h5py
+
+    old = parse_nir_version(version) < parse_nir_version("1.0.6")
+    with h5py.File(path, "r+") as f:
+        del f["version"]
+        f.create_dataset("version", data=version)
+        if old:
+            _drop_v_reset(f["node"])
+
+
+def _drop_v_reset(group: Any) -> None:
+    import h5py
+
+    for key in list(group.keys()):
+        item = group[key]
+        if isinstance(item, h5py.Group):
+            _drop_v_reset(item)
+        elif key == "v_reset":
+            del group[key]
+
+
 __all__ = ["graph_to_nir", "export_nir", "nir_unsupported_nodes", "nir_problems",
-           "nir_refusal_message", "write_nir_graph", "encode_name"]
+           "nir_refusal_message", "write_nir_graph", "encode_name", "installed_nir_version"]

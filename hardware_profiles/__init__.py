@@ -44,7 +44,7 @@ PROFILE_DIR = Path(__file__).resolve().parent
 CONFIDENCE_LEVELS = ("high", "medium", "low", "assumed", "definition")
 
 #: Counting rules a profile may name as its default (see nmtoolchain.energy.rules).
-KNOWN_RULES = ("fanout", "neurobench", "syops", "spikformer")
+KNOWN_RULES = ("fanout", "neurobench", "neurobench-sample", "syops", "spikformer")
 KINDS = ("chip", "analytic")
 MAPPINGS = ("split", "one-layer-per-core", "none")
 #: Core placers a profile may declare as ``[chip] mapper`` (see

@@ -161,6 +161,9 @@ class AccuracyCheck:
     model: str = ""  # where the model came from (for the report)
     data: str = ""  # what the samples are (for the report)
     seed: int = 0  # run seed of the spike masks (RSM), see accuracy_vs_timesteps
+    #: the model was already spiking (no conversion): ``ann_accuracy`` is then the
+    #: float SNN's accuracy at T_max, the reference the drop is measured from
+    spiking: bool = False
 
     @property
     def snn_accuracy(self) -> float:
@@ -203,7 +206,7 @@ class AccuracyCheck:
             "gate_type": self.gate_type, "threshold": self.threshold,
             "gate": self.gate, "passed": self.passed, "verdict": self.verdict,
             "snn_accuracy": [{"timesteps": t, "accuracy": a} for t, a in self.curve],
-            "precharge": self.precharge,
+            "precharge": self.precharge, "spiking_model": self.spiking,
             "target": None if self.target is None else self.target.as_dict(),
         }
 
@@ -291,9 +294,15 @@ def check_accuracy(model: Any, x: Any, y: Any, *, timesteps: int,
         raise BadInputError(f"{data or 'x'}: expected static samples (N, {shape}), "
                             f"got {x.shape}")
     check_samples(x, y, int(np.prod(graph[_single_output(graph)].shape)), data)
-    snn = convert_mst(graph, timesteps=timesteps, precharge=precharge)
-    ann = accuracy_vs_timesteps(graph, x, y, [1], seed=int(seed))[0][1]
-    curve = accuracy_vs_timesteps(snn, x, y, timesteps, seed=int(seed))
+    spiking = is_spiking_model(graph)
+    if spiking:  # a trained SNN (e.g. Spikformer): measured as it is, no conversion
+        snn = graph
+        curve = accuracy_vs_timesteps(snn, x, y, timesteps, seed=int(seed))
+        ann = curve[-1][1]
+    else:
+        snn = convert_mst(graph, timesteps=timesteps, precharge=precharge)
+        ann = accuracy_vs_timesteps(graph, x, y, [1], seed=int(seed))[0][1]
+        curve = accuracy_vs_timesteps(snn, x, y, timesteps, seed=int(seed))
     fixed = None
     if chip is not None:
         with _calibration_file(calib, x) as cal:
@@ -310,8 +319,16 @@ def check_accuracy(model: Any, x: Any, y: Any, *, timesteps: int,
         threshold=min_accuracy if min_accuracy is not None else max_drop,
         passed=gate_passes(ann, measured, min_accuracy=min_accuracy, max_drop=max_drop),
         target=fixed, model=str(source.get("path", "")) if isinstance(source, dict) else "",
-        data=data, seed=int(seed))
+        data=data, seed=int(seed), spiking=spiking)
+
+
+def is_spiking_model(graph: Graph) -> bool:
+    """True for a graph that already spikes (spiking neurons, no QCFS activation):
+    it is measured as it is instead of being converted with MST."""
+    ops = {n.op_name for n in graph}
+    return "QCFS" not in ops and any(n.op.is_neuron and n.op_name not in ("I", "CubaLI")
+                                     for n in graph)
 
 
 __all__ = ["accuracy_vs_timesteps", "ann_accuracy", "timesteps_grid", "AccuracyCheck",
-           "TargetAccuracy", "check_accuracy", "check_samples", "gate_passes"]
+           "TargetAccuracy", "check_accuracy", "check_samples", "gate_passes", "is_spiking_model"]

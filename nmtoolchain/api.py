@@ -59,15 +59,21 @@ def _array(data: Any) -> np.ndarray:
 
 
 def load(model: Model, *, input_shape: Optional[Sequence[int]] = None,
-         allow_pickle: bool = False) -> Graph:
+         allow_pickle: bool = False, dt: Optional[float] = None) -> Graph:
     """The IR graph of ``model``, shapes inferred.
 
     A Graph is returned itself (its shapes inferred); a file is read by its format (TorchScript, nmtc
     checkpoint, ONNX, NIR, netx, .nmir; a pickled module only with
     ``allow_pickle``); an ``nn.Module`` is traced with torch.fx and needs
     ``input_shape`` per sample (e.g. ``(1, 8, 8)``; without the time axis for
-    modules on (batch, time, ...) tensors).
+    modules on (batch, time, ...) tensors). ``dt``: the simulation step a NIR
+    file's time constants assume, in their unit (e.g. 1e-4 for snnTorch's
+    files; 1e-6 for norse 1.1.0's, which store dt times tau); recorded as
+    ``graph.metadata['nir_dt']``.
     """
+    if dt is not None and not isinstance(model, (str, os.PathLike)):
+        raise BadInputError(f"dt={dt}: the time step applies to a NIR file; a "
+                            f"{type(model).__name__} already counts time in steps")
     if isinstance(model, Graph):
         return model.infer_shapes()  # fills in derived shapes only, as the simulator does
     shape = tuple(int(s) for s in input_shape) if input_shape is not None else None
@@ -81,14 +87,14 @@ def load(model: Model, *, input_shape: Optional[Sequence[int]] = None,
     if isinstance(model, (str, os.PathLike)):
         from nmtoolchain.frontends import load_model
 
-        return load_model(Path(model), allow_pickle=allow_pickle, input_shape=shape)
+        return load_model(Path(model), allow_pickle=allow_pickle, input_shape=shape, dt=dt)
     raise BadInputError(f"expected a model file, an nn.Module or an nmtc Graph, got "
                         f"{type(model).__name__}")
 
 
 def convert(model: Model, *, method: str = "mst", timesteps: Optional[int] = None,
             precharge: bool = True, input_shape: Optional[Sequence[int]] = None,
-            allow_pickle: bool = False) -> Graph:
+            allow_pickle: bool = False, dt: Optional[float] = None) -> Graph:
     """Convert a QCFS ANN into an IF SNN graph (``method='mst'``, the MST/QCFS
     rule); ``timesteps`` is only recorded, ``precharge`` starts membranes at λ/2."""
     if method not in CONVERT_METHODS:
@@ -96,7 +102,7 @@ def convert(model: Model, *, method: str = "mst", timesteps: Optional[int] = Non
                             f"{', '.join(CONVERT_METHODS)}")
     from nmtoolchain.convert.mst import convert_mst
 
-    graph = load(model, input_shape=input_shape, allow_pickle=allow_pickle)
+    graph = load(model, input_shape=input_shape, allow_pickle=allow_pickle, dt=dt)
     return convert_mst(graph, timesteps=timesteps, precharge=precharge)
 
 
@@ -200,7 +206,8 @@ def _run(model: Model, x: Optional[Data], y: Optional[Data], dataset: Optional[s
          profiles: Sequence[str], reference: str, measured: Optional[str],
          input_shape: Optional[Sequence[int]], allow_pickle: bool,
          progress: Optional[Callable[[int], None]],
-         rules: Optional[Sequence[str]] = None, device: str = "cpu") -> Simulation:
+         rules: Optional[Sequence[str]] = None, device: str = "cpu",
+         dt: Optional[float] = None) -> Simulation:
     from hardware_profiles import load_profile
     from nmtoolchain.inputs import encode_for_graph
     from nmtoolchain.limits import check_run_size
@@ -217,7 +224,7 @@ def _run(model: Model, x: Optional[Data], y: Optional[Data], dataset: Optional[s
     for r in rules or []:
         if r not in RULES:
             raise BadInputError(f"--rule {r!r} is not one of {', '.join(RULES)}")
-    graph = load(model, input_shape=input_shape, allow_pickle=allow_pickle)
+    graph = load(model, input_shape=input_shape, allow_pickle=allow_pickle, dt=dt)
     own = measured is not None and x is None and dataset is None
     raw = _inputs(graph, _measured_input(measured) if own else x, y, dataset, samples)
     if own:  # estimate and measurement describe the same work
@@ -238,7 +245,8 @@ def simulate(model: Model, x: Optional[Data] = None, *, y: Optional[Data] = None
              reset_interval: Optional[int] = None,
              input_shape: Optional[Sequence[int]] = None, allow_pickle: bool = False,
              progress: Optional[Callable[[int], None]] = None,
-             rule: Optional[str] = None, device: str = "cpu") -> Simulation:
+             rule: Optional[str] = None, device: str = "cpu",
+             dt: Optional[float] = None) -> Simulation:
     """Simulate ``model`` for ``timesteps`` steps and price the run under one profile.
 
     Inputs: ``x`` (N, *shape) applied at every step or (N, T, *shape) per
@@ -247,13 +255,14 @@ def simulate(model: Model, x: Optional[Data] = None, *, y: Optional[Data] = None
     data given, or :data:`DEFAULT_SAMPLES` random-spike samples).
     ``numerics``: 'float' or 'loihi' (bit-exact fixed point).
     ``reset_interval``: netx's LIFReset interval (loihi numerics).
-    ``rule``: counting rule (fanout, neurobench, syops, spikformer; None: the
+    ``rule``: counting rule (fanout, neurobench, neurobench-sample, syops, spikformer; None: the
     profile's default); the report's rows say which rule produced them.
     ``device``: where the simulator's tensors live ('cpu', 'cuda', 'cuda:1').
+    ``dt``: a NIR file's simulation step (see :func:`load`).
     """
     return _run(model, x, y, dataset, timesteps, numerics, samples, reset_interval, [profile],
                 profile, None, input_shape, allow_pickle, progress,
-                [rule] if rule else None, device)
+                [rule] if rule else None, device, dt)
 
 
 def report(model: Model, x: Optional[Data] = None, *, y: Optional[Data] = None,
@@ -263,7 +272,8 @@ def report(model: Model, x: Optional[Data] = None, *, y: Optional[Data] = None,
            reset_interval: Optional[int] = None, input_shape: Optional[Sequence[int]] = None,
            allow_pickle: bool = False,
            progress: Optional[Callable[[int], None]] = None,
-           rules: Optional[Sequence[str]] = None, device: str = "cpu") -> Simulation:
+           rules: Optional[Sequence[str]] = None, device: str = "cpu",
+           dt: Optional[float] = None) -> Simulation:
     """Like :func:`simulate`, priced under several ``profiles`` and compared with
     ``reference``; ``measured`` adds a board measurement stored in a profile
     (e.g. 'pilotnet_lif'). ``rules``: counting rules; the first prices the
@@ -274,7 +284,7 @@ def report(model: Model, x: Optional[Data] = None, *, y: Optional[Data] = None,
         rules = [r.strip() for r in rules.split(",") if r.strip()]
     return _run(model, x, y, dataset, timesteps, numerics, samples, reset_interval,
                 list(profiles), reference, measured, input_shape, allow_pickle, progress, rules,
-                device)
+                device, dt)
 
 
 def export(model: Model, target: str, output: Optional[Union[str, "os.PathLike[str]"]] = None,
@@ -284,10 +294,12 @@ def export(model: Model, target: str, output: Optional[Union[str, "os.PathLike[s
     :class:`~nmtoolchain.targets.ExportResult` (``path``, ``files``, ``report``,
     ``lines``). ``options``: ``profile``, ``calib``, ``timesteps``, ``force`` where
     the target uses them (anything else goes to the target as ``extra``, e.g.
-    ``opset`` for onnx); ``input_shape`` and ``allow_pickle`` apply to loading."""
+    ``opset`` for onnx, ``nir_version`` for nir); ``input_shape``, ``allow_pickle``
+    and ``dt`` (a NIR file's simulation step) apply to loading."""
     from nmtoolchain.targets import ExportOptions, export as export_to
 
-    load_opts = {k: options.pop(k) for k in ("input_shape", "allow_pickle") if k in options}
+    load_opts = {k: options.pop(k) for k in ("input_shape", "allow_pickle", "dt")
+                 if k in options}
     known = {k: options.pop(k) for k in ("profile", "calib", "timesteps", "force")
              if k in options}
     if not isinstance(model, (str, os.PathLike)):
@@ -296,7 +308,8 @@ def export(model: Model, target: str, output: Optional[Union[str, "os.PathLike[s
     shape = load_opts.get("input_shape")
     return export_to(model, target, output, ExportOptions(**known, extra=options),
                      allow_pickle=bool(load_opts.get("allow_pickle", False)),
-                     input_shape=tuple(shape) if shape is not None else None)
+                     input_shape=tuple(shape) if shape is not None else None,
+                     dt=load_opts.get("dt"))
 
 
 def verify(directory: Union[str, "os.PathLike[str]"], x: Optional[Data] = None, *,
@@ -333,7 +346,8 @@ def check_accuracy(model: Model, x: Optional[Data] = None, y: Optional[Data] = N
                    min_accuracy: Optional[float] = None, max_drop: Optional[float] = None,
                    target: Optional[str] = None, calib: Any = None, precharge: bool = True,
                    samples: Optional[int] = None, input_shape: Optional[Sequence[int]] = None,
-                   allow_pickle: bool = False, seed: int = 0) -> "AccuracyCheck":
+                   allow_pickle: bool = False, seed: int = 0,
+                   dt: Optional[float] = None) -> "AccuracyCheck":
     """Accuracy of a QCFS ANN and of its MST-converted SNN against time step,
     gated (see :func:`nmtoolchain.accuracy.check_accuracy`).
 
@@ -356,7 +370,7 @@ def check_accuracy(model: Model, x: Optional[Data] = None, y: Optional[Data] = N
     if input_shape is None and _is_module(model) and x is not None \
             and not isinstance(x, (str, os.PathLike)):
         input_shape = _array(x).shape[1:]  # static samples (N, *shape)
-    graph = load(model, input_shape=input_shape, allow_pickle=allow_pickle)
+    graph = load(model, input_shape=input_shape, allow_pickle=allow_pickle, dt=dt)
     inputs = _inputs(graph, x, y, dataset, samples)
     if inputs.y is None:
         raise BadInputError(f"{inputs.description}: no labels (y) to measure accuracy")
@@ -371,5 +385,62 @@ def check_accuracy(model: Model, x: Optional[Data] = None, y: Optional[Data] = N
                   data=inputs.description, seed=seed)
 
 
+def search(space: str = "small", *, params: Sequence[float] = (11e6, 12e6),
+           profile: str = "cmos45nm", energy_weight: float = 0.0,
+           energy_budget_j: Optional[float] = None, fit: Optional[str] = None, seed: int = 0,
+           workers: int = 1, ray_address: Optional[str] = None, energy: bool = False,
+           energy_batch: int = 4, out_dir: Optional[Union[str, Path]] = None,
+           progress: Optional[Callable[[int, int], None]] = None, **constants: Any) -> Any:
+    """AutoST's training-free search (:mod:`nmtoolchain.methods.autost`).
+
+    Fitness is the syops FLOPs proxy within the parameter window ``params``
+    (100-class head); ``energy_weight`` (per mJ) and ``energy_budget_j`` add
+    energy at initialisation on ``profile``; ``fit`` ("loihi2:K" or "speck")
+    keeps only candidates that fit. ``energy`` measures energy at init for
+    every evaluated candidate after the search (on ``workers`` local processes
+    or the Ray cluster at ``ray_address``). ``constants`` override the
+    published ones (population, iterations, select, mutations, crossovers,
+    s_prob, m_prob). Returns a
+    :class:`~nmtoolchain.methods.autost.search.SearchResult`; with ``out_dir``
+    also writes candidates.jsonl, best_config.json, best.pt, summary.json and
+    the proxy/energy plot (their paths in ``result.notes``)."""
+    from nmtoolchain.methods.autost.evaluate import EnergyJob, Scorer
+    from nmtoolchain.methods.autost.search import FitConstraint, SearchConfig, run_search
+
+    lo, hi = (float(v) for v in params)
+    if not 0 <= lo <= hi:
+        raise BadInputError(f"--params {lo:g}-{hi:g}: expected MIN <= MAX, both >= 0")
+    known = {"population", "iterations", "select", "mutations", "crossovers", "s_prob",
+             "m_prob", "num_classes"}
+    unknown = sorted(set(constants) - known)
+    if unknown:
+        raise BadInputError(f"search: unknown setting(s) {unknown}; known: {sorted(known)}")
+    cfg = SearchConfig(space=space, min_params=lo, max_params=hi, seed=int(seed),
+                       energy_weight=float(energy_weight), energy_budget_j=energy_budget_j,
+                       profile=profile, fit=FitConstraint.parse(fit) if fit else None,
+                       **constants)
+    job = EnergyJob(profile=profile, batch=int(energy_batch), seed=int(seed),
+                    num_classes=cfg.num_classes)
+    with Scorer(job, workers=int(workers), ray_address=ray_address) as scorer:
+        result = run_search(cfg, scorer if cfg.needs_energy() else None, progress)
+        if energy and not cfg.needs_energy():
+            import time
+
+            t0 = time.perf_counter()
+            todo = [ev for ev in result.evaluated if ev.energy_pj is None]
+            for ev, e in zip(todo, scorer([ev.candidate for ev in todo])):
+                ev.energy_pj = float(e)
+            result.notes.append(f"energy at init of {len(todo)} candidates on {profile}: "
+                                f"{time.perf_counter() - t0:.1f} s with "
+                                + (f"Ray at {ray_address or 'local'}" if ray_address is not None
+                                   else f"{workers} worker(s)"))
+    if out_dir is not None:
+        from nmtoolchain.methods.autost.outputs import write_results
+
+        files = write_results(result, Path(out_dir))
+        result.notes.extend(f"wrote {k}: {v}" for k, v in files.items())
+    return result
+
+
 __all__ = ["load", "convert", "simulate", "report", "export", "verify", "check_accuracy",
-           "Simulation", "DEFAULT_SAMPLES"]
+           "search", "Simulation", "DEFAULT_SAMPLES"]

@@ -94,10 +94,11 @@ def _shape(input_shape: Optional[str]):
     return parse_shape(input_shape) if input_shape else None
 
 
-def _load(model: Path, allow_pickle: bool, input_shape: Optional[str]):
+def _load(model: Path, allow_pickle: bool, input_shape: Optional[str],
+          dt: Optional[float] = None):
     from nmtoolchain.api import load
 
-    return load(model, allow_pickle=allow_pickle, input_shape=_shape(input_shape))
+    return load(model, allow_pickle=allow_pickle, input_shape=_shape(input_shape), dt=dt)
 
 
 ALLOW_PICKLE = typer.Option(
@@ -107,6 +108,10 @@ ALLOW_PICKLE = typer.Option(
          "file system. Without it such files are refused. Only for files you trust.")
 INPUT_SHAPE = typer.Option(
     None, "--input-shape", help="Per-sample input shape, e.g. 1,8,8 (for torch files without one).")
+DT = typer.Option(
+    None, "--dt", help="Simulation step of a NIR file's time constants, in their unit: 1e-4 for "
+                       "snnTorch's files (norse 1.1.0 writes dt x tau: 1e-6 for its 1e-3 step); "
+                       "1 reads them as steps.")
 
 
 # Shared options. --samples has one default (16) in simulate, report and verify:
@@ -131,11 +136,12 @@ def inspect(
     as_json: bool = JSON,
     allow_pickle: bool = ALLOW_PICKLE,
     input_shape: Optional[str] = INPUT_SHAPE,
+    dt: Optional[float] = DT,
 ) -> None:
     """Show a model's nodes, parameter/synapse/MAC totals and which targets can take it."""
     from nmtoolchain.report.inspect import inspect_graph, render_inspection
 
-    info = inspect_graph(_load(model, allow_pickle, input_shape))
+    info = inspect_graph(_load(model, allow_pickle, input_shape, dt))
     if as_json:
         _emit_json(info, default=str)
     else:
@@ -164,7 +170,15 @@ def export(
                                  help="Print JSON (a directory target: the report; a file: the path)."),
     allow_pickle: bool = ALLOW_PICKLE,
     input_shape: Optional[str] = INPUT_SHAPE,
-) -> None:
+    dt: Optional[float] = DT,
+    nir_version: Optional[str] = typer.Option(
+        None, "--nir-version", help="--target nir: the NIR version to write (default: the "
+                                    "installed nir's); 1.0.5 and older reset by subtraction."),
+    min_agreement: Optional[float] = typer.Option(
+        None, "--min-agreement",
+        help="--target loihi2 with --calib: exit 1 when fewer than this fraction of the "
+             "calibration samples predict the same class as the source model (in [0, 1])."),
+) -> int:
     """Export a model to a target, atomically (no partial output on failure).
 
     The target's pass pipeline runs first (loihi2: adapt a converted network, fold
@@ -175,12 +189,20 @@ def export(
     from nmtoolchain.frontends import parse_shape
     from nmtoolchain.targets import ExportOptions, export as export_to
 
+    if nir_version is not None and target != "nir":
+        raise BadInputError(f"--nir-version applies to --target nir, not {target}")
+    if min_agreement is not None and (target != "loihi2" or calib is None
+                                      or not 0.0 <= min_agreement <= 1.0):
+        raise BadInputError("--min-agreement takes a fraction in [0, 1] and applies to "
+                            "--target loihi2 with --calib (the data it is measured on)")
+    extra = {"nir_version": nir_version} if nir_version is not None else {}
     with _progress(timesteps):  # calibration runs show their steps on a terminal
         result = export_to(model, target, output,
                            ExportOptions(profile=profile, calib=calib, timesteps=timesteps,
-                                         force=force),
+                                         force=force, extra=extra),
                            allow_pickle=allow_pickle,
-                           input_shape=parse_shape(input_shape) if input_shape else None)
+                           input_shape=parse_shape(input_shape) if input_shape else None,
+                           dt=dt)
     if as_json:
         _emit_json(result.report if result.path.is_dir()
                    else {"target": result.target, "path": str(result.path)}, default=str)
@@ -190,6 +212,24 @@ def export(
             typer.echo(f"wrote {result.path}/ ({', '.join(result.files)})")
     else:
         _info(f"wrote {result.path}")
+    return _agreement_gate(result.report, min_agreement)
+
+
+def _agreement_gate(report: Any, min_agreement: Optional[float]) -> int:
+    """Exit 1 (and say so on stderr) when the export's agreement with its source is
+    below ``--min-agreement``; the export is written either way, for inspection."""
+    if min_agreement is None:
+        return 0
+    ag = report.get("agreement") if isinstance(report, dict) else None
+    if ag is None:
+        raise BadInputError("--min-agreement: this export measured no agreement (a netx "
+                            "export with --calib measures it)")
+    if ag["agreement"] >= min_agreement:
+        return 0
+    typer.echo(f"nmtc: agreement with the source model {ag['agreement']:.3f} is below "
+               f"--min-agreement {min_agreement:g} (the export was written; see its report)",
+               err=True)
+    return 1
 
 
 @app.command()
@@ -206,6 +246,13 @@ def verify(
     samples: int = SAMPLES,
     reset_interval: Optional[int] = RESET,
     as_json: bool = JSON,
+    against: Optional[Path] = typer.Option(
+        None, "--against", help="The source model: also measure how often the export "
+                                "predicts what the source predicts (float), on --data or "
+                                "--dataset (default: the digits test split)."),
+    min_agreement: Optional[float] = typer.Option(
+        None, "--min-agreement", help="With --against: exit 1 below this agreement."),
+    dt: Optional[float] = DT,
 ) -> int:
     """Run an export in its referee and in nmtc; exit 1 if they differ.
 
@@ -222,13 +269,46 @@ def verify(
             raise BadInputError("give -T/--timesteps (--steps is its deprecated name), not both")
         _note("nmtc: note: --steps is deprecated; use -T/--timesteps")
         timesteps = steps
+    if min_agreement is not None and against is None:
+        raise BadInputError("--min-agreement applies with --against MODEL")
     result = verify_export(directory, data, dataset=dataset, timesteps=timesteps,
                            samples=samples, reset_interval=reset_interval)
+    agreement = _against(directory, against, data, dataset, samples, dt) \
+        if against is not None else None
     if as_json:
-        _emit_json(result.as_dict())
+        out = result.as_dict()
+        if agreement is not None:
+            out = {"agreement": agreement.as_dict(), **out}
+        _emit_json(out)
     else:
-        typer.echo("\n".join(result.lines()))
-    return 0 if result.identical else 1
+        typer.echo("\n".join((agreement.lines() if agreement is not None else [])
+                              + result.lines()))
+    per_sample = getattr(result, "samples", None)  # loihi2: one record per sample
+    events = [getattr(s, "events", None) for s in per_sample] \
+        if isinstance(per_sample, (list, tuple)) else []
+    if events and all(e == 0 for e in events):
+        _note("nmtc: warning: no sample produced a single event (spike) in any layer; "
+              "'identical' compares silent networks (check the input data and scaling)")
+    rc = 0 if result.identical else 1
+    if agreement is not None and min_agreement is not None and \
+            agreement.agreement < min_agreement:
+        typer.echo(f"nmtc: agreement with the source model {agreement.agreement:.3f} is below "
+                   f"--min-agreement {min_agreement:g}", err=True)
+        rc = 1
+    return rc
+
+
+def _against(directory: Path, model: Path, data: Optional[Path], dataset: Optional[str],
+             samples: int, dt: Optional[float]) -> Any:
+    """Source-vs-export agreement for ``verify --against``."""
+    from nmtoolchain.api import _inputs, load
+    from nmtoolchain.targets.agreement import against_source
+
+    source = load(model, dt=dt)
+    if data is None and dataset is None:
+        return against_source(directory, source, None, None, "")
+    inputs = _inputs(source, data, None, dataset, samples)
+    return against_source(directory, source, inputs.x, inputs.y, inputs.description)
 
 
 class _LazyBar:
@@ -292,7 +372,8 @@ PROFILE = typer.Option("loihi2", "--profile", "-p",
                        help="Hardware profile: a bundled name or a .toml path.")
 RULE_HELP = ("Counting rule: fanout (hardware), neurobench (NeuroBench 2.3 SynapticOperations; "
              "its MAC/AC split is decided per step over the simulated batch, as NeuroBench "
-             "decides per forward call), syops or spikformer. Default: the profile's own.")
+             "decides per forward call), neurobench-sample (the same split per sample, as "
+             "NeuroBench at batch size 1), syops or spikformer. Default: the profile's own.")
 
 
 @app.command()
@@ -305,7 +386,7 @@ def simulate(
     as_json: bool = JSON,
     allow_pickle: bool = ALLOW_PICKLE, input_shape: Optional[str] = INPUT_SHAPE,
     rule: Optional[str] = typer.Option(None, "--rule", help=RULE_HELP),
-    device: str = DEVICE,
+    device: str = DEVICE, dt: Optional[float] = DT,
 ) -> None:
     """Simulate a model step by step; print counts, energy and latency under one profile."""
     from nmtoolchain.api import simulate as run_simulation
@@ -316,7 +397,7 @@ def simulate(
                              numerics=numerics, samples=samples, profile=profile,
                              reset_interval=reset_interval, input_shape=_shape(input_shape),
                              allow_pickle=allow_pickle, progress=progress, rule=rule,
-                             device=device)
+                             device=device, dt=dt)
     if as_json:
         _emit_json(run.report)
     else:
@@ -349,7 +430,7 @@ def report(
     reset_interval: Optional[int] = RESET,
     as_json: bool = JSON,
     allow_pickle: bool = ALLOW_PICKLE, input_shape: Optional[str] = INPUT_SHAPE,
-    device: str = DEVICE,
+    device: str = DEVICE, dt: Optional[float] = DT,
 ) -> None:
     """Energy and latency per hardware profile, and where the profiles disagree."""
     from nmtoolchain.api import report as run_report
@@ -373,7 +454,7 @@ def report(
                          progress=progress,
                          rules=[r.strip() for t in (rule or []) for r in t.split(",")
                                 if r.strip()] or None,
-                         device=device)
+                         device=device, dt=dt)
     if html_out is not None:
         write_html(run.report, html_out)
     if as_json:
@@ -395,6 +476,7 @@ def convert(
         False, "--no-precharge", help="Start membranes at 0 instead of λ/2."),
     force: bool = typer.Option(False, "--force", help="Replace an existing output file."),
     allow_pickle: bool = ALLOW_PICKLE, input_shape: Optional[str] = INPUT_SHAPE,
+    dt: Optional[float] = DT,
 ) -> None:
     """Convert a QCFS ANN into an IF SNN graph (MST/QCFS rule) and write it atomically."""
     from nmtoolchain.api import convert as convert_model
@@ -404,7 +486,7 @@ def convert(
     refuse_existing_output(output, force)
 
     snn = convert_model(model, method=method, timesteps=timesteps, precharge=not no_precharge,
-                        input_shape=_shape(input_shape), allow_pickle=allow_pickle)
+                        input_shape=_shape(input_shape), allow_pickle=allow_pickle, dt=dt)
     path = save_graph(snn, output)
     n_if = sum(1 for n in snn if n.op_name == "IF")
     _info(f"wrote {path} ({n_if} IF layer(s), precharge {'off' if no_precharge else 'on'})")
@@ -434,6 +516,7 @@ def check_accuracy(
     seed: int = typer.Option(0, "--seed", help="Run seed of the spike masks (RSM); recorded."),
     as_json: bool = JSON,
     allow_pickle: bool = ALLOW_PICKLE, input_shape: Optional[str] = INPUT_SHAPE,
+    dt: Optional[float] = DT,
 ) -> int:
     """Accuracy of the ANN and of its MST-converted SNN against time step; exit 1 if a gate fails.
 
@@ -449,24 +532,91 @@ def check_accuracy(
         res = run_check(model, data, dataset=dataset, timesteps=timesteps, samples=samples,
                         min_accuracy=min_accuracy, max_drop=max_drop, target=target,
                         calib=calib, precharge=not no_precharge,
-                        input_shape=_shape(input_shape), allow_pickle=allow_pickle, seed=seed)
+                        input_shape=_shape(input_shape), allow_pickle=allow_pickle, seed=seed,
+                        dt=dt)
     res = dataclasses.replace(res, model=str(model))
     if as_json:
         _emit_json(res.as_dict())
     else:
         if not _state["quiet"]:
-            typer.echo(f"{model.name} on {res.data}: ANN accuracy {res.ann_accuracy:.4f}")
-            typer.echo(f"{'T':>6}  {'SNN acc':>8}  {'ANN - SNN':>9}")
+            ref = "float SNN accuracy at T_max (a spiking model: no conversion)" \
+                if res.spiking else "ANN accuracy"
+            typer.echo(f"{model.name} on {res.data}: {ref} {res.ann_accuracy:.4f}")
+            typer.echo(f"{'T':>6}  {'SNN acc':>8}  {'ANN - SNN' if not res.spiking else 'ref - SNN':>9}")
             for t, a in res.curve:
                 typer.echo(f"{t:>6}  {a:>8.4f}  {res.ann_accuracy - a:>9.4f}")
             if res.target is not None:
                 k = (f", headroom k={res.target.headroom}" if res.target.headroom is not None
                      else "")
+                coded = "graded input" if res.spiking else "rate-coded input"
                 typer.echo(f"{res.target.name} export in fixed point (T={res.timesteps}, "
-                           f"rate-coded input{k}): {res.target.accuracy:.4f}")
+                           f"{coded}{k}): {res.target.accuracy:.4f}")
         verdict = {"pass": "PASS", "fail": "FAIL", "none": "accuracy reported, nothing judged"}
         typer.echo(f"gate: {res.gate}: {verdict[res.verdict]} (mask seed {res.seed})")
     return 1 if res.passed is False else 0
+
+
+@app.command()
+def search(
+    space: str = typer.Option("small", "--space", help="AutoST search space: tiny, small or base."),
+    params: str = typer.Option("11-12", "--params",
+                               help="Parameter window MIN-MAX in millions (100-class head)."),
+    profile: str = typer.Option("cmos45nm", "--profile", "-p",
+                                help="Profile that prices energy at initialisation."),
+    energy_budget: Optional[float] = typer.Option(
+        None, "--energy-budget", help="Energy budget in J per inference (measured at init)."),
+    energy_weight: float = typer.Option(
+        0.0, "--energy-weight", help="Fitness = GFLOPs - weight x energy at init (mJ)."),
+    fit: Optional[str] = typer.Option(None, "--fit",
+                                      help="Hardware fit: loihi2:K (at most K chips) or speck."),
+    energy: bool = typer.Option(False, "--energy",
+                                help="Measure energy at init of every evaluated candidate."),
+    seed: int = typer.Option(0, "--seed", help="Seed of every random draw."),
+    workers: int = typer.Option(1, "--workers", help="Local processes scoring energy."),
+    ray: Optional[str] = typer.Option(None, "--ray",
+                                      help="Score energy on this Ray cluster ('' or auto)."),
+    out: Optional[Path] = typer.Option(None, "-o", "--out", help="Folder for the results."),
+    as_json: bool = JSON,
+) -> None:
+    """AutoST: training-free evolutionary search of a spiking transformer (FLOPs proxy)."""
+    from nmtoolchain.api import search as run_search
+    from nmtoolchain.methods.autost.outputs import summary
+
+    lo, sep, hi = params.partition("-")
+    try:
+        window = (float(lo) * 1e6, float(hi) * 1e6)
+    except ValueError:
+        raise BadInputError(f"--params {params!r}: expected MIN-MAX in millions, e.g. 11-12") \
+            from None
+    with _search_progress() as progress:
+        result = run_search(space, params=window, profile=profile, energy_weight=energy_weight,
+                            energy_budget_j=energy_budget, fit=fit, seed=seed, workers=workers,
+                            ray_address=ray, energy=energy, out_dir=out, progress=progress)
+    info = summary(result)
+    if as_json:
+        _emit_json(info)
+        return
+    best = info["best"]
+    _info(f"AutoST {space} space, seed {seed}: {info['evaluated']} candidates evaluated "
+          f"({info['draws']} drawn) in {result.wall_s:.1f} s")
+    _info(f"best {best['label']}: {best['gflops_syops']:.3f} GFLOPs (syops), "
+          f"{best['parameters'] / 1e6:.3f} M parameters, {best['macs_clean'] / 1e9:.3f} G MACs")
+    for line in result.notes:
+        _info(line)
+
+
+@contextlib.contextmanager
+def _search_progress() -> Iterator[Optional[Callable[[int, int], None]]]:
+    """A progress bar of evaluated candidates (a terminal only, not with --quiet)."""
+    if _state["quiet"] or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.progress import BarColumn, Progress, TextColumn
+
+    with Progress(TextColumn("searching"), BarColumn(), TextColumn("{task.description}"),
+                  console=_console(stderr=True), transient=True) as bar:
+        task = bar.add_task("", total=None)
+        yield lambda n, gen: bar.update(task, description=f"{n} evaluated, generation {gen}")
 
 
 @app.command()

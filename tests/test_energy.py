@@ -432,3 +432,35 @@ def test_neurobench_rule_decides_mac_or_ac_per_step_over_the_batch():
     ops = apply_rule(counts, "neurobench")
     assert ops.per_node["fc"].macs.sum() == pytest.approx(1.5)
     assert ops.per_node["fc"].acs.sum() == 0
+    # per-sample grouping (NeuroBench at batch size 1): sample 0's 1 op is a MAC,
+    # sample 1's 2 ops are ACs; per sample 0.5 MACs and 1 AC
+    ops = apply_rule(counts, "neurobench-sample")
+    assert ops.per_node["fc"].macs.sum() == pytest.approx(0.5)
+    assert ops.per_node["fc"].acs.sum() == pytest.approx(1.0)
+
+
+def test_neurobench_sample_grouping_equals_neurobench_run_one_sample_at_a_time():
+    """The per-sample rule on a batch equals the batch rule averaged over runs of one
+    sample each (each such run is a NeuroBench forward call of batch size 1).
+    Spiking inputs, one sample with a multi-spike of 2 at step 1 only."""
+    import torch
+
+    from simulators.cycle.interpreter import simulate
+
+    g = Graph()
+    g.add("x", Input((3,)))
+    g.add("fc", Affine(np.array([[1, 0, 2], [0, 3, 1]], np.float32)), ["x"])
+    g.add("n", IF(v_threshold=np.float32(100.0)), ["fc"])
+    g.add("y", Output(), ["n"])
+    x = torch.tensor([[[1.0, 0.0, 1.0], [2.0, 1.0, 0.0]],
+                      [[0.0, 1.0, 1.0], [1.0, 1.0, 1.0]]])
+    batch = apply_rule(simulate(g, x, 2).counts, "neurobench-sample").per_node["fc"]
+    ones = [apply_rule(simulate(g, x[i:i + 1], 2).counts, "neurobench").per_node["fc"]
+            for i in range(2)]
+    np.testing.assert_allclose(batch.macs, (ones[0].macs + ones[1].macs) / 2)
+    np.testing.assert_allclose(batch.acs, (ones[0].acs + ones[1].acs) / 2)
+    # by hand, non-zero weights per input column: 1, 1, 2. Step 0: sample 0 feeds
+    # columns 0, 2 -> 3 ACs; sample 1 columns 1, 2 -> 3 ACs. Step 1: sample 0 feeds
+    # [2, 1, 0] -> 2 MACs; sample 1 all three -> 4 ACs. Per sample: ACs [3, 2], MACs [0, 1].
+    np.testing.assert_allclose(batch.acs, [3.0, 2.0])
+    np.testing.assert_allclose(batch.macs, [0.0, 1.0])

@@ -19,6 +19,8 @@ from nmtoolchain.ir import (IF, LI, LIF, QCFS, Add, Bias, Concat, Conv1d, Conv2d
                             CubaLIF, Delay, Graph, I, Input, LayerNorm, MatMul, MaxPool2d, Mean,
                             Output, ReLU, Reshape, SigmaDelta, Softmax, SpikeMask, SumPool2d,
                             Threshold, Transpose, save_graph)
+from nmtoolchain.ir.activation import GELU
+from nmtoolchain.ir.indexing import Roll, Slice
 from nmtoolchain.ir.tokens import TokenHalt, TokenMerge
 
 RNG = np.random.default_rng(0)
@@ -166,7 +168,10 @@ def _one(op_name: str) -> Graph:
                     "SpikeMask": lambda: SpikeMask(p=0.1, seed=0),
                     "Reshape": lambda: Reshape(shape=(128,)),
                     "Transpose": lambda: Transpose(perm=(0, 2, 1)),
-                    "Mean": lambda: Mean(axis=0)}[op_name](), ["c"])
+                    "Mean": lambda: Mean(axis=0),
+                    "Roll": lambda: Roll(shifts=(1,), axes=(1,)),
+                    "Slice": lambda: Slice(axis=1, start=0, stop=8, step=2),
+                    "GELU": lambda: GELU()}[op_name](), ["c"])
     g.add("output", Output(), ["x"])
     return g
 
@@ -194,7 +199,10 @@ REFUSED = {"ReLU": "convert the network to spikes first",
            "Transpose": "a transpose is not a DYNAP-CNN layer",
            "Mean": "a mean over an axis is not a DYNAP-CNN layer",
            "Concat": "concatenation is not a DYNAP-CNN layer",
-           "TokenMerge": "token merging"}
+           "TokenMerge": "token merging",
+           "Roll": "a cyclic shift (shifted windows) is not a DYNAP-CNN layer",
+           "Slice": "slicing a tensor is not a DYNAP-CNN layer",
+           "GELU": "is an ANN activation (GELU): convert the network to spikes first"}
 
 
 def test_every_ir_op_kind_is_either_lowered_or_refused_here():

@@ -57,3 +57,23 @@ def test_published_spikformer_4_384_counts_from_torchscript_and_onnx(tmp_path):
         qk = av = 12 * 64 * 64 * 32
         blocks = 4 * (64 * (4 * 384 * 384 + 2 * 384 * 1536) + qk + av)
         assert tot["macs"] == sps + blocks + 3840 == 934_039_296, path
+
+
+def test_published_ann_twin_pickled_module_loads_only_with_allow_pickle(tmp_path):
+    # a whole nn.Module pickled by torch.save: unpickling runs code from the file,
+    # so it loads only with consent, then simulates as torch does
+    from nmtoolchain.errors import NmtcError
+
+    torch.manual_seed(0)
+    model = randomize_bn(PublishedSpikformerANN(1, 32, 1, 2, 2, 10, (False, False, False, True)))
+    path = tmp_path / "module.pt"
+    torch.save(model, path)
+    with pytest.raises(NmtcError, match="pickle"):
+        load_model(path, input_shape=(1, 8, 8))
+    g = load_model(path, input_shape=(1, 8, 8), allow_pickle=True)
+    assert {"Mean", "MatMul", "Transpose", "BatchNorm", "MaxPool2d"} <= {n.op_name for n in g}
+    x = torch.rand(5, 1, 8, 8)
+    with torch.no_grad():
+        ref = model(x).numpy()
+    out = np.asarray(next(iter(api.simulate(g, x.numpy(), timesteps=1).outputs.values())))
+    np.testing.assert_allclose(out[:, 0], ref, atol=1e-4)

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from exporters.directory import _json, _write_atomically, write_graph
-from exporters.loihi2.lava_graph import deployability, plan_lava_graph
+from exporters.loihi2.lava_graph import chip_part, deployability, plan_lava_graph
 from exporters.loihi2.netx_writer import NetxPlan, write_plan
 from nmtoolchain import __version__
 from nmtoolchain.convert.encode import RATE_ENCODING
@@ -72,6 +72,8 @@ class NetxExport:
     notes: List[str]
     pass_lines: List[str]
     passes: List[Dict[str, Any]]
+    #: source-vs-export agreement (nmtoolchain.targets.agreement), printed first
+    agreement: Any = None
 
 
 @dataclass
@@ -85,6 +87,8 @@ class LavaGraphExport:
     notes: List[str]
     pass_lines: List[str]
     passes: List[Dict[str, Any]]
+    #: TokenQuantReport when the export quantized a spiking transformer (else None)
+    token_report: Any = None
 
 
 def write_network(plan: NetxPlan, path: Path) -> None:
@@ -221,6 +225,9 @@ def write_netx_export(ex: NetxExport, out_dir: Path, force: bool
     quant_lines = list(ex.qreport.lines()) if ex.qreport is not None else [quant["note"]]
     report, lines = build_report(ex.model, ex.graph, ex.plan, ex.profile_id, ex.timesteps, quant,
                                  quant_lines, mapping, mapping_lines, ex.notes, ex.pass_lines, ex.passes)
+    if ex.agreement is not None:  # first: whether the export still does what the source did
+        report = {"agreement": ex.agreement.as_dict(), **report}
+        lines = lines[:1] + ex.agreement.lines() + lines[1:]
 
     def write(tmp: Path) -> None:
         write_network(ex.plan, tmp / FILES["network"])
@@ -261,6 +268,9 @@ def describe_lava_graph(graph: Graph, model: str) -> Dict[str, Any]:
         elif p.kind == "lif":
             d.update(du=p.params["du"], dv=p.params["dv"], vth=p.params["vth"],
                      bias_exp=p.params["bias_exp"])
+            if "reset_interval" in p.params:
+                d.update(process="LIFReset", reset_interval=p.params["reset_interval"],
+                         reset_offset=p.params["reset_offset"])
         procs.append(d)
     by = lambda owner: [d["node"] for d in procs if d["provided_by"] == owner]  # noqa: E731
     return {"format": LAVA_GRAPH_FORMAT, "version": REPORT_VERSION, "model": model,
@@ -297,19 +307,31 @@ def write_lava_graph_export(ex: LavaGraphExport, out_dir: Path, force: bool
     desc = describe_lava_graph(graph, model)
     dep = deployability(graph)
     sentence = _lava_deployability_sentence(dep)
-    quant = _quant_rows(graph, None)
+    run = graph.metadata.get("lava_run") if isinstance(graph.metadata, dict) else None
+    quant = {"performed": True, "note": _token_quant_note(ex.token_report),
+             **ex.token_report.as_dict()} if ex.token_report is not None \
+        else _quant_rows(graph, None)
     depth = int(desc["pipeline_depth"])
-    mapping = {"mapped": False, "note": "not mapped: Lava-only ops (the core mapping places "
-                                        "netx layers; these run in Lava's CPU simulator)"}
+    mapping, mapping_lines = _chip_part_mapping(graph, profile_id)
+    files = dict(LAVA_GRAPH_FILES)
+    if mapping.get("mapped"):
+        files["mapping"] = "mapping.json"
     report = {
         "format": REPORT_FORMAT, "version": REPORT_VERSION, "nmtc_version": __version__,
         "model": model, "target": "loihi2", "runs_as": "lava_process_graph",
-        "profile": profile_id, "files": dict(LAVA_GRAPH_FILES), "timesteps": timesteps,
-        "pipeline_depth": depth, "verify_steps": timesteps + depth,
+        "profile": profile_id, "files": files, "timesteps": timesteps,
+        "pipeline_depth": depth,
+        "verify_steps": int(run["steps"]) if run else timesteps + depth,
         "passes": list(ex.passes),
         "input": {"drive": "spikes", "shape": desc["input"]["shape"],
                   "how": "binary spikes into the Input node's source process; row t-1 of the "
-                         "drive is sent at step t"},
+                         "drive is sent at step t"} if not run else {
+            "drive": "graded", "shape": desc["input"]["shape"],
+            "encoding": dict(graph.metadata.get("input_encoding", {})),
+            "how": f"graded integers round(x * {run['input_levels']}) (24-bit messages) for "
+                   f"{run['input_steps']} steps, then zero; {run['steps']} steps in all; each "
+                   f"neuron is reset (LIFReset, interval {run['reset_interval']}) at its depth"},
+        "run_protocol": dict(run) if run else None,
         "lava_graph": {k: desc[k] for k in ("lava_dense_lif", "nmtc_lava_processes")},
         "quantization": quant, "mapping": mapping,
         "deployability": {"loihi2_netx": dep["loihi2_netx"],
@@ -319,8 +341,9 @@ def write_lava_graph_export(ex: LavaGraphExport, out_dir: Path, force: bool
         "notes": list(notes),
     }
     lines = [f"nmtc export --target loihi2: {model}",
-             f"runs as a Lava process graph: {len(desc['processes'])} processes; input spikes "
-             f"{desc['input']['shape']}; pipeline depth {depth} steps",
+             f"runs as a Lava process graph: {len(desc['processes'])} processes; input "
+             f"{'graded' if run else 'spikes'} {desc['input']['shape']}; pipeline depth {depth} "
+             "steps",
              "", "passes:"] + ["  " + ln for ln in ex.pass_lines] + [
              "", "Lava processes (lava_graph.json):",
              f"  {'node':<12} {'op':<10} {'process':<18} {'by':<5} inputs"]
@@ -328,8 +351,9 @@ def write_lava_graph_export(ex: LavaGraphExport, out_dir: Path, force: bool
         lines.append(f"  {d['node']:<12} {d['op']:<10} {d['process']:<18} {d['provided_by']:<5} "
                      f"{', '.join(d['inputs']) or '-'}")
     lines += ["", "quantization:", "  " + quant["note"],
-              "", "mapping:", "  " + mapping["note"],
-              "", "deployability:",
+              "", "mapping:"] + ["  " + ln for ln in mapping_lines] + [
+              "",
+              "deployability:",
               f"  on Loihi 2 through netx: {', '.join(dep['loihi2_netx'])}",
               f"  only in Lava's simulator: {', '.join(dep['lava_simulator_only'])}",
               "  " + LAVA_ONLY_NOTE]
@@ -340,10 +364,39 @@ def write_lava_graph_export(ex: LavaGraphExport, out_dir: Path, force: bool
     def write(tmp: Path) -> None:
         write_graph(graph, tmp / LAVA_GRAPH_FILES["graph"])
         (tmp / LAVA_GRAPH_FILES["lava_graph"]).write_text(_json(desc))
+        if mapping.get("mapped"):
+            write_mapping_json(mapping, tmp / "mapping.json")
         write_reports(report, lines, tmp)
 
     _write_atomically(write, out_dir, parent, force)
-    return report, lines, list(LAVA_GRAPH_FILES.values())
+    return report, lines, list(files.values())
+
+
+def _token_quant_note(rep: Any) -> str:
+    return (f"spiking transformer quantized by nmtc (quantize_token_graph): {len(rep.layers)} "
+            f"neuron layers, {rep.relays} relay layers, readout {rep.readout} (its v is the "
+            "summed logits)")
+
+
+def _chip_part_mapping(graph: Graph, profile_id: str) -> Tuple[Dict[str, Any], List[str]]:
+    """Core placement of the netx-deployable part (:func:`chip_part`): what a
+    chip would hold if the host ran the Lava-only processes. Not mapped (with
+    the reason) when the mapper cannot place that part."""
+    from nmtoolchain.errors import NmtcError
+    from nmtoolchain.mapping import map_onto_cores
+
+    try:
+        rep = map_onto_cores(chip_part(graph), profile_id)
+    except NmtcError as e:
+        note = ("not mapped: Lava-only ops (the core mapping places netx layers; these run in "
+                f"Lava's CPU simulator); the deployable part could not be placed: {e}")
+        return {"mapped": False, "note": note}, [note]
+    d = rep.as_dict()
+    note = (f"deployable part only (synapse and neuron layers; each tensor a Lava-only "
+            f"process computes enters as a host input): {d['cores_used']} cores of "
+            f"{d['cores_per_chip']} per chip (lower bound {d['lower_bound']})")
+    d.update(mapped=True, part="loihi2_netx", note=note)
+    return d, [note] + list(rep.lines())
 
 
 

@@ -17,9 +17,16 @@ Affine / Linear    Lava's ``Dense`` (fixed_pt, bit-accurate): one step per
                    vector with block-diagonal weights ``kron(I_N, W)``
                    (one process instead of N; the zeros cost nothing in the
                    simulator and the result is the same integers)
+Conv2d             Lava's ``Dense`` over the flattened (C, H, W) vectors with
+                   the conv unrolled into one matrix (:func:`conv_as_matrix`;
+                   groups 1); exact integers, one step like any synapse
 CubaLIF ('loihi')  Lava's ``LIF`` (bit-accurate): du = iDecay - 1 (Lava adds
                    one back), dv = vDecay, bias_mant, bias_exp, vth = vThMant,
-                   exactly as netx builds its CUBA neurons
+                   exactly as netx builds its CUBA neurons. When the graph's
+                   ``metadata['lava_run']`` has a ``reset_interval`` (a
+                   quantized spiking transformer), Lava's ``LIFReset`` with
+                   offset = the node's ``reset_depth`` + 1, the rule
+                   nmtc's simulator applies to that annotation
 Add                ``GraphAdd`` (ours): integer sum of its two inputs of the
                    same step (numpy broadcasting), no delay
 MatMul             ``GraphMatMul`` (ours): integer a @ b of the two inputs of
@@ -35,13 +42,13 @@ and ``TransposeLoihi`` of :mod:`simulators.cycle.kernels_loihi`, so
 bit at every step (:func:`check_graph_parity`).
 
 Deployability (what :func:`deployability` reports): Input, Affine/Linear,
-CubaLIF, Flatten, Reshape, Output are what netx (and so Loihi 2) can hold; our
+Conv2d, CubaLIF, Flatten, Reshape, Output are what netx (and so Loihi 2) can hold; our
 custom processes (Add, MatMul, Transpose) are Python process models that run
 only in Lava's CPU simulator. No Loihi 2 microcode is written for them.
 
 Limits: one Input node, Add with exactly two inputs, synapses without delay
 or bias, CubaLIF with ``LoihiCubaNeuron`` numerics (no bias-driven input
-neuron, no SigmaDelta, no Conv2d: the netx path runs those). An op outside
+neuron, no SigmaDelta, no grouped Conv2d: the netx path runs those). An op outside
 the table raises UnsupportedOpError naming the node, before Lava is imported.
 
 Lava is imported only inside the functions that run it; the process classes
@@ -69,7 +76,8 @@ from nmtoolchain.numerics.loihi import LoihiCubaNeuron
 from nmtoolchain.vendors import require
 
 #: IR ops a netx file (and so Loihi 2 through lava-dl) can hold.
-NETX_DEPLOYABLE_OPS = ("Input", "Affine", "Linear", "CubaLIF", "Flatten", "Reshape", "Output")
+NETX_DEPLOYABLE_OPS = ("Input", "Affine", "Linear", "Conv2d", "CubaLIF", "Flatten", "Reshape",
+                       "Output")
 #: IR ops that run only as our custom Lava processes in Lava's CPU simulator.
 LAVA_SIMULATOR_ONLY_OPS = ("Add", "MatMul", "Transpose")
 #: Ops that need no process: the tensor's C-order flat vector passes unchanged.
@@ -149,10 +157,81 @@ def _dense_spec(graph: Graph, node: Node, graded: bool) -> ProcSpec:
                                    "magnitudes (9-bit signed when mixed)")
     in_shape = tuple(graph[node.inputs[0]].shape)
     tokens = int(np.prod(in_shape[:-1])) if len(in_shape) > 1 else 1
-    big = np.kron(np.eye(tokens, dtype=np.int64), w) if tokens > 1 else w
-    return ProcSpec(node.name, "dense", [node.inputs[0]], int(big.shape[0]), {
-        "weights": big.astype(np.int32), "num_weight_bits": 9 if mixed else 8,
+    return ProcSpec(node.name, "dense", [node.inputs[0]], int(w.shape[0]) * tokens, {
+        "w": w.astype(np.int32), "num_weight_bits": 9 if mixed else 8,
         "num_message_bits": GRADED_MESSAGE_BITS if graded else 0, "tokens": tokens})
+
+
+#: Largest Dense matrix (entries) built to run in Lava's CPU simulator (256 MB of int32).
+MAX_DENSE_ENTRIES = 1 << 26
+
+
+def dense_matrix(spec: ProcSpec) -> np.ndarray:
+    """The int32 weight matrix of a planned Dense, built only to run it in Lava:
+    ``kron(I_tokens, W)`` for a token-wise Linear, :func:`conv_as_matrix` for a
+    conv. Refuses (naming the node) a matrix above :data:`MAX_DENSE_ENTRIES`."""
+    p = spec.params
+    if "conv" in p:
+        c = p["conv"]
+        rows, cols = int(np.prod(c["out_shape"])), int(np.prod(c["in_shape"]))
+    else:
+        rows, cols = (int(d) * p["tokens"] for d in p["w"].shape)
+    if rows * cols > MAX_DENSE_ENTRIES:
+        raise BadInputError(f"node '{spec.node}': its Dense would hold {rows} x {cols} weights, "
+                            f"more than the {MAX_DENSE_ENTRIES:,} nmtc builds to run in Lava's "
+                            "CPU simulator")
+    if "conv" in p:
+        c = p["conv"]
+        return conv_as_matrix(c["weight"], c["in_shape"], c["out_shape"], c["stride"],
+                              c["padding"], c["dilation"]).astype(np.int32)
+    w = p["w"].astype(np.int64)
+    big = np.kron(np.eye(p["tokens"], dtype=np.int64), w) if p["tokens"] > 1 else w
+    return big.astype(np.int32)
+
+
+def conv_as_matrix(weight: np.ndarray, in_shape: Tuple[int, ...], out_shape: Tuple[int, ...],
+                   stride: Sequence[int], padding: Sequence[int],
+                   dilation: Sequence[int] = (1, 1)) -> np.ndarray:
+    """A 2-D convolution (groups 1, no bias) as the matrix M with
+    ``flat(conv(x)) = M @ flat(x)`` on C-order flat vectors: one Lava Dense
+    computes the conv's integers exactly (the zeros cost nothing there)."""
+    co, ci, kh, kw = weight.shape
+    _, h, w = in_shape
+    _, ho, wo = out_shape
+    m = np.zeros((co * ho * wo, ci * h * w), dtype=np.int64)
+    oc, oy, ox = np.meshgrid(np.arange(co), np.arange(ho), np.arange(wo), indexing="ij")
+    rows = (oc * ho + oy) * wo + ox
+    for c in range(ci):
+        for ky in range(kh):
+            for kx in range(kw):
+                iy = oy * stride[0] - padding[0] + ky * dilation[0]
+                ix = ox * stride[1] - padding[1] + kx * dilation[1]
+                ok = (iy >= 0) & (iy < h) & (ix >= 0) & (ix < w)
+                cols = (c * h + iy) * w + ix
+                m[rows[ok], cols[ok]] += weight[oc[ok], c, ky, kx].astype(np.int64)
+    return m
+
+
+def _conv_spec(graph: Graph, node: Node, graded: bool) -> ProcSpec:
+    op = node.op
+    if int(op.groups) != 1:
+        raise _refuse(graph, node, "grouped convolution (groups > 1) is not supported here")
+    w = np.asarray(op.weight, dtype=np.float64)
+    if np.any(w != np.round(w)):
+        raise _refuse(graph, node, "weights are not integers; quantize for Loihi first")
+    if op.bias is not None and np.any(op.bias):
+        raise _refuse(graph, node, "a synapse bias has no Loihi meaning; put it on the neuron")
+    conv = {"weight": w.astype(np.int64), "in_shape": tuple(graph[node.inputs[0]].shape),
+            "out_shape": tuple(node.shape), "stride": tuple(op.stride),
+            "padding": tuple(op.padding), "dilation": tuple(op.dilation)}
+    lo, hi = int(w.min()), int(w.max())
+    mixed = lo < 0 < hi
+    if (mixed and not -256 <= lo <= hi <= 255) or (not mixed and max(-lo, hi) > 255):
+        raise _refuse(graph, node, f"weights span [{lo}, {hi}]; Lava's Dense holds 8-bit "
+                                   "magnitudes (9-bit signed when mixed)")
+    return ProcSpec(node.name, "dense", [node.inputs[0]], int(np.prod(node.shape)), {
+        "conv": conv, "num_weight_bits": 9 if mixed else 8,
+        "num_message_bits": GRADED_MESSAGE_BITS if graded else 0, "tokens": 1})
 
 
 def _lif_spec(graph: Graph, node: Node) -> ProcSpec:
@@ -164,9 +243,19 @@ def _lif_spec(graph: Graph, node: Node) -> ProcSpec:
         raise _refuse(graph, node, "a bias-driven input neuron (use the netx path)")
     size = int(np.prod(node.shape))
     bias = np.broadcast_to(q.bias_mant, tuple(node.shape)).reshape(-1)
-    return ProcSpec(node.name, "lif", [node.inputs[0]], size, {
-        "du": q.lava_du, "dv": q.v_decay, "vth": q.v_th_mant,
-        "bias_mant": bias.astype(np.int32), "bias_exp": q.bias_exp})
+    params = {"du": q.lava_du, "dv": q.v_decay, "vth": q.v_th_mant,
+              "bias_mant": bias.astype(np.int32), "bias_exp": q.bias_exp}
+    interval = _reset_interval(graph)
+    if interval:  # LIFReset at the neuron's depth (the simulator's rule, interpreter.py)
+        depth = int(node.annotations.get("reset_depth", 0))
+        params.update(reset_interval=interval, reset_offset=(depth + 1) % interval)
+    return ProcSpec(node.name, "lif", [node.inputs[0]], size, params)
+
+
+def _reset_interval(graph: Graph) -> int:
+    """The reset interval a token-graph quantization recorded (0: no resets)."""
+    run = graph.metadata.get("lava_run") if isinstance(graph.metadata, dict) else None
+    return int(run.get("reset_interval", 0)) if isinstance(run, dict) else 0
 
 
 def _broadcast_index(in_shape: Tuple[int, ...], out_shape: Tuple[int, ...]) -> np.ndarray:
@@ -200,9 +289,10 @@ def plan_lava_graph(graph: Graph) -> LavaGraphPlan:
             kinds[name] = "input"
         elif op in _ALIAS_OPS:
             plan.alias[name] = node.inputs[0]
-        elif op in ("Affine", "Linear"):
+        elif op in ("Affine", "Linear", "Conv2d"):
             src = plan.process_of(node.inputs[0])
-            plan.procs.append(_dense_spec(graph, node, graded=kinds[src] == "graded"))
+            spec = _conv_spec if op == "Conv2d" else _dense_spec
+            plan.procs.append(spec(graph, node, graded=kinds[src] == "graded"))
             kinds[name] = "graded"
         elif op == "CubaLIF":
             plan.procs.append(_lif_spec(graph, node))
@@ -248,6 +338,44 @@ def deployability(graph: Graph) -> Dict[str, List[str]]:
                "lava_simulator_only" if n.op_name in LAVA_SIMULATOR_ONLY_OPS else "unsupported")
         out[key].append(n.name)
     return out
+
+
+def chip_part(graph: Graph) -> Graph:
+    """The netx-deployable part of a Lava process graph as a graph the core
+    mapper can place: every synapse and CUBA neuron layer, with each tensor
+    that a Lava-only process computes (Add, MatMul, Transpose) replaced by an
+    ``Input`` named ``host:<node>`` (on a chip, the host would send it). A
+    neuron driven without a synapse is then an input layer."""
+    from nmtoolchain.ir import Input as InputOp
+
+    graph.infer_shapes()
+    sub = Graph({"source": dict(graph.metadata.get("source", {}))})
+
+    def feed(name: str) -> str:
+        if name in sub.nodes:
+            return name
+        host = f"host:{name}"
+        if host not in sub.nodes:
+            sub.add(host, InputOp(tuple(graph[name].shape)))
+        return host
+
+    for node in graph.topological_order():
+        op = node.op_name
+        if op == "Input":
+            sub.add(node.name, copy_op(node.op))
+        elif op in ("Affine", "Linear", "Conv2d") or node.op.is_neuron:
+            sub.add(node.name, copy_op(node.op), [feed(node.inputs[0])],
+                    numerics=node.numerics)
+        elif op in ("Flatten", "Reshape") and node.inputs[0] in sub.nodes:
+            sub.add(node.name, copy_op(node.op), [node.inputs[0]])
+    return sub.infer_shapes()
+
+
+def copy_op(op: Any) -> Any:
+    """A shallow copy of an IR op (its arrays are shared, never written)."""
+    import dataclasses
+
+    return dataclasses.replace(op)
 
 
 # ------------------------------------------------------------- lava classes
@@ -421,7 +549,7 @@ def run_graph_in_lava(graph: Graph, spikes: Any, steps: int, *,
     from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg
     from lava.proc.dense.process import Dense
-    from lava.proc.lif.process import LIF
+    from lava.proc.lif.process import LIF, LIFReset
     from simulators.lava_runner import _recorder_classes
 
     classes = _graph_process_classes()
@@ -444,14 +572,17 @@ def run_graph_in_lava(graph: Graph, spikes: Any, steps: int, *,
                 if bits == 0 and plan.kinds[p.inputs[0]] == "input" \
                         and src_kind == "graded":
                     bits = GRADED_MESSAGE_BITS  # graded drive straight into a synapse
-                proc = Dense(weights=p.params["weights"], num_message_bits=bits,
+                proc = Dense(weights=dense_matrix(p), num_message_bits=bits,
                              num_weight_bits=p.params["num_weight_bits"], weight_exp=0,
                              name=p.node)
                 ports_in = [proc.s_in]
             elif p.kind == "lif":
                 q = p.params
-                proc = LIF(shape=(p.size,), du=q["du"], dv=q["dv"], bias_mant=q["bias_mant"],
-                           bias_exp=q["bias_exp"], vth=q["vth"], name=p.node)
+                kw = dict(shape=(p.size,), du=q["du"], dv=q["dv"], bias_mant=q["bias_mant"],
+                          bias_exp=q["bias_exp"], vth=q["vth"], name=p.node)
+                proc = LIFReset(reset_interval=q["reset_interval"],
+                                reset_offset=q["reset_offset"], **kw) \
+                    if "reset_interval" in q else LIF(**kw)
                 ports_in = [proc.a_in]
             elif p.kind == "add":
                 cls, model = classes["add"]
@@ -517,7 +648,9 @@ def run_graph_in_simulator(graph: Graph, spikes: Any, steps: int, *,
     rows = _input_rows(plan, spikes, steps)
     names = _recorded(graph, plan, record)
     x = rows.reshape((1, steps) + plan.shapes[plan.input_node]).astype(np.float64)
-    res = Simulator(graph, "loihi", record=names, count=False).run(x, steps)
+    interval = _reset_interval(graph)
+    kw = {"reset_interval": interval, "reset_offset": 0} if interval else {}
+    res = Simulator(graph, "loihi", record=names, count=False, **kw).run(x, steps)
     return {n: res.recorded[n][0].cpu().numpy().round().astype(np.int64) for n in names}
 
 
@@ -533,4 +666,5 @@ def check_graph_parity(graph: Graph, spikes: Any, steps: int, *,
 
 __all__ = ["plan_lava_graph", "run_graph_in_lava", "run_graph_in_simulator",
            "check_graph_parity", "deployability", "LavaGraphPlan", "LavaGraphRun", "ProcSpec",
-           "NETX_DEPLOYABLE_OPS", "LAVA_SIMULATOR_ONLY_OPS"]
+           "NETX_DEPLOYABLE_OPS", "LAVA_SIMULATOR_ONLY_OPS", "conv_as_matrix", "chip_part",
+           "dense_matrix", "MAX_DENSE_ENTRIES"]

@@ -215,6 +215,26 @@ def _drives(kind: str, x: Optional[np.ndarray], origin: str, shape: Tuple[int, .
         f"{origin}, round(x * {scale:g})"
 
 
+def _graded_drives(graph: Any, x: Optional[np.ndarray], origin: str, shape: Tuple[int, ...],
+                   steps: int, samples: int) -> Tuple[List[np.ndarray], str]:
+    """The run protocol of a quantized spiking transformer: round(x * levels) for
+    the input steps, then zero (``metadata['lava_run']``); data in [0, 1]."""
+    from nmtoolchain.quantize.token_graph import lava_run_drive
+
+    run = graph.metadata["lava_run"]
+    levels, t_in = int(run["input_levels"]), int(run["input_steps"])
+    if x is None:
+        rng = np.random.default_rng(RANDOM_SEED)
+        x = rng.integers(0, levels + 1, (samples,) + shape) / levels
+        origin = f"seeded random images of {levels + 1} levels (seed {RANDOM_SEED})"
+    if x.ndim != len(shape) + 1:
+        raise BadInputError(f"{origin}: a spiking transformer export takes static samples "
+                            f"(N, {', '.join(map(str, shape))}), got {list(x.shape)}")
+    d = lava_run_drive(graph, x[:samples]).astype(np.int64)
+    rows = [_per_step(s, len(shape), steps) for s in d]
+    return rows, f"{origin}, graded round(x * {levels}) for {t_in} steps, then zero"
+
+
 def _per_step(s: np.ndarray, nd: int, steps: int) -> np.ndarray:
     """A sample as (steps, *shape): held every step, or its rows (zero after they end)."""
     s = np.asarray(s)
@@ -330,12 +350,16 @@ def _verify_lava_graph(directory: Path, report: Dict[str, Any], data: Optional[U
     layers = [p.node for p in plan.procs if p.kind != "source"]
     types = {n: graph[n].op_name for n in layers}
     shape = tuple(int(s) for s in graph[plan.input_node].shape)
-    result = VerifyResult(directory, steps, "spikes", "", "network.nmir", layers, {}, types,
-                          mode="lava_graph")
+    graded = isinstance(graph.metadata.get("lava_run"), dict)
+    result = VerifyResult(directory, steps, "graded" if graded else "spikes", "", "network.nmir",
+                          layers, {}, types, mode="lava_graph")
     x, origin = _data(shape, dataset, Path(data) if data is not None else None, samples, graph)
     encoding = report.get("input", {}).get("encoding") or {}
-    drives, result.inputs = _drives("spikes", x, origin, shape, steps, samples, encoding,
-                                    directory / "network.nmir")
+    if graded:  # graded input held for input_steps (a spiking transformer)
+        drives, result.inputs = _graded_drives(graph, x, origin, shape, steps, samples)
+    else:
+        drives, result.inputs = _drives("spikes", x, origin, shape, steps, samples, encoding,
+                                        directory / "network.nmir")
     t0 = time.perf_counter()
     for i, drive in enumerate(drives[:samples]):
         div, lava, _ = check_graph_parity(graph, drive, steps)

@@ -20,7 +20,9 @@ those counts the way one tool or paper does:
     {-1, 0, 1} (a layer after a sum-pool or fed multi-spikes or analog values),
     else Effective_ACs. Dense = structural synapses × steps (all-ones input and
     weights, padding excluded). Pooling and MatMul are not counted; biases
-    never count. NeuroBench classifies per forward call; we classify per step.
+    never count. NeuroBench classifies per forward call: ``neurobench`` takes
+    one step of the simulated batch as the call (a batched NeuroBench run),
+    ``neurobench-sample`` one step of one sample (NeuroBench at batch size 1).
 ``syops``
     iCGY96/syops-counter (``syops/ops.py``), the counter AutoST imports:
     per module, conv ops = dense MACs + one bias op per output element when
@@ -67,6 +69,7 @@ if TYPE_CHECKING:  # typing only: importing simulators.cycle loads torch
     from simulators.cycle.counts import RunCounts
 
 __all__ = ["NodeOps", "RuleCounts", "RULES", "apply_rule", "fanout_rule", "neurobench_rule",
+           "neurobench_sample_rule",
            "syops_rule", "spikformer_rule", "per_sample"]
 
 #: Ops with stored weights: NeuroBench's connection layers, Spikformer's weighted layers.
@@ -96,7 +99,7 @@ class NodeOps:
 class RuleCounts:
     """A run's operations under one counting rule, per sample (one inference)."""
 
-    rule: str                      # "fanout", "neurobench", "syops" or "spikformer"
+    rule: str                      # a key of RULES
     definition: str                # one line: what was counted
     steps: int
     per_node: Dict[str, NodeOps]
@@ -198,7 +201,18 @@ def fanout_rule(counts: "RunCounts", graph: Optional["Graph"] = None) -> RuleCou
 
 
 def neurobench_rule(counts: "RunCounts", graph: Optional["Graph"] = None) -> RuleCounts:
-    """NeuroBench SynapticOperations: Effective_ACs / Effective_MACs / Dense."""
+    """NeuroBench SynapticOperations: Effective_ACs / Effective_MACs / Dense, with
+    MAC or AC decided per step over the simulated batch (one forward call per step)."""
+    return _neurobench(counts, by_sample=False)
+
+
+def neurobench_sample_rule(counts: "RunCounts", graph: Optional["Graph"] = None) -> RuleCounts:
+    """NeuroBench SynapticOperations with MAC or AC decided per step and sample, as
+    NeuroBench counts a run fed one sample per forward call (batch size 1)."""
+    return _neurobench(counts, by_sample=True)
+
+
+def _neurobench(counts: "RunCounts", by_sample: bool) -> RuleCounts:
     counts = per_sample(counts)
     per_node = {}
     dense_total = 0.0
@@ -207,14 +221,19 @@ def neurobench_rule(counts: "RunCounts", graph: Optional["Graph"] = None) -> Rul
         if st.get("op") not in WEIGHTED_OPS:
             continue
         ops = np.asarray(counts.counter(n, "nb_ops"), dtype=float)
-        is_mac = np.asarray(counts.counter(n, "nb_is_mac"), dtype=float) > 0
+        if by_sample:
+            macs = np.asarray(counts.counter(n, "nb_mac_ops"), dtype=float)
+        else:
+            macs = np.where(np.asarray(counts.counter(n, "nb_is_mac"), dtype=float) > 0, ops, 0.0)
         dense = float(st.get("synapses", 0) or 0) * counts.steps
         dense_total += dense
-        per_node[n] = NodeOps(np.where(is_mac, 0.0, ops), np.where(is_mac, ops, 0.0), dense)
-    return RuleCounts("neurobench", "NeuroBench SynapticOperations: binarised inputs x non-zero "
-                      "weights of connection layers; MACs in steps with an input outside "
-                      "{-1, 0, 1}; Dense = synapses x steps", counts.steps, per_node,
-                      dense=dense_total)
+        per_node[n] = NodeOps(ops - macs, macs, dense)
+    grouping = ("each sample's step (one sample per forward call)" if by_sample
+                else "steps where any sample of the batch had")
+    return RuleCounts("neurobench-sample" if by_sample else "neurobench",
+                      "NeuroBench SynapticOperations: binarised inputs x non-zero weights of "
+                      f"connection layers; MACs in {grouping} an input outside {{-1, 0, 1}}; "
+                      "Dense = synapses x steps", counts.steps, per_node, dense=dense_total)
 
 
 def syops_rule(counts: "RunCounts", graph: Optional["Graph"] = None) -> RuleCounts:
@@ -349,6 +368,7 @@ def spikformer_rule(counts: "RunCounts", graph: Optional["Graph"] = None) -> Rul
 RULES: Dict[str, Callable[..., RuleCounts]] = {
     "fanout": fanout_rule,
     "neurobench": neurobench_rule,
+    "neurobench-sample": neurobench_sample_rule,
     "syops": syops_rule,
     "spikformer": spikformer_rule,
 }

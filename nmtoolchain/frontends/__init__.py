@@ -95,12 +95,15 @@ def _looks_like_onnx(path: Path) -> bool:
 
 
 def load_model(path: Union[str, Path], *, allow_pickle: bool = False,
-               input_shape: Optional[Sequence[int]] = None) -> Graph:
+               input_shape: Optional[Sequence[int]] = None,
+               dt: Optional[float] = None) -> Graph:
     """Load any supported model file into an IR graph with inferred shapes.
 
     ``allow_pickle`` permits unpickling a fully pickled ``nn.Module`` (which
     runs code from the file). ``input_shape`` (per sample, e.g. ``(1, 8, 8)``)
-    is needed for torch models that do not record it.
+    is needed for torch models that do not record it. ``dt`` (``--dt``): the
+    simulation step a NIR file's continuous time constants assume (e.g. 1e-4
+    for snnTorch); other formats count time in steps and accept only their own.
     """
     path = Path(path)
     fmt = detect_format(path)
@@ -122,7 +125,7 @@ def load_model(path: Union[str, Path], *, allow_pickle: bool = False,
     elif fmt == "nir":
         from nmtoolchain.frontends.nir_loader import load_nir
 
-        graph = load_nir(path)
+        graph = load_nir(path, dt=dt)
     elif fmt == "netx":
         from nmtoolchain.frontends.netx_loader import load_netx
 
@@ -132,6 +135,12 @@ def load_model(path: Union[str, Path], *, allow_pickle: bool = False,
 
         graph = load_torch_file(path, allow_pickle=allow_pickle, input_shape=input_shape)
     graph.metadata.setdefault("source", {"path": str(path), "format": fmt})
+    if dt is not None and fmt != "nir":
+        own = float(graph.metadata.get("dt", 1.0))
+        if isinstance(dt, bool) or not isinstance(dt, (int, float)) or float(dt) != own:
+            raise BadInputError(f"{path}: --dt {dt} does not apply: a {fmt} model counts time "
+                                f"in steps (dt = {own:g}); --dt is the step of a NIR file's "
+                                "time constants")
     graph.loaded_from = str(path)
     return graph
 

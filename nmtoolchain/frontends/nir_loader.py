@@ -25,6 +25,11 @@ at ``min_v_mem``; sinabs' NIR export drops both and writes no marker, so a file
 from sinabs is read with NIR semantics like any other (the difference shows only
 when v lands exactly on the threshold).
 
+An Input of shape (1, N) feeding only Affine/Linear nodes (norse and
+rockpool write the batch axis into the input type) is read as (N,); the
+metadata ``nir_input_squeezed`` records the file's shape, and the Output's
+declared (1, M) is kept as an annotation (``nir_declared_shape``).
+
 Graph structure: NIR sums the inputs of a node with several incoming edges;
 the IR makes that sum explicit with an ``Add`` node (annotation
 ``nir_fan_in``), which the NIR exporter turns back into fan-in. Nested
@@ -33,6 +38,22 @@ nirtorch gives flattened graphs); their inner Input/Output nodes disappear.
 Node names written by nmtc's exporter are percent-encoded where HDF5 forbids
 a character (``/``); graph metadata ``nmtc_name_encoding='percent'`` says so
 and the names are decoded on import, so IR names survive a round trip.
+
+Time step: NIR's equations are continuous; snnTorch, norse, rockpool and
+the NIR paper write time constants in seconds for a simulation step of 1e-4
+or 1e-3, while the IR counts time in steps. ``dt`` (the CLI's ``--dt``) is
+the producer's step in the file's time unit: the loader divides every time
+constant (``tau``, ``tau_syn``, ``tau_mem``) and Delay's ``delay`` by it and
+multiplies I's and IF's ``r`` by it (one Euler step of dv/dt = r x adds
+dt r x), so the IR is in steps (``metadata['dt'] = 1.0``) and
+``metadata['nir_dt']`` records the step the file was read with (the NIR
+exporter turns it back). Without ``dt`` the file's own ``nmtc_dt`` metadata
+(written by nmtc) is used, else 1 (taus already in steps, as sinabs writes);
+a file whose smallest time constant is below one step is then refused: its
+taus are in seconds and the step must be given. norse 1.1.0 writes
+``tau = dt / tau_mem_inv`` (dt times its time constant) where NIR means
+``1 / tau_mem_inv``; its files simulate as norse ran them with ``dt`` = the
+square of norse's step (1e-6 for its default 1e-3).
 
 Every problem with a file raises an :class:`~nmtoolchain.errors.NmtcError`
 whose one-line message starts with the file name.
@@ -50,8 +71,8 @@ from nmtoolchain.ir import (
     Graph, I, Input, Linear, Op, Output, Scale, SumPool2d, Threshold)
 # the version and naming rules live with the NIR conventions (shared with the exporter)
 from nmtoolchain.ir.nir_conventions import (
-    NAME_ENCODING, NAME_ENCODING_KEY, decode_name, parse_nir_version,
-    reset_semantics_for_version)
+    DT_KEY, INTEGRATING_OPS, NAME_ENCODING, NAME_ENCODING_KEY, SECONDS_BELOW, TAU_FIELDS,
+    check_dt, cuba_from_nir, decode_name, parse_nir_version, reset_semantics_for_version)
 from nmtoolchain.ir.op import OpCheckError
 #: Fields NIR stores that are derived from shapes (the IR re-infers them).
 _DERIVED_FIELDS = {"input_shape", "input_type", "output_type", "metadata"}
@@ -66,24 +87,38 @@ class _Reject(Exception):
 
 
 # -------------------------------------------------------------- file access
-def load_nir(path: Union[str, Path]) -> Graph:
+def load_nir(path: Union[str, Path], *, dt: Optional[float] = None) -> Graph:
     """Read a NIR HDF5 file (any nir version, 0.x to 1.0.8) into an IR graph.
 
+    ``dt``: the simulation step the file's time constants assume, in their
+    unit (e.g. 1e-4 for snnTorch's files; module docstring); None: the file's
+    ``nmtc_dt`` metadata, else 1, refused when the taus look like seconds.
     The graph has shapes inferred and ``metadata`` holding ``source``,
-    ``nir_version`` and ``reset_semantics``. Raises BadInputError (missing,
+    ``nir_version``, ``reset_semantics``, ``dt`` (1: the IR is in steps) and
+    ``nir_dt``. Raises BadInputError (missing,
     empty, truncated or non-NIR file, malformed graph) or UnsupportedOpError
     (a node type nmtc does not know), each message naming the file.
     """
     from nmtoolchain.fileio import probe_hdf5, require_regular_file
 
     path = require_regular_file(path, "NIR file")
+    _valid_dt(dt, str(path))
     if path.stat().st_size == 0:
         raise BadInputError(f"{path}: file is empty")
     probe_hdf5(path)
     tree, version = _read_file(path)
-    graph = _graph_from_tree(tree, version, str(path))
+    graph = _graph_from_tree(tree, version, str(path), dt)
     graph.metadata["source"] = {"path": str(path), "format": "nir"}
     return graph
+
+
+def _valid_dt(dt: Optional[float], origin: str) -> Optional[float]:
+    if dt is None:
+        return None
+    try:
+        return check_dt(dt)
+    except ValueError as e:
+        raise BadInputError(f"{origin}: {e}") from None
 
 
 def _read_file(path: Path) -> Tuple[Dict[str, Any], Optional[str]]:
@@ -141,27 +176,31 @@ def _one_line(e: BaseException) -> str:
 
 
 # --------------------------------------------------------- in-memory graphs
-def graph_from_nir(nir_graph: Any, *, version: str, origin: str) -> Graph:
+def graph_from_nir(nir_graph: Any, *, version: str, origin: str,
+                   dt: Optional[float] = None) -> Graph:
     """Convert a ``nir.NIRGraph`` object (e.g. from ``sinabs.to_nir``) into an IR graph.
 
     ``version`` is the nir version whose semantics the graph follows (for an
     object built in this process: ``nir.version``); ``origin`` names where it
     came from and starts every error message. Fields may be numpy arrays or
     torch tensors; Conv ``input_shape`` and Flatten ``input_type`` may be None.
+    ``dt``: as for :func:`load_nir`.
     """
+    _valid_dt(dt, origin)
     try:
         tree = nir_graph.to_dict()
     except Exception as e:  # a foreign object or a broken node
         raise BadInputError(f"{origin}: not a NIR graph ({_one_line(e)})") from None
-    graph = _graph_from_tree(tree, version, origin)
+    graph = _graph_from_tree(tree, version, origin, dt)
     graph.metadata["source"] = {"path": origin, "format": "nir"}
     return graph
 
 
 # ------------------------------------------------------------- the builder
-def _graph_from_tree(tree: Dict[str, Any], version: Optional[str], origin: str) -> Graph:
+def _graph_from_tree(tree: Dict[str, Any], version: Optional[str], origin: str,
+                     dt: Optional[float] = None) -> Graph:
     try:
-        return _build(tree, version)
+        return _build(tree, version, dt)
     except _Reject as r:
         raise r.kind(f"{origin}: {r}") from None
     except NmtcError as e:  # IRValidationError from the graph: add the origin
@@ -170,7 +209,7 @@ def _graph_from_tree(tree: Dict[str, Any], version: Optional[str], origin: str) 
         raise BadInputError(f"{origin}: malformed NIR graph ({_one_line(e)})") from None
 
 
-def _build(tree: Dict[str, Any], version: Optional[str]) -> Graph:
+def _build(tree: Dict[str, Any], version: Optional[str], dt: Optional[float] = None) -> Graph:
     kind = _text(tree.get("type")) if isinstance(tree, dict) else type(tree).__name__
     if kind != "NIRGraph":
         raise _Reject(f"top-level node is not a NIRGraph (type {kind!r})")
@@ -180,6 +219,8 @@ def _build(tree: Dict[str, Any], version: Optional[str]) -> Graph:
 
     nodes, edges = _flatten(tree, prefix="")
     _check_values(nodes, edges)
+    dt, dt_source = _time_step(nodes, meta, dt)
+    nodes = {n: _to_steps(f, dt) for n, f in nodes.items()}
     if version is None:
         has_v_reset = any("v_reset" in f for f in nodes.values())
         nir_version, semantics = "unknown", ("to_reset" if has_v_reset else "subtract")
@@ -198,7 +239,8 @@ def _build(tree: Dict[str, Any], version: Optional[str]) -> Graph:
     for src, dst in edges:
         preds[dst].append(src)
 
-    graph = Graph({"nir_version": nir_version, "reset_semantics": semantics})
+    graph = Graph({"nir_version": nir_version, "reset_semantics": semantics, "dt": 1.0,
+                   "nir_dt": dt, "nir_dt_source": dt_source})
     if meta:
         graph.metadata["nir_metadata"] = meta
     declared_out: Dict[str, Tuple[int, ...]] = {}
@@ -213,6 +255,9 @@ def _build(tree: Dict[str, Any], version: Optional[str]) -> Graph:
         elif not srcs:
             raise _Reject(f"node '{name}' ({ntype}) has no incoming edge")
         op = _make_op(name, ntype, fields, semantics)
+        if isinstance(op, Input) and _batch_axis_in_input(name, op.shape, nodes, edges):
+            graph.metadata["nir_input_squeezed"] = {ir_name[name]: list(op.shape)}
+            op = Input(shape=op.shape[1:])
         if isinstance(op, Output) and op.shape is not None:
             declared_out[ir_name[name]] = op.shape
             op.shape = None  # checked after inference, leniently (see below)
@@ -273,6 +318,65 @@ def _check_values(nodes: Dict[str, Dict[str, Any]], edges: Sequence[Tuple[str, s
                               "must be positive")
             if key in _FINITE_FIELDS and np.isinf(value).any():
                 raise _Reject(f"node '{name}' field '{key}' holds infinite values")
+
+
+#: NIR types that act on the last axis of a vector (a unit axis before it is a batch axis)
+_VECTOR_OPS = ("Affine", "Linear")
+
+
+def _batch_axis_in_input(name: str, shape: Tuple[int, ...], nodes: Dict[str, Dict[str, Any]],
+                         edges: Sequence[Tuple[str, str]]) -> bool:
+    """True for an Input of shape (1, N) that feeds only Affine/Linear nodes: norse
+    and rockpool write the batch axis into the input type; the unit axis is
+    squeezed so the graph takes vectors as NIR's Affine does."""
+    if len(shape) != 2 or shape[0] != 1:
+        return False
+    succ = [_text(nodes[d].get("type")) for s, d in edges if s == name]
+    return bool(succ) and all(t in _VECTOR_OPS for t in succ)
+
+
+def _time_step(nodes: Dict[str, Dict[str, Any]], meta: Dict[str, Any],
+               dt: Optional[float]) -> Tuple[float, str]:
+    """(the file's step in its time unit, where that came from); refuses a file
+    whose time constants look like seconds when no step is known."""
+    if dt is not None:
+        return float(dt), "--dt"
+    stored = meta.get(DT_KEY)
+    if stored is not None:
+        try:
+            return check_dt(stored), f"file metadata {DT_KEY}"
+        except ValueError:
+            raise _Reject(f"graph metadata {DT_KEY}={stored!r} is not a positive time step; "
+                          "give the step with --dt") from None
+    smallest: Optional[Tuple[float, str, str]] = None
+    for name, fields in nodes.items():
+        for key in TAU_FIELDS:
+            value = fields.get(key)
+            if isinstance(value, np.ndarray) and value.dtype.kind in "fiu" and value.size:
+                low = float(np.min(value))
+                if smallest is None or low < smallest[0]:
+                    smallest = (low, key, name)
+    if smallest is not None and smallest[0] < SECONDS_BELOW:
+        low, key, name = smallest
+        raise _Reject(f"time constants look like seconds, not time steps ({key} = {low:.3g} in "
+                      f"node '{name}'); give the producer's simulation step with --dt, e.g. "
+                      "--dt 1e-4 for snnTorch's files (norse 1.1.0's: --dt 1e-6, the square of "
+                      "its 1e-3 step), or --dt 1 to read them as steps")
+    return 1.0, "default (time constants in steps)"
+
+
+def _to_steps(fields: Dict[str, Any], dt: float) -> Dict[str, Any]:
+    """A node's fields with time in steps of ``dt`` (module docstring)."""
+    if dt == 1.0:
+        return fields
+    out = dict(fields)
+    ntype = _text(fields.get("type"))
+    for key in TAU_FIELDS + ("delay",):
+        if out.get(key) is not None:
+            out[key] = _arr(out[key]).astype(np.float64) / dt
+    if ntype in INTEGRATING_OPS and out.get("r") is not None:
+        out["r"] = _arr(out["r"]).astype(np.float64) * dt
+    return out
 
 
 def _insertion_order(nodes: Dict[str, Dict[str, Any]],
@@ -442,6 +546,9 @@ def _neuron(cls: type, f: Dict[str, Any], names: Sequence[str], semantics: str) 
     """Neuron op with NIR's meaning for the IR fields NIR does not have."""
     kwargs: Dict[str, Any] = {k: _arr(f[k]) if f.get(k) is not None else _ABSENT[k]
                               for k in names}
+    if cls in (CubaLIF, CubaLI):  # NIR's Euler step in the IR's (Loihi) form
+        kwargs["tau_syn"], kwargs["tau_mem"], kwargs["r"], kwargs["w_in"] = cuba_from_nir(
+            kwargs["tau_syn"], kwargs["tau_mem"], kwargs["r"], kwargs["w_in"])
     if cls in (IF, LIF, CubaLIF):
         v_reset = f.get("v_reset")
         kwargs.update(

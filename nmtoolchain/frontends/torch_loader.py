@@ -125,6 +125,12 @@ def load_torch_file(path: Union[str, Path], *, allow_pickle: bool = False,
         module, recorded = module_from_checkpoint(obj, str(path))
         shape = input_shape if input_shape is not None else recorded
         fmt = "checkpoint"
+        if obj.get("architecture") == "atsnn":  # data-dependent halting: not traceable
+            from nmtoolchain.frontends.atsnn_graph import graph_from_atsnn
+
+            graph = graph_from_atsnn(module, shape, origin=str(path))
+            graph.metadata["source"] = {"path": str(path), "format": fmt}
+            return graph
     elif fmt == "pickle":
         if isinstance(obj, torch.jit.ScriptModule):
             graph = graph_from_torchscript(obj, input_shape, str(path))

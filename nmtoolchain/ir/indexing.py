@@ -11,14 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Sequence, Tuple
 
-from nmtoolchain.ir.op import Op, OpCheckError, Shape
-
-
-def _axis_in(axis: int, ndim: int) -> int:
-    a = axis + ndim if axis < 0 else axis
-    if not 0 <= a < ndim:
-        raise OpCheckError(f"axis {axis} out of range for a {ndim}-D input")
-    return a
+from nmtoolchain.ir.op import Op, OpCheckError, Shape, norm_axis
 
 
 @dataclasses.dataclass(eq=False)
@@ -42,7 +35,7 @@ class Roll(Op):
     def infer_shape(self, in_shapes: Sequence[Shape]) -> Shape:
         s = tuple(in_shapes[0])
         for a in self.axes:
-            _axis_in(a, len(s))
+            norm_axis(a, len(s))
         return s
 
 
@@ -70,7 +63,7 @@ class Slice(Op):
 
     def infer_shape(self, in_shapes: Sequence[Shape]) -> Shape:
         s = list(in_shapes[0])
-        a = _axis_in(self.axis, len(s))
+        a = norm_axis(self.axis, len(s))
         if self.stop > s[a]:
             raise OpCheckError(f"slice {self.start}:{self.stop} past the end of axis {a} "
                                f"(size {s[a]})")

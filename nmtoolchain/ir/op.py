@@ -141,6 +141,14 @@ class Op:
         return ", ".join(parts)
 
 
+def norm_axis(axis: int, ndim: int) -> int:
+    """A per-sample axis in 0..ndim-1 (negative counts from the end); OpCheckError if out of range."""
+    a = axis + ndim if axis < 0 else axis
+    if not 0 <= a < ndim:
+        raise OpCheckError(f"axis {axis} out of range for a {ndim}-D input")
+    return a
+
+
 def broadcast_ok(param: np.ndarray, shape: Shape) -> bool:
     """True if a per-neuron parameter broadcasts to the neuron shape."""
     try:

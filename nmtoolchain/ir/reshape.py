@@ -9,14 +9,7 @@ from typing import Sequence, Tuple
 
 import numpy as np
 
-from nmtoolchain.ir.op import Op, OpCheckError, Shape
-
-
-def _norm_axis(axis: int, ndim: int) -> int:
-    a = axis + ndim if axis < 0 else axis
-    if not 0 <= a < ndim:
-        raise OpCheckError(f"axis {axis} out of range for a {ndim}-D input")
-    return a
+from nmtoolchain.ir.op import Op, OpCheckError, Shape, norm_axis
 
 
 @dataclasses.dataclass(eq=False)
@@ -31,7 +24,7 @@ class Flatten(Op):
 
     def infer_shape(self, in_shapes: Sequence[Shape]) -> Shape:
         s = tuple(in_shapes[0])
-        a, b = _norm_axis(self.start_dim, len(s)), _norm_axis(self.end_dim, len(s))
+        a, b = norm_axis(self.start_dim, len(s)), norm_axis(self.end_dim, len(s))
         if b < a:
             raise OpCheckError(f"end_dim {self.end_dim} before start_dim {self.start_dim}")
         return s[:a] + (int(np.prod(s[a:b + 1])),) + s[b + 1:]
@@ -91,5 +84,5 @@ class Mean(Op):
 
     def infer_shape(self, in_shapes: Sequence[Shape]) -> Shape:
         s = tuple(in_shapes[0])
-        a = _norm_axis(self.axis, len(s))
+        a = norm_axis(self.axis, len(s))
         return s[:a] + s[a + 1:]

@@ -24,7 +24,8 @@ from torch import nn
 from nmtoolchain.errors import BadInputError
 from nmtoolchain.nn import QCFS
 from nmtoolchain.models.mst import MINI_MST_DEFAULTS, build_mini_mst
-from nmtoolchain.models.spikformer import build_spikformer
+from nmtoolchain.models.spikformer import SPIKFORMER_DEFAULTS, build_spikformer
+from nmtoolchain.models.atsnn import ATSNN_DEFAULTS, build_atsnn
 
 CHECKPOINT_VERSION = 1
 
@@ -127,15 +128,19 @@ ARCHITECTURES: Dict[str, Callable[[Mapping[str, Any]], nn.Module]] = {
     "cnn": build_cnn,
     "mini_mst": build_mini_mst,
     "spikformer": build_spikformer,  # vanilla Spikformer and AutoST's variant (config 'variant')
+    "atsnn": build_atsnn,  # Spikformer with AT-SNN token halting and merging
 }
 
 
 #: a checkpoint config may not describe a network with more parameters than this
 #: (float32: 400 MB), so a mistyped size cannot exhaust memory while building
 MAX_CONFIG_PARAMETERS = 100_000_000
-_DEFAULTS_OF = {"mlp": MLP_DEFAULTS, "cnn": CNN_DEFAULTS, "mini_mst": MINI_MST_DEFAULTS}
+_DEFAULTS_OF = {"mlp": MLP_DEFAULTS, "cnn": CNN_DEFAULTS, "mini_mst": MINI_MST_DEFAULTS,
+                "spikformer": SPIKFORMER_DEFAULTS, "atsnn": ATSNN_DEFAULTS}
+#: config keys that take one positive integer or one per block (AutoST's per-block search)
+_INT_OR_LIST = ("heads", "mlp_ratio")
 #: numeric config keys that may be 0 (all other ints must be >= 1)
-_MAY_BE_ZERO = ("mask_p", "mlp_mask_p", "depth")
+_MAY_BE_ZERO = ("mask_p", "mlp_mask_p", "depth", "merge_r", "merge_block")
 
 
 def _check_value(name: str, key: str, value: Any, default: Any) -> None:
@@ -147,6 +152,15 @@ def _check_value(name: str, key: str, value: Any, default: Any) -> None:
         return isinstance(v, int) and not isinstance(v, bool)
 
     low = 0 if key in _MAY_BE_ZERO else 1
+    if key in _INT_OR_LIST:
+        if not (is_int(value) and value >= 1) and not (
+                isinstance(value, list) and value and all(is_int(v) and v >= 1 for v in value)):
+            raise bad("a positive integer or a list of them (one per block)")
+        return
+    if isinstance(default, list) and default and all(isinstance(v, bool) for v in default):
+        if not isinstance(value, list) or not all(isinstance(v, bool) for v in value):
+            raise bad("a list of true/false flags")
+        return
     if isinstance(default, bool):
         if not isinstance(value, bool):
             raise bad("true or false")
@@ -178,6 +192,11 @@ def _estimated_parameters(name: str, cfg: Mapping[str, Any]) -> int:
             total += c_in * c * k * k + 4 * c
             c_in = c
         return total + c_in * cfg["input_size"] ** 2 * cfg["num_classes"]
+    if name in ("spikformer", "atsnn"):
+        d, depth = cfg["embed_dim"], cfg["depth"]
+        ratios = cfg["mlp_ratio"] if isinstance(cfg["mlp_ratio"], list) else [cfg["mlp_ratio"]] * depth
+        sps = 9 * (cfg["in_channels"] * d // 8 + d * d // 32 + d * d // 8 + d * d // 2 + d * d)
+        return sps + sum((4 + 2 * r) * d * d for r in ratios) + d * cfg["num_classes"]
     c = cfg["dim"]
     blocks = cfg["depth"] + (1 if cfg["merge"] else 0)
     return (cfg["in_channels"] * c * cfg["patch"] ** 2

@@ -15,7 +15,11 @@ for ``pool``), but pooling is linear, so the layer after it can absorb it:
   map become weights over the unpooled map:
   ``W'[o, c, h, w] = sum of W[o, c, i, j] over the pooled cells (i, j) whose
   window holds (h, w)`` (scaled for average pooling). Always exact.
-* **Pool -> neuron.** The pool is itself the synapse: it becomes a depthwise
+* **Conv2d -> Pool -> neuron** (snnTorch's order), the pool reading a
+  convolution that feeds nothing else and padding nothing: the pool folds into
+  that convolution (kernel (k-1)*s + (K-1)*d + 1, stride s*t, its padding),
+  one synapse before the neuron.
+* **Pool -> neuron.** Otherwise the pool is itself the synapse: it becomes a depthwise
   Conv2d (groups = C, a kH x kW kernel of ones, or 1/(kH*kW) for average
   pooling) with the pool's stride and padding.
 
@@ -135,6 +139,16 @@ def _fold_one(g: Graph, pool: Node, changed_shapes: set) -> Dict[str, Any]:
         how = sorted({"conv" if u.op_name == "Conv2d" else "dense" for u, _ in plans})
         return _record(pool, "+".join(how), [u.name for u, _ in plans])
     if any(u.op.is_neuron for u in users):
+        into = _fold_into_conv_before(g, pool)
+        if into is not None:  # conv -> pool -> neuron (snnTorch's order): one convolution
+            producer = g[src]
+            producer.op = into
+            _note(producer, pool, "conv_before")
+            changed_shapes.add(producer.name)
+            for user in users:
+                user.inputs = tuple(src if i == pool.name else i for i in user.inputs)
+            g.remove(pool.name)
+            return _record(pool, "conv_before", [producer.name])
         # The pool is the synapse of that neuron: a depthwise convolution.
         op = pool.op
         c = in_shape[0]
@@ -143,6 +157,50 @@ def _fold_one(g: Graph, pool: Node, changed_shapes: set) -> Dict[str, Any]:
         pool.annotations["folded_pooling"] = [_record(pool, "depthwise", [pool.name])]
         return _record(pool, "depthwise", [u.name for u in users])
     raise refusal
+
+
+def _fold_into_conv_before(g: Graph, pool: Node) -> Any:
+    """The convolution equal to conv-then-pool when the pool reads a Conv2d that
+    feeds nothing else and pads nothing (a padded pool would average in zeros
+    where the convolution's bias stands), else None.
+
+    Conv (kernel K, stride s, padding p, dilation d) then a pool (window k,
+    stride t) is one convolution with kernel (k-1)*s + (K-1)*d + 1, stride
+    s*t, padding p, dilation 1: ``W'[o, i, a*s + j*d, ...] += W[o, i, j, ...]``
+    for every window offset a < k (scaled by 1/(kH*kW) for average pooling);
+    the bias is summed over the window (kept as is for average pooling).
+    """
+    conv_node = g[pool.inputs[0]]
+    if conv_node.op_name != "Conv2d" or [u.name for u in g.users(conv_node.name)] != \
+            [pool.name] or any(pool.op.padding):
+        return None
+    conv = conv_node.op
+    n_in = tuple(g[conv_node.inputs[0]].shape)[1:]
+    kernel, stride = [], []
+    for axis in (0, 1):
+        k, t = pool.op.kernel_size[axis], pool.op.stride[axis]
+        kk, s_, p, d = conv.kernel_size[axis], conv.stride[axis], conv.padding[axis], \
+            conv.dilation[axis]
+        k2 = (k - 1) * s_ + (kk - 1) * d + 1
+        want = conv_out_len(conv_out_len(n_in[axis], kk, s_, p, d), k, t, 0, 1)
+        if conv_out_len(n_in[axis], k2, s_ * t, p, 1) != want:
+            return None
+        kernel.append(k2)
+        stride.append(s_ * t)
+    w = np.asarray(conv.weight, np.float64)
+    new = np.zeros(w.shape[:2] + tuple(kernel))
+    (kh, kw), (sh, sw), (dh, dw) = pool.op.kernel_size, conv.stride, conv.dilation
+    for a in range(kh):
+        for b in range(kw):
+            for j in range(w.shape[2]):
+                for m in range(w.shape[3]):
+                    new[:, :, a * sh + j * dh, b * sw + m * dw] += w[:, :, j, m]
+    scale = _scale(pool)
+    bias = None if conv.bias is None else \
+        np.asarray(conv.bias, np.float64) * (scale * kh * kw)
+    return Conv2d((new * scale).astype(np.float32),
+                  None if bias is None else bias.astype(np.float32),
+                  tuple(stride), tuple(conv.padding), (1, 1), conv.groups)
 
 
 def _note(node: Node, pool: Node, how: str) -> None:

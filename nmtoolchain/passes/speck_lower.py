@@ -68,6 +68,8 @@ _WHY = {
     "Reshape": "a reshape is not a DYNAP-CNN layer (only a Flatten before a Linear is absorbed)",
     "Mean": "a mean over an axis is not a DYNAP-CNN layer",
     "Bias": "a stand-alone bias is not a DYNAP-CNN layer",
+    "Roll": "a cyclic shift (shifted windows) is not a DYNAP-CNN layer",
+    "Slice": "slicing a tensor is not a DYNAP-CNN layer",
 }
 
 

@@ -136,6 +136,9 @@ def build_report(graph: Graph, result: Any, profiles: Sequence[str], *,
                             sum((per.counter(n, "spikes_out") for n in counts.order),
                                 np.zeros(counts.steps))],
     }
+    tokens = token_summary(graph, counts)
+    if tokens is not None:
+        report["tokens"] = tokens
     if rules:
         report["by_rule"] = _by_rule(counts, loaded, placements, graph, rules)
     if measured:
@@ -146,6 +149,26 @@ def build_report(graph: Graph, result: Any, profiles: Sequence[str], *,
 #: per-step counters the JSON carries per node, enough to recompute every figure
 SERIES_COUNTERS = ("synops", "macs", "neuron_updates", "active_neurons", "spikes_out",
                    "spikes_in", "events_in")
+
+
+def token_summary(graph: Graph, counts: Any) -> Optional[Dict[str, Any]]:
+    """Tokens processed (token x block x step) per sample of a graph with TokenHalt
+    nodes (AT-SNN), per block and step, against the unadapted count N x L x T;
+    ``sample_map``: per block, (T, N) 0/1 of the first sample. None without them."""
+    halts = [n for n in counts.order if n in graph.nodes and graph[n].op_name == "TokenHalt"]
+    if not halts:
+        return None
+    per = counts.per_sample()
+    tokens = int(graph[halts[0]].shape[0])
+    rows = [per.counter(h, "tokens_active").tolist() for h in halts]
+    total = float(sum(sum(r) for r in rows))
+    full = tokens * len(halts) * counts.steps
+    return {"nodes": halts, "tokens": tokens, "blocks": len(halts), "steps": counts.steps,
+            "processed_per_sample": total, "unadapted_per_sample": full,
+            "fraction": total / full if full else None,
+            "per_block_step": rows,
+            "sample_map": [np.asarray(counts.token_masks.get(h, np.zeros((counts.steps, tokens))))
+                           .tolist() for h in halts]}
 
 
 def _constants(prof: Any) -> Dict[str, Dict[str, float]]:
@@ -291,6 +314,16 @@ def render_report(rep: Dict[str, Any], console: Any) -> None:
                    _fmt_cores(row),
                    "-" if rel is None else f"{rel * 100:+.1f}%")
     console.print(t2)
+    tok = rep.get("tokens")
+    if tok:
+        console.print(f"tokens processed (token x block x step) per sample: "
+                      f"{tok['processed_per_sample']:,.1f} of {tok['unadapted_per_sample']:,} "
+                      f"({(1 - tok['fraction']) * 100:.1f}% fewer than without adaptation), "
+                      f"synops {rep['totals_per_sample']['synops']:,.0f}, energy "
+                      + ", ".join(f"{p} {_fmt_pj(r['energy_per_inference_pj'])}"
+                                  for p, r in rep["profiles"].items()))
+        for node, row in zip(tok["nodes"], tok["per_block_step"]):
+            console.print(f"  {node}: per step " + " ".join(f"{v:.2f}" for v in row))
     if rep.get("by_rule"):
         t3 = Table(title="per inference, per counting rule")
         for col in ("rule", "profile", "ACs", "MACs", "energy", "dynamic"):
@@ -329,6 +362,43 @@ def _figure_png(fig: Any) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _token_html(rep: Dict[str, Any], plt: Any) -> str:
+    """The tokens section: counts and a heat map of the first sample's tokens
+    processed at each block (rows) and step (columns), on the token grid."""
+    tok = rep["tokens"]
+    n, blocks, steps = tok["tokens"], tok["blocks"], tok["steps"]
+    side = int(round(np.sqrt(n)))
+    grid = (side, side) if side * side == n else (1, n)
+    fig, axes = plt.subplots(blocks, steps, figsize=(1.6 * steps + 1, 1.6 * blocks + 0.6),
+                             squeeze=False)
+    for l in range(blocks):
+        for t in range(steps):
+            ax = axes[l][t]
+            ax.imshow(np.asarray(tok["sample_map"][l][t]).reshape(grid), vmin=0, vmax=1,
+                      cmap="viridis")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if l == 0:
+                ax.set_title(f"step {t + 1}", fontsize=8)
+            if t == 0:
+                ax.set_ylabel(f"block {l + 1}", fontsize=8)
+    fig.suptitle("tokens processed (sample 0; bright = processed)", fontsize=9)
+    png = _figure_png(fig)
+    plt.close(fig)
+    rows = "".join(f"<tr><td>{html.escape(node)}</td>"
+                   + "".join(f"<td>{v:.2f}</td>" for v in row) + "</tr>"
+                   for node, row in zip(tok["nodes"], tok["per_block_step"]))
+    head = "".join(f"<th>step {t + 1}</th>" for t in range(steps))
+    return (f"<h2>Tokens processed</h2><p>{tok['processed_per_sample']:,.1f} token x block x "
+            f"step per sample of {tok['unadapted_per_sample']:,} without adaptation "
+            f"({(1 - tok['fraction']) * 100:.1f}% fewer); synops "
+            f"{rep['totals_per_sample']['synops']:,.0f}; energy "
+            + ", ".join(f"{html.escape(p)} {_fmt_pj(r['energy_per_inference_pj'])}"
+                        for p, r in rep["profiles"].items())
+            + f"</p><table><tr><th>block</th>{head}</tr>{rows}</table>"
+            f'<img alt="token heat map" src="data:image/png;base64,{png}">')
 
 
 def write_html(rep: Dict[str, Any], path: Path) -> Path:
@@ -388,6 +458,8 @@ def write_html(rep: Dict[str, Any], path: Path) -> Path:
     spikes_png = _figure_png(fig)
     plt.close(fig)
 
+    token_html = _token_html(rep, plt) if rep.get("tokens") else ""
+
     def table(rows: List[List[str]], head: List[str]) -> str:
         h = "".join(f"<th>{html.escape(c)}</th>" for c in head)
         b = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>"
@@ -441,6 +513,7 @@ Counting rule: {html.escape(', '.join(rules))}; reference profile:
 <img alt="energy per layer" src="data:image/png;base64,{energy_png}">
 {table(layer_rows, ['layer', 'op', 'synops', 'spikes out'] + [f'{p} ({lunit})' for p in profs])}
 <h2>Spikes per step</h2><img alt="spikes per step" src="data:image/png;base64,{spikes_png}">
+{token_html}
 {f'<h2>Notes</h2><ul>{notes}</ul>' if notes else ''}
 <script type="application/json" id="nmtc-report">{html.escape(json.dumps(rep, default=float))}</script>
 </body></html>"""

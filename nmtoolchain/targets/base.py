@@ -46,11 +46,13 @@ ModelLike = Union[str, Path, Graph]
 
 
 def load_graph(model: ModelLike, *, allow_pickle: bool = False,
-               input_shape: Optional[Tuple[int, ...]] = None) -> Tuple[Graph, str]:
+               input_shape: Optional[Tuple[int, ...]] = None,
+               dt: Optional[float] = None) -> Tuple[Graph, str]:
     """(graph, the name reports use) for a model file or an IR Graph."""
     if isinstance(model, Graph):
         return model, graph_origin(model)
-    return load_model(Path(model), allow_pickle=allow_pickle, input_shape=input_shape), str(model)
+    return load_model(Path(model), allow_pickle=allow_pickle, input_shape=input_shape,
+                      dt=dt), str(model)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,6 +125,8 @@ class Compiled:
     #: what the target builds from the compiled graph (a netx plan, a NIR graph, bytes, ...);
     #: None when a dry run stopped for a requirement
     artifact: Any = None
+    #: the graph the export started from (as loaded), for source-vs-export agreement
+    source: Optional[Graph] = None
 
     @property
     def needs(self) -> Optional[str]:
@@ -171,6 +175,11 @@ class Target(abc.ABC):
     @abc.abstractmethod
     def refusals(self, graph: Graph) -> List[Refusal]:
         """Every node this target cannot take as the graph stands, before any pass."""
+
+    def refusals_with(self, graph: Graph, options: ExportOptions) -> List[Refusal]:
+        """The refusals under the user's options (a target whose verdict depends on an
+        option, e.g. nir's ``nir_version``, overrides this; default: :meth:`refusals`)."""
+        return self.refusals(graph)
 
     def refusal_error(self, graph: Graph, refusals: Sequence[Refusal]) -> NmtcError:
         """The one-line error export raises for ``refusals`` (first node named, the rest counted)."""
@@ -224,7 +233,7 @@ class Target(abc.ABC):
 
         The caller's graph is never changed. ``dry_run``: stop where the export
         needs input the user has not given (the result's ``needs`` says what)."""
-        refused = self.refusals(graph)
+        refused = self.refusals_with(graph, options)
         if refused:
             raise self.refusal_error(graph, refused)
         prof = self.profile_of(options)
@@ -232,7 +241,7 @@ class Target(abc.ABC):
                           dict(options.extra), dry_run)
         result = run_pipeline(graph, self.passes(options), ctx)
         compiled = Compiled(self.name, model or graph_origin(graph), result.graph, result,
-                            prof, options)
+                            prof, options, source=graph)
         if result.needs is None:
             compiled.artifact = self.build(compiled)
         return compiled

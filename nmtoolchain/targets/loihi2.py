@@ -3,6 +3,10 @@
 Pipeline (each a :class:`~nmtoolchain.pipeline.GraphPass`, recorded in the
 export report):
 
+0. ``quantize_token_graph``: a float spiking transformer (Spikformer-style:
+   MatMul, Transpose, residual Add, spike MaxPool, token Mean) becomes a
+   fixed-point Lava process graph (:mod:`nmtoolchain.quantize.token_graph`);
+   the passes below then skip it;
 1. ``adapt_for_loihi``: a converted (QCFS/MST) network is adapted to Loihi's
    reset-to-zero CUBA neurons on the ``--calib`` data (spiking readout,
    threshold headroom, pre-charge as a bias; a direct analog input is
@@ -40,6 +44,8 @@ from nmtoolchain.errors import (BadInputError, NmtcError, NotExpressibleError,
                                 UnsupportedOpError)
 from nmtoolchain.ir import Graph
 from nmtoolchain.quantize import spike_counts
+from nmtoolchain.quantize.token_graph import (is_token_graph, quantize_token_graph,
+                                              readout_values, token_graph_refusals)
 from nmtoolchain.pipeline import (GraphPass, NeedsInput, PassContext, PassOutput,
                                   run_pipeline)
 from nmtoolchain.pipeline.catalog import (FoldPooling, FoldScales, MapOntoCores,
@@ -54,6 +60,8 @@ PIPELINE_OPS = frozenset(NETX_BUILDERS) | frozenset(NEURON_OPS) | {
 #: Lava-only ops that no pass can make netx layers of (Add is netx's dense_rec in a
 #: recurrent layer): exported only from an already quantized graph.
 LAVA_ONLY_NOT_NETX = tuple(op for op in LAVA_SIMULATOR_ONLY_OPS if op not in PIPELINE_OPS)
+#: AT-SNN's token nodes: refused by name, first (no pass can make netx layers of them)
+TOKEN_OPS = ("TokenHalt", "TokenMerge")
 #: The requirement a dry run states for a converted network.
 CALIB_IGNORED = "--calib ignored: the model is already quantized for Loihi"
 NEEDS_CALIB = ("--calib: a converted network (subtract reset, pre-charge or an analog output) "
@@ -63,13 +71,17 @@ NEEDS_CALIB = ("--calib: a converted network (subtract reset, pre-charge or an a
 def loihi2_refusals(graph: Graph, *, allow_scale: bool = True) -> List[Refusal]:
     """Every node no step of the Loihi 2 pipeline can export, and why.
 
-    The Lava-only ops pass when the graph is already quantized; in a float
-    graph a MatMul or Transpose is refused (quantizing such graphs is not
-    supported yet). ``allow_scale``: a ``Scale`` is accepted before the
+    The Lava-only ops pass when the graph is already quantized; a float graph
+    with them goes to the token-graph quantizer, whose refusals (node, reason:
+    softmax, random masks, LayerNorm, ...) are returned instead. ``allow_scale``: a ``Scale`` is accepted before the
     fold (the pipeline folds spike amplitudes into weights)."""
     quantized = is_quantized_for_loihi(graph)
+    if not quantized and not any(n.op_name == "QCFS" for n in graph) and (
+            is_token_graph(graph) or any(n.op_name in LAVA_ONLY_NOT_NETX for n in graph)):
+        # a spiking transformer: quantize_token_graph, or why it cannot
+        return [Refusal(n, op, why) for n, op, why in token_graph_refusals(graph)]
     allowed = set(PIPELINE_OPS) | ({"Scale"} if allow_scale else set()) \
-        | (set(LAVA_SIMULATOR_ONLY_OPS) if quantized else set())
+        | (set(LAVA_SIMULATOR_ONLY_OPS) | {"Reshape"} if quantized else set())
     why_scale = {r["scale"]: r["why"] for r in graph.metadata.get("unfolded_scales", [])}
     out: List[Refusal] = []
     for n in graph.topological_order():
@@ -82,13 +94,62 @@ def loihi2_refusals(graph: Graph, *, allow_scale: bool = True) -> List[Refusal]:
                 "runs only as a Lava process, which nmtc exports only from an already quantized "
                 "graph (integer weights, Loihi CUBA neurons); quantizing float graphs with "
                 f"{'/'.join(LAVA_SIMULATOR_ONLY_OPS)} is not supported yet")))
+        elif n.op_name in TOKEN_OPS:
+            out.append(Refusal(n.name, n.op_name, (
+                "is AT-SNN's data-dependent token halting/merging (runtime token masks shared "
+                "across blocks and steps), which no lava-dl netx layer holds; run it in "
+                "nmtc simulate")))
         elif n.op_name not in allowed:
             hint = (f" (its spike amplitude cannot be folded into weights: {why_scale[n.name]})"
                     if n.name in why_scale else op_hint(n.op_name))
             out.append(Refusal(n.name, n.op_name,
                                f"cannot be exported to Loihi 2 through lava-dl netx{hint}"))
-    # a QCFS ANN is told to convert first: that advice covers its BatchNorm too
-    return sorted(out, key=lambda r: r.op != "QCFS")
+    # a QCFS ANN is told to convert first: that advice covers its BatchNorm too; a
+    # token node is named before the layers around it
+    return sorted(out, key=lambda r: (r.op != "QCFS", r.op not in TOKEN_OPS))
+
+
+def token_input_levels(calib: Any) -> int:
+    """Integer levels of the graded input drive: 16 for the digits (and when no
+    calibration data is given), else the smallest L in 16, 255 that makes the
+    calibration samples integers (255 when none does)."""
+    if calib is None or str(calib) == "digits":
+        return 16
+    from nmtoolchain.datasets import load_npz
+
+    path = Path(calib)
+    if path.suffix != ".npz":
+        raise BadInputError(f"--calib {calib}: expected 'digits' or a .npz file with x (and y)")
+    x = np.asarray(load_npz(path, labels=False)[0], np.float64)
+    for levels in (16, 255):
+        if np.allclose(x * levels, np.round(x * levels), atol=1e-4):
+            return levels
+    return 255
+
+
+class QuantizeTokenGraph(GraphPass):
+    """A float spiking transformer (Spikformer-style: MatMul, Transpose, residual
+    Add, spike MaxPool, token Mean) in Loihi fixed point as a Lava process graph
+    (:func:`nmtoolchain.quantize.token_graph.quantize_token_graph`); the result is
+    its quantization report."""
+
+    name = "quantize_token_graph"
+
+    def skip_reason(self, graph: Graph, ctx: PassContext) -> Optional[str]:
+        if is_quantized_for_loihi(graph):
+            return "already in Loihi's fixed-point form"
+        if not is_token_graph(graph):
+            return "not a spiking transformer (no MatMul, Transpose or token Mean)"
+        return None
+
+    def run(self, graph: Graph, ctx: PassContext) -> PassOutput:
+        levels = token_input_levels(ctx.calib)
+        q, rep = quantize_token_graph(graph, steps=int(ctx.timesteps), input_levels=levels)
+        notes = [f"spiking transformer quantized for Lava: {len(rep.layers)} neuron layers, "
+                 f"{rep.relays} relay layers aligning residual/attention inputs, graded input "
+                 f"round(x * {levels}) for {rep.steps} steps, run {rep.run_steps} steps "
+                 "(per-depth LIFReset)"] + list(rep.notes)
+        return PassOutput(q, notes, result=rep)
 
 
 def _refusal_error(graph: Graph, refused: List[Refusal]) -> NmtcError:
@@ -157,8 +218,8 @@ class MapNetxLayers(MapOntoCores):
 
 def loihi2_passes() -> List[GraphPass]:
     """The graph half of the Loihi 2 export, in order (module docstring)."""
-    return [AdaptForLoihi(), FoldScales(), CheckNetxOps(), FoldPooling(), QuantizeForLoihi(),
-            FoldPooling()]
+    return [QuantizeTokenGraph(), AdaptForLoihi(), FoldScales(), CheckNetxOps(), FoldPooling(),
+            QuantizeForLoihi(), FoldPooling()]
 
 
 # ------------------------------------------------------------------- target
@@ -233,15 +294,26 @@ class Loihi2Target(Target):
         if art.plan is None:
             report, lines, files = write_lava_graph_export(LavaGraphExport(
                 compiled.model, compiled.graph, prof_id, int(compiled.options.timesteps), notes,
-                pipeline.lines(), pipeline.as_dicts()), out, compiled.options.force)
+                pipeline.lines(), pipeline.as_dicts(),
+                pipeline.result_of("quantize_token_graph")), out, compiled.options.force)
         else:
+            agreement = None
+            if compiled.options.calib is not None and compiled.source is not None:
+                from nmtoolchain.targets.agreement import on_calibration
+
+                try:
+                    agreement = on_calibration(compiled.source, compiled.graph,
+                                               compiled.options.calib,
+                                               int(compiled.options.timesteps))
+                except NmtcError as e:  # the export stands; say why it was not measured
+                    notes.append(f"agreement with the source not measured: {e}")
             mapping = pipeline.result_of("map_onto_cores")
             map_rec = next(r for r in pipeline.records if r.name == "map_onto_cores")
             report, lines, files = write_netx_export(NetxExport(
                 compiled.model, compiled.graph, art.plan, prof_id, int(compiled.options.timesteps),
                 pipeline.result_of("quantize_for_loihi"), mapping,
                 None if map_rec.ran else map_rec.skipped_because, notes, pipeline.lines(),
-                pipeline.as_dicts()), out, compiled.options.force)
+                pipeline.as_dicts(), agreement), out, compiled.options.force)
         return ExportResult(self.name, out, files, report, lines, compiled)
 
 
@@ -309,6 +381,14 @@ def loihi_accuracy(graph: Graph, x: Any, y: Any, *, steps: int,
     if len(x) != len(y):
         raise BadInputError(f"loihi_accuracy: {len(x)} samples but {len(y)} labels")
     q, _, notes = prepare_for_loihi(graph, calib, int(steps), profile)
+    if "lava_run" in q.metadata:  # a spiking transformer: v of its summing readout
+        shape = tuple(q.inputs()[0].shape)
+        correct = 0
+        for i in range(0, len(x), 256):
+            v = readout_values(q, x[i:i + 256].reshape((-1,) + shape))
+            correct += int((v.argmax(1) == y[i:i + 256]).sum())
+        return {"accuracy": correct / len(y), "samples": int(len(y)), "steps": int(steps),
+                "headroom": None, "notes": notes, "graph": q}
     out = q[q.outputs()[0].inputs[0]].name
     enc = q.metadata.get("input_encoding", {})
     shape = tuple(q.inputs()[0].shape)
@@ -324,4 +404,5 @@ def loihi_accuracy(graph: Graph, x: Any, y: Any, *, steps: int,
 
 
 __all__ = ["loihi_accuracy", "Loihi2Target", "TARGET", "loihi2_refusals", "loihi2_passes", "prepare_for_loihi",
-           "export_loihi2", "AdaptForLoihi", "CheckNetxOps", "MapNetxLayers", "PIPELINE_OPS"]
+           "export_loihi2", "AdaptForLoihi", "CheckNetxOps", "MapNetxLayers", "PIPELINE_OPS",
+           "QuantizeTokenGraph", "token_input_levels"]

@@ -65,11 +65,12 @@ def check_targets(graph: Graph) -> List[TargetVerdict]:
 
 def export(model: ModelLike, target: str, output: Optional[Union[str, Path]] = None,
            options: ExportOptions = ExportOptions(), *, allow_pickle: bool = False,
-           input_shape: Optional[Tuple[int, ...]] = None) -> ExportResult:
+           input_shape: Optional[Tuple[int, ...]] = None,
+           dt: Optional[float] = None) -> ExportResult:
     """Export a model file or Graph to ``target``; ``output`` defaults to the model's
     name with the target's suffix (a directory target) or is required (a file target)."""
     t = get_target(target)
-    graph, name = load_graph(model, allow_pickle=allow_pickle, input_shape=input_shape)
+    graph, name = load_graph(model, allow_pickle=allow_pickle, input_shape=input_shape, dt=dt)
     if output is None:
         if t.writes != "directory":
             raise BadInputError(f"--target {t.name} needs --output FILE")

@@ -90,19 +90,39 @@ class ActivityCounter:
         node = self.graph[name]
         n = out.shape[0]
         kinds = [self.kinds.get(s, "analog") for s in node.inputs]
-        nz = [_indicator(x) for x in xs]
-        c: Dict[str, torch.Tensor] = {"events_in": sum(_count(m, n) for m in nz)}
+        c: Dict[str, torch.Tensor] = {}
+        binary = [False] * len(xs)
         if kinds and all(k == "spikes" for k in kinds):
-            c["max_in"] = torch.stack([_flat(x, n).amax(1) for x in xs]).amax(0).float()
+            ranges = [_flat(x, n).aminmax(dim=1) for x in xs]
+            c["max_in"] = torch.stack([r.max for r in ranges]).amax(0).float()
+            binary = [x.dtype != torch.bool and bool(r.max.max() <= 1) and bool(r.min.min() >= 0)
+                      for r, x in zip(ranges, xs)]
+            # a synapse's output labelled with its input's kind (e.g. a conv or a bias
+            # fed no spikes) can lie in [0, 1] without being 0/1: not binary (syops rule)
+            offgrid = [b and not self.graph[s].op.is_neuron and not torch.equal(x, x.round())
+                       for b, x, s in zip(binary, xs, node.inputs)]
+            binary = [b and not o for b, o in zip(binary, offgrid)]
+            c["nonbinary_in"] = torch.stack([(r.min < 0) | (r.max > 1) for r in ranges]
+                                            ).any(0).float() + float(any(offgrid))
+        # binary spikes (values 0/1) are their own event mask: no second pass over them;
+        # other masks are built only where a matmul needs them
+        c["events_in"] = sum(_nonzero(x, n) for x in xs)
         fo = self.fanout.get(name)
         if fo is not None:
-            c.update(_synaptic_counts(fo, xs[0], nz[0], kinds[0]))
+            mask = xs[0] if binary[0] else None
+            c.update(_synaptic_counts(fo, xs[0], mask, kinds[0]))
         elif node.op_name == "MatMul":
+            nz = [x if b else _indicator(x) for x, b in zip(xs, binary)]
             products = _per_step(torch.matmul(nz[0].to(torch.float32), nz[1].to(torch.float32)), n)
             c["synops" if all(k in SPIKING_KINDS for k in kinds) else "macs"] = products
         if node.op.is_neuron:
-            c.update(_neuron_counts(out, nz, self.kinds[name]))
+            c.update(_neuron_counts(out, xs, self.kinds[name]))
         return c
+
+
+def _nonzero(x: torch.Tensor, n: int) -> torch.Tensor:
+    """Per-step number of non-zero elements, exact (one pass, no mask tensor)."""
+    return torch.count_nonzero(_flat(x, n), dim=1).double()
 
 
 def _indicator(x: torch.Tensor) -> torch.Tensor:
@@ -113,11 +133,6 @@ def _indicator(x: torch.Tensor) -> torch.Tensor:
     return x.abs().sign()
 
 
-def _count(indicator: torch.Tensor, n: int) -> torch.Tensor:
-    """Per-step number of ones of a 0/1 tensor, summed exactly (float64)."""
-    return _flat(indicator, n).sum(1, dtype=torch.float64)
-
-
 def _flat(x: torch.Tensor, n: int) -> torch.Tensor:
     return x.reshape(n, -1)
 
@@ -126,44 +141,57 @@ def _per_step(x: torch.Tensor, n: int) -> torch.Tensor:
     return _flat(x, n).sum(1)
 
 
-def _synaptic_counts(fanout: Tuple[torch.Tensor, ...], x: torch.Tensor, nonzero: torch.Tensor,
-                     kind: str) -> Dict[str, torch.Tensor]:
+def _synaptic_counts(fanout: Tuple[torch.Tensor, ...], x: torch.Tensor,
+                     mask: Optional[torch.Tensor], kind: str) -> Dict[str, torch.Tensor]:
     """synops or macs, spikes_in and NeuroBench's ops of a node with fan-out maps;
-    ``x`` is its (n, B, ...) input over a chunk and ``nonzero`` its event mask."""
+    ``x`` is its (n, B, ...) input over a chunk, ``mask`` its event mask when
+    already at hand (binary spikes are their own), else None (built here)."""
     full, nz_weights = fanout
+    if mask is None:  # from the input as given: a float64 value may vanish in float32
+        mask = x != 0
     x = x.to(torch.float32)
     n, b = x.shape[0], x.shape[1]
     xf = x.reshape(n * b, -1)
     f_full, f_nz = full.reshape(-1), nz_weights.reshape(-1)
     c: Dict[str, torch.Tensor] = {"values_in": _per_step(x, n)}
     if kind == "spikes":
-        c["spikes_in"] = _per_step(x, n)
+        c["spikes_in"] = c["values_in"]
         c["synops"] = (xf @ f_full).reshape(n, b).sum(1)
-        mx = _flat(x, n).amax(1)
-        c["nb_is_mac"] = (mx > 1).float()
-        # binary spikes are their own event mask: skip rebuilding it
-        mf = xf if bool(mx.max() <= 1) else nonzero.reshape(n * b, -1).to(torch.float32)
+        sample_mac = xf.amax(1).reshape(n, b) > 1
+        mf = xf if not bool(sample_mac.any()) else _mask(xf, mask)
     else:
-        mf = nonzero.reshape(n * b, -1).to(torch.float32)
+        mf = _mask(xf, mask)
         key = "synops" if kind == "graded" else "macs"
         c[key] = (mf @ f_full).reshape(n, b).sum(1)
-        c["nb_is_mac"] = _flat((x.abs() != 1) & (x != 0), n).any(1).float()
-    c["nb_ops"] = (mf @ f_nz).reshape(n, b).sum(1)
+        sample_mac = ((xf.abs() != 1) & (xf != 0)).any(1).reshape(n, b)
+    ops = (mf @ f_nz).reshape(n, b)
+    c["nb_ops"] = ops.sum(1)
+    # NeuroBench decides MAC or AC per forward call: one step of the whole batch
+    # (nb_is_mac), or one step of one sample when samples are run one by one
+    c["nb_is_mac"] = sample_mac.any(1).float()
+    c["nb_mac_ops"] = (ops * sample_mac).sum(1)
     return c
 
 
-def _neuron_counts(out: torch.Tensor, nz: List[torch.Tensor], kind: str
+def _mask(xf: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The event mask as float32 values shaped like ``xf`` (n·B, numel)."""
+    return mask.reshape(xf.shape).to(torch.float32)
+
+
+def _neuron_counts(out: torch.Tensor, xs: List[torch.Tensor], kind: str
                    ) -> Dict[str, torch.Tensor]:
     """neuron_updates, active_neurons and spikes_out of a neuron node over a chunk."""
     n = out.shape[0]
     c = {"neuron_updates": torch.full((n,), float(out[0].numel()))}
-    fired = _indicator(out)
-    active = torch.maximum(nz[0], fired) if nz else fired
-    c["active_neurons"] = _count(active, n)
+    if xs:  # active: received a non-zero input or fired
+        active = torch.logical_or(_flat(xs[0], n) != 0, _flat(out, n) != 0)
+        c["active_neurons"] = torch.count_nonzero(active, dim=1).double()
+    else:
+        c["active_neurons"] = _nonzero(out, n)
     if kind == "spikes":
         c["spikes_out"] = _per_step(out, n)
     elif kind == "graded":
-        c["spikes_out"] = _count(fired, n)
+        c["spikes_out"] = _nonzero(out, n)
     return c
 
 
@@ -180,7 +208,11 @@ def static_facts(graph: Graph, name: str, series: Optional[Dict[str, np.ndarray]
         "inputs": list(node.inputs), "output_shape": list(node.shape),
         "has_bias": bool(np.any(bias) if isinstance(bias, np.ndarray) else False),
         "input_numel": int(sum(np.prod(graph[s].shape) for s in node.inputs)),
-        "input_binary": bool(series is not None and "max_in" in series
-                             and series["max_in"].max() <= 1),
+        # syops' test (at most two values, all in [0, 1]): spikes that stayed 0/1,
+        # or an input that was zero throughout the run (a silent layer's output)
+        "input_binary": bool(series is not None and (
+            ("max_in" in series and series["max_in"].max() <= 1
+             and not series.get("nonbinary_in", np.zeros(1)).any())
+            or ("events_in" in series and not series["events_in"].any()))),
         "input_kind": [kinds.get(s, "analog") for s in node.inputs],
     }

@@ -20,10 +20,16 @@ Counters per node (absent ones are zero):
 * ``nb_ops``          NeuroBench effective ops: Σ [x≠0] × non-zero-weight fan-out
 * ``nb_is_mac``       1 in steps where NeuroBench would book ``nb_ops`` as MACs
                       (some input value outside {-1, 0, 1}), else 0
+* ``nb_mac_ops``      the part of ``nb_ops`` from samples whose own input held a
+                      value outside {-1, 0, 1} at that step (NeuroBench run one
+                      sample per forward call)
 * ``neuron_updates``  neurons updated (every neuron, every step)
 * ``active_neurons``  neurons that received non-zero input or spiked
 * ``spikes_out``      sum of output spikes (multi-spikes count their value)
-* ``tokens_active``   active tokens (token nodes only)
+* ``tokens_active``   tokens the block of a TokenHalt (or the TokenMerge before
+                      it) processed at that step (AT-SNN; token nodes only);
+                      ``neuron_updates`` of neurons under token masks count
+                      the active tokens' neurons only
 
 Static facts per node (independent of activity), in ``static``:
 ``neurons``, ``synapses`` (border-aware), ``dense_macs`` (per step, FLOP-
@@ -39,8 +45,9 @@ from typing import Dict, Iterable, List
 
 import numpy as np
 
-COUNTERS: List[str] = ["events_in", "spikes_in", "values_in", "synops", "macs", "nb_ops", "nb_is_mac",
-                       "neuron_updates", "active_neurons", "spikes_out", "tokens_active"]
+COUNTERS: List[str] = ["events_in", "spikes_in", "values_in", "synops", "macs", "nb_ops",
+                       "nb_is_mac", "nb_mac_ops", "neuron_updates", "active_neurons",
+                       "spikes_out", "tokens_active"]
 
 
 @dataclass
@@ -54,6 +61,9 @@ class RunCounts:
     static: Dict[str, Dict[str, object]] = field(default_factory=dict)
     #: node names in execution order
     order: List[str] = field(default_factory=list)
+    #: per token node (TokenHalt/TokenMerge): (T, N) 0/1, which tokens the node's
+    #: block processed at each step, for the first sample of the batch (heat maps)
+    token_masks: Dict[str, np.ndarray] = field(default_factory=dict)
 
     def counter(self, node: str, name: str) -> np.ndarray:
         """The (T,) series of one counter for one node (zeros if never counted)."""
@@ -70,7 +80,8 @@ class RunCounts:
 
     def per_sample(self) -> "RunCounts":
         """The same counts divided by the batch size."""
-        out = RunCounts(self.steps, 1, self.numerics, static=self.static, order=list(self.order))
+        out = RunCounts(self.steps, 1, self.numerics, static=self.static, order=list(self.order),
+                        token_masks=self.token_masks)
         for n, d in self.nodes.items():
             out.nodes[n] = {k: (v if k == "nb_is_mac" else v / self.batch) for k, v in d.items()}
         return out
@@ -82,4 +93,5 @@ class RunCounts:
             "order": self.order,
             "static": self.static,
             "nodes": {n: {k: v.tolist() for k, v in d.items()} for n, d in self.nodes.items()},
+            "token_masks": {n: m.tolist() for n, m in self.token_masks.items()},
         }

@@ -45,13 +45,13 @@ def fanout_maps(graph: Graph, node: Node) -> Optional[Tuple[torch.Tensor, torch.
     name = node.op_name
     in_shape = graph[node.inputs[0]].shape if node.inputs else None
     if name in ("Affine", "Linear"):
-        w = torch.from_numpy(np.asarray(op.weight))
+        w = torch.as_tensor(np.array(op.weight))
         per_feature_nz = (w != 0).sum(0).to(torch.float64)
         full = torch.full(in_shape, float(w.shape[0]), dtype=torch.float64)
         nz = per_feature_nz.expand(in_shape).clone()
         return full, nz
     if name in ("Conv1d", "Conv2d"):
-        w = torch.from_numpy(np.asarray(op.weight)).to(torch.float64)
+        w = torch.as_tensor(np.array(op.weight, dtype=np.float64))
         kw = dict(stride=op.stride, padding=op.padding, dilation=op.dilation, groups=op.groups)
         full = _conv_fanout(torch.ones_like(w), in_shape, node.shape, **kw)
         nz = _conv_fanout((w != 0).to(torch.float64), in_shape, node.shape, **kw)

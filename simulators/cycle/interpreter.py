@@ -24,6 +24,8 @@ from simulators.cycle.counts import RunCounts
 from simulators.cycle.kernels_float import make_float_kernel
 from simulators.cycle.kernels_loihi import make_loihi_kernel
 from simulators.cycle.kernels_speck import make_speck_kernel
+from simulators.cycle.kernels_tokens import (TOKEN_OPS, check_token_numerics, token_counts,
+                                             token_masks, with_token_kernels)
 from simulators.cycle.recording import Recording, recorded_nodes
 from simulators.cycle.schedule import DEFAULT_CHUNK_BYTES, SCHEDULES, run_block, time_chunk
 
@@ -110,21 +112,26 @@ def _make_kernels(graph: Graph, order: Sequence[str], numerics: str, device: str
                   reset_interval: Optional[int], reset_offset: int) -> Dict[str, object]:
     """One kernel per node; Loihi kernels learn their neuron layer's index
     (for netx's LIFReset schedule)."""
+    check_token_numerics(graph, numerics)
     kernels = {}
     layer_index = 0
     for name in order:
         node = graph[name]
+        if node.op_name in TOKEN_OPS:  # stateful together: kernels_tokens makes them
+            continue
         if numerics == "float":
             kernels[name] = make_float_kernel(node, graph, device)
         elif numerics == "speck":
             kernels[name] = make_speck_kernel(node, graph, device)
         else:
+            # a Lava process graph resets each neuron at its own depth (annotation)
             kernels[name] = make_loihi_kernel(
-                node, graph, device, layer_index=layer_index,
+                node, graph, device, layer_index=int(node.annotations.get("reset_depth",
+                                                                          layer_index)),
                 reset_interval=reset_interval, reset_offset=reset_offset)
         if node.op.is_neuron:
             layer_index += 1
-    return kernels
+    return with_token_kernels(graph, kernels, numerics, device)
 
 
 def _propagated_kind(node: Node, declared: str, kinds: Dict[str, str]) -> str:
@@ -211,10 +218,12 @@ class Simulator:
         self.count = count
         self.counter = ActivityCounter(graph, self.order, device) if count else None
         self.kind: Dict[str, str] = {}
-        layer_ok = not self.back and not record_state
+        tokens = any(graph[n].op_name in TOKEN_OPS for n in self.order)
+        layer_ok = not self.back and not record_state and not tokens
         if schedule == "layer" and not layer_ok:
-            raise BadInputError("schedule 'layer' needs a graph without recurrence and no "
-                                "per-step neuron state recording; use schedule 'step'")
+            raise BadInputError("schedule 'layer' needs a graph without recurrence, token "
+                                "halting or merging, and no per-step neuron state recording; "
+                                "use schedule 'step'")
         #: the schedule this simulator runs: 'layer' or 'step'
         self.schedule = "layer" if schedule != "step" and layer_ok else "step"
         self.chunk_bytes = chunk_bytes
@@ -362,6 +371,10 @@ class Simulator:
         """The counters of the run just done, with each node's static facts."""
         counts = RunCounts(steps, batch, self.numerics, order=list(self.order))
         counts.nodes = self.counter.series if self.counter is not None else {}
+        if self.counter is not None:  # token masks: tokens_active, active neurons updated
+            for name, series in token_counts(self.kernels, steps).items():
+                counts.nodes.setdefault(name, {}).update(series)
+        counts.token_masks = token_masks(self.kernels, steps)
         for name in self.order:
             counts.static[name] = static_facts(self.graph, name, counts.nodes.get(name),
                                                self.kind)

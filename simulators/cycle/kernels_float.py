@@ -20,7 +20,10 @@ from nmtoolchain.ir import Graph, Node
 
 
 def _t(a, dtype=torch.float32, device="cpu") -> torch.Tensor:
-    return torch.as_tensor(np.asarray(a), dtype=dtype, device=device)
+    arr = np.asarray(a)
+    if not arr.flags.writeable:  # e.g. a read-only memory map: torch wants its own copy
+        arr = arr.copy()
+    return torch.as_tensor(arr, dtype=dtype, device=device)
 
 
 def _axis(axis: int) -> int:
