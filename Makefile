@@ -25,7 +25,7 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/nmtc demo
+	@$(VENV)/bin/nmtc demo
 
 # The suite as installed, then again with Lava and sinabs unimportable: the core
 # must pass without them and tests that need them skip, naming the package.

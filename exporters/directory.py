@@ -43,7 +43,10 @@ def _jsonable(v: Any) -> Any:
 
 def _write_atomically(write: Any, out_dir: Path, parent: Path, force: bool) -> None:
     """``write(tmp)`` into a hidden temporary sibling, then rename it to ``out_dir``."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".part", dir=parent))
+    try:  # an unwritable parent (read-only, /proc, no space) is the user's to fix
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".part", dir=parent))
+    except OSError as e:
+        raise BadInputError(f"{out_dir}: cannot write ({' '.join(str(e).split())})") from None
     try:
         write(tmp)
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; the export is an ordinary directory

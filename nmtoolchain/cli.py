@@ -164,7 +164,8 @@ def export(
         None, "--calib", help="Calibration data for quantization/adaptation: digits or FILE.npz."),
     timesteps: int = typer.Option(16, "--timesteps", "-T",
                                   help="Time steps per sample (calibration, verify advice)."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing output directory."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing output (file or "
+                                                      "directory); without it nmtc refuses."),
     as_json: bool = typer.Option(False, "--json",
                                  help="Print JSON (a directory target: the report; a file: the path)."),
     allow_pickle: bool = ALLOW_PICKLE,
@@ -195,11 +196,13 @@ def export(
         raise BadInputError("--min-agreement takes a fraction in [0, 1] and applies to "
                             "--target loihi2 with --calib (the data it is measured on)")
     extra = {"nir_version": nir_version} if nir_version is not None else {}
-    result = export_to(model, target, output,
-                       ExportOptions(profile=profile, calib=calib, timesteps=timesteps,
-                                     force=force, extra=extra),
-                       allow_pickle=allow_pickle,
-                       input_shape=parse_shape(input_shape) if input_shape else None, dt=dt)
+    with _progress(timesteps):  # calibration runs show their steps on a terminal
+        result = export_to(model, target, output,
+                           ExportOptions(profile=profile, calib=calib, timesteps=timesteps,
+                                         force=force, extra=extra),
+                           allow_pickle=allow_pickle,
+                           input_shape=parse_shape(input_shape) if input_shape else None,
+                           dt=dt)
     if as_json:
         _emit_json(result.report if result.path.is_dir()
                    else {"target": result.target, "path": str(result.path)}, default=str)
@@ -308,19 +311,61 @@ def _against(directory: Path, model: Path, data: Optional[Path], dataset: Option
     return against_source(directory, source, inputs.x, inputs.y, inputs.description)
 
 
+class _LazyBar:
+    """A rich progress bar on stderr that appears only when a run reports its first
+    step: a command failing before (bad file, bad option) prints its one error
+    line and nothing else, not a bar's teardown. Each run (what, total) gets its
+    own line of progress, replacing the previous one."""
+
+    def __init__(self) -> None:
+        self._bar: Any = None
+        self._task: Any = None
+        self._key: Any = None
+
+    def __call__(self, what: str, done: int, total: int) -> None:
+        if self._bar is None:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._bar = Progress(TextColumn("{task.description}"), BarColumn(),
+                                 TextColumn("{task.completed}/{task.total} steps"),
+                                 TimeRemainingColumn(), console=_console(stderr=True),
+                                 transient=True)
+            self._bar.start()
+        if self._key != (what, total):
+            if self._task is not None:
+                self._bar.remove_task(self._task)
+            self._task = self._bar.add_task(what, total=total)
+            self._key = (what, total)
+        self._bar.update(self._task, completed=done)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+
+def _progress_wanted() -> bool:
+    """Progress bars: on a terminal only, never with --quiet or --json."""
+    return not (_state["quiet"] or _state.get("json_mode") or not sys.stderr.isatty())
+
+
 @contextlib.contextmanager
 def _progress(timesteps: int) -> Iterator[Optional[Callable[[int], None]]]:
-    """A progress bar on stderr (a terminal only, not with --quiet) as a callback."""
-    if _state["quiet"] or not sys.stderr.isatty():
+    """The progress of a command's runs on stderr (see :class:`_LazyBar`): yields
+    a callback for the command's own simulation (``timesteps`` steps) and listens
+    to runs started deeper down (calibration, accuracy curves); None and no
+    listener where no bar is wanted."""
+    if not _progress_wanted():
         yield None
         return
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+    from nmtoolchain.progress import listening
 
-    with Progress(TextColumn("simulating"), BarColumn(),
-                  TextColumn("{task.completed}/{task.total} steps"), TimeRemainingColumn(),
-                  console=_console(stderr=True), transient=True) as bar:
-        task = bar.add_task("sim", total=timesteps)
-        yield lambda t: bar.update(task, completed=t)
+    bar = _LazyBar()
+    try:
+        with listening(bar):
+            yield lambda t: bar("simulating", t, timesteps)
+    finally:
+        bar.close()
 
 
 PROFILE = typer.Option("loihi2", "--profile", "-p",
@@ -376,6 +421,7 @@ def report(
     measured: Optional[str] = typer.Option(
         None, "--measured", help="Compare with a measurement stored in a profile, e.g. pilotnet_lif."),
     html_out: Optional[Path] = typer.Option(None, "--html", help="Also write an HTML report."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --html file."),
     rule: Optional[List[str]] = typer.Option(
         None, "--rule", help=RULE_HELP + " Several (comma-separated or repeated): the first "
         "prices the table, all are listed under by_rule."),
@@ -396,6 +442,10 @@ def report(
     names = [p.strip() for text in given for p in text.split(",") if p.strip()]
     if not names:
         raise BadInputError("--profile is empty")
+    if html_out is not None:
+        from nmtoolchain.fileio import refuse_existing_output
+
+        refuse_existing_output(html_out, force, "--html")
     with _progress(timesteps) as progress:
         run = run_report(model, data, dataset=dataset, profiles=names, reference=reference,
                          measured=measured, timesteps=timesteps, numerics=numerics,
@@ -424,12 +474,16 @@ def convert(
         None, "--timesteps", "-T", help="Intended time steps (recorded in the graph)."),
     no_precharge: bool = typer.Option(
         False, "--no-precharge", help="Start membranes at 0 instead of λ/2."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing output file."),
     allow_pickle: bool = ALLOW_PICKLE, input_shape: Optional[str] = INPUT_SHAPE,
     dt: Optional[float] = DT,
 ) -> None:
     """Convert a QCFS ANN into an IF SNN graph (MST/QCFS rule) and write it atomically."""
     from nmtoolchain.api import convert as convert_model
+    from nmtoolchain.fileio import refuse_existing_output
     from nmtoolchain.ir import save_graph
+
+    refuse_existing_output(output, force)
 
     snn = convert_model(model, method=method, timesteps=timesteps, precharge=not no_precharge,
                         input_shape=_shape(input_shape), allow_pickle=allow_pickle, dt=dt)
@@ -474,10 +528,12 @@ def check_accuracy(
     """
     from nmtoolchain.api import check_accuracy as run_check
 
-    res = run_check(model, data, dataset=dataset, timesteps=timesteps, samples=samples,
-                    min_accuracy=min_accuracy, max_drop=max_drop, target=target, calib=calib,
-                    precharge=not no_precharge, input_shape=_shape(input_shape),
-                    allow_pickle=allow_pickle, seed=seed, dt=dt)
+    with _progress(timesteps):  # each accuracy run shows its steps on a terminal
+        res = run_check(model, data, dataset=dataset, timesteps=timesteps, samples=samples,
+                        min_accuracy=min_accuracy, max_drop=max_drop, target=target,
+                        calib=calib, precharge=not no_precharge,
+                        input_shape=_shape(input_shape), allow_pickle=allow_pickle, seed=seed,
+                        dt=dt)
     res = dataclasses.replace(res, model=str(model))
     if as_json:
         _emit_json(res.as_dict())
@@ -616,7 +672,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     head = args[:args.index("--")] if "--" in args else args
     debug = "--debug" in head
     json_mode = "--json" in head and not ({"-h", "--help"} & set(head))
-    _state.update(debug=debug, quiet=False, json=None)
+    _state.update(debug=debug, quiet=False, json=None, json_mode=json_mode)
     try:
         with _stdout_to_stderr(json_mode), warnings.catch_warnings():
             if not debug:

@@ -118,6 +118,20 @@ def probe_hdf5(path: Path) -> None:
     _PROBED.add(key)
 
 
+def refuse_existing_output(path: Union[str, Path], force: bool,
+                           option: str = "-o") -> Path:
+    """The one overwrite rule of every nmtc output (export files and directories,
+    ``convert -o``, ``report --html``): an existing path is replaced only with
+    ``--force``. Checked before any work is done."""
+    path = Path(path)
+    if not force and (path.exists() or path.is_symlink()):
+        raise BadInputError(f"{path}: already exists; choose another {option} or pass --force "
+                            "to replace it")
+    if path.is_dir() and not path.is_symlink():
+        raise BadInputError(f"{path}: is a directory; {option} names a file here")
+    return path
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -135,7 +149,8 @@ def atomic_output(path: Union[str, Path]) -> Iterator[Path]:
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
-        raise BadInputError(f"{path}: directory {parent} does not exist")
+        raise BadInputError(f"{path}: {parent} is not a directory" if parent.exists()
+                            else f"{path}: directory {parent} does not exist")
     clean_stale_parts(parent, path.name)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=parent)

@@ -45,12 +45,16 @@ def missing(name: str) -> Optional[str]:
 
     Importing is the test (not merely finding the files), so a broken install
     counts as missing too. lava-dl prints a note about an optional toolbox on
-    stdout when first imported; it is swallowed here so ``--json`` stays clean.
+    stdout when first imported, and its import of ``torch.utils.cpp_extension``
+    prints "No CUDA runtime is found, using CUDA_HOME=..." on stderr wherever an
+    nvcc is installed without a GPU; both are swallowed here (nmtc's Lava runs are
+    CPU-only), so ``--json`` stays clean and a failure stays one line.
     """
     vendor = VENDORS[name]
     for module in vendor.modules:
         try:
-            with contextlib.redirect_stdout(io.StringIO()):
+            with contextlib.redirect_stdout(io.StringIO()), \
+                    contextlib.redirect_stderr(io.StringIO()):
                 importlib.import_module(module)
         except ImportError as exc:
             return str(exc) or type(exc).__name__

@@ -66,7 +66,7 @@ def test_report_writes_html_with_plots(tmp_path, capfd):
     html_path = tmp_path / "r.html"
     rep = _json(["report", model, "--data", data, "-T", "2", "--html", html_path, "--json"], capfd)
     text = html_path.read_text()
-    assert text.count("data:image/png;base64,") == 2
+    assert text.count("data:image/png;base64,") == 3  # per profile, per layer, spikes
     embedded = text.split('id="nmtc-report">')[1].split("</script>")[0]
     import html as _h
 

@@ -141,6 +141,7 @@ def load_model(path: Union[str, Path], *, allow_pickle: bool = False,
             raise BadInputError(f"{path}: --dt {dt} does not apply: a {fmt} model counts time "
                                 f"in steps (dt = {own:g}); --dt is the step of a NIR file's "
                                 "time constants")
+    graph.loaded_from = str(path)
     return graph
 
 

@@ -60,6 +60,13 @@ def _refused_global(e: BaseException) -> bool:
     return "Unsupported class" in text or "Unsupported global" in text
 
 
+def _newer_protocol(e: BaseException) -> bool:
+    """weights_only loading failed on an opcode of pickle protocol 4 or 5 (FRAME,
+    SHORT_BINUNICODE, ...), which torch's safe unpickler does not read: the file
+    may well be intact, only the full unpickler (code from the file) can read it."""
+    return "Unsupported operand" in str(e)
+
+
 def load_torch_file(path: Union[str, Path], *, allow_pickle: bool = False,
                     input_shape: Optional[Sequence[int]] = None) -> Graph:
     """Load a TorchScript archive, an nmtc checkpoint, or (only with
@@ -95,12 +102,15 @@ def load_torch_file(path: Union[str, Path], *, allow_pickle: bool = False,
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        if not _refused_global(e):
+        newer = _newer_protocol(e)
+        if not (newer or _refused_global(e)):
             raise BadInputError(
                 f"{path}: truncated or corrupt torch file ({_first_line(e)})") from None
         if not allow_pickle:
+            what = ("is pickled with protocol 4 or 5, which only the full unpickler reads"
+                    if newer else "holds a pickled Python object")
             raise PickleRefusedError(
-                f"{path}: holds a pickled Python object; unpickling runs code from the file. "
+                f"{path}: {what}; unpickling runs code from the file. "
                 "Re-run with --allow-code if you trust it") from None
         obj = _unpickle(path)
         fmt = "pickle"

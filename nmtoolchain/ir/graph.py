@@ -57,6 +57,10 @@ class Graph:
     def __init__(self, metadata: Optional[Dict[str, Any]] = None) -> None:
         self.nodes: Dict[str, Node] = {}
         self.metadata: Dict[str, Any] = dict(metadata or {})
+        #: the file the user passed, when this graph was loaded from one (messages name
+        #: it; ``metadata['source']`` may name an earlier file, e.g. a converted .nmir's
+        #: ANN). Not serialized.
+        self.loaded_from: Optional[str] = None
 
     # ------------------------------------------------------------- building
     def add(self, name: str, op: Op, inputs: Sequence[str] = (),
@@ -140,7 +144,19 @@ class Graph:
         return [n for n in self.nodes.values() if isinstance(n.op, Output)]
 
     def users(self, name: str) -> List[Node]:
+        """The nodes reading ``name`` (a scan of the graph: for a sweep over every
+        node use :meth:`users_index` once instead, or the sweep is quadratic)."""
         return [n for n in self.nodes.values() if name in n.inputs]
+
+    def users_index(self) -> Dict[str, List[Node]]:
+        """``{name: users(name)}`` for every node, in one pass (same order as
+        :meth:`users`). A snapshot: stale once the graph changes."""
+        index: Dict[str, List[Node]] = {name: [] for name in self.nodes}
+        for n in self.nodes.values():
+            for src in dict.fromkeys(n.inputs):  # a node reading src twice is one user
+                if src in index:
+                    index[src].append(n)
+        return index
 
     def edges(self) -> List[Tuple[str, str]]:
         """(source, destination) pairs, in node order then input order."""

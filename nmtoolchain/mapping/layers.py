@@ -552,12 +552,13 @@ def extract_layers(graph: Graph, limits: CoreLimits) -> List[Layer]:
         raise UnsupportedOpError(f"mapping: recurrent connection '{src}' -> '{dst}' is not "
                                  f"supported (its neuron would send spikes to its own cores)")
     allowed = set(VIEW_OPS) | {"Input", "Output"}
+    readers = graph.users_index()  # once: a scan per node is quadratic in the layers
     for name in order:
         node = graph[name]
         if not node.op.is_neuron and not node.op.is_synapse and node.op_name not in allowed:
             raise _unsupported(graph, name, "cannot be placed on cores")
         if node.op.is_synapse:
-            users = graph.users(name)
+            users = readers[name]
             if len(users) != 1 or not users[0].op.is_neuron:
                 what = ", ".join(f"'{u.name}' ({u.op_name})" for u in users) or "nothing"
                 raise _unsupported(graph, name, f"feeds {what}, not one neuron layer (on Loihi "

@@ -42,7 +42,7 @@ REFERENCE_MAPPINGS = {
                     "for the 24x32x99 conv over 25 cores); the 2560->100 dense layer over 12 "
                     "cores because of synaptic memory"),
         "details_source": ("lava-dl tutorials/lava/lib/dl/netx/pilotnet_snn/benchmark.ipynb "
-                           "(lava-loihi compiler, Oheo Gulch), via reference/loihi_lava.md 4.2"),
+                           "(lava-loihi compiler, Oheo Gulch)"),
     },
 }
 

@@ -60,6 +60,9 @@ def build_report(graph: Graph, result: Any, profiles: Sequence[str], *,
     for r in rules:
         if r not in RULES:
             raise BadInputError(f"--rule {r!r} is not one of {', '.join(RULES)}")
+    # the profiles as given (a user's file may have any name): looked up by id below,
+    # never reloaded by name
+    by_id = {p.id: p for p in loaded + [ref]}
     placements = {p.id: place(graph, p) for p in loaded + [ref]}
     comparison = compare_profiles(counts, loaded, reference=ref, placements=placements,
                                   graph=graph, rule=rules[0] if rules else None)
@@ -76,7 +79,7 @@ def build_report(graph: Graph, result: Any, profiles: Sequence[str], *,
         layers.append(row)
     prof_rows = {}
     for pid, rep in comparison.reports.items():
-        prof = load_profile(pid)
+        prof = by_id[pid] if pid in by_id else load_profile(pid)
         lat = rep.latency
         if lat is None and prof.has("time", "synop"):
             lat = estimate_latency(counts, prof, placements.get(pid), graph=graph)
@@ -116,7 +119,7 @@ def build_report(graph: Graph, result: Any, profiles: Sequence[str], *,
         for row in prof_rows.values():
             row["notes"] = [n for n in row["notes"] if n not in common]
     report: Dict[str, Any] = {
-        "model": graph.metadata.get("source", {}),
+        "model": _model_source(graph),
         "notes": common,
         "inputs": inputs,
         "steps": counts.steps, "batch": counts.batch, "numerics": counts.numerics,
@@ -139,7 +142,7 @@ def build_report(graph: Graph, result: Any, profiles: Sequence[str], *,
     if rules:
         report["by_rule"] = _by_rule(counts, loaded, placements, graph, rules)
     if measured:
-        report["measured"] = measured_comparison(measured, prof_rows, list(profiles))
+        report["measured"] = measured_comparison(measured, prof_rows, loaded)
     return report
 
 
@@ -196,11 +199,13 @@ def _by_rule(counts: Any, loaded: Sequence[Any], placements: Dict[str, Any], gra
 
 
 def measured_comparison(name: str, prof_rows: Dict[str, Dict[str, Any]],
-                        profiles: List[str]) -> List[Dict[str, Any]]:
-    """Estimates next to a measurement stored as ``[reference.<name>]`` in a profile."""
+                        profiles: List[Any]) -> List[Dict[str, Any]]:
+    """Estimates next to a measurement stored as ``[reference.<name>]`` in a profile
+    (``profiles``: loaded profiles, or names/paths to load)."""
     rows = []
-    for pid in profiles:
-        prof = load_profile(pid)
+    for given in profiles:
+        prof = load_profile(given)
+        pid = prof.id
         if not prof.has(f"reference.{name}", "dynamic_energy_per_inference"):
             continue
         sec = f"reference.{name}"
@@ -227,6 +232,32 @@ def measured_comparison(name: str, prof_rows: Dict[str, Dict[str, Any]],
 
 
 # ------------------------------------------------------------------ render
+def _model_source(graph: Graph) -> Dict[str, Any]:
+    """Where the model came from: ``path`` is the file the user passed; a graph
+    converted from another file keeps that one as ``converted_from``."""
+    src = dict(graph.metadata.get("source", {}) or {})
+    given = getattr(graph, "loaded_from", None)
+    if given:
+        if src.get("path") and src["path"] != given:
+            src["converted_from"] = src["path"]
+        src["path"] = given
+    return src
+
+
+#: energy units, largest first: (name, picojoules per unit)
+ENERGY_UNITS = (("mJ", 1e9), ("µJ", 1e6), ("nJ", 1e3), ("pJ", 1.0))
+
+
+def energy_unit(values: Sequence[float]) -> tuple:
+    """One unit (name, pJ per unit) for a set of energies, chosen by their largest
+    magnitude, so a plot axis and the table next to it read the same."""
+    top = max((abs(float(v)) for v in values if v is not None and np.isfinite(v)), default=0.0)
+    for unit, f in ENERGY_UNITS:
+        if top >= f:
+            return unit, f
+    return "pJ", 1.0
+
+
 def _fmt_pj(pj: float) -> str:
     for unit, f in (("mJ", 1e9), ("µJ", 1e6), ("nJ", 1e3)):
         if abs(pj) >= f:
@@ -371,8 +402,11 @@ def _token_html(rep: Dict[str, Any], plt: Any) -> str:
 
 
 def write_html(rep: Dict[str, Any], path: Path) -> Path:
-    """One self-contained HTML file: tables plus plots (energy per layer per
-    profile, spikes per step). Written to a temporary name, then renamed."""
+    """One self-contained HTML file a hardware engineer can send on: the model
+    (the file passed), the counting rule, accuracy when labels were given, the
+    per-profile and per-layer tables, plots readable at 1280 px (legend beside
+    the bars, one energy unit per plot and table, chosen by magnitude) and the
+    measured-vs-estimated comparison when asked for. Written atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -380,24 +414,47 @@ def write_html(rep: Dict[str, Any], path: Path) -> Path:
 
     profs = list(rep["profiles"])
     names = [r["name"] for r in rep["layers"]]
-    fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(names) + 3), 4))
+    layer_e = [r["energy_pj"].get(p, 0.0) for r in rep["layers"] for p in profs]
+    lunit, lf = energy_unit(layer_e)
+    # at most 12 in at 100 dpi: the plot fits a 1280 px window without scaling
+    fig, ax = plt.subplots(figsize=(min(12.0, max(7.0, 0.45 * len(names) + 4)), 4.5), dpi=100)
     width = 0.8 / max(1, len(profs))
     for i, p in enumerate(profs):
-        vals = [r["energy_pj"].get(p, 0.0) or np.nan for r in rep["layers"]]  # no bar for 0
+        vals = [(r["energy_pj"].get(p, 0.0) or np.nan) / lf for r in rep["layers"]]  # 0: no bar
         ax.bar(np.arange(len(names)) + i * width, vals, width, label=p)
     ax.set_yscale("log")
-    ax.set_ylabel("energy per inference (pJ)")
+    ax.set_ylabel(f"energy per inference ({lunit})")
     ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2)
-    ax.set_xticklabels(names, rotation=60, ha="right", fontsize=7)
-    ax.legend()
+    step = max(1, len(names) // 40)  # a readable number of layer labels
+    ax.set_xticklabels([n if i % step == 0 else "" for i, n in enumerate(names)], rotation=60,
+                       ha="right", fontsize=8)
+    ax.legend(title="profile", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     ax.set_title("energy per layer and profile")
+    ax.grid(axis="y", which="major", alpha=0.3)
+    fig.tight_layout()
     energy_png = _figure_png(fig)
     plt.close(fig)
-    fig, ax = plt.subplots(figsize=(6, 3))
+
+    punit, pf = energy_unit([v["energy_per_inference_pj"] for v in rep["profiles"].values()])
+    fig, ax = plt.subplots(figsize=(7.0, max(2.0, 0.5 * len(profs) + 1)), dpi=100)
+    totals = [rep["profiles"][p]["energy_per_inference_pj"] / pf for p in profs]
+    dyn = [rep["profiles"][p]["dynamic_pj"] / pf for p in profs]
+    ax.barh(profs, totals, color="#9ecae1", label="total")
+    ax.barh(profs, dyn, height=0.4, color="#3182bd", label="dynamic")
+    ax.set_xlabel(f"energy per inference ({punit})")
+    ax.set_xscale("log")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    ax.set_title("energy per profile")
+    fig.tight_layout()
+    profile_png = _figure_png(fig)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7.0, 3.0), dpi=100)
     ax.plot(np.arange(1, rep["steps"] + 1), rep["spikes_per_step"], marker="o")
     ax.set_xlabel("time step")
     ax.set_ylabel("spikes per sample")
     ax.set_title("spikes per step")
+    fig.tight_layout()
     spikes_png = _figure_png(fig)
     plt.close(fig)
 
@@ -409,29 +466,55 @@ def write_html(rep: Dict[str, Any], path: Path) -> Path:
                     for r in rows)
         return f"<table><tr>{h}</tr>{b}</table>"
 
+    def in_unit(pj: float, f: float) -> str:
+        return f"{pj / f:,.3g}"
+
     layer_rows = [[r["name"], r["op"], f"{r['synops']:,.0f}", f"{r['spikes_out']:,.0f}",
-                   *[_fmt_pj(r["energy_pj"].get(p, 0.0)) for p in profs]] for r in rep["layers"]]
-    prof_rows = [[p, v["rule"], _fmt_pj(v["energy_per_inference_pj"]), _fmt_pj(v["dynamic_pj"]),
-                  _fmt_ns(v["time_per_step_ns"]), _fmt_cores(v)]
+                   *[in_unit(r["energy_pj"].get(p, 0.0), lf) for p in profs]]
+                  for r in rep["layers"]]
+    prof_rows = [[p, v["rule"], in_unit(v["energy_per_inference_pj"], pf),
+                  in_unit(v["dynamic_pj"], pf), _fmt_ns(v["time_per_step_ns"]), _fmt_cores(v)]
                  for p, v in rep["profiles"].items()]
-    meas = "".join(
-        f"<p><b>Measured ({html.escape(m['measurement'])}, {html.escape(m['profile'])}):</b> "
-        f"{_fmt_pj(m['estimated_dynamic_pj'])} estimated vs {_fmt_pj(m['measured_dynamic_pj'])} "
-        f"measured ({m['energy_rel_error'] * 100:+.1f}%); {_fmt_ns(m['estimated_step_ns'])} vs "
-        f"{_fmt_ns(m['measured_step_ns'])} per step. Source: {html.escape(m['sources']['energy'])}"
-        "</p>" for m in rep.get("measured", []))
-    doc = f"""<!doctype html><html><head><meta charset="utf-8"><title>nmtc report</title>
-<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}</style></head><body>
-<h1>nmtc report: {html.escape(str(rep['model'].get('path', 'model')))}</h1>
-<p>{rep['steps']} steps, {html.escape(rep['numerics'])} numerics, batch {rep['batch']};
-inputs: {html.escape(rep['inputs'])}</p>
-<h2>Per profile</h2>{table(prof_rows, ['profile', 'rule', 'energy', 'dynamic', 'time/step', 'cores'])}
+    meas_rows = [[m["profile"], m["measurement"], _fmt_pj(m["estimated_dynamic_pj"]),
+                  _fmt_pj(m["measured_dynamic_pj"]), f"{m['energy_rel_error'] * 100:+.1f}%",
+                  _fmt_ns(m["estimated_step_ns"]), _fmt_ns(m["measured_step_ns"]),
+                  f"{m['time_rel_error'] * 100:+.1f}%", m["sources"]["energy"]]
+                 for m in rep.get("measured", [])]
+    meas = ("<h2>Measured vs estimated</h2>" + table(meas_rows, [
+        "profile", "measurement", "estimated energy", "measured energy", "error",
+        "estimated time/step", "measured time/step", "error", "source"])) if meas_rows else ""
+    rules = sorted({str(v["rule"]) for v in rep["profiles"].values()})
+    model = rep["model"]
+    src = str(model.get("path", "model"))
+    origin = (f" (converted from {html.escape(str(model['converted_from']))})"
+              if model.get("converted_from") else "")
+    acc = (f"<p><b>Accuracy</b> on the labelled inputs: {rep['accuracy'] * 100:.2f}%</p>"
+           if rep.get("accuracy") is not None else "")
+    notes = "".join(f"<li>{html.escape(str(n))}</li>" for n in rep.get("notes", []))
+    doc = f"""<!doctype html><html><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>nmtc report: {html.escape(Path(src).name)}</title>
+<style>body{{font-family:sans-serif;margin:1.5em auto;max-width:1240px;padding:0 1em;color:#222}}
+table{{border-collapse:collapse;margin:0.5em 0 1.5em}}
+td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}th{{background:#f3f3f3}}
+td:first-child,th:first-child{{text-align:left}}img{{max-width:100%;height:auto}}
+.meta{{color:#555}}</style></head><body>
+<h1>nmtc report: {html.escape(src)}</h1>
+<p class="meta">{html.escape(src)}{origin}; {rep['steps']} time steps, {html.escape(rep['numerics'])}
+numerics, batch {rep['batch']}; inputs: {html.escape(rep['inputs'])}.
+Counting rule: {html.escape(', '.join(rules))}; reference profile:
+{html.escape(str(rep.get('reference_profile', '')))}.</p>
+{acc}
+<h2>Per profile (energy in {punit} per inference)</h2>
+{table(prof_rows, ['profile', 'rule', f'energy ({punit})', f'dynamic ({punit})', 'time/step', 'cores'])}
+<img alt="energy per profile" src="data:image/png;base64,{profile_png}">
 {meas}
-<h2>Energy per layer</h2><img alt="energy per layer" src="data:image/png;base64,{energy_png}">
-{table(layer_rows, ['layer', 'op', 'synops', 'spikes out'] + [f'E {p}' for p in profs])}
+<h2>Energy per layer ({lunit} per inference)</h2>
+<img alt="energy per layer" src="data:image/png;base64,{energy_png}">
+{table(layer_rows, ['layer', 'op', 'synops', 'spikes out'] + [f'{p} ({lunit})' for p in profs])}
 <h2>Spikes per step</h2><img alt="spikes per step" src="data:image/png;base64,{spikes_png}">
 {token_html}
+{f'<h2>Notes</h2><ul>{notes}</ul>' if notes else ''}
 <script type="application/json" id="nmtc-report">{html.escape(json.dumps(rep, default=float))}</script>
 </body></html>"""
     path = Path(path)

@@ -32,7 +32,10 @@ SHOWN_NAMES = 4
 
 
 def graph_origin(graph: Graph) -> str:
-    """The file a graph was loaded from (for messages), or 'graph'."""
+    """The file a graph was loaded from (for messages: the file the user passed), or
+    'graph'."""
+    if getattr(graph, "loaded_from", None):
+        return str(graph.loaded_from)
     src = graph.metadata.get("source")
     if isinstance(src, dict) and src.get("path"):
         return str(src["path"])
@@ -265,6 +268,10 @@ class Target(abc.ABC):
         out = Path(out)
         if self.writes == "directory":
             check_output_directory(out, options.force)
+        else:
+            from nmtoolchain.fileio import refuse_existing_output
+
+            refuse_existing_output(out, options.force)
         compiled = self.compile(graph, options, model=model)
         return self.write(compiled, out)
 
@@ -274,8 +281,8 @@ def check_options(target: Target, options: ExportOptions) -> None:
     if isinstance(options.timesteps, bool) or not isinstance(options.timesteps, (int, np.integer)) \
             or options.timesteps < 1:
         raise BadInputError(f"--timesteps must be a positive integer, got {options.timesteps!r}")
-    given = {"profile": options.profile is not None, "calib": options.calib is not None,
-             "force": bool(options.force)}
+    # --force (replace an existing output) applies to every target
+    given = {"profile": options.profile is not None, "calib": options.calib is not None}
     extra = sorted(k for k, v in given.items() if v and k not in target.options)
     if extra:
         raise BadInputError(f"{', '.join('--' + k for k in extra)} "

@@ -270,6 +270,10 @@ class Simulator:
         step, or (B, T, *shape) per step; a dict for several inputs."""
         if steps < 1:
             raise BadInputError(f"steps must be >= 1, got {steps}")
+        if progress is None:  # a listener (the CLI's bar on a terminal), if any
+            from nmtoolchain.progress import step_callback
+
+            progress = step_callback(f"simulating ({self.numerics})", steps)
         feeds = self._feeds(inputs, steps)
         batch = next(iter(feeds.values())).shape[0]
         self._resolve_kinds({k: v[:, 0] for k, v in feeds.items()})
