@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from nmtoolchain.nn import QCFS, SpikeMask
+from swin_mst_plain import randomize_
 
 
 def _if() -> QCFS:
@@ -184,16 +185,5 @@ class ReleasedLayoutMST(nn.Module):
 
 def randomized(seed: int = 0, **flags: bool) -> ReleasedLayoutMST:
     """A ReleasedLayoutMST with random weights, BN statistics and λ (eval mode)."""
-    gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    model = ReleasedLayoutMST(**flags)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm1d):
-                m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.2)
-                m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
-                m.weight.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
-                m.bias.copy_(torch.randn(m.num_features, generator=gen) * 0.2)
-            if isinstance(m, QCFS):
-                m.threshold.fill_(float(torch.rand(1, generator=gen)) + 0.5)
-    return model.eval()
+    return randomize_(ReleasedLayoutMST(**flags), seed)

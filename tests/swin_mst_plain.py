@@ -151,9 +151,13 @@ class SwinMST(nn.Module):
 
 def randomized(seed: int = 0) -> SwinMST:
     """A SwinMST with random weights, BN statistics and QCFS λ (eval mode)."""
-    gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    model = SwinMST()
+    return randomize_(SwinMST(), seed)
+
+
+def randomize_(model: nn.Module, seed: int) -> nn.Module:
+    """Random BN statistics and affine parameters and QCFS λ in ``model``; eval mode."""
+    gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, nn.BatchNorm1d):
