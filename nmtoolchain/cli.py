@@ -20,7 +20,7 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterator, List, Optional
+from typing import Any, Callable, Iterator, List, Optional, Tuple
 
 import typer
 
@@ -664,17 +664,68 @@ def _stdout_to_stderr(enabled: bool) -> Iterator[None]:
             os.close(saved_fd)
 
 
+class _Interrupted(BaseException):
+    """Ctrl-C as nmtc's own SIGINT handler raises it: not a KeyboardInterrupt, so no CLI
+    framework turns it into a silent exit code (newer typer returns 130 without a word)
+    before nmtc can say what happened."""
+
+
+def _raise_interrupted(signum: int, frame: Any) -> None:
+    raise _Interrupted()
+
+
+@contextlib.contextmanager
+def _sigint_as_interrupted() -> Iterator[None]:
+    """Route SIGINT to :class:`_Interrupted` while a command runs, only where Python's
+    default handler is in place (a caller that ignores SIGINT keeps ignoring it)."""
+    import signal
+    import threading
+
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, _raise_interrupted)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _cli_exception_types() -> Tuple[tuple, tuple, tuple]:
+    """(exit, abort, usage-error) exception classes of the click that typer runs on.
+
+    typer up to 0.1x runs on click and raises click's classes; newer typer carries its
+    own copy (``typer._click``) with its own ``Exit``/``Abort``, which click's classes do
+    not catch. Both are collected so either install gives one-line errors."""
+    exits, aborts, usage = [typer.Exit], [typer.Abort], []
+    try:
+        import click
+    except ImportError:  # newer typer does not need click
+        pass
+    else:
+        exits.append(click.exceptions.Exit)
+        aborts.append(click.exceptions.Abort)
+        usage.append(click.ClickException)
+    try:
+        from typer import _click as typer_click  # type: ignore[attr-defined]
+    except ImportError:
+        pass
+    else:
+        usage.append(typer_click.exceptions.ClickException)
+    return tuple(exits), tuple(aborts), tuple(usage)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Console-script entry point; turns nmtc errors into one line and exit 2."""
-    import click
-
+    exit_types, abort_types, usage_types = _cli_exception_types()
     args = _hoist_global_flags(list(sys.argv[1:] if argv is None else argv))
     head = args[:args.index("--")] if "--" in args else args
     debug = "--debug" in head
     json_mode = "--json" in head and not ({"-h", "--help"} & set(head))
     _state.update(debug=debug, quiet=False, json=None, json_mode=json_mode)
     try:
-        with _stdout_to_stderr(json_mode), warnings.catch_warnings():
+        with _sigint_as_interrupted(), _stdout_to_stderr(json_mode), warnings.catch_warnings():
             if not debug:
                 # library warnings (torch, numpy casts) are not nmtc's words: a failure
                 # prints one line; what matters is checked and refused by nmtc itself
@@ -690,20 +741,23 @@ def main(argv: Optional[List[str]] = None) -> int:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         print(f"nmtc: error: {msg}", file=sys.stderr)
         return e.exit_code
-    except click.exceptions.Exit as e:
+    except exit_types as e:  # newer typer turns Ctrl-C into Exit(130)
+        if isinstance(e.__cause__, KeyboardInterrupt):
+            print("nmtc: interrupted", file=sys.stderr)
+            return 130
         return e.exit_code
-    except click.exceptions.Abort as e:  # click's wrapping of Ctrl-C (and of EOF at a prompt)
+    except abort_types as e:  # click's wrapping of Ctrl-C (and of EOF at a prompt)
         if isinstance(e.__cause__, KeyboardInterrupt):
             print("nmtc: interrupted", file=sys.stderr)
             return 130
         print("nmtc: aborted", file=sys.stderr)
         return 1
-    except click.ClickException as e:  # usage errors: one line, not click's three
+    except usage_types as e:  # usage errors: one line, not click's three
         where = getattr(getattr(e, "ctx", None), "command_path", None) or "nmtc"
         msg = " ".join(e.format_message().split())
         print(f"nmtc: error: {msg} (see '{where} --help')", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except (_Interrupted, KeyboardInterrupt):
         print("nmtc: interrupted", file=sys.stderr)
         return 130
     except MemoryError as e:  # a run too large for this machine: the user can shrink it

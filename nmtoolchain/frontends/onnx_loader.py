@@ -778,6 +778,9 @@ class _OnnxTranslator:
         if axes is None or a.get("noop_with_empty_axes", 0):
             raise self.unsupported(node, label, "reduces over all axes; give one axis")
         axes = [int(v) + rank if int(v) < 0 else int(v) for v in np.asarray(axes).reshape(-1)]
+        if rank == 4 and sorted(axes) == [2, 3]:
+            self._spatial_mean(node, label, x, bool(a.get("keepdims", 1)))
+            return
         if len(axes) != 1:
             raise self.unsupported(node, label, f"reduces over axes {axes}; only one is supported")
         if axes[0] == 0:
@@ -785,6 +788,17 @@ class _OnnxTranslator:
         if a.get("keepdims", 1):
             raise self.unsupported(node, label, "has keepdims=1; only keepdims=0 is supported")
         self.emit(node, label, Mean(axis=axes[0] - 1), [x])
+
+    def _spatial_mean(self, node: Any, label: str, x: str, keepdims: bool) -> None:
+        """``x.mean((2, 3))`` / AdaptiveAvgPool2d(1) as torch's dynamo exporter writes it
+        (ReduceMean over H and W): average pooling over the whole map, then, without
+        keepdims, a flatten of the (C, 1, 1) result."""
+        h, w = self.sample_shape(x)[1:]
+        pooled = self.emit(node, label, AvgPool2d(kernel_size=(h, w), stride=(h, w),
+                                                  padding=(0, 0)), [x])
+        if not keepdims:
+            self.uses[pooled] = 1
+            self.emit(node, f"{label}_flatten", Flatten(start_dim=0, end_dim=-1), [pooled])
 
     def _op_BatchNormalization(self, node: Any, label: str) -> None:
         x = self.dyn(node, label, 0)

@@ -386,6 +386,7 @@ class _FxWalker:
         def value(a: Any) -> Any:
             return torch.fx.node.map_arg(a, lambda n: env[n])
 
+        self._refuse_random_draws(fx_graph)
         for node in fx_graph.nodes:
             try:
                 self._node(node, env, value, shape)
@@ -395,6 +396,22 @@ class _FxWalker:
                 raise UnsupportedOpError(
                     f"model '{self.b.origin}': node '{node.name}' ({node.op} {node.target}): "
                     f"{type(e).__name__}: {_first_line(e)}") from None
+
+    def _refuse_random_draws(self, fx_graph: Any) -> None:
+        """A forward that draws random numbers (``torch.rand(x.shape) > p``, as released
+        RSM code does) is refused naming the draw before anything else: newer torch.fx
+        traces such calls, older versions fail on them, and either way a deployed network
+        cannot repeat the draw. nmtc's seeded ``SpikeMask`` is the replacement."""
+        for node in fx_graph.nodes:
+            name = (node.target if node.op == "call_method"
+                    else getattr(node.target, "__name__", "") if node.op == "call_function"
+                    else "")
+            if name in _RANDOM_DRAWS:
+                raise UnsupportedOpError(
+                    f"model '{self.b.origin}': {name}() (node '{node.name}'"
+                    f"{_in_module(node)}) draws random numbers inside forward, which a "
+                    "converted network cannot repeat; mask with nmtoolchain.nn.SpikeMask "
+                    "(seeded per run) instead")
 
     def _node(self, node: Any, env: Dict[Any, Any], value: Callable[[Any], Any],
               shape: Tuple[int, ...]) -> None:
@@ -451,6 +468,12 @@ class _FxWalker:
                 f"model '{self.b.origin}': {where} is not supported (supported: "
                 f"{', '.join(supported)})")
         return handler(_FxCall(self.b, args, kwargs, where, node.name))
+
+
+#: torch functions and tensor methods that draw random numbers
+_RANDOM_DRAWS = frozenset({"rand", "randn", "rand_like", "randn_like", "randint", "randint_like",
+                           "randperm", "bernoulli", "bernoulli_", "normal", "normal_",
+                           "uniform_", "multinomial", "poisson", "exponential_"})
 
 
 def _in_module(node: Any) -> str:
