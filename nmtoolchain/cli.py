@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import sys
@@ -692,6 +693,30 @@ def _sigint_as_interrupted() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
+def _interrupt_raising(callback: Callable[..., Any]) -> Callable[..., Any]:
+    """``callback`` with a KeyboardInterrupt raised inside it (Ctrl-C caught by a
+    library, or raised by hand) re-raised as :class:`_Interrupted`, which typer passes on."""
+    if getattr(callback, "_nmtc_interrupts", False):
+        return callback
+
+    @functools.wraps(callback)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return callback(*args, **kwargs)
+        except KeyboardInterrupt as e:
+            raise _Interrupted() from e
+
+    run._nmtc_interrupts = True  # type: ignore[attr-defined]
+    return run
+
+
+def _route_interrupts() -> None:
+    """Every command's callback hands Ctrl-C to :func:`main` (see :class:`_Interrupted`)."""
+    for info in app.registered_commands:
+        if info.callback is not None:
+            info.callback = _interrupt_raising(info.callback)
+
+
 def _cli_exception_types() -> Tuple[tuple, tuple, tuple]:
     """(exit, abort, usage-error) exception classes of the click that typer runs on.
 
@@ -719,6 +744,7 @@ def _cli_exception_types() -> Tuple[tuple, tuple, tuple]:
 def main(argv: Optional[List[str]] = None) -> int:
     """Console-script entry point; turns nmtc errors into one line and exit 2."""
     exit_types, abort_types, usage_types = _cli_exception_types()
+    _route_interrupts()
     args = _hoist_global_flags(list(sys.argv[1:] if argv is None else argv))
     head = args[:args.index("--")] if "--" in args else args
     debug = "--debug" in head

@@ -344,15 +344,22 @@ class _Quantizer:
 
     def _lif(self, node: Any, pending: Dict[str, Any]) -> None:
         op = node.op
-        tau = float(np.asarray(op.tau))
+
+        def uniform(field: str) -> float:
+            """The neuron parameter as one number: the Lava processes take one per layer."""
+            values = np.unique(np.asarray(getattr(op, field), dtype=np.float64))
+            if values.size != 1:
+                raise self._refuse(node, f"{field} differs between neurons ({values.size} "
+                                         "values); one value per layer is supported")
+            return float(values[0])
+
+        tau = uniform("tau")
         if getattr(op, "discretization", "euler") == "exponential":
             k = 1.0 - math.exp(-1.0 / tau)
         else:
             k = 1.0 / tau
-        r = float(np.asarray(op.r))
-        theta = float(np.asarray(op.v_threshold))
-        vb = float(np.asarray(op.v_bias))
-        leak = float(np.asarray(op.v_leak))
+        r, theta = uniform("r"), uniform("v_threshold")
+        vb, leak = uniform("v_bias"), uniform("v_leak")
         v_decay = int(round(DECAY_UNIT * k))
         syn = pending.pop(node.inputs[0], None)
         notes: List[str] = []
