@@ -787,6 +787,26 @@ def test_float_graph_with_a_matmul_is_refused_naming_it_and_leaves_no_directory(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["float_attn.nmir"]
 
 
+def test_per_neuron_time_constants_on_the_token_graph_are_refused_naming_the_node(
+        tmp_path, capfd):
+    # the token graph's Lava processes take one decay per layer: two time constants in
+    # one layer cannot be expressed, and the refusal says which parameter differs
+    from nmtoolchain.ir import LIF, Linear
+
+    g = Graph({"source": {"path": "two_taus.nmir"}})
+    g.add("x", Input((8, 8)))
+    g.add("fc", Linear(np.full((8, 8), 0.25, np.float32)), ["x"])
+    g.add("lif", LIF(tau=np.array([2.0] * 4 + [4.0] * 4, np.float32), r=1.0, v_leak=0.0,
+                     v_threshold=1.0, reset="to_reset"), ["fc"])
+    g.add("self_scores", MatMul(), ["lif", "lif"])
+    g.add("out", Output(), ["self_scores"])
+    model = tmp_path / "two_taus.nmir"
+    save_graph(g.infer_shapes(), model)
+    code, _, err = run_cli(["export", model, "--target", "loihi2", "-o", tmp_path / "o"], capfd)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "node 'lif'" in err and "tau differs between neurons (2 values)" in err, err
+
+
 @pytest.mark.lava
 def test_bundled_digits_cnn_snn_exports_and_verifies_identical_in_lava(tmp_path, capfd):
     # the trained digits CNN (examples/train_digits_snn.py): conv, pooling folded,
