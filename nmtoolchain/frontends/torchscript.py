@@ -22,6 +22,7 @@ from nmtoolchain.ir import Graph
 from nmtoolchain.frontends.torch_builder import (
     EXTRA_FILE, OpTable, _Builder, _Lead, _Tensor, _check_pool_extras, _check_shape, _first_line,
     _is_number, _lead_axes, _unsupported_module, foldable)
+from nmtoolchain.frontends.time_major import Rate, Seq, TimeAxis, is_time_region
 
 
 # ======================================================================
@@ -197,12 +198,18 @@ def _not(w: "_ScriptWalker", n: _ScriptNode) -> None:
 
 @_PRIM.register("aten::size")
 def _size(w: "_ScriptWalker", n: _ScriptNode) -> None:
-    n.set1(w.b.size(n.ins[0], n.ins[1] if len(n.ins) > 1 else None, n.where))
+    x = n.ins[0]
+    if isinstance(x, Seq):  # (T, B, ...): T and B stay symbolic
+        shape = (_Lead(1), _Lead(0)) + x.shape
+        n.set1(shape if len(n.ins) < 2 else shape[int(n.ins[1])])
+        return
+    n.set1(w.b.size(x, n.ins[1] if len(n.ins) > 1 else None, n.where))
 
 
 @_PRIM.register("aten::dim")
 def _dim(w: "_ScriptWalker", n: _ScriptNode) -> None:
-    n.set1(len(w.b.shape_of(w.b.tensor(n.ins[0], n.where))))
+    x = w.b.tensor(n.ins[0], n.where)
+    n.set1(len(w.b.shape_of(x)) + (1 if isinstance(x, Seq) else 0))
 
 
 @_PRIM.register("aten::len")
@@ -436,6 +443,7 @@ class _ScriptWalker:
     def __init__(self, builder: _Builder) -> None:
         self.b = builder
         self.depth = 0
+        self.time = TimeAxis(builder)  # published time-major (T, B, ...) code
 
     # ---------------------------------------------------------- frames
     def call_module(self, ref: _ModRef, method: str, args: List[Any]) -> List[Any]:
@@ -445,6 +453,10 @@ class _ScriptWalker:
             leaf = leaf_of(ref.module)
             if leaf is not None and len(args) == 1:
                 try:
+                    if isinstance(args[0], (Seq, Rate)):
+                        return [self.time.leaf(
+                            class_path(ref.module).rpartition(".")[2], args[0],
+                            lambda t: self.b.leaf(ref.module, leaf, ref.path, t, where), where)]
                     return [self.b.leaf(ref.module, leaf, ref.path, args[0], where)]
                 except AttributeError as missing:
                     # a traced module keeps only tensors: walk its graph instead
@@ -455,6 +467,9 @@ class _ScriptWalker:
             graph = ref.module._c._get_method(method).graph
         except (AttributeError, RuntimeError):
             raise self.b.fail(where, f"has no TorchScript method {method!r}") from None
+        if (method == "forward" and len(args) == 1 and isinstance(args[0], Seq)
+                and is_time_region(graph)):  # an unrolled multi-step neuron
+            return [self.time.neuron_region(ref.module, graph, ref.path, args[0], _fold_aten)]
         return self.run(graph, [ref] + list(args), ref.path)
 
     def _walk_traced_leaf(self, ref: _ModRef, args: List[Any], missing: Exception) -> List[Any]:
@@ -544,6 +559,11 @@ class _ScriptWalker:
     # ----------------------------------------------------------- aten
     def aten(self, kind: str, a: List[Any], where: str, base: str) -> Any:
         """An aten op on tensors through its handler; an op outside the table is refused."""
+        if self.time.wants(kind, a):
+            return self.time.aten(kind, a, where, base, self._aten)
+        return self._aten(kind, a, where, base)
+
+    def _aten(self, kind: str, a: List[Any], where: str, base: str) -> Any:
         if foldable(kind, a, {}):
             return _fold_aten(kind, a)
         handler = _ATEN.get(kind)
@@ -589,8 +609,10 @@ def graph_from_torchscript(scripted: Any, input_shape: Optional[Sequence[int]],
     except RecursionError:
         raise UnsupportedOpError(
             f"model '{origin}': the TorchScript graph nests too deeply") from None
-    builder.output(results[0] if len(results) == 1 else tuple(results), "output")
+    result = results[0] if len(results) == 1 else tuple(results)
+    builder.output(result, "output")
     graph = builder.graph.infer_shapes()
+    walker.time.finish(graph, result)
     graph.metadata["source"] = {"path": origin, "format": "torchscript"}
     return graph
 
