@@ -430,32 +430,32 @@ def _candidates(consts: List[float]) -> List[_Candidate]:
     return out
 
 
-def _simulate(cands: List[_Candidate], x: Any) -> Any:
-    """Spikes of every candidate on ``x`` (T, N): (K, T, N), with the IR float
-    simulator's own update order (v + dt/tau (v_leak - v + r x) + bias, then
+def _simulate(cands: List[_Candidate], x: np.ndarray) -> np.ndarray:
+    """Spikes of every candidate on ``x`` (T, N): (K, T, N), in float32 with the IR
+    float simulator's own update order (v + dt/tau (v_leak - v + r x) + bias, then
     spike and reset), dt = 1."""
-    import torch
+    f32 = np.float32
 
-    def col(values: List[float]) -> Any:
-        return torch.tensor(values, dtype=torch.float32).reshape(-1, 1)
+    def col(values: List[float]) -> np.ndarray:
+        return np.asarray(values, dtype=f32).reshape(-1, 1)
 
-    is_if = torch.tensor([c.kind == "IF" for c in cands]).reshape(-1, 1)
-    k = 1.0 / col([c.tau for c in cands])
+    is_if = np.asarray([c.kind == "IF" for c in cands]).reshape(-1, 1)
+    k = f32(1.0) / col([c.tau for c in cands])
     r, leak, thr = col([c.r for c in cands]), col([c.leak for c in cands]), col(
         [c.thr for c in cands])
     vr = col([c.v_reset for c in cands])
-    sub = torch.tensor([c.reset == "subtract" for c in cands]).reshape(-1, 1)
-    ge = torch.tensor([c.compare == ">=" for c in cands]).reshape(-1, 1)
-    v = col([c.v_init for c in cands]).expand(len(cands), x.shape[1]).clone()
-    zero = torch.zeros(())
-    spikes = []
+    sub = np.asarray([c.reset == "subtract" for c in cands]).reshape(-1, 1)
+    ge = np.asarray([c.compare == ">=" for c in cands]).reshape(-1, 1)
+    v = np.broadcast_to(col([c.v_init for c in cands]), (len(cands), x.shape[1])).copy()
+    zero = f32(0.0)
+    spikes = np.empty((len(cands),) + x.shape, dtype=f32)
     for t in range(x.shape[0]):
-        xt = x[t].unsqueeze(0)
-        v = torch.where(is_if, v + r * xt + zero, v + k * (leak - v + r * xt) + zero)
-        s = torch.where(ge, v >= thr, v > thr).to(torch.float32)
-        v = torch.where(sub, v - s * thr, torch.where(s > 0, vr.expand_as(v), v))
-        spikes.append(s)
-    return torch.stack(spikes, 1)
+        xt = x[t][None, :]
+        v = np.where(is_if, v + r * xt + zero, v + k * (leak - v + r * xt) + zero)
+        s = np.where(ge, v >= thr, v > thr).astype(f32)
+        v = np.where(sub, v - s * thr, np.where(s > 0, vr, v))
+        spikes[:, t] = s
+    return spikes
 
 
 def _probes(steps: int, shape: Tuple[int, ...], consts: List[float]) -> List[Any]:
@@ -499,15 +499,16 @@ def identify_region(module: Any, graph: Any, shape: Tuple[int, ...], steps: int,
         raise UnsupportedOpError(f"{who}: a loop over time steps whose outputs are not spikes "
                                  "(0/1), so it matches no IR spiking neuron")
     cands = _candidates(consts)
-    screen = [(p.reshape(steps, -1)[:, :4096], o.reshape(steps, -1)[:, :4096])
-              for p, o in zip(probes, outs)]
-    alive = torch.ones(len(cands), dtype=torch.bool)
-    for p, o in screen:
-        alive &= (_simulate(cands, p) == o.unsqueeze(0)).flatten(1).all(1)
-    for i in torch.nonzero(alive).flatten().tolist():
-        c = cands[i]
-        if all(bool((_simulate([c], p.reshape(steps, -1))[0] == o.reshape(steps, -1)).all())
-               for p, o in zip(probes, outs)):
+    probes_np = [p.reshape(steps, -1).numpy().astype(np.float32) for p in probes]
+    outs_np = [o.reshape(steps, -1).numpy().astype(np.float32) for o in outs]
+    for width in (256, 4096):  # screen on a few neurons, then on more
+        kept = []
+        for p, o in zip(probes_np, outs_np):
+            p, o = p[:, :width], o[:, :width]
+            kept.append((_simulate(cands, p) == o[None]).reshape(len(cands), -1).all(1))
+        cands = [c for c, a, b in zip(cands, *kept) if a and b]
+    for c in cands:
+        if all(bool((_simulate([c], p)[0] == o).all()) for p, o in zip(probes_np, outs_np)):
             how = (f"loop over {steps} time steps identified as {c.describe()}; equal spike "
                    f"for spike on {sum(p.numel() for p in probes)} probe values")
             return c.op(), how
