@@ -357,7 +357,7 @@ def _constants(module: Any, graph: Any) -> List[float]:
                     add(v.toIValue())
                 elif src.kind() == "prim::GetAttr":
                     add(getattr(module, src.s("name"), None))
-    return sorted(set(found + [0.0]))
+    return sorted(set(found))
 
 
 def _region_key(module: Any, graph: Any) -> Any:
@@ -472,23 +472,32 @@ def _probes(steps: int, shape: Tuple[int, ...], consts: List[float]) -> List[Any
 
 def identify_region(module: Any, graph: Any, shape: Tuple[int, ...], steps: int,
                     evaluate_aten: Callable[[str, List[Any]], Any], who: str) -> Tuple[Any, str]:
-    """The IR neuron equal to a neuron region's ops, with a note of how it was found.
+    """The IR neuron equal to a TorchScript neuron region's ops (see :func:`identify`)."""
+    return identify(lambda x: _evaluate(module, graph, x, evaluate_aten),
+                    _constants(module, graph), shape, steps, who)
 
-    Candidates are built from the region's constants; the first (in a fixed
-    order) whose spikes equal the region's on every probe is chosen, and then
-    checked on the whole probe tensors. None: :class:`UnsupportedOpError`
-    naming the region (``who``)."""
+
+def identify(evaluate: Callable[[Any], Any], consts: List[float], shape: Tuple[int, ...],
+             steps: int, who: str) -> Tuple[Any, str]:
+    """The IR neuron whose spikes equal ``evaluate``'s (a region's own ops on a
+    (T, B, *shape) torch tensor), with a note of how it was found.
+
+    Candidates are built from the region's constants ``consts``; the first (in a
+    fixed order) whose spikes equal the region's on every probe neuron is chosen.
+    None: :class:`UnsupportedOpError` naming the region (``who``)."""
     import torch
 
-    consts = _constants(module, graph)
+    consts = sorted(set(consts) | {0.0})
     probes = _probes(steps, shape, consts)
     try:
         with torch.no_grad():
-            outs = [_evaluate(module, graph, p, evaluate_aten) for p in probes]
+            outs = [torch.as_tensor(np.asarray(evaluate(p))) for p in probes]
     except RegionError as e:
         raise UnsupportedOpError(f"{who}: a loop over time steps that {e}, so it cannot be "
                                  "identified as a neuron") from None
-    except Exception as e:  # torch refusing the region's ops on the probe
+    except UnsupportedOpError:
+        raise
+    except Exception as e:  # the region's ops refusing the probe
         raise UnsupportedOpError(f"{who}: a loop over time steps that cannot be evaluated "
                                  f"({type(e).__name__}: {str(e).strip().splitlines()[0]})"
                                  ) from None
