@@ -1,7 +1,7 @@
 """The spiking Spikformer as the published code writes it (issue #11, build
 item 3): time-major (T, B, ...) tensors and multi-step LIF loops over dim 0
 (tests/spikformer_published_snn.py, plain torch), saved as TorchScript
-(torch.jit.trace) and as a pickled module, loads into the IR and simulates in
+(torch.jit.trace), as ONNX (torch.onnx.export) and as a pickled module, loads into the IR and simulates in
 nmtc's float simulator as the module's own forward: spike for spike at every
 LIF, logits to float tolerance. References: the producer module's forward
 (its LIFs record their spikes), torch's parameter count, the hand derivation
@@ -36,8 +36,21 @@ def _trace(model: nn.Module, shape: tuple) -> torch.jit.ScriptModule:
         return torch.jit.trace(model, torch.rand((2,) + shape), check_trace=False)
 
 
+def _export_onnx(model: nn.Module, shape: tuple, path) -> None:
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, torch.rand((2,) + shape), str(path), input_names=["x"],
+                          output_names=["y"], dynamic_axes={"x": {0: "b"}, "y": {0: "b"}},
+                          opset_version=17)
+
+
+def _module_of(node) -> str:
+    """The torch module a LIF node came from (TorchScript: its source; ONNX: its scope)."""
+    return node.annotations.get("module") or node.annotations["source"]
+
+
 def _check_against_module(graph, model: PublishedSpikformerSNN, x: torch.Tensor) -> None:
-    lifs = {n.annotations["source"]: n for n in graph if n.op_name == "LIF"}
+    lifs = {_module_of(n): n for n in graph if n.op_name == "LIF"}
     producers = lif_modules(model)
     assert set(lifs) == set(producers)
     for m in producers.values():
@@ -67,6 +80,23 @@ def test_torchscript_trace_of_published_snn_simulates_spike_for_spike(tmp_path):
     assert {"MatMul", "Mean", "MaxPool2d", "BatchNorm", "Transpose"} <= {n.op_name for n in graph}
     assert graph.metadata["time_major"]["steps"] == T
     _check_against_module(graph, model, torch.rand(5, 1, 8, 8) * 3)
+
+
+def test_onnx_export_of_published_snn_simulates_spike_for_spike(tmp_path):
+    model = _small()
+    path = tmp_path / "spikformer_snn.onnx"
+    _export_onnx(model, (1, 8, 8), path)
+    graph = load_model(path)
+    assert {"MatMul", "Mean", "MaxPool2d", "Transpose"} <= {n.op_name for n in graph}
+    assert graph.metadata["time_major"]["steps"] == T
+    _check_against_module(graph, model, torch.rand(5, 1, 8, 8) * 3)
+
+
+def test_onnx_time_loop_that_is_no_neuron_is_refused(tmp_path):
+    path = tmp_path / "counter.onnx"
+    _export_onnx(_TimeModel(_Counter(), nn.Flatten()), (6,), path)
+    with pytest.raises(UnsupportedOpError, match="loop over time steps.*not spikes"):
+        load_model(path)
 
 
 def test_pickled_published_snn_loads_only_with_consent(tmp_path):
@@ -162,3 +192,19 @@ def test_published_snn_4_384_counts_from_torchscript(tmp_path):
     lifs = [n for n in graph if n.op_name == "LIF"]
     assert len(lifs) == 5 + 4 * 7
     assert sorted({float(n.op.v_threshold) for n in lifs}) == [0.5, 1.0]
+
+
+def test_published_snn_4_384_counts_from_onnx(tmp_path):
+    # T = 1 keeps the export short; the per-step counts do not depend on T
+    torch.manual_seed(0)
+    model = randomize(PublishedSpikformerSNN(T=1))
+    path = tmp_path / "spikformer_4_384.onnx"
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, torch.rand(1, 3, 32, 32), str(path), input_names=["x"],
+                          output_names=["y"], opset_version=17)
+    tot = load_model(path).totals()
+    # torch.onnx (eval mode) fuses each SPS BatchNorm2d into its conv: the BN's weight
+    # and bias (2 per channel) become one conv bias per channel
+    assert tot["parameters"] == 9_324_730 - (48 + 96 + 192 + 384 + 384)
+    assert tot["macs"] == 934_039_296

@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
+from typing import AbstractSet, Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -171,9 +171,10 @@ def graph_from_onnx(model: Any, origin: str) -> Graph:
         inferred = onnx.shape_inference.infer_shapes(model)
     except Exception:  # shape inference is only a cross-check; the IR infers its own
         inferred = None
-    graph = _OnnxTranslator(model, origin).translate()
+    translator = _OnnxTranslator(model, origin)
+    graph = translator.translate()
     if inferred is not None:
-        _cross_check_shapes(graph, inferred, origin)
+        _cross_check_shapes(graph, inferred, origin, set(translator.time.seq))
     graph.metadata["source"] = {"path": str(origin), "format": "onnx"}
     graph.metadata["onnx"] = {
         "ir_version": int(model.ir_version),
@@ -858,7 +859,8 @@ _BUILDERS: Dict[str, Callable[[_OnnxTranslator, Any, str], None]] = {
 SUPPORTED_OPS: Tuple[str, ...] = tuple(sorted(_BUILDERS) + ["Constant"])
 
 
-def _cross_check_shapes(graph: Graph, inferred: Any, origin: str) -> None:
+def _cross_check_shapes(graph: Graph, inferred: Any, origin: str,
+                        time_major: AbstractSet[str] = frozenset()) -> None:
     """Compare each translated node's shape with ONNX's own shape inference.
 
     A difference means the translation is wrong somewhere; better to say so
@@ -877,7 +879,7 @@ def _cross_check_shapes(graph: Graph, inferred: Any, origin: str) -> None:
         n = by_source.get((node.op_type, node.name))
         if n is None or not node.name or not node.output or node.output[0] not in known:
             continue
-        sample = known[node.output[0]][1:]
+        sample = known[node.output[0]][2 if node.output[0] in time_major else 1:]
         if None in sample or n.shape is None:
             continue
         if tuple(sample) != tuple(n.shape):

@@ -66,6 +66,15 @@ class OnnxTimeAxis:
         x = seq[0]
         if op in ("Expand", "Tile"):
             return self._repeat(node, label, x)
+        if op == "Flatten" and int(t.attrs(node).get("axis", 1)) == 2:  # (T*B, features)
+            sample = t.sample_shape(t.values[x])
+            if len(sample) == 1:
+                t.alias(node, t.values[x])
+            else:
+                from nmtoolchain.ir import Flatten
+
+                t.emit(node, label, Flatten(start_dim=0, end_dim=-1), [t.values[x]])
+            return True
         if op == "Shape":
             a = t.attrs(node)
             full = np.array((self.seq[x], t.batch) + t.sample_shape(t.values[x]), np.int64)
