@@ -1,6 +1,7 @@
 """The published Spikformer with spikingjelly's own MultiStepLIFNode (the
 neuron the published code imports; tau=2, detach_reset, torch backend) as the
-producer: exported by torch.onnx, loaded into the IR, simulated in nmtc's
+producer: exported by torch.onnx or pickled whole (TorchScript cannot hold its
+surrogate-spike autograd Function), loaded into the IR, simulated in nmtc's
 float simulator. Reference: spikingjelly's forward (its neurons' outputs,
 caught by forward hooks) and the model's logits."""
 from __future__ import annotations
@@ -34,17 +35,14 @@ def _with_spikingjelly_neurons(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def test_spikingjelly_spikformer_from_onnx_simulates_spike_for_spike(tmp_path):
+def _model() -> torch.nn.Module:
     torch.manual_seed(0)
     model = _with_spikingjelly_neurons(
         PublishedSpikformerSNN(1, 32, 1, 2, 2, 10, (False, False, False, True), T=T))
-    randomize(model, gain=4.0)
-    path = tmp_path / "spikformer_sj.onnx"
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, torch.rand(2, 1, 8, 8), str(path), input_names=["x"],
-                          output_names=["y"], dynamic_axes={"x": {0: "b"}, "y": {0: "b"}},
-                          opset_version=17)
+    return randomize(model, gain=4.0)
+
+
+def _check(graph, model: torch.nn.Module, key: str) -> None:
     functional.reset_net(model)
     spikes = {}
     for name, m in model.named_modules():
@@ -53,9 +51,7 @@ def test_spikingjelly_spikformer_from_onnx_simulates_spike_for_spike(tmp_path):
     x = torch.rand(5, 1, 8, 8) * 3
     with torch.no_grad():
         ref = model(x).numpy()
-
-    graph = load_model(path)
-    lifs = {n.annotations["module"]: n for n in graph if n.op_name == "LIF"}
+    lifs = {n.annotations[key]: n for n in graph if n.op_name == "LIF"}
     assert set(lifs) == set(spikes)
     res = Simulator(graph, record=[n.name for n in lifs.values()]).run(x.numpy(), T)
     for name, want in spikes.items():
@@ -65,3 +61,23 @@ def test_spikingjelly_spikformer_from_onnx_simulates_spike_for_spike(tmp_path):
         np.testing.assert_array_equal(got, want, err_msg=name)
     out = next(iter(res.outputs.values())).numpy().mean(1)
     np.testing.assert_allclose(out, ref, atol=1e-5)
+
+
+def test_spikingjelly_spikformer_from_onnx_simulates_spike_for_spike(tmp_path):
+    model = _model()
+    path = tmp_path / "spikformer_sj.onnx"
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, torch.rand(2, 1, 8, 8), str(path), input_names=["x"],
+                          output_names=["y"], dynamic_axes={"x": {0: "b"}, "y": {0: "b"}},
+                          opset_version=17)
+    _check(load_model(path), model, "module")
+
+
+def test_pickled_spikingjelly_spikformer_simulates_spike_for_spike(tmp_path):
+    model = _model()
+    path = tmp_path / "spikformer_sj_module.pt"
+    torch.save(model, path)
+    graph = load_model(path, input_shape=(1, 8, 8), allow_pickle=True)
+    assert graph.metadata["source"]["format"] == "pickle"
+    _check(graph, model, "source")

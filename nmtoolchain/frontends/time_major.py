@@ -95,6 +95,8 @@ class TimeAxis:
         self.steps: Optional[int] = None
         self.readout: Optional[str] = None
         self._regions: Dict[Any, Any] = {}  # canonical region key -> (op, how)
+        #: the live module a pickled model was traced from (consent given), or None
+        self.live: Optional[Any] = None
 
     # ----------------------------------------------------------- dispatch
     def wants(self, kind: str, args: Sequence[Any]) -> bool:
@@ -229,16 +231,23 @@ class TimeAxis:
                                         "neuron_regions": len(self._regions)}
 
     # ------------------------------------------------------ neuron regions
-    def neuron_region(self, module: Any, graph: Any, path: str, x: Seq,
+    def neuron_region(self, module: Any, graph: Any, path: str, args: List[Any], index: int,
                       evaluate_aten: Callable[[str, List[Any]], Any]) -> Seq:
-        """One IR neuron for the module whose traced graph loops over time steps."""
+        """One IR neuron for the module whose traced graph loops over the time steps of
+        ``args[index]`` (other arguments: modules it calls)."""
         b = self.b
+        x = args[index]
         where = f"module '{path or '<top>'}'"
         key = _region_key(module, graph)
         found = self._regions.get(key)
-        if found is None:
-            found = identify_region(module, graph, x.shape, x.steps, evaluate_aten,
-                                    f"model '{b.origin}': {where}")
+        if found is None and self.live is not None:  # consent given: the module's own forward
+            live = self.live.get_submodule(path) if path else self.live
+            found = identify(lambda p: call_live(live, p), _constants(module, graph), x.shape,
+                             x.steps, f"model '{b.origin}': {where}")
+            self._regions[key] = found
+        elif found is None:
+            found = identify_region(module, graph, list(args), index, x.shape, x.steps,
+                                    evaluate_aten, f"model '{b.origin}': {where}")
             self._regions[key] = found
         op, how = found
         y = b.emit((path or "neuron").replace(".", "_"), op.__class__(**op.field_values()),
@@ -246,22 +255,43 @@ class TimeAxis:
         return Seq(y.name, y.shape, x.steps)
 
 
-def is_time_region(graph: Any) -> bool:
-    """Whether a traced module graph selects time steps over dim 0 and stacks them back
-    without calling submodules: an unrolled neuron loop."""
-    kinds = [n.kind() for n in graph.nodes()]
-    if "prim::CallMethod" in kinds or "prim::CallFunction" in kinds:
+def is_time_region(graph: Any, index: int) -> bool:
+    """Whether a traced module graph is an unrolled neuron loop: it selects time
+    steps of its input ``index`` (after ``self``) over dim 0 and returns them
+    stacked over dim 0. (Traced inside a model, a module may also receive the
+    submodules it calls as inputs.)"""
+    inputs, outputs = list(graph.inputs()), list(graph.outputs())
+    if len(inputs) < index + 2 or len(outputs) != 1:
         return False
-    picks = stacks = False
-    for n in graph.nodes():
-        k = n.kind()
-        if k in ("aten::select", "aten::unbind", "aten::stack"):
-            ins = list(n.inputs())
-            dim = ins[1].toIValue() if ins[1].node().kind() == "prim::Constant" else None
-            if dim == 0:
-                picks |= k != "aten::stack"
-                stacks |= k == "aten::stack"
-    return picks and stacks
+
+    def dim0(n: Any) -> bool:
+        d = list(n.inputs())[1]
+        return d.node().kind() == "prim::Constant" and d.toIValue() == 0
+
+    x = inputs[index + 1].unique()
+    picks = any(n.kind() in ("aten::select", "aten::unbind") and
+                list(n.inputs())[0].unique() == x and dim0(n) for n in graph.nodes())
+    last = outputs[0].node()
+    return picks and last.kind() in ("aten::stack", "aten::cat") and dim0(last)
+
+
+def reset_spikingjelly(module: Any) -> None:
+    """Clear spikingjelly neurons' membranes (their ``reset()``), as
+    ``functional.reset_net`` does: they keep state between calls."""
+    for m in module.modules():
+        if type(m).__module__.startswith("spikingjelly.") and callable(getattr(m, "reset", None)):
+            m.reset()
+
+
+def call_live(module: Any, x: Any) -> Any:
+    """A live (unpickled, with consent) region module's own forward from a clean state."""
+    import torch
+
+    reset_spikingjelly(module)
+    with torch.no_grad():
+        out = module(x)
+    reset_spikingjelly(module)
+    return out
 
 
 # ------------------------------------------------ region evaluation
@@ -285,15 +315,25 @@ class RegionError(Exception):
     """The region uses something outside :data:`REGION_OPS`."""
 
 
-def _evaluate(module: Any, graph: Any, x: Any, evaluate_aten: Callable[[str, List[Any]], Any]
+def _evaluate(module: Any, graph: Any, args: List[Any], evaluate_aten: Callable[[str, List[Any]], Any]
               ) -> Any:
+    """The region's outputs for ``args`` (the probe tensor, and any modules passed in)."""
+    results = _run(graph, [module] + list(args), evaluate_aten, 0)
+    if len(results) != 1 or not hasattr(results[0], "detach"):
+        raise RegionError("does not return one tensor")
+    return results[0]
+
+
+def _run(graph: Any, args: List[Any], evaluate_aten: Callable[[str, List[Any]], Any],
+         depth: int) -> List[Any]:
+    """A region graph's values, op by op (submodule calls recursed into)."""
     import torch
 
+    if depth > 8:
+        raise RegionError("nests submodule calls too deeply")
     env: Dict[int, Any] = {}
-    inputs = list(graph.inputs())
-    if len(inputs) != 2:
-        raise RegionError(f"takes {len(inputs) - 1} arguments, not one")
-    env[inputs[0].unique()], env[inputs[1].unique()] = module, x
+    for v, a in zip(graph.inputs(), args):
+        env[v.unique()] = a
     for node in graph.nodes():
         kind = node.kind()
         ins = [env.get(v.unique()) for v in node.inputs()]
@@ -310,9 +350,23 @@ def _evaluate(module: Any, graph: Any, x: Any, evaluate_aten: Callable[[str, Lis
             for o, v in zip(outs, ins[0]):
                 env[o.unique()] = v
             continue
+        elif kind == "prim::CallMethod":
+            sub = ins[0]
+            try:
+                called = sub._c._get_method(node.s("name")).graph
+            except (AttributeError, RuntimeError):
+                raise RegionError(f"calls method {node.s('name')!r} of a non-script "
+                                  "module") from None
+            out = _run(called, ins, evaluate_aten, depth + 1)
+            for o, v in zip(outs, out):
+                env[o.unique()] = v
+            continue
+        elif kind == "prim::PythonOp":
+            raise RegionError("calls a Python function (e.g. an autograd Function for the "
+                              "surrogate spike) that a TorchScript file cannot hold")
         elif kind == "prim::GetAttr":
             val = getattr(ins[0], node.s("name"))
-            if not isinstance(val, (torch.Tensor, int, float, bool)):
+            if not isinstance(val, (torch.Tensor, int, float, bool, torch.jit.ScriptModule)):
                 raise RegionError(f"reads attribute {node.s('name')!r} of type "
                                   f"{type(val).__name__}")
         elif kind == "prim::NumToTensor":
@@ -329,10 +383,7 @@ def _evaluate(module: Any, graph: Any, x: Any, evaluate_aten: Callable[[str, Lis
         else:
             for o, v in zip(outs, val):
                 env[o.unique()] = v
-    results = [env[v.unique()] for v in graph.outputs()]
-    if len(results) != 1 or not isinstance(results[0], torch.Tensor):
-        raise RegionError("does not return one tensor")
-    return results[0]
+    return [env[v.unique()] for v in graph.outputs()]
 
 
 def _constants(module: Any, graph: Any) -> List[float]:
@@ -470,10 +521,15 @@ def _probes(steps: int, shape: Tuple[int, ...], consts: List[float]) -> List[Any
     return [grid, cont]
 
 
-def identify_region(module: Any, graph: Any, shape: Tuple[int, ...], steps: int,
+def identify_region(module: Any, graph: Any, args: List[Any], index: int,
+                    shape: Tuple[int, ...], steps: int,
                     evaluate_aten: Callable[[str, List[Any]], Any], who: str) -> Tuple[Any, str]:
-    """The IR neuron equal to a TorchScript neuron region's ops (see :func:`identify`)."""
-    return identify(lambda x: _evaluate(module, graph, x, evaluate_aten),
+    """The IR neuron equal to a TorchScript neuron region's ops (see :func:`identify`);
+    ``args`` are the region's arguments, the probe goes in at ``index``."""
+    def run(x: Any) -> Any:
+        return _evaluate(module, graph, args[:index] + [x] + args[index + 1:], evaluate_aten)
+
+    return identify(run,
                     _constants(module, graph), shape, steps, who)
 
 

@@ -176,9 +176,11 @@ def _graph_by_tracing(module: Any, shape: Sequence[int], path: Path,
     as unpickling it already did."""
     import torch
 
+    from nmtoolchain.frontends.time_major import reset_spikingjelly
     from nmtoolchain.frontends.torch_builder import _check_shape
 
     example = torch.zeros((2,) + _check_shape(shape, str(path)))
+    reset_spikingjelly(module)  # a membrane left from before pickling would be traced in
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # TracerWarning: the loop is unrolled on purpose
@@ -187,7 +189,7 @@ def _graph_by_tracing(module: Any, shape: Sequence[int], path: Path,
         raise UnsupportedOpError(f"{fx_error}; torch.jit.trace failed too "
                                  f"({type(e).__name__}: {_first_line(e)})") from None
     try:
-        return graph_from_torchscript(scripted, shape, str(path))
+        return graph_from_torchscript(scripted, shape, str(path), live=module)
     except UnsupportedOpError as e:
         raise UnsupportedOpError(f"{fx_error}; traced by torch.jit.trace instead: "
                                  f"{str(e).split(': ', 1)[-1]}") from None

@@ -467,9 +467,13 @@ class _ScriptWalker:
             graph = ref.module._c._get_method(method).graph
         except (AttributeError, RuntimeError):
             raise self.b.fail(where, f"has no TorchScript method {method!r}") from None
-        if (method == "forward" and len(args) == 1 and isinstance(args[0], Seq)
-                and is_time_region(graph)):  # an unrolled multi-step neuron
-            return [self.time.neuron_region(ref.module, graph, ref.path, args[0], _fold_aten)]
+        seqs = [i for i, a in enumerate(args) if isinstance(a, Seq)]
+        if (method == "forward" and len(seqs) == 1
+                and all(isinstance(a, _ModRef) for i, a in enumerate(args) if i != seqs[0])
+                and is_time_region(graph, seqs[0])):  # an unrolled multi-step neuron
+            plain = [a.module if isinstance(a, _ModRef) else a for a in args]
+            return [self.time.neuron_region(ref.module, graph, ref.path, plain, seqs[0],
+                                            _fold_aten)]
         return self.run(graph, [ref] + list(args), ref.path)
 
     def _walk_traced_leaf(self, ref: _ModRef, args: List[Any], missing: Exception) -> List[Any]:
@@ -585,12 +589,15 @@ def _script_function_graph(qualified: str) -> Any:
 
 
 def graph_from_torchscript(scripted: Any, input_shape: Optional[Sequence[int]],
-                           origin: str = "model") -> Graph:
+                           origin: str = "model", live: Any = None) -> Graph:
     """Translate a loaded TorchScript module into an IR graph, without inlining.
 
     A call into a submodule that is a registered leaf is translated from the
     submodule's attributes; other calls recurse into the callee's graph.
-    ``input_shape`` is per sample; None is an error telling the user to pass
+    ``live``: the Python module ``scripted`` was traced from, when the user
+    consented to running its code (a pickled module): neuron regions are then
+    identified by calling its submodules. ``input_shape`` is per sample; None is
+    an error telling the user to pass
     ``--input-shape`` (:func:`load_torch_file` reads it from the archive).
     """
     if input_shape is None:
@@ -601,6 +608,7 @@ def graph_from_torchscript(scripted: Any, input_shape: Optional[Sequence[int]],
     shape = _check_shape(input_shape, origin)
     builder = _Builder(origin, _lead_axes(scripted))
     walker = _ScriptWalker(builder)
+    walker.time.live = live
     x = builder.input(shape)
     try:
         results = walker.call_module(_ModRef(scripted, ""), "forward", [x])
