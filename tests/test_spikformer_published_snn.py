@@ -1,9 +1,9 @@
 """The spiking Spikformer as the published code writes it (issue #11, build
 item 3): time-major (T, B, ...) tensors and multi-step LIF loops over dim 0
 (tests/spikformer_published_snn.py, plain torch), saved as TorchScript
-(torch.jit.trace), as ONNX (torch.onnx.export) and as a pickled module, loads into the IR and simulates in
-nmtc's float simulator as the module's own forward: spike for spike at every
-LIF, logits to float tolerance. References: the producer module's forward
+(torch.jit.trace), as ONNX (torch.onnx.export) and as a pickled module,
+loads into the IR and simulates in nmtc's float simulator as the module's own
+forward: spike for spike at every LIF, logits to float tolerance. References: the producer module's forward
 (its LIFs record their spikes), torch's parameter count, the hand derivation
 of Spikformer-4-384's MACs."""
 from __future__ import annotations

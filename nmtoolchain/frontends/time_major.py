@@ -315,8 +315,8 @@ class RegionError(Exception):
     """The region uses something outside :data:`REGION_OPS`."""
 
 
-def _evaluate(module: Any, graph: Any, args: List[Any], evaluate_aten: Callable[[str, List[Any]], Any]
-              ) -> Any:
+def _evaluate(module: Any, graph: Any, args: List[Any],
+              evaluate_aten: Callable[[str, List[Any]], Any]) -> Any:
     """The region's outputs for ``args`` (the probe tensor, and any modules passed in)."""
     results = _run(graph, [module] + list(args), evaluate_aten, 0)
     if len(results) != 1 or not hasattr(results[0], "detach"):
