@@ -515,7 +515,7 @@ def _probes(steps: int, shape: Tuple[int, ...], consts: List[float]) -> List[Any
 
     g = torch.Generator().manual_seed(1234)
     scale = max([abs(c) for c in consts] + [1.0])
-    full = (steps, 2) + tuple(shape)
+    full = (steps, 1 if int(np.prod(shape)) >= 4096 else 2) + tuple(shape)
     grid = torch.randint(-8, 25, full, generator=g).to(torch.float32) * (scale / 8)
     cont = (torch.rand(full, generator=g) * 4 - 1) * scale
     return [grid, cont]

@@ -394,13 +394,22 @@ def _constant_chunk(w: "_ScriptWalker", n: _ScriptNode) -> None:
     n.set_all(w.b.chunk(n.ins[0], n.node.i("chunks"), n.node.i("dim"), n.where, n.base))
 
 
+#: (aten op, argument types) -> the overload that took them last time
+_OVERLOADS: Dict[Any, str] = {}
+
+
 def _fold_aten(kind: str, a: List[Any]) -> Any:
-    """Evaluate an aten op on constants only with torch itself (Swin's shift mask)."""
+    """Evaluate an aten op on constants only with torch itself (Swin's shift mask; the
+    probe runs of unrolled neuron loops, which repeat the same ops, so the overload
+    that fits is remembered)."""
     import torch
 
     packet = getattr(torch.ops.aten, kind.split("::", 1)[1])
+    key = (kind, tuple(type(v) for v in a))
+    known = _OVERLOADS.get(key)
+    names = ([known] if known else []) + [n for n in packet.overloads() if n != known]
     first: Optional[Exception] = None
-    for name in packet.overloads():  # TorchScript passes keyword-only arguments in order
+    for name in names:  # TorchScript passes keyword-only arguments in order
         overload = getattr(packet, name)
         params = overload._schema.arguments
         if len(params) != len(a):
@@ -408,9 +417,12 @@ def _fold_aten(kind: str, a: List[Any]) -> Any:
         pos = [v for p, v in zip(params, a) if not p.kwarg_only]
         kw = {p.name: v for p, v in zip(params, a) if p.kwarg_only}
         try:
-            return overload(*pos, **kw)
+            out = overload(*pos, **kw)
         except (RuntimeError, TypeError) as e:
             first = first or e
+            continue
+        _OVERLOADS[key] = name
+        return out
     if first is not None:
         raise first
     return packet(*a)
