@@ -107,7 +107,8 @@ class TimeAxis:
         if kind == "aten::unsqueeze" and self.b.lead == 1 and isinstance(args[0], _Tensor):
             d = _scalar(args[1])
             return isinstance(d, (int, np.integer)) and int(d) in (0, -len(args[0].shape) - 2)
-        if kind in ("aten::view", "aten::reshape") and isinstance(args[0], _Tensor):
+        if (kind in ("aten::view", "aten::reshape") and isinstance(args[0], _Tensor)
+                and len(args) > 1 and isinstance(args[1], (list, tuple))):
             return self._time_head(list(args[1])) is not None
         return False
 
