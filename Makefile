@@ -19,8 +19,9 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 	@# SANA-FE referee, a compiled wheel) needs nothing else, so it goes here too, as do
 	@# the NeuroBench referee and snnTorch (NeuroBench declares torchaudio, tonic and numba,
 	@# which its metrics do not import), and norse (snnTorch and norse write the NIR files
-	@# the interop tests compare with their own simulations; their needs are all listed).
-	$(PIP) install --quiet --no-deps -c constraints.txt lava-dl sinabs sanafe neurobench snntorch norse
+	@# the interop tests compare with their own simulations; their needs are all listed),
+	@# and spikingjelly (the published Spikformer's neuron, producer of a loading test).
+	$(PIP) install --quiet --no-deps -c constraints.txt lava-dl sinabs sanafe neurobench snntorch norse spikingjelly
 	$(PIP) install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 

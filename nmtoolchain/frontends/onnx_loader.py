@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
+from typing import AbstractSet, Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -171,9 +171,10 @@ def graph_from_onnx(model: Any, origin: str) -> Graph:
         inferred = onnx.shape_inference.infer_shapes(model)
     except Exception:  # shape inference is only a cross-check; the IR infers its own
         inferred = None
-    graph = _OnnxTranslator(model, origin).translate()
+    translator = _OnnxTranslator(model, origin)
+    graph = translator.translate()
     if inferred is not None:
-        _cross_check_shapes(graph, inferred, origin)
+        _cross_check_shapes(graph, inferred, origin, set(translator.time.seq))
     graph.metadata["source"] = {"path": str(origin), "format": "onnx"}
     graph.metadata["onnx"] = {
         "ir_version": int(model.ir_version),
@@ -220,6 +221,10 @@ class _OnnxTranslator:
         self.producer: Dict[str, Any] = {}  # ONNX tensor name -> producing NodeProto
         self.batch = 1  # the batch size Shape reports (BATCH_MARKER when symbolic)
         self.readers: Dict[str, int] = {}
+        self.lead = 1  # leading axes of the node being translated (2: time-major, (T, B, ...))
+        from nmtoolchain.frontends.onnx_time import OnnxTimeAxis
+
+        self.time = OnnxTimeAxis(self)
         for node in self.onnx_graph.node:
             for t in node.input:
                 if t:
@@ -240,13 +245,16 @@ class _OnnxTranslator:
                     f"({_first_line(e)})") from None
         self._add_inputs()
         for index, node in enumerate(self.onnx_graph.node):
+            if index in self.time.done:  # translated with its neuron region
+                continue
             node_label = node.name or f"{node.op_type}_{index}"
-            self._translate_node(node, node_label)
+            self._translate_node(node, node_label, index)
         self._add_outputs()
         try:
             self.graph.infer_shapes()
         except IRValidationError as e:
             raise IRValidationError(f"{self.origin}: {e}") from None
+        self.time.finish(self.graph, [vi.name for vi in self.onnx_graph.output])
         return self.graph
 
     def _add_inputs(self) -> None:
@@ -300,7 +308,7 @@ class _OnnxTranslator:
             self.graph.add(name, Output(), (src,), {
                 "source": {"format": "onnx", "op_type": "graph output", "name": vi.name}})
 
-    def _translate_node(self, node: Any, label: str) -> None:
+    def _translate_node(self, node: Any, label: str, index: int = -1) -> None:
         if node.domain not in ("", "ai.onnx"):
             raise UnsupportedOpError(
                 f"{self.origin}: node '{label}' (op {node.domain}.{node.op_type}) is from "
@@ -310,6 +318,18 @@ class _OnnxTranslator:
         if node.op_type == "Constant" or (inputs and all(t in self.consts for t in inputs)):
             self._fold_constant(node, label)
             return
+        try:
+            if self.time.handle(node, label, index):  # time-major (T, B, ...) tensors
+                return
+        except NmtcError:
+            raise
+        except Exception as e:
+            raise self.bad(node, label, f"cannot be translated ({type(e).__name__}: "
+                                        f"{_first_line(e)})") from e
+        self.translate_plain(node, label)
+
+    def translate_plain(self, node: Any, label: str) -> None:
+        """Translate ``node`` through its builder (``self.lead`` leading axes)."""
         builder = _BUILDERS.get(node.op_type)
         if builder is None:
             raise UnsupportedOpError(
@@ -441,16 +461,17 @@ class _OnnxTranslator:
     def sample_const(self, node: Any, label: str, c: np.ndarray, full_rank: int) -> np.ndarray:
         """A constant operand of a broadcasting op, without its batch axis."""
         c = np.asarray(c, dtype=np.float32)
+        full_rank += self.lead - 1
         if c.ndim > full_rank:
             raise self.unsupported(
                 node, label, f"broadcasts a constant of shape {c.shape} over a rank-"
                 f"{full_rank} tensor, which would add axes")
         if c.ndim == full_rank:
-            if c.shape[0] != 1:
+            if any(d != 1 for d in c.shape[:self.lead]):
                 raise self.unsupported(
                     node, label, f"has a constant of shape {c.shape} that varies along the batch "
                     "axis")
-            c = c.reshape(c.shape[1:])
+            c = c.reshape(c.shape[self.lead:])
         return c
 
     # ------------------------------------------------------------- builders
@@ -708,13 +729,14 @@ class _OnnxTranslator:
 
     def _op_Transpose(self, node: Any, label: str) -> None:
         x = self.dyn(node, label, 0)
-        rank = len(self.sample_shape(x)) + 1
+        lead = self.lead
+        rank = len(self.sample_shape(x)) + lead
         perm = [int(p) for p in self.attrs(node).get("perm", list(range(rank))[::-1])]
         perm = [p + rank if p < 0 else p for p in perm]
-        if not perm or perm[0] != 0:
+        if perm[:lead] != list(range(lead)):
             raise self.unsupported(
                 node, label, f"has perm {perm}, which moves the batch axis 0; it must stay first")
-        self.emit(node, label, Transpose(perm=tuple(p - 1 for p in perm[1:])), [x])
+        self.emit(node, label, Transpose(perm=tuple(p - lead for p in perm[lead:])), [x])
 
     def _pool(self, node: Any, label: str, cls: type) -> None:
         x = self.dyn(node, label, 0)
@@ -769,7 +791,7 @@ class _OnnxTranslator:
         """Mean over one per-sample axis (Spikformer's token mean before the head)."""
         x = self.dyn(node, label, 0)
         a = self.attrs(node)
-        rank = len(self.sample_shape(x)) + 1
+        rank = len(self.sample_shape(x)) + self.lead
         axes = a.get("axes")
         if axes is None and len(node.input) > 1 and node.input[1]:
             axes = self.need_const(node, label, 1, "axes")
@@ -783,11 +805,11 @@ class _OnnxTranslator:
             return
         if len(axes) != 1:
             raise self.unsupported(node, label, f"reduces over axes {axes}; only one is supported")
-        if axes[0] == 0:
+        if axes[0] < self.lead:
             raise self.unsupported(node, label, "reduces along the batch axis 0")
         if a.get("keepdims", 1):
             raise self.unsupported(node, label, "has keepdims=1; only keepdims=0 is supported")
-        self.emit(node, label, Mean(axis=axes[0] - 1), [x])
+        self.emit(node, label, Mean(axis=axes[0] - self.lead), [x])
 
     def _spatial_mean(self, node: Any, label: str, x: str, keepdims: bool) -> None:
         """``x.mean((2, 3))`` / AdaptiveAvgPool2d(1) as torch's dynamo exporter writes it
@@ -851,7 +873,8 @@ _BUILDERS: Dict[str, Callable[[_OnnxTranslator, Any, str], None]] = {
 SUPPORTED_OPS: Tuple[str, ...] = tuple(sorted(_BUILDERS) + ["Constant"])
 
 
-def _cross_check_shapes(graph: Graph, inferred: Any, origin: str) -> None:
+def _cross_check_shapes(graph: Graph, inferred: Any, origin: str,
+                        time_major: AbstractSet[str] = frozenset()) -> None:
     """Compare each translated node's shape with ONNX's own shape inference.
 
     A difference means the translation is wrong somewhere; better to say so
@@ -870,7 +893,7 @@ def _cross_check_shapes(graph: Graph, inferred: Any, origin: str) -> None:
         n = by_source.get((node.op_type, node.name))
         if n is None or not node.name or not node.output or node.output[0] not in known:
             continue
-        sample = known[node.output[0]][1:]
+        sample = known[node.output[0]][2 if node.output[0] in time_major else 1:]
         if None in sample or n.shape is None:
             continue
         if tuple(sample) != tuple(n.shape):

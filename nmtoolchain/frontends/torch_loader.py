@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import json
 import pickle
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, Optional, Sequence, Tuple, Union
 
-from nmtoolchain.errors import BadInputError, PickleRefusedError
+from nmtoolchain.errors import BadInputError, PickleRefusedError, UnsupportedOpError
 from nmtoolchain.ir import Graph
 from nmtoolchain.frontends.archive_safety import refuse_code_without_consent
 from nmtoolchain.frontends.torch_builder import EXTRA_FILE, _first_line
@@ -157,9 +158,41 @@ def load_torch_file(path: Union[str, Path], *, allow_pickle: bool = False,
         raise BadInputError(
             f"{path}: holds a {type(obj).__name__}, not a model (expected TorchScript, an nmtc "
             "checkpoint or a pickled nn.Module)")
-    graph = graph_from_module(module, shape, origin=str(path))
+    try:
+        graph = graph_from_module(module, shape, origin=str(path))
+    except UnsupportedOpError as fx_error:
+        if fmt != "pickle":
+            raise
+        graph = _graph_by_tracing(module, shape, path, fx_error)
     graph.metadata["source"] = {"path": str(path), "format": fmt}
     return graph
+
+
+def _graph_by_tracing(module: Any, shape: Sequence[int], path: Path,
+                      fx_error: UnsupportedOpError) -> Graph:
+    """A pickled module torch.fx cannot trace (e.g. a neuron looping over the time
+    steps of published multi-step code), traced by torch.jit.trace on a zero input
+    and walked as TorchScript. Only after consent: tracing runs the module's code,
+    as unpickling it already did."""
+    import torch
+
+    from nmtoolchain.frontends.time_major import reset_spikingjelly
+    from nmtoolchain.frontends.torch_builder import _check_shape
+
+    example = torch.zeros((2,) + _check_shape(shape, str(path)))
+    reset_spikingjelly(module)  # a membrane left from before pickling would be traced in
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # TracerWarning: the loop is unrolled on purpose
+            scripted = torch.jit.trace(module, example, check_trace=False)
+    except Exception as e:
+        raise UnsupportedOpError(f"{fx_error}; torch.jit.trace failed too "
+                                 f"({type(e).__name__}: {_first_line(e)})") from None
+    try:
+        return graph_from_torchscript(scripted, shape, str(path), live=module)
+    except UnsupportedOpError as e:
+        raise UnsupportedOpError(f"{fx_error}; traced by torch.jit.trace instead: "
+                                 f"{str(e).split(': ', 1)[-1]}") from None
 
 
 def _unpickle(path: Path) -> Any:

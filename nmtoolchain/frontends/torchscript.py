@@ -22,6 +22,7 @@ from nmtoolchain.ir import Graph
 from nmtoolchain.frontends.torch_builder import (
     EXTRA_FILE, OpTable, _Builder, _Lead, _Tensor, _check_pool_extras, _check_shape, _first_line,
     _is_number, _lead_axes, _unsupported_module, foldable)
+from nmtoolchain.frontends.time_major import Rate, Seq, TimeAxis, is_time_region
 
 
 # ======================================================================
@@ -197,12 +198,18 @@ def _not(w: "_ScriptWalker", n: _ScriptNode) -> None:
 
 @_PRIM.register("aten::size")
 def _size(w: "_ScriptWalker", n: _ScriptNode) -> None:
-    n.set1(w.b.size(n.ins[0], n.ins[1] if len(n.ins) > 1 else None, n.where))
+    x = n.ins[0]
+    if isinstance(x, Seq):  # (T, B, ...): T and B stay symbolic
+        shape = (_Lead(1), _Lead(0)) + x.shape
+        n.set1(shape if len(n.ins) < 2 else shape[int(n.ins[1])])
+        return
+    n.set1(w.b.size(x, n.ins[1] if len(n.ins) > 1 else None, n.where))
 
 
 @_PRIM.register("aten::dim")
 def _dim(w: "_ScriptWalker", n: _ScriptNode) -> None:
-    n.set1(len(w.b.shape_of(w.b.tensor(n.ins[0], n.where))))
+    x = w.b.tensor(n.ins[0], n.where)
+    n.set1(len(w.b.shape_of(x)) + (1 if isinstance(x, Seq) else 0))
 
 
 @_PRIM.register("aten::len")
@@ -387,13 +394,22 @@ def _constant_chunk(w: "_ScriptWalker", n: _ScriptNode) -> None:
     n.set_all(w.b.chunk(n.ins[0], n.node.i("chunks"), n.node.i("dim"), n.where, n.base))
 
 
+#: (aten op, argument types) -> the overload that took them last time
+_OVERLOADS: Dict[Any, str] = {}
+
+
 def _fold_aten(kind: str, a: List[Any]) -> Any:
-    """Evaluate an aten op on constants only with torch itself (Swin's shift mask)."""
+    """Evaluate an aten op on constants only with torch itself (Swin's shift mask; the
+    probe runs of unrolled neuron loops, which repeat the same ops, so the overload
+    that fits is remembered)."""
     import torch
 
     packet = getattr(torch.ops.aten, kind.split("::", 1)[1])
+    key = (kind, tuple(type(v) for v in a))
+    known = _OVERLOADS.get(key)
+    names = ([known] if known else []) + [n for n in packet.overloads() if n != known]
     first: Optional[Exception] = None
-    for name in packet.overloads():  # TorchScript passes keyword-only arguments in order
+    for name in names:  # TorchScript passes keyword-only arguments in order
         overload = getattr(packet, name)
         params = overload._schema.arguments
         if len(params) != len(a):
@@ -401,9 +417,12 @@ def _fold_aten(kind: str, a: List[Any]) -> Any:
         pos = [v for p, v in zip(params, a) if not p.kwarg_only]
         kw = {p.name: v for p, v in zip(params, a) if p.kwarg_only}
         try:
-            return overload(*pos, **kw)
+            out = overload(*pos, **kw)
         except (RuntimeError, TypeError) as e:
             first = first or e
+            continue
+        _OVERLOADS[key] = name
+        return out
     if first is not None:
         raise first
     return packet(*a)
@@ -436,6 +455,7 @@ class _ScriptWalker:
     def __init__(self, builder: _Builder) -> None:
         self.b = builder
         self.depth = 0
+        self.time = TimeAxis(builder)  # published time-major (T, B, ...) code
 
     # ---------------------------------------------------------- frames
     def call_module(self, ref: _ModRef, method: str, args: List[Any]) -> List[Any]:
@@ -445,6 +465,10 @@ class _ScriptWalker:
             leaf = leaf_of(ref.module)
             if leaf is not None and len(args) == 1:
                 try:
+                    if isinstance(args[0], (Seq, Rate)):
+                        return [self.time.leaf(
+                            class_path(ref.module).rpartition(".")[2], args[0],
+                            lambda t: self.b.leaf(ref.module, leaf, ref.path, t, where), where)]
                     return [self.b.leaf(ref.module, leaf, ref.path, args[0], where)]
                 except AttributeError as missing:
                     # a traced module keeps only tensors: walk its graph instead
@@ -455,6 +479,13 @@ class _ScriptWalker:
             graph = ref.module._c._get_method(method).graph
         except (AttributeError, RuntimeError):
             raise self.b.fail(where, f"has no TorchScript method {method!r}") from None
+        seqs = [i for i, a in enumerate(args) if isinstance(a, Seq)]
+        if (method == "forward" and len(seqs) == 1
+                and all(isinstance(a, _ModRef) for i, a in enumerate(args) if i != seqs[0])
+                and is_time_region(graph, seqs[0])):  # an unrolled multi-step neuron
+            plain = [a.module if isinstance(a, _ModRef) else a for a in args]
+            return [self.time.neuron_region(ref.module, graph, ref.path, plain, seqs[0],
+                                            _fold_aten)]
         return self.run(graph, [ref] + list(args), ref.path)
 
     def _walk_traced_leaf(self, ref: _ModRef, args: List[Any], missing: Exception) -> List[Any]:
@@ -544,6 +575,11 @@ class _ScriptWalker:
     # ----------------------------------------------------------- aten
     def aten(self, kind: str, a: List[Any], where: str, base: str) -> Any:
         """An aten op on tensors through its handler; an op outside the table is refused."""
+        if self.time.wants(kind, a):
+            return self.time.aten(kind, a, where, base, self._aten)
+        return self._aten(kind, a, where, base)
+
+    def _aten(self, kind: str, a: List[Any], where: str, base: str) -> Any:
         if foldable(kind, a, {}):
             return _fold_aten(kind, a)
         handler = _ATEN.get(kind)
@@ -565,12 +601,15 @@ def _script_function_graph(qualified: str) -> Any:
 
 
 def graph_from_torchscript(scripted: Any, input_shape: Optional[Sequence[int]],
-                           origin: str = "model") -> Graph:
+                           origin: str = "model", live: Any = None) -> Graph:
     """Translate a loaded TorchScript module into an IR graph, without inlining.
 
     A call into a submodule that is a registered leaf is translated from the
     submodule's attributes; other calls recurse into the callee's graph.
-    ``input_shape`` is per sample; None is an error telling the user to pass
+    ``live``: the Python module ``scripted`` was traced from, when the user
+    consented to running its code (a pickled module): neuron regions are then
+    identified by calling its submodules. ``input_shape`` is per sample; None is
+    an error telling the user to pass
     ``--input-shape`` (:func:`load_torch_file` reads it from the archive).
     """
     if input_shape is None:
@@ -581,6 +620,7 @@ def graph_from_torchscript(scripted: Any, input_shape: Optional[Sequence[int]],
     shape = _check_shape(input_shape, origin)
     builder = _Builder(origin, _lead_axes(scripted))
     walker = _ScriptWalker(builder)
+    walker.time.live = live
     x = builder.input(shape)
     try:
         results = walker.call_module(_ModRef(scripted, ""), "forward", [x])
@@ -589,8 +629,10 @@ def graph_from_torchscript(scripted: Any, input_shape: Optional[Sequence[int]],
     except RecursionError:
         raise UnsupportedOpError(
             f"model '{origin}': the TorchScript graph nests too deeply") from None
-    builder.output(results[0] if len(results) == 1 else tuple(results), "output")
+    result = results[0] if len(results) == 1 else tuple(results)
+    builder.output(result, "output")
     graph = builder.graph.infer_shapes()
+    walker.time.finish(graph, result)
     graph.metadata["source"] = {"path": origin, "format": "torchscript"}
     return graph
 
