@@ -9,7 +9,7 @@ constants in seconds for a 1e-4 s step, read with ``--dt 1e-4``).
 References, none of them nmtc's:
 
 * float: snnTorch's own simulation of the same module (RLeaky, spike for
-  spike), and NIR's equations integrated by hand in numpy below (the braille
+  spike), and NIR's equations integrated by hand in numpy (tests/recurrent_models.py; the braille
   file), with the recurrent edge delivering the previous step's spikes, as
   snnTorch's ``recurrent(self.spk)`` and NIR's cycle semantics do;
 * Loihi 2: Lava itself (``nmtc verify``: Lava fixed_pt running network.net vs
@@ -29,83 +29,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-DT = 1e-4
+from recurrent_models import (DT, N_HID, N_IN, N_OUT, braille_by_hand, braille_params,
+                              cuba_layer, run_snntorch, snn_rnn, write_braille_rnn,
+                              write_snntorch)
+
 T = 25
 B = 6
-N_IN, N_HID, N_OUT = 12, 38, 7
 
 needs_lava = pytest.mark.lava
-
-
-# ------------------------------------------------------------ braille file
-def _braille_params(seed: int = 0) -> dict:
-    """Braille-style RNN parameters as snnTorch's RSynaptic writes them for a
-    1e-4 s step (w_in = tau_syn/dt, r = tau_mem/dt: I' = a I + x, v' = b v + I)."""
-    rng = np.random.default_rng(seed)
-    f32 = lambda a: np.asarray(a, np.float32)  # noqa: E731
-    tau_syn, tau_mem = 5e-4, 1e-3  # a = 0.8, b = 0.9 per step
-    return {
-        "w1": f32(rng.normal(0.0, 0.45, (N_HID, N_IN))), "b1": f32(rng.normal(0, 0.02, N_HID)),
-        "w_rec": f32(rng.normal(0.0, 0.12, (N_HID, N_HID))),
-        "w2": f32(rng.normal(0.0, 0.35, (N_OUT, N_HID))), "b2": f32(np.zeros(N_OUT)),
-        "tau_syn": tau_syn, "tau_mem": tau_mem, "v_th": 1.0,
-    }
-
-
-def _cuba(n: int, p: dict):
-    import nir
-
-    full = lambda v: np.full(n, v, np.float32)  # noqa: E731
-    return nir.CubaLIF(tau_syn=full(p["tau_syn"]), tau_mem=full(p["tau_mem"]),
-                       r=full(p["tau_mem"] / DT), v_leak=full(0.0), v_threshold=full(p["v_th"]),
-                       w_in=full(p["tau_syn"] / DT), v_reset=full(0.0))
-
-
-def write_braille_rnn(path: Path, seed: int = 0) -> Path:
-    """The braille-style recurrent network, written with nir's own API."""
-    import nir
-
-    p = _braille_params(seed)
-    nodes = {
-        "input": nir.Input(input_type={"input": np.array([N_IN])}),
-        "fc1": nir.Affine(p["w1"], p["b1"]),
-        "lif1": _cuba(N_HID, p),
-        "w_rec": nir.Affine(p["w_rec"], np.zeros(N_HID, np.float32)),
-        "fc2": nir.Affine(p["w2"], p["b2"]),
-        "lif2": _cuba(N_OUT, p),
-        "output": nir.Output(output_type={"output": np.array([N_OUT])}),
-    }
-    edges = [("input", "fc1"), ("fc1", "lif1"), ("lif1", "w_rec"), ("w_rec", "lif1"),
-             ("lif1", "fc2"), ("fc2", "lif2"), ("lif2", "output")]
-    nir.write(str(path), nir.NIRGraph(nodes=nodes, edges=edges))
-    return path
-
-
-def _braille_by_hand(x: np.ndarray, p: dict) -> tuple:
-    """NIR's equations, forward Euler with step DT, in float64: (hidden, output)
-    spikes. Edges into a node are summed; the recurrent edge carries the hidden
-    layer's spikes of the previous step (zeros at step 0)."""
-    x = x.astype(np.float64)
-    a_syn, a_mem = DT / p["tau_syn"], DT / p["tau_mem"]
-    w_in, r = p["tau_syn"] / DT, p["tau_mem"] / DT
-
-    def layer(i, v, inp):
-        i = i + a_syn * (-i + w_in * inp)
-        v = v + a_mem * (0.0 - v + r * i)
-        s = v > p["v_th"]
-        return i, np.where(s, 0.0, v), s.astype(np.float64)
-
-    b = x.shape[0]
-    i1, v1, s1 = np.zeros((b, N_HID)), np.zeros((b, N_HID)), np.zeros((b, N_HID))
-    i2, v2 = np.zeros((b, N_OUT)), np.zeros((b, N_OUT))
-    hid, out = [], []
-    for t in range(x.shape[1]):
-        rec = s1 @ p["w_rec"].T.astype(np.float64)  # last step's spikes
-        i1, v1, s1 = layer(i1, v1, x[:, t] @ p["w1"].T + p["b1"] + rec)
-        i2, v2, s2 = layer(i2, v2, s1 @ p["w2"].T + p["b2"])
-        hid.append(s1)
-        out.append(s2)
-    return np.stack(hid, 1), np.stack(out, 1)
 
 
 def _spikes(seed: int, rate: float = 0.3, n: int = N_IN) -> np.ndarray:
@@ -119,7 +50,7 @@ def test_braille_rnn_float_simulation_follows_nir_equations_by_hand(tmp_path):
 
     path = write_braille_rnn(tmp_path / "braille.nir")
     x = _spikes(1)
-    want_hid, want_out = _braille_by_hand(x, _braille_params())
+    want_hid, want_out = braille_by_hand(x, braille_params())
     graph = nmtc.load(str(path), dt=DT)
     res = Simulator(graph, "float", record=["lif1", "lif2"]).run(x, T)
     got_hid = res.recorded["lif1"].numpy()
@@ -127,78 +58,22 @@ def test_braille_rnn_float_simulation_follows_nir_equations_by_hand(tmp_path):
 
     assert want_hid.sum() > 100 and want_out.sum() > 10  # not vacuous
     # the recurrence matters: without it the hidden layer spikes differently
-    no_rec = dict(_braille_params(), w_rec=np.zeros((N_HID, N_HID), np.float32))
-    assert (_braille_by_hand(x, no_rec)[0] != want_hid).any()
+    no_rec = dict(braille_params(), w_rec=np.zeros((N_HID, N_HID), np.float32))
+    assert (braille_by_hand(x, no_rec)[0] != want_hid).any()
     np.testing.assert_array_equal(got_hid, want_hid)
     np.testing.assert_array_equal(got_out, want_out)
 
 
 # ------------------------------------------------------------ snnTorch
-def _snntorch():
-    return pytest.importorskip("snntorch", reason="snnTorch is not installed: no snnTorch "
-                                                  "RLeaky/RSynaptic file to read")
-
-
-def _snn_rnn(kind: str):
-    """Linear -> RLeaky/RSynaptic (all-to-all recurrent Linear) -> Linear -> Leaky.
-    One beta per layer (netx holds one decay per layer), reset to zero."""
-    snn = _snntorch()
-    import torch
-    from torch import nn
-
-    torch.manual_seed(0)
-    n = N_HID
-    if kind == "RLeaky":
-        rec = snn.RLeaky(beta=torch.full((n,), 0.9), threshold=torch.ones(n), linear_features=n,
-                         init_hidden=True, reset_mechanism="zero", reset_delay=False)
-    else:  # snnTorch 1.0.0's RSynaptic forward fails with reset_delay=False: its default
-        rec = snn.RSynaptic(alpha=torch.full((n,), 0.8), beta=torch.full((n,), 0.9),
-                            threshold=torch.ones(n), linear_features=n, init_hidden=True,
-                            reset_mechanism="zero")
-    net = nn.Sequential(nn.Linear(N_IN, n), rec, nn.Linear(n, N_OUT),
-                        snn.Leaky(beta=torch.full((N_OUT,), 0.9), threshold=torch.ones(N_OUT),
-                                  init_hidden=True, output=True, reset_mechanism="zero",
-                                  reset_delay=False))
-    with torch.no_grad():
-        net[0].weight.mul_(3.0)
-        net[2].weight.mul_(3.0)
-    return net
-
-
-def _run_snntorch(net, x: np.ndarray) -> tuple:
-    """snnTorch's own simulation, one call per step: (hidden, output) spikes."""
-    import torch
-
-    for m in net.modules():
-        if hasattr(m, "reset_hidden"):
-            m.reset_hidden()
-    hid, out = [], []
-    with torch.no_grad():
-        for t in range(x.shape[1]):
-            o = net(torch.from_numpy(x[:, t]))
-            out.append((o[0] if isinstance(o, tuple) else o).numpy())
-            hid.append(net[1].spk.numpy().copy())
-    return np.stack(hid, 1), np.stack(out, 1)
-
-
-def _write_snntorch(net, path: Path) -> Path:
-    import nir
-    import torch
-    from snntorch.export_nir import export_to_nir
-
-    nir.write(str(path), export_to_nir(net, torch.zeros(1, N_IN), ignore_dims=[0]))
-    return path
-
-
 def test_snntorch_rleaky_file_is_recurrent_and_simulates_like_snntorch(tmp_path):
     from simulators.cycle import Simulator
 
     import nmtoolchain as nmtc
 
-    net = _snn_rnn("RLeaky")
+    net = snn_rnn("RLeaky")
     x = _spikes(2)
-    want_hid, want_out = _run_snntorch(net, x)
-    graph = nmtc.load(str(_write_snntorch(net, tmp_path / "rleaky.nir")), dt=DT)
+    want_hid, want_out = run_snntorch(net, x)
+    graph = nmtc.load(str(write_snntorch(net, tmp_path / "rleaky.nir")), dt=DT)
     assert graph.order()[1]  # the file's recurrent edge is a back edge of the graph
     res = Simulator(graph, "float", record=["1.lif"]).run(x, T)
     (got_out,) = res.outputs.values()
@@ -216,7 +91,7 @@ def _models(tmp_path: Path) -> dict:
     except ImportError:
         return out
     for kind in ("RLeaky", "RSynaptic"):
-        out[kind] = _write_snntorch(_snn_rnn(kind), tmp_path / f"{kind}.nir")
+        out[kind] = write_snntorch(snn_rnn(kind), tmp_path / f"{kind}.nir")
     return out
 
 
@@ -259,10 +134,10 @@ def test_a_recurrent_loop_netx_cannot_hold_is_refused_naming_the_edge(tmp_path, 
 
     from nmtoolchain.cli import main
 
-    p = _braille_params()
+    p = braille_params()
     nodes = {"input": nir.Input(input_type={"input": np.array([N_HID])}),
-             "lif1": _cuba(N_HID, p), "w_rec": nir.Linear(p["w_rec"]),
-             "fc2": nir.Linear(p["w2"]), "lif2": _cuba(N_OUT, p),
+             "lif1": cuba_layer(N_HID, p), "w_rec": nir.Linear(p["w_rec"]),
+             "fc2": nir.Linear(p["w2"]), "lif2": cuba_layer(N_OUT, p),
              "output": nir.Output(output_type={"output": np.array([N_OUT])})}
     path = tmp_path / "loop.nir"
     nir.write(str(path), nir.NIRGraph(nodes=nodes, edges=[
@@ -349,8 +224,8 @@ def test_braille_rnn_export_runs_in_lava_spike_for_spike(tmp_path):
 @needs_lava
 @pytest.mark.parametrize("kind", ["RLeaky", "RSynaptic"])
 def test_snntorch_recurrent_export_runs_in_lava_spike_for_spike(kind, tmp_path):
-    net = _snn_rnn(kind)
+    net = snn_rnn(kind)
     x = _spikes(4)
-    _, ver = _export_and_verify(_write_snntorch(net, tmp_path / f"{kind}.nir"), tmp_path, x)
+    _, ver = _export_and_verify(write_snntorch(net, tmp_path / f"{kind}.nir"), tmp_path, x)
     assert ver.identical, ver.lines()
     assert len(ver.samples) == B and sum(s.events for s in ver.samples) > 100
