@@ -22,6 +22,17 @@ it, and loading the export gives the same values back:
   ``ref_delay = 1``, ``readout``);
 * ``layer{i}_flatten``: ``Flatten``; ``output``: ``Output``.
 
+A recurrent layer (a back edge neuron -> dense recurrent synapse -> ``Add`` <-
+dense input synapse, the ``Add`` feeding that neuron) becomes netx's
+``dense_rec``: ``layer{i}_dense_rec`` and ``layer{i}_recurrent`` summed by
+``layer{i}_sum`` into ``layer{i}_neuron``, one scale and one weight exponent
+for ``[W_in | W_rec]`` (netx sizes both together). Its timing needs nothing
+else: in the float graph the recurrent edge delivers step t's spikes at step
+t + 1; on Loihi (Lava's Dense sends before it receives) the recurrent spikes
+arrive one step after they fire, as the input synapse's do, so relative to the
+layer's input the loop is still one step. Other loops are refused naming the
+back edge.
+
 Pooling is left in place (another pass folds it into the next convolution),
 except that ``AvgPool2d`` becomes ``SumPool2d`` with its 1/(kH*kW) moved into
 the next synapse's float weights before they are quantized, so the fold stays
@@ -719,11 +730,10 @@ class _Quantizer:
         w = _scale_rows(w, _row_factor(nm.w_factor, kind, out_shape, neu, "the input gain"))
         bias = np.broadcast_to(nm.bias, out_shape).astype(np.float64)
         b_syn = getattr(syn.op, "bias", None)
-        for extra in ([rec] if rec is not None else []):
-            b_rec = getattr(extra.op, "bias", None)
-            if b_rec is not None and np.any(b_rec):
-                b_syn = np.asarray(b_rec, np.float64) + (0.0 if b_syn is None
-                                                         else np.asarray(b_syn, np.float64))
+        b_rec = getattr(rec.op, "bias", None) if rec is not None else None
+        if b_rec is not None and np.any(b_rec):  # a constant input, as the other bias
+            b_syn = np.asarray(b_rec, np.float64) + (0.0 if b_syn is None
+                                                     else np.asarray(b_syn, np.float64))
         if b_syn is not None and np.any(b_syn):
             if nm.syn_bias_factor is None:
                 raise NotExpressibleError(
