@@ -283,6 +283,8 @@ class LayerQuant:
         d = dataclasses.asdict(self)
         d["weight_range"] = list(self.weight_range)
         d["bias_mant_range"] = list(self.bias_mant_range)
+        if self.recurrent is None:  # feed-forward layers keep their earlier record
+            del d["recurrent"], d["float_recurrent"]
         return d
 
 
