@@ -515,6 +515,7 @@ class _Quantizer:
         self.layer_i = 0
         self.depth: Dict[str, int] = {}
         self.done: set = set()
+        self.loops: Dict[str, _RecurrentLoop] = {}  # recurrent layers by their Add (run())
 
     def unsupported(self, node: Node, why: str) -> UnsupportedOpError:
         return UnsupportedOpError(f"node '{node.name}' ({node.op_name}): {why}")
@@ -531,7 +532,8 @@ class _Quantizer:
         if neu.op_name not in _SPIKING:
             why = f"the loop leaves a {neu.op_name}, not a spiking neuron"
         elif rec.op_name not in ("Affine", "Linear") or len(rec.inputs) != 1:
-            why = f"the recurrent synapse is a {rec.op_name}; Loihi 2 (netx dense_rec) has dense ones"
+            why = (f"the recurrent synapse is a {rec.op_name}; Loihi 2 (netx dense_rec) has "
+                   "dense ones")
         elif add is None or add.op_name != "Add" or len(add.inputs) != 2:
             why = "the recurrent synapse must feed one Add that sums it with the layer's input"
         elif [u.name for u in g.users(add.name)] != [neu.name] or neu.inputs != (add.name,):
