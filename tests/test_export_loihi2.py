@@ -431,7 +431,12 @@ def test_recurrent_layer_simulates_like_lava_and_its_export_verifies(tmp_path):
     # every spike is delivered to each of its recurrent synapses (all 12 targets)
     assert res.counts.total("synops", ["layer1_recurrent"]) == lava.sum() * w_rec.shape[0]
     exp = export_loihi2(src, tmp_path / "rec.loihi2")
-    assert exp.report["mapping"]["mapped"] is False
+    import json
+
+    mapping = json.loads((exp.directory / "mapping.json").read_text())
+    (layer,) = mapping["layers"]  # placed: the recurrent synapses on its core
+    assert layer["recurrent"] == "layer1_recurrent"
+    assert layer["totals"]["input_axons"] == 20 + 12  # the input's and the layer's own neurons
     np.savez(tmp_path / "x.npz", x=x[None], y=np.zeros(1, int))
     ver = verify_export(exp.directory, data=tmp_path / "x.npz", steps=30)
     assert ver.identical, ver.lines()

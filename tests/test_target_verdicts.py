@@ -27,13 +27,14 @@ TEST_DATA = Path(__file__).resolve().parent / "data"
 MODELS = sorted(p.name for p in DATA.iterdir() if p.suffix in (".pt", ".onnx", ".nmir")) + \
     sorted(f"tests/data/{p.name}" for p in TEST_DATA.glob("*.nir")) + \
     ["converted_qcfs.nmir", "spikformer_block.nmir", "maxpool_cnn.onnx", "lif_mlp.nir",
-     "traced_cnn.pt", "sinabs_cnn.nir"]
+     "traced_cnn.pt", "sinabs_cnn.nir", "braille_rnn.nir", "snntorch_rleaky.nir"]
 INTEL = ["tiny.net", "mnist.net", "gts/pilotnet_lif/network.net", "gts/pilotnet_sdnn/network.net",
          "gts/pilotnet_sdnn/square_network.net"]
 TARGETS = list(targets())
 #: NIR fixtures whose time constants are in seconds (written for a 1 ms step):
 #: nmtc refuses them without the step, as it should (issue 14)
-DT_ARGS = {"cubali_nir108.nir": ["--dt", "1e-3"], "reset_to_v_reset_nir108.nir": ["--dt", "1e-3"]}
+DT_ARGS = {"cubali_nir108.nir": ["--dt", "1e-3"], "reset_to_v_reset_nir108.nir": ["--dt", "1e-3"],
+           "braille_rnn.nir": ["--dt", "1e-4"], "snntorch_rleaky.nir": ["--dt", "1e-4"]}
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +84,7 @@ def _write_made_by_producers(d: Path) -> None:
     nir.write(str(d / "lif_mlp.nir"), nir.NIRGraph(
         nodes=nodes, edges=[("input", "fc1"), ("fc1", "lif1"), ("lif1", "fc2"),
                             ("fc2", "output")]))
+    _write_recurrent(d)
     try:
         import sinabs
         import sinabs.layers as sl
@@ -97,6 +99,19 @@ def _write_made_by_producers(d: Path) -> None:
         if isinstance(node, nir.Conv2d):  # sinabs leaves it None; nir.write needs it
             node.input_shape = tuple(int(s) for s in node.input_type["input"][1:])
     nir.write(str(d / "sinabs_cnn.nir"), graph)
+
+
+def _write_recurrent(d: Path) -> None:
+    """Recurrent networks (issue 14): the braille-style RNN written with nir's API,
+    and snnTorch's RLeaky through snnTorch's own NIR export where it installs."""
+    from recurrent_models import snn_rnn, write_braille_rnn, write_snntorch
+
+    write_braille_rnn(d / "braille_rnn.nir")
+    try:
+        import snntorch  # noqa: F401
+    except ImportError:
+        return  # skipped by the test that needs it
+    write_snntorch(snn_rnn("RLeaky"), d / "snntorch_rleaky.nir")
 
 
 def _path(name: str, made: Path, intel_dir: Path = None) -> Path:
@@ -156,6 +171,8 @@ def test_inspect_verdict_is_the_export_outcome(model, target, made, tmp_path, ca
     path = _path(model, made)
     if not path.exists() and model == "sinabs_cnn.nir":
         pytest.skip("sinabs is not installed: no sinabs-written NIR file to check")
+    if not path.exists() and model == "snntorch_rleaky.nir":
+        pytest.skip("snnTorch is not installed: no snnTorch-written NIR file to check")
     capsys.readouterr()
     _check(path, target, tmp_path, capsys)
 

@@ -8,6 +8,15 @@ Between a neuron and the next synapse only Flatten/Reshape may stand: they
 are views, so a synapse's input element i is its pre-synaptic neuron i in
 C-order.
 
+A *recurrent* layer (netx's ``dense_rec``: a dense input synapse and a dense
+recurrent synapse from the layer's own neurons, summed by an ``Add`` into
+the neuron) is one dense layer whose synapse matrix is ``[W_in | W_rec]``:
+its recurrent synapses count toward the synaptic memory of the cores that
+hold its neurons, each of its own neurons with a recurrent synapse into a
+slice is one more input axon of that slice, and its neurons' output axons
+include the layer's own cores (fixed by iterating the partition until it is
+stable, :func:`nmtoolchain.mapping.loihi_mapper.map_loihi`).
+
 Two slicings, one per geometry:
 
 * :class:`FlatGeometry` (dense layers and 1-D input layers): a slice is a
@@ -486,10 +495,29 @@ class Layer:
     quantized: bool = True        # integer Loihi weights (False: float, bits assumed)
     consumers: List[str] = field(default_factory=list)   # neuron nodes this layer feeds
     slices: List[Slice] = field(default_factory=list)
+    recurrent: Optional[str] = None   # recurrent synapse node (its columns follow the input's)
+    recurrent_sum: Optional[str] = None  # the Add summing the two synapses
 
     @property
     def n(self) -> int:
         return self.geom.n
+
+    @property
+    def nodes(self) -> Tuple[str, ...]:
+        """Every node whose work runs on this layer's cores: synapses, sum, neuron."""
+        return tuple(n for n in (self.synapse, self.recurrent, self.recurrent_sum, self.neuron)
+                     if n)
+
+    def sources(self) -> List[Tuple[str, slice]]:
+        """(pre-synaptic neuron node, the columns of the layer's synapse matrix it
+        drives): the previous layer, and for a recurrent layer the layer itself."""
+        out: List[Tuple[str, slice]] = []
+        n_in = self.geom.in_size - (self.n if self.recurrent else 0)
+        if self.pre is not None:
+            out.append((self.pre, slice(0, n_in)))
+        if self.recurrent:
+            out.append((self.neuron, slice(n_in, n_in + self.n)))
+        return out
 
     def box_in_node_axes(self, box: Box) -> List[List[int]]:
         """A slice's box in the neuron node's own axes (flat for dense layers)."""
@@ -547,18 +575,19 @@ def extract_layers(graph: Graph, limits: CoreLimits) -> List[Layer]:
     the first node the mapping cannot place. The graph must have its shapes
     inferred (it is only read)."""
     order, back = graph.order()
-    if back:
-        src, dst = sorted(back)[0]
-        raise UnsupportedOpError(f"mapping: recurrent connection '{src}' -> '{dst}' is not "
-                                 f"supported (its neuron would send spikes to its own cores)")
+    sums = {_recurrent_sum(graph, src, dst): (src, dst) for src, dst in sorted(back)}
+    rec_syns = {dst for _, dst in back}
     allowed = set(VIEW_OPS) | {"Input", "Output"}
     readers = graph.users_index()  # once: a scan per node is quadratic in the layers
     for name in order:
         node = graph[name]
-        if not node.op.is_neuron and not node.op.is_synapse and node.op_name not in allowed:
+        if (not node.op.is_neuron and not node.op.is_synapse and node.op_name not in allowed
+                and name not in sums):
             raise _unsupported(graph, name, "cannot be placed on cores")
         if node.op.is_synapse:
             users = readers[name]
+            if len(users) == 1 and users[0].name in sums:
+                continue
             if len(users) != 1 or not users[0].op.is_neuron:
                 what = ", ".join(f"'{u.name}' ({u.op_name})" for u in users) or "nothing"
                 raise _unsupported(graph, name, f"feeds {what}, not one neuron layer (on Loihi "
@@ -579,7 +608,13 @@ def extract_layers(graph: Graph, limits: CoreLimits) -> List[Layer]:
                 geom = FlatGeometry(int(np.prod(shape)))
             layer = Layer(name, name, None, "input", shape, None, geom,
                           weight_bits_note="no synapses (driven through its bias)")
-        elif src.op.is_synapse:
+        elif src.name in sums:
+            rec = sums[src.name][1]
+            syn = graph[src.inputs[0] if src.inputs[1] == rec else src.inputs[1]]
+            pre, _ = _trace_source(graph, syn.inputs[0])
+            layer = _synaptic_layer(graph, syn.name, name, shape, pre, limits, rec=rec)
+            layer.recurrent_sum = src.name
+        elif src.op.is_synapse and src.name not in rec_syns:
             pre, _ = _trace_source(graph, src.inputs[0])
             layer = _synaptic_layer(graph, src.name, name, shape, pre, limits)
         else:
@@ -592,10 +627,36 @@ def extract_layers(graph: Graph, limits: CoreLimits) -> List[Layer]:
     return layers
 
 
+def _recurrent_sum(graph: Graph, src: str, dst: str) -> str:
+    """The Add of the recurrent layer a back edge ``src -> dst`` closes (netx's
+    dense_rec: neuron -> dense recurrent synapse -> Add <- dense input synapse,
+    Add -> the same neuron); UnsupportedOpError for any other loop."""
+    neu, rec = graph[src], graph[dst]
+    adds = graph.users(dst)
+    add = adds[0] if len(adds) == 1 else None
+    dense = ("Affine", "Linear")
+    ok = (neu.op.is_neuron and rec.op_name in dense and add is not None
+          and add.op_name == "Add" and len(add.inputs) == 2 and neu.inputs == (add.name,)
+          and [u.name for u in graph.users(add.name)] == [src])
+    if ok:
+        other = graph[add.inputs[0] if add.inputs[1] == dst else add.inputs[1]]
+        ok = (other.op_name in dense and other.name != dst
+              and len(graph[other.inputs[0]].shape or ()) == 1
+              and [u.name for u in graph.users(other.name)] == [add.name])
+    if not ok:
+        raise UnsupportedOpError(
+            f"mapping: recurrent connection '{src}' -> '{dst}' is not a recurrent dense layer "
+            "(the mapping places netx's dense_rec: a dense input synapse and a dense recurrent "
+            "synapse from the layer's own neurons, summed by one Add into them)")
+    return add.name
+
+
 def _synaptic_layer(graph: Graph, syn: str, neuron: str, shape: Tuple[int, ...],
-                    pre: Optional[str], limits: CoreLimits) -> Layer:
+                    pre: Optional[str], limits: CoreLimits, rec: Optional[str] = None) -> Layer:
     op = graph[syn].op
     weight = np.asarray(op.weight)
+    if rec is not None:  # one matrix [W_in | W_rec], as netx sizes its weight bits
+        weight = np.hstack((weight, np.asarray(graph[rec].op.weight)))
     quantized = is_loihi_integer(weight)
     in_shape = tuple(int(v) for v in graph[graph[syn].inputs[0]].shape)
     overhead = limits.synapse_overhead_bits
@@ -608,7 +669,8 @@ def _synaptic_layer(graph: Graph, syn: str, neuron: str, shape: Tuple[int, ...],
         tokens = int(np.prod(in_shape[:-1])) if len(in_shape) > 1 else 1
         bps = wbits + overhead
         geom = FlatGeometry(int(np.prod(shape)), weight, tokens, limits.dense_storage, bps)
-        return Layer(syn, neuron, syn, "dense", shape, pre, geom, wbits, note, bps, quantized)
+        return Layer(syn, neuron, syn, "dense", shape, pre, geom, wbits, note, bps, quantized,
+                     recurrent=rec)
     # convolution
     if quantized:
         wbits, note = 8, "netx builds Lava Conv with its default num_weight_bits = 8"

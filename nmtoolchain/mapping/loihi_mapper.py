@@ -60,11 +60,16 @@ def map_loihi(graph: Graph, prof: Profile, *, strategy: str = "pack", counts=Non
     # partition last to first: consumers fix each neuron's destination cores
     dest: Dict[str, np.ndarray] = {L.neuron: np.zeros(L.n, np.int64) for L in layers}
     for layer in reversed(layers):
-        layer.check_single_neuron(dest[layer.neuron], lim)
-        layer.slices = layer.geom.partition(lim, dest[layer.neuron], strategy)
-        if layer.pre is not None:
-            for s in layer.slices:
-                dest[layer.pre] += layer.geom.input_mask(s.box)
+        if layer.recurrent:
+            dest[layer.neuron] = _partition_recurrent(layer, dest[layer.neuron], lim, strategy)
+        else:
+            layer.check_single_neuron(dest[layer.neuron], lim)
+            layer.slices = layer.geom.partition(lim, dest[layer.neuron], strategy)
+        for s in layer.slices:
+            mask = layer.geom.input_mask(s.box)
+            for pre, cols in layer.sources():
+                if pre != layer.neuron:
+                    dest[pre] += mask[cols]
 
     # place: number cores in layer order
     next_id = 0
@@ -90,6 +95,40 @@ def map_loihi(graph: Graph, prof: Profile, *, strategy: str = "pack", counts=Non
     if what_if or (what_if is None and report.reference is not None):
         report.what_if = _what_if(graph, prof, strategy, lim, dict(limits or {}))
     return report
+
+
+#: partitions of a recurrent layer tried before its own destinations settle
+RECURRENT_ROUNDS = 16
+
+
+def _own_destinations(layer: Layer) -> np.ndarray:
+    """For each neuron of a recurrent layer, how many of its own layer's slices
+    hold a recurrent synapse from it (one output axon each)."""
+    own = np.zeros(layer.n, np.int64)
+    cols = dict((p, c) for p, c in layer.sources())[layer.neuron]
+    for s in layer.slices:
+        own += layer.geom.input_mask(s.box)[cols]
+    return own
+
+
+def _partition_recurrent(layer: Layer, consumers: np.ndarray, lim: CoreLimits,
+                         strategy: str) -> np.ndarray:
+    """Slice a recurrent layer whose neurons also send to its own cores: the
+    slicing fixes those destinations and the destinations bound the slicing,
+    so partition again with them until the slicing no longer changes. Returns
+    every neuron's destination cores (consumers' and its own)."""
+    own = np.zeros(layer.n, np.int64)
+    for _ in range(RECURRENT_ROUNDS):
+        layer.check_single_neuron(consumers + own, lim)
+        layer.slices = layer.geom.partition(lim, consumers + own, strategy)
+        new = _own_destinations(layer)
+        if np.array_equal(new, own):
+            return consumers + own
+        own = new
+    raise DoesNotFitError(
+        f"layer '{layer.name}' (recurrent) found no slicing within {RECURRENT_ROUNDS} rounds "
+        "whose own output axons (one per core of the layer holding a recurrent synapse) fit "
+        f"a {lim.profile_id} core")
 
 
 def _what_if(graph: Graph, prof: Profile, strategy: str, lim: CoreLimits,
@@ -133,13 +172,12 @@ def _links(layers: List[Layer], by_neuron: Dict[str, Layer]) -> Dict[int, Dict[i
     links: Dict[int, Dict[int, int]] = {}
     labels = {L.neuron: L.geom.label(L.slices) for L in layers}
     for post in layers:
-        if post.pre is None:
-            continue
-        lab = labels[post.pre]
-        for s in post.slices:
-            hit = np.bincount(lab[post.geom.input_mask(s.box)])
-            for pre_core in np.nonzero(hit)[0]:
-                links.setdefault(int(pre_core), {})[s.core] = int(hit[pre_core])
+        for pre, cols in post.sources():
+            lab = labels[pre]
+            for s in post.slices:
+                hit = np.bincount(lab[post.geom.input_mask(s.box)[cols]])
+                for pre_core in np.nonzero(hit)[0]:
+                    links.setdefault(int(pre_core), {})[s.core] = int(hit[pre_core])
     return links
 
 
@@ -185,7 +223,8 @@ def _layer_mapping(layer: Layer, dest: np.ndarray, lim: CoreLimits) -> LayerMapp
         bits_per_synapse=layer.bits_per_synapse, quantized=layer.quantized,
         totals=totals, lower_bound_by_resource=bound,
         lower_bound=max(1, max(bound.values())), bound_by=binding,
-        max_utilization=util, messages_per_spike=n_out / layer.n if layer.n else 0.0)
+        max_utilization=util, messages_per_spike=n_out / layer.n if layer.n else 0.0,
+        recurrent=layer.recurrent, recurrent_sum=layer.recurrent_sum)
 
 
 def _shared_lower_bound(layers: List[LayerMapping], lim: CoreLimits) -> int:
@@ -205,6 +244,12 @@ def _notes(layers: List[Layer], lim: CoreLimits) -> List[str]:
     if hosts:
         notes.append(f"layer(s) {', '.join(hosts)} read the graph input: their input axons "
                      f"receive spikes from the host, whose traffic is not counted")
+    recs = [L.name for L in layers if L.recurrent]
+    if recs:
+        notes.append(f"recurrent layer(s) {', '.join(recs)}: the recurrent synapses sit with "
+                     "the input synapses on the layer's cores (synaptic memory, one input axon "
+                     "per own neuron), and each neuron's output axons include its own layer's "
+                     "cores")
     inputs = [L.name for L in layers if L.kind == "input"]
     if inputs:
         notes.append(f"input layer(s) {', '.join(inputs)} are neurons driven through their "
@@ -289,7 +334,8 @@ def _annotations(layers: List[Layer], lim: CoreLimits,
             "weight_bits": layer.weight_bits,
             "bits_per_synapse": layer.bits_per_synapse,
         }
-        if layer.synapse is not None:
-            out[layer.synapse] = {"profile": lim.profile_id, "cores": list(cores),
-                                  "with_neuron": layer.neuron}
+        for node in layer.nodes:
+            if node != layer.neuron:
+                out[node] = {"profile": lim.profile_id, "cores": list(cores),
+                             "with_neuron": layer.neuron}
     return out

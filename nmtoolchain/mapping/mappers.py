@@ -25,8 +25,8 @@ mapper:
     No cores (the analytic cmos45nm model): an empty placement.
 
 When the Loihi mapper cannot place a graph (a node it does not place, such as
-pooling or MatMul; a recurrent layer; a layer that does not fit one core), or
-the Speck mapper cannot (a node with no DYNAP-CNN layer, such as a ReLU or a
+pooling or MatMul; a loop other than netx's dense_rec; a layer that does not
+fit one core), or the Speck mapper cannot (a node with no DYNAP-CNN layer, such as a ReLU or a
 MatMul; a layer beyond a chip limit; more layers than cores), a report asks
 ``place(..., strict=False)`` and gets the per-layer estimate with the reason
 recorded in ``fallback_reason``; the export asks ``strict=True`` and gets the
@@ -54,8 +54,7 @@ ProfileLike = Union[str, Profile]
 
 
 def _from_mapping(report: MappingReport, prof: Profile) -> Placement:
-    layers = tuple(PlacedLayer(L.neuron, tuple(n for n in (L.synapse, L.neuron) if n),
-                               tuple(L.cores)) for L in report.layers)
+    layers = tuple(PlacedLayer(L.neuron, L.nodes, tuple(L.cores)) for L in report.layers)
     return Placement(prof.id, "loihi", layers, chip_size(prof), tuple(report.notes),
                      declared_mapper=prof.mapper, mapping=report)
 

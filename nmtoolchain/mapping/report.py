@@ -22,7 +22,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from hardware_profiles import Profile
 from nmtoolchain.ir import Graph
@@ -94,6 +94,14 @@ class LayerMapping:
     bound_by: str                          # resource filling its cores the most ("-": 1 core)
     max_utilization: Dict[str, float]
     messages_per_spike: float              # mean destination cores per neuron
+    recurrent: Optional[str] = None        # recurrent synapse (netx dense_rec), if any
+    recurrent_sum: Optional[str] = None    # the Add summing it with the input synapse
+
+    @property
+    def nodes(self) -> Tuple[str, ...]:
+        """Every node computed on this layer's cores: synapses, sum, neuron."""
+        return tuple(n for n in (self.synapse, self.recurrent, self.recurrent_sum, self.neuron)
+                     if n)
 
     def as_dict(self) -> Dict[str, object]:
         return {"name": self.name, "neuron": self.neuron, "synapse": self.synapse,
@@ -105,7 +113,9 @@ class LayerMapping:
                 "totals": self.totals, "lower_bound_by_resource": self.lower_bound_by_resource,
                 "lower_bound": self.lower_bound, "bound_by": self.bound_by,
                 "max_utilization": {r: round(u, 6) for r, u in self.max_utilization.items()},
-                "messages_per_spike": round(self.messages_per_spike, 6)}
+                "messages_per_spike": round(self.messages_per_spike, 6),
+                **({"recurrent": self.recurrent, "recurrent_sum": self.recurrent_sum}
+                   if self.recurrent else {})}
 
 
 @dataclass
@@ -149,7 +159,7 @@ class MappingReport:
     def layer(self, name: str) -> LayerMapping:
         """A layer by its name, neuron node or synapse node."""
         for L in self.layers:
-            if name in (L.name, L.neuron, L.synapse):
+            if name == L.name or name in L.nodes:
                 return L
         raise KeyError(name)
 

@@ -85,9 +85,6 @@ class MapOntoCores(GraphPass):
     def skip_reason(self, graph: Graph, ctx: PassContext) -> Optional[str]:
         if ctx.profile is None:
             return "no hardware profile"
-        if graph.order()[1]:
-            return ("nmtc's core mapper does not place recurrent layers yet (netx dense_rec); "
-                    "the network itself is exported")
         return None
 
     def run(self, graph: Graph, ctx: PassContext) -> PassOutput:

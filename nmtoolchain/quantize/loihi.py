@@ -22,6 +22,17 @@ it, and loading the export gives the same values back:
   ``ref_delay = 1``, ``readout``);
 * ``layer{i}_flatten``: ``Flatten``; ``output``: ``Output``.
 
+A recurrent layer (a back edge neuron -> dense recurrent synapse -> ``Add`` <-
+dense input synapse, the ``Add`` feeding that neuron) becomes netx's
+``dense_rec``: ``layer{i}_dense_rec`` and ``layer{i}_recurrent`` summed by
+``layer{i}_sum`` into ``layer{i}_neuron``, one scale and one weight exponent
+for ``[W_in | W_rec]`` (netx sizes both together). Its timing needs nothing
+else: in the float graph the recurrent edge delivers step t's spikes at step
+t + 1; on Loihi (Lava's Dense sends before it receives) the recurrent spikes
+arrive one step after they fire, as the input synapse's do, so relative to the
+layer's input the loop is still one step. Other loops are refused naming the
+back edge.
+
 Pooling is left in place (another pass folds it into the next convolution),
 except that ``AvgPool2d`` becomes ``SumPool2d`` with its 1/(kH*kW) moved into
 the next synapse's float weights before they are quantized, so the fold stays
@@ -94,7 +105,7 @@ import numpy as np
 from nmtoolchain.errors import (
     BadInputError, NmtcError, NotExpressibleError, UnsupportedOpError)
 from nmtoolchain.ir import (
-    Affine, Conv2d, CubaLIF, Flatten, Graph, Input, Node, Output, SumPool2d)
+    Add, Affine, Conv2d, CubaLIF, Flatten, Graph, Input, Node, Output, SumPool2d)
 # Loihi numerics own the constants and the decay <-> tau rule; quantizing inverts it
 from nmtoolchain.numerics.loihi import (
     BIAS_EXP, BIAS_MANT_MAX, DECAY_UNIT, MANT_SHIFT, STATE_LIMIT, TIME_CONVENTION,
@@ -265,11 +276,15 @@ class LayerQuant:
     changes: List[str]              # semantics that differ from the float neuron
     notes: List[str]                # netx fixes, warnings
     error: Optional[Dict[str, Any]] = None  # measured with calibration inputs
+    recurrent: Optional[str] = None  # quantized recurrent synapse (netx dense_rec), if any
+    float_recurrent: Optional[str] = None
 
     def as_dict(self) -> Dict[str, Any]:
         d = dataclasses.asdict(self)
         d["weight_range"] = list(self.weight_range)
         d["bias_mant_range"] = list(self.bias_mant_range)
+        if self.recurrent is None:  # feed-forward layers keep their earlier record
+            del d["recurrent"], d["float_recurrent"]
         return d
 
 
@@ -500,34 +515,67 @@ class _Quantizer:
         self.layer_i = 0
         self.depth: Dict[str, int] = {}
         self.done: set = set()
+        self.loops: Dict[str, _RecurrentLoop] = {}  # recurrent layers by their Add (run())
 
     def unsupported(self, node: Node, why: str) -> UnsupportedOpError:
         return UnsupportedOpError(f"node '{node.name}' ({node.op_name}): {why}")
+
+    def _recurrent_loop(self, src: str, dst: str) -> "_RecurrentLoop":
+        """The netx ``dense_rec`` pattern a back edge ``src -> dst`` must close:
+        neuron -> recurrent dense synapse -> Add <- input synapse, Add -> the
+        same neuron. Anything else is refused naming the edge."""
+        g = self.g
+        rec, neu = g[dst], g[src]
+        why = None
+        adds = g.users(dst)
+        add = adds[0] if len(adds) == 1 else None
+        if neu.op_name not in _SPIKING:
+            why = f"the loop leaves a {neu.op_name}, not a spiking neuron"
+        elif rec.op_name not in ("Affine", "Linear") or len(rec.inputs) != 1:
+            why = (f"the recurrent synapse is a {rec.op_name}; Loihi 2 (netx dense_rec) has "
+                   "dense ones")
+        elif add is None or add.op_name != "Add" or len(add.inputs) != 2:
+            why = "the recurrent synapse must feed one Add that sums it with the layer's input"
+        elif [u.name for u in g.users(add.name)] != [neu.name] or neu.inputs != (add.name,):
+            why = "the recurrent sum must feed exactly the neuron the loop leaves"
+        else:
+            syn = g[add.inputs[0] if add.inputs[1] == dst else add.inputs[1]]
+            if syn.op_name not in ("Affine", "Linear") or syn.name == dst:
+                why = (f"the layer's input synapse is a {syn.op_name}; a recurrent netx layer "
+                       "(dense_rec) has a dense input synapse")
+            elif [u.name for u in g.users(syn.name)] != [add.name]:
+                why = "the layer's input synapse must feed only the recurrent sum"
+            else:
+                return _RecurrentLoop(neuron=neu.name, rec=rec.name, add=add.name,
+                                      syn=syn.name)
+        raise UnsupportedOpError(
+            f"node '{dst}' ({rec.op_name}) has a recurrent input from '{src}' "
+            f"({neu.op_name}): {why}; Loihi 2 takes recurrence as netx's dense_rec (dense input "
+            "synapse + dense recurrent synapse from the layer's own neurons, summed into them)")
 
     def run(self) -> Tuple[Graph, QuantReport]:
         g = self.g
         g.infer_shapes()
         order, back = g.order()
-        if back:
-            src, dst = sorted(back)[0]
-            raise UnsupportedOpError(
-                f"node '{dst}' ({g[dst].op_name}) has a recurrent input from '{src}'; Loihi "
-                "quantization handles feed-forward graphs only")
+        self.loops = {loop.add: loop for loop in (self._recurrent_loop(s, d)
+                                                  for s, d in sorted(back))}
         ins = g.inputs()
         if len(ins) != 1:
             raise UnsupportedOpError(f"graph has {len(ins)} inputs; a netx network has one")
         allowed = ("Input", "Output", "Flatten") + _SYNAPSES + _NEURONS + _POOLS
+        rec_syns = {loop.rec for loop in self.loops.values()}
         for name in order:
             node = g[name]
-            if node.op_name not in allowed:
+            if node.op_name not in allowed and name not in self.loops:
                 raise self.unsupported(
                     node, f"cannot be quantized for Loihi; supported: {', '.join(allowed)} "
                     "(fold batch-norm and scales into the synapses first)")
-            if node.op_name not in ("Output",) and len(g.users(name)) > 1:
+            users = [u for u in g.users(name) if u.name not in rec_syns]
+            if node.op_name not in ("Output",) and len(users) > 1:
                 raise self.unsupported(
-                    node, f"feeds {len(g.users(name))} nodes; netx networks are chains")
+                    node, f"feeds {len(users)} nodes; netx networks are chains")
         for name in order:
-            if name in self.done:
+            if name in self.done or name in rec_syns:
                 continue
             node = g[name]
             op = node.op_name
@@ -626,12 +674,15 @@ class _Quantizer:
         """A synapse and the neuron it feeds become one netx layer (module docstring):
         effective float values, a scale, integers, then the two quantized nodes."""
         neu, src, kind = self._layer_parts(syn)
+        loop = next((lp for lp in self.loops.values() if lp.syn == syn.name), None)
+        rec = self.g[loop.rec] if loop is not None else None
         self.layer_i += 1
         out_shape = tuple(neu.shape)
         nm = _neuron_map(neu, self.g)
         changes = list(nm.changes)
         notes: List[str] = []
-        w, bias, theta = self._effective_float(syn, neu, nm, src, kind, out_shape, changes, notes)
+        w, bias, theta = self._effective_float(syn, neu, nm, src, kind, out_shape, changes, notes,
+                                               rec)
         s, limited_by = self._choose_scale(syn, w, bias, theta)
         s, w_int, clipped = self._integer_weights(syn, w, s, kind, notes)
         zeroed = int(np.count_nonzero((w != 0) & (w_int == 0)))
@@ -646,12 +697,14 @@ class _Quantizer:
                          "Loihi's 24-bit u would wrap")
         self._emit_layer(syn, neu, src, kind, nm, _LayerInts(
             scale=float(s), limited_by=limited_by, w_int=w_int, clipped=clipped, zeroed=zeroed,
-            vth=vth, b_int=b_int, b_form=b_form), changes, notes)
+            vth=vth, b_int=b_int, b_form=b_form), changes, notes, rec)
 
     def _layer_parts(self, syn: Node) -> Tuple[Node, str, str]:
         """The neuron ``syn`` feeds, the quantized node it reads, and 'dense' or 'conv'."""
         g = self.g
         users = g.users(syn.name)
+        if len(users) == 1 and users[0].name in self.loops:
+            users = [g[self.loops[users[0].name].neuron]]
         if len(users) != 1 or users[0].op_name not in _NEURONS:
             what = ", ".join(f"'{u.name}' ({u.op_name})" for u in users) or "nothing"
             raise NotExpressibleError(
@@ -666,15 +719,25 @@ class _Quantizer:
         return users[0], self.name_of[syn.inputs[0]], kind
 
     def _effective_float(self, syn: Node, neu: Node, nm: _NeuronMap, src: str, kind: str,
-                         out_shape: Tuple[int, ...], changes: List[str], notes: List[str]
+                         out_shape: Tuple[int, ...], changes: List[str], notes: List[str],
+                         rec: Optional[Node] = None
                          ) -> Tuple[np.ndarray, np.ndarray, Optional[float]]:
         """Float weights, bias per neuron and the one threshold of the Loihi layer
         (None for a readout): the neuron map applied, the synapse bias moved into
-        the neuron, per-neuron thresholds folded into the weight rows."""
+        the neuron, per-neuron thresholds folded into the weight rows. A
+        recurrent layer's weights are ``[W_in | W_rec]`` side by side (netx's
+        dense_rec: one scale and one weight exponent for both; the recurrent
+        synapse reads the layer's own spikes, gain 1), and both biases count."""
         w = np.asarray(syn.op.weight, np.float64) / self.gain[src]
+        if rec is not None:
+            w = np.hstack((w, np.asarray(rec.op.weight, np.float64)))
         w = _scale_rows(w, _row_factor(nm.w_factor, kind, out_shape, neu, "the input gain"))
         bias = np.broadcast_to(nm.bias, out_shape).astype(np.float64)
         b_syn = getattr(syn.op, "bias", None)
+        b_rec = getattr(rec.op, "bias", None) if rec is not None else None
+        if b_rec is not None and np.any(b_rec):  # a constant input, as the other bias
+            b_syn = np.asarray(b_rec, np.float64) + (0.0 if b_syn is None
+                                                     else np.asarray(b_syn, np.float64))
         if b_syn is not None and np.any(b_syn):
             if nm.syn_bias_factor is None:
                 raise NotExpressibleError(
@@ -782,15 +845,21 @@ class _Quantizer:
         return vth
 
     def _emit_layer(self, syn: Node, neu: Node, src: str, kind: str, nm: _NeuronMap,
-                    ints: "_LayerInts", changes: List[str], notes: List[str]) -> None:
-        """Add the quantized synapse and CUBA neuron nodes and the report row."""
+                    ints: "_LayerInts", changes: List[str], notes: List[str],
+                    rec: Optional[Node] = None) -> None:
+        """Add the quantized synapse and CUBA neuron nodes and the report row; for
+        a recurrent layer also its recurrent synapse and sum, named and wired as
+        the netx loader reads ``dense_rec`` (``layer{i}_dense_rec`` and
+        ``layer{i}_recurrent`` -> ``layer{i}_sum`` -> ``layer{i}_neuron``)."""
         i = self.layer_i
-        qsyn, qneu = f"layer{i}_{kind}", f"layer{i}_neuron"
+        netx_type = "dense_rec" if rec is not None else kind
+        qsyn, qneu = f"layer{i}_{netx_type}", f"layer{i}_neuron"
         w_int = ints.w_int
         weight_exp = None
         if kind == "dense":
             weight_exp = -int(netx_dense_weights(w_int)[1])
-            op = Affine(w_int.astype(np.float32), None)
+            n_in = int(np.asarray(syn.op.weight).shape[1])
+            op = Affine(w_int[:, :n_in].astype(np.float32), None)
         else:
             c = syn.op
             op = Conv2d(w_int.astype(np.float32), None, c.stride, c.padding, c.dilation, c.groups)
@@ -801,9 +870,12 @@ class _Quantizer:
         quant_syn = {"scale": ints.scale, "weight_exp": weight_exp, "weight_bits": _bits(lo, hi),
                      "weight_range": [lo, hi], "clipped": ints.clipped, "zeroed": ints.zeroed,
                      "float_node": syn.name}
-        self.q.add(qsyn, op, [src], {"source": {"netx_layer": i, "type": kind,
+        self.q.add(qsyn, op, [src], {"source": {"netx_layer": i, "type": netx_type,
                                                 "float_node": syn.name},
                                      "quant": quant_syn})
+        qrec = qsum = None
+        if rec is not None:
+            qrec, qsum = f"layer{i}_recurrent", f"layer{i}_sum"
         neuron_op = CubaLIF(tau_syn=_tau(nm.i_decay), tau_mem=_tau(nm.v_decay), r=1.0,
                             v_leak=0.0, v_threshold=float(ints.vth), w_in=1.0, v_reset=0.0,
                             reset="to_reset", v_bias=ints.b_form.astype(np.float32), compare=">")
@@ -816,16 +888,44 @@ class _Quantizer:
             weight_range=(lo, hi), weight_bits=_bits(lo, hi), weight_exp=weight_exp,
             clipped=ints.clipped, zeroed=ints.zeroed, vThMant=ints.vth,
             bias_mant_range=(int(ints.b_int.min()), int(ints.b_int.max())),
-            iDecay=nm.i_decay, vDecay=nm.v_decay, changes=changes, notes=notes)
-        self.q.add(qneu, neuron_op, [qsyn],
-                   {"source": {"netx_layer": i, "type": kind, "neuron_type": "CUBA",
+            iDecay=nm.i_decay, vDecay=nm.v_decay, changes=changes, notes=notes,
+            recurrent=qrec, float_recurrent=rec.name if rec is not None else None)
+        self.q.add(qneu, neuron_op, [qsum or qsyn],
+                   {"source": {"netx_layer": i, "type": netx_type, "neuron_type": "CUBA",
                                "float_node": neu.name},
                     "quant": row.as_dict()}, numerics=numerics)
+        if rec is not None:
+            n_in = int(np.asarray(syn.op.weight).shape[1])
+            self.q.add(qrec, Affine(w_int[:, n_in:].astype(np.float32), None), [qneu],
+                       {"source": {"netx_layer": i, "type": netx_type, "role": "recurrent",
+                                   "float_node": rec.name},
+                        "quant": {**quant_syn, "float_node": rec.name}})
+            self.q.add(qsum, Add(), [qsyn, qrec],
+                       {"source": {"netx_layer": i, "type": netx_type, "role": "sum",
+                                   "float_node": self.loops_by_rec()[rec.name]}})
+            loop = self.loops[self.loops_by_rec()[rec.name]]
+            self.name_of[rec.name], self.name_of[loop.add] = qrec, qsum
+            self.done.update((rec.name, loop.add))
         self.rows.append(row)
         self.name_of[syn.name], self.name_of[neu.name] = qsyn, qneu
         self.gain[qneu] = 1.0
         self.depth[qsyn] = self.depth[qneu] = self.depth[src] + 1
         self.done.add(neu.name)
+
+    def loops_by_rec(self) -> Dict[str, str]:
+        """Recurrent synapse -> the Add of its loop."""
+        return {lp.rec: add for add, lp in self.loops.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class _RecurrentLoop:
+    """A recurrent layer of the float graph (netx ``dense_rec``): ``syn`` and
+    ``rec`` are summed by ``add`` into ``neuron``, whose spikes ``rec`` reads."""
+
+    neuron: str
+    rec: str
+    add: str
+    syn: str
 
 
 @dataclasses.dataclass
@@ -896,8 +996,9 @@ def pipeline_depths(graph: Graph) -> Dict[str, int]:
     (and in loihi numerics) a node of depth d sees the input of step t at
     step t + d."""
     depth: Dict[str, int] = {}
-    for node in graph.topological_order():
-        d = max((depth[s] for s in node.inputs), default=0)
+    order, back = graph.order()
+    for node in (graph[n] for n in order):
+        d = max((depth[s] for s in node.inputs if (s, node.name) not in back), default=0)
         depth[node.name] = d + (1 if node.op_name in _SYNAPSES else 0)
     return depth
 
