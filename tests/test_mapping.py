@@ -444,6 +444,9 @@ def test_loihi2_oxford_shaped_network_by_hand():
     assert report.layer("fc1").neurons_per_core == [187, 69]
     assert report.layer("fc2").neurons_per_core == [149, 51]
     assert report.cores_used == 4
+    ref = report.reference            # recognised by its layer shapes
+    assert ref["name"] == "oxford" and ref["cores_used"] == 5
+    assert "not a validation" in ref["caveat"] and "synapse_overhead_bits" in ref["caveat"]
 
 
 def test_loihi2_synapse_overhead_is_the_fit_to_intels_oxford_allocations():
