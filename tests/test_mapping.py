@@ -67,13 +67,14 @@ def test_balance_strategy_splits_1000_neurons_evenly_over_the_same_3_cores():
 
 
 def test_synaptic_memory_limits_neurons_per_core_by_hand():
-    # loihi2 stores dense layers densely: 200 synapses per neuron at 2 + 64 bits
-    # = 13,200 bits; 100,000 bits hold 7 neurons (92,400); 100 neurons -> 14 x 7 + 2.
-    report = map_onto_cores(dense_net([200, 100]), limits={"synaptic_memory": 100_000})
+    # loihi2 stores dense layers densely: 200 synapses per neuron at 2 weight bits +
+    # 34 overhead bits = 7,200 bits; 50,000 bits hold 6 neurons (43,200);
+    # 100 neurons -> 16 x 6 + 4.
+    report = map_onto_cores(dense_net([200, 100]), limits={"synaptic_memory": 50_000})
     layer = report.layer("fc1")
-    assert layer.bits_per_synapse == 2 + 64
-    assert layer.neurons_per_core == [7] * 14 + [2]
-    assert [c.needs["synaptic_memory"] for c in report.cores] == [92_400] * 14 + [26_400]
+    assert layer.bits_per_synapse == 2 + 34
+    assert layer.neurons_per_core == [6] * 16 + [4]
+    assert [c.needs["synaptic_memory"] for c in report.cores] == [43_200] * 16 + [28_800]
 
 
 def test_sparse_storage_counts_only_non_zero_weights():
@@ -81,25 +82,25 @@ def test_sparse_storage_counts_only_non_zero_weights():
     for i in range(100):  # exactly 50 non-zeros per row, both signs, odd values
         w[i, RNG.choice(200, 50, replace=False)] = RNG.choice([-1.0, 1.0], 50)
     w[0, :2] = [-1, 1]
-    # 50 synapses x 66 bits = 3,300 per neuron; 100,000 bits hold 30 neurons
+    # 50 synapses x 36 bits = 1,800 per neuron; 54,000 bits hold 30 neurons
     report = map_onto_cores(dense_net([200, 100], [w]),
-                            limits={"synaptic_memory": 100_000, "dense_storage": False})
+                            limits={"synaptic_memory": 54_000, "dense_storage": False})
     assert report.layer("fc1").neurons_per_core == [30, 30, 30, 10]
 
 
 def test_lower_bound_and_distance_from_it_by_hand():
-    # fc1 400->1000 at 66 bits: 26,400 bits per neuron; 1e6-bit cores hold 37
-    # neurons -> 28 cores, but ceil(26.4e6 / 1e6) = 27 is the layer's bound.
-    # fc2 1000->10: 660,000 bits, 1,000 inputs -> 1 core, bound 1.
+    # fc1 400->1000 at 2 + 34 = 36 bits: 14,400 bits per neuron; 545,454-bit cores
+    # hold 37 neurons -> 28 cores, but ceil(14.4e6 / 545,454) = 27 is the layer's bound.
+    # fc2 1000->10: 360,000 bits, 1,000 inputs -> 1 core, bound 1.
     report = map_onto_cores(dense_net([400, 1000, 10]),
-                            limits={"synaptic_memory": 1_000_000, "neurons": 400})
+                            limits={"synaptic_memory": 545_454, "neurons": 400})
     fc1, fc2 = report.layer("fc1"), report.layer("fc2")
     assert fc1.lower_bound_by_resource == {"neurons": 3, "synaptic_memory": 27,
                                            "input_axons": 1, "output_axons": 1}
     assert (fc1.lower_bound, fc2.lower_bound) == (27, 1)
     assert (len(fc1.cores), len(fc2.cores)) == (28, 1)
     assert (report.lower_bound, report.cores_used, report.above_lower_bound) == (28, 29, 1)
-    # shared-core bound: memory (26.4e6 + 0.66e6) / 1e6 -> 28
+    # shared-core bound: memory (14.4e6 + 0.36e6) / 545,454 = 27.06 -> 28
     assert report.shared_lower_bound == 28
 
 
@@ -120,7 +121,7 @@ def test_conv_without_weight_sharing_stores_the_irs_border_aware_synapses():
     report = map_onto_cores(g, limits={"neurons": 10_000, "weight_sharing": False,
                                        "dense_storage": True})
     structural = g.node_counts(g["conv1"])["synapses"]   # the IR's own count
-    assert report.layer("conv1").totals["synaptic_memory"] == structural * (8 + 64)
+    assert report.layer("conv1").totals["synaptic_memory"] == structural * (8 + 34)
 
 
 # ------------------------------------------------------------------ errors
@@ -133,11 +134,11 @@ def test_fan_in_over_the_limit_names_layer_resource_need_and_limit():
 
 def test_synapses_over_memory_names_layer_resource_need_and_limit():
     w = RNG.integers(-128, 128, size=(10, 4000)).astype(np.float32)
-    w[0, :2] = [-128, 127]          # full 8-bit mixed range: 8 bits + 64 overhead
+    w[0, :2] = [-128, 127]          # full 8-bit mixed range: 8 bits + 34 overhead
     with pytest.raises(DoesNotFitError) as e:
         map_onto_cores(dense_net([4000, 10], [w]), limits={"synaptic_memory": 100_000})
-    assert str(e.value) == ("layer 'fc1' does not fit a loihi2 core: one neuron needs 288,000 "
-                            "bits of synaptic memory (4,000 synapses x 72 bits), a core has "
+    assert str(e.value) == ("layer 'fc1' does not fit a loihi2 core: one neuron needs 168,000 "
+                            "bits of synaptic memory (4,000 synapses x 42 bits), a core has "
                             "100,000")
     assert isinstance(e.value, NmtcError) and e.value.exit_code == 2
 
@@ -371,29 +372,113 @@ def test_pilotnet_fits_every_core_and_uses_at_least_the_lower_bound(pilotnet):
     assert report.cores_used >= report.lower_bound >= report.shared_lower_bound
 
 
-def test_pilotnet_cores_lie_between_a_hand_bound_and_intels_74_plus_half(pilotnet):
+def test_pilotnet_cores_lie_between_a_hand_bound_and_intels_74(pilotnet):
+    """Loihi 2's documented per-core limits, none fitted to PilotNet: 8,192 neurons
+    (1 M neurons / 128 cores), 192 KB, 34 bits per dense synapse besides its weight
+    (fitted on the Oxford network), 4,096 output axons (Loihi 1 prior)."""
     _, report = pilotnet
     prof = load_profile("loihi2")
-    per_core = prof.value("resources", "packing_neurons_per_core")          # 3,072
-    memory = prof.value("resources", "synaptic_memory_per_core")            # 1,572,864 bits
-    overhead = prof.value("resources", "synapse_overhead_bits")             # 64 bits
-    # PilotNet-LIF's neuron layers (Intel's network.net), one layer per core: each needs
-    # ceil(neurons / per_core) cores; the 2560 -> 100 dense layer stores all 256,000
-    # weights (dense storage) at >= 1 weight bit + the overhead each.
+    fitted = {k: q.source for k, q in prof.sections["resources"].items() if q.fitted}
+    assert fitted and all("pilotnet" not in src.lower() for src in fitted.values())
+    neurons_per_core = 2 ** 20 // 128                             # 8,192 (brief: 1 M / 128)
+    assert prof.value("resources", "neurons_per_core") == neurons_per_core
+    memory = 192 * 1024 * 8                                       # 192 KB in bits
+    overhead = 34                                                 # fitted on Oxford
+    out_axons = 4096
+    # per layer: ceil(neurons / 8,192), and every neuron with a consumer needs >= 1
+    # output axon (layer5 feeds every core of the densely stored dense layer: >= 6)
     neurons = [3 * 66 * 200, 24 * 32 * 99, 36 * 15 * 49, 48 * 7 * 24, 64 * 4 * 22,
-               64 * 2 * 20, 100, 50, 10, 1]
-    by_neurons = [-(-n // int(per_core)) for n in neurons]     # 13 25 9 3 2 1 1 1 1 1
-    dense_memory = -(-2560 * 100 * (1 + int(overhead)) // int(memory))     # 11
-    hand_bound = sum(by_neurons) - 1 + max(1, dense_memory)                # 67
-    assert hand_bound == 67
-    assert hand_bound <= report.lower_bound <= report.cores_used
-    # upper: Intel's compiler used 74 cores; nmtc's assumed axon limits may cost more,
-    # but not more than half again (111)
-    assert report.cores_used <= 74 * 1.5
+               64 * 2 * 20]
+    dense_cores = -(-2560 * 100 * (1 + overhead) // memory)      # 256,000 weights >= 9 bits
+    assert dense_cores == 6
+    conv = [max(-(-n // neurons_per_core), -(-n // out_axons)) for n in neurons[:5]]
+    conv.append(max(-(-neurons[5] // neurons_per_core), -(-neurons[5] * dense_cores // out_axons)))
+    hand_bound = sum(conv) + dense_cores + 3                      # 10 19 7 2 2 4 + 6 + 3
+    assert hand_bound == 53
+    assert hand_bound <= report.cores_used <= 74                  # Intel's compiler: 74
+    assert report.lower_bound <= report.cores_used
     ref = report.reference
     assert ref["cores_used"] == 74 and ref["nmtc_cores_used"] == report.cores_used
     text = "\n".join(report.lines())
     assert "74 cores" in text and f"nmtc uses {report.cores_used}" in text
+    assert "no per-core limit was fitted to this mapping" in text and "layer1_conv" in text
     kinds = {lim.name: lim.kind for lim in report.limits}
-    assert kinds["input_axons"] == "assumed" and kinds["neurons"] == "fitted"
+    assert kinds["input_axons"] == "assumed" and kinds["neurons"] == "published"
     assert report.what_if and all("change" in w for w in report.what_if)
+    # every conv core receives its input on one axon (Intel's printout: 1-2)
+    for layer in report.layers:
+        if layer.kind == "conv":
+            assert all(c.needs["input_axons"] == 1 for c in report.cores
+                       if c.layer == layer.name)
+
+
+# --------------------------------------------- Loihi 2's documented limits by hand
+def test_loihi2_neuron_limit_by_hand():
+    # 3 -> 20,000 dense: 8,192 neurons per core (brief: 1 M neurons / 128 cores);
+    # memory 3 synapses x (2 + 34) bits x 8,192 = 884,736 bits < 192 KB
+    report = map_onto_cores(dense_net([3, 20_000]))
+    assert report.layer("fc1").neurons_per_core == [8192, 8192, 20_000 - 2 * 8192]
+
+
+def test_loihi2_dense_memory_limit_by_hand():
+    # 2,000 -> 300 ternary (2 netx bits): a neuron stores 2,000 x (2 + 34) = 72,000
+    # bits; 192 KB = 1,572,864 bits hold 21 -> 14 x 21 + 6
+    report = map_onto_cores(dense_net([2000, 300]))
+    assert report.layer("fc1").neurons_per_core == [21] * 14 + [6]
+    assert report.cores[0].needs["synaptic_memory"] == 21 * 72_000
+
+
+def _weights(out: int, inn: int, lo: int, hi: int) -> np.ndarray:
+    w = RNG.integers(lo, hi + 1, size=(out, inn)).astype(np.float32)
+    w[0, :3] = [lo, hi, 1]                # both extremes and an odd value
+    return w
+
+
+def test_loihi2_oxford_shaped_network_by_hand():
+    """Intel's Oxford network's shapes (dense 200 -> 256 -> 200, netx 8- and 7-bit
+    weights): 200 x (8 + 34) = 8,400 bits per neuron -> 187 per 192 KB core;
+    256 x (7 + 34) = 10,496 -> 149. Intel's compiler used 3 + 2 cores."""
+    g = dense_net([200, 256, 200], [_weights(256, 200, -128, 127), _weights(200, 256, -64, 63)])
+    report = map_onto_cores(g)
+    assert [report.layer(n).weight_bits for n in ("fc1", "fc2")] == [8, 7]
+    assert report.layer("fc1").neurons_per_core == [187, 69]
+    assert report.layer("fc2").neurons_per_core == [149, 51]
+    assert report.cores_used == 4
+    ref = report.reference            # recognised by its layer shapes
+    assert ref["name"] == "oxford" and ref["cores_used"] == 5
+    assert "not a validation" in ref["caveat"] and "synapse_overhead_bits" in ref["caveat"]
+
+
+def test_loihi2_synapse_overhead_is_the_fit_to_intels_oxford_allocations():
+    """The fit written out: Intel's compiler charged 16,200 and 16,128 SynMem units
+    (12,000 per core, read as 192 KB) for the Oxford layers' 51,200 synapses each
+    (netx 8 and 7 weight bits). Validation on PilotNet-LIF's 2560->100 layer (3 bits),
+    not used in the fit: 61,440 units for 100 neurons, 12,800 for 17."""
+    bits_per_unit = 192 * 1024 * 8 / 12_000
+    over = [16_200 * bits_per_unit / 51_200 - 8, 16_128 * bits_per_unit / 51_200 - 7]
+    fit = round(sum(over) / 2)
+    assert fit == load_profile("loihi2").value("resources", "synapse_overhead_bits") == 34
+    for neurons, units in ((100, 61_440), (17, 12_800)):
+        predicted = neurons * 2560 * (3 + fit) / bits_per_unit
+        assert abs(predicted / units - 1) < 0.2
+
+
+def test_loihi2_conv_takes_one_input_axon_per_core_by_hand():
+    """8x64x64 -> conv 16@3x3 pad 1: 65,536 neurons -> 8 cores of 8,192 when a conv
+    core receives its input on one axon. With one axon per pre-synaptic neuron
+    (conv_shared_axons off) a tile needs 8 x (rows + 2) x (cols + 2) <= 4,096
+    (fewer at the border): no 8- or 9-tile grid of the 64x64 map fits, a 5 x 2 grid
+    of 13 x 32 tiles does (8 x 15 x 33 = 3,960): 10 cores."""
+    g = Graph()
+    g.add("x", Input((8, 64, 64)))
+    g.add("conv1", Conv2d(RNG.integers(-3, 4, size=(16, 8, 3, 3)).astype(np.float32),
+                          padding=(1, 1)), ["x"])
+    g.add("lif1", IF(), ["conv1"])
+    g.add("out", Output(), ["lif1"])
+    g.infer_shapes()
+    shared = map_onto_cores(g)
+    assert len(shared.layer("conv1").cores) == 8
+    assert all(c.needs["input_axons"] == 1 for c in shared.cores)
+    per_neuron = map_onto_cores(g, limits={"conv_shared_axons": False})
+    assert len(per_neuron.layer("conv1").cores) == 10
+    assert max(c.needs["input_axons"] for c in per_neuron.cores) == 3960

@@ -39,7 +39,10 @@ What a slice needs (one core per slice):
 * ``input_axons``: distinct pre-synaptic neurons with a synapse into the
   slice (one input axon each). For convolutions: input channels of the
   touched groups x input rows x input columns of the slice's receptive field
-  (padding excluded), a structural count.
+  (padding excluded), a structural count. With the profile's
+  ``conv_shared_axons`` (Loihi 2's convolutional connectivity: the spike
+  carries its source position and the shared kernel is indexed by it) a
+  convolution slice needs one input axon for its incoming connection.
 * ``output_axons``: for each neuron of the slice, the number of distinct
   destination cores that hold one of its synapses, summed (Loihi routes one
   spike message per destination core). Known once the consumer layers are
@@ -284,12 +287,15 @@ class BoxGeometry:
 
     def __init__(self, shape3: Tuple[int, int, int], conv: Optional[dict] = None, *,
                  weight_sharing: bool = True, dense_storage: bool = False,
-                 weight_bits: int = 8, bits_per_synapse: int = 0) -> None:
+                 weight_bits: int = 8, bits_per_synapse: int = 0,
+                 shared_axons: bool = False) -> None:
         self.C, self.H, self.W = (int(v) for v in shape3)
         self.axes_shape = (self.C, self.H, self.W)
         self.n = self.C * self.H * self.W
         self.conv = conv
         self.shared = bool(weight_sharing)
+        #: one input axon per slice for the whole connection (Loihi 2 conv encoding)
+        self.shared_axons = bool(shared_axons) and conv is not None
         self.wbits = int(weight_bits)
         self.bits = int(bits_per_synapse)
         if conv is None:
@@ -356,9 +362,12 @@ class BoxGeometry:
                 rh = np.stack([self.vh[s:e].sum(0) for s, e in segs_h])       # (nh, kH)
                 rw = np.stack([self.vw[s:e].sum(0) for s, e in segs_w])       # (nw, kW)
                 out["synaptic_memory"] = np.einsum("iab,ja,kb->ijk", mc, rh, rw) * self.bits
-            ci, ri, wi = axis_vals if axis_vals is not None else \
-                (self.axis_values(a, sg) for a, sg in enumerate((segs_c, segs_h, segs_w)))
-            out["input_axons"] = ci[:, None, None] * ri[None, :, None] * wi[None, None, :]
+            if self.shared_axons:
+                out["input_axons"] = np.ones(shape, np.int64)
+            else:
+                ci, ri, wi = axis_vals if axis_vals is not None else \
+                    (self.axis_values(a, sg) for a, sg in enumerate((segs_c, segs_h, segs_w)))
+                out["input_axons"] = ci[:, None, None] * ri[None, :, None] * wi[None, None, :]
         c = np.array([[s, e] for s, e in segs_c])
         h = np.array([[s, e] for s, e in segs_h])
         w = np.array([[s, e] for s, e in segs_w])
@@ -377,7 +386,8 @@ class BoxGeometry:
         elif self.shared:
             mem = self.kernel_bits_per_channel
             detail = f"its kernel: {self.cin_g * self.kh * self.kw:,} weights x {self.wbits} bits"
-            fan_in = self.cin_g * max(self._rows(h, h + 1) for h in range(self.H)) * \
+            fan_in = 1 if self.shared_axons else \
+                self.cin_g * max(self._rows(h, h + 1) for h in range(self.H)) * \
                 max(self._cols(w, w + 1) for w in range(self.W))
         else:
             syn = np.einsum("cab,ha,wb->chw", self.m, self.vh, self.vw)
@@ -415,7 +425,8 @@ class BoxGeometry:
                 if mc * mh > limits.neurons:
                     continue
                 for tw, (sw, mw, fw, twsum, _) in axes[2].items():
-                    if mc * mh * mw > limits.neurons or fc * fh * fw > limits.input_axons:
+                    fan_in = 1 if self.shared_axons else fc * fh * fw
+                    if mc * mh * mw > limits.neurons or fan_in > limits.input_axons:
                         continue
                     cands.append((len(sc) * len(sh) * len(sw), tcsum * thsum * twsum,
                                   mc * mh * mw, -tc, tc, th, tw))
@@ -468,7 +479,8 @@ class BoxGeometry:
                 mem = self.C * self.kernel_bits_per_channel
             else:
                 mem = int(np.einsum("cab,ha,wb->", self.m, self.vh, self.vw)) * self.bits
-            used = int(self.input_mask(((0, self.C), (0, self.H), (0, self.W))).sum())
+            used = 1 if self.shared_axons else \
+                int(self.input_mask(((0, self.C), (0, self.H), (0, self.W))).sum())
         return {"neurons": self.n, "synaptic_memory": mem, "input_axons": used,
                 "output_axons": int((dest > 0).sum())}
 
@@ -689,5 +701,6 @@ def _synaptic_layer(graph: Graph, syn: str, neuron: str, shape: Tuple[int, ...],
     bps = wbits if limits.weight_sharing else wbits + overhead
     geom = BoxGeometry(s3, conv, weight_sharing=limits.weight_sharing,
                        dense_storage=limits.dense_storage, weight_bits=wbits,
-                       bits_per_synapse=bps)
+                       bits_per_synapse=bps,
+                       shared_axons=limits.conv_shared_axons and limits.weight_sharing)
     return Layer(syn, neuron, syn, "conv", shape, pre, geom, wbits, note, bps, quantized)

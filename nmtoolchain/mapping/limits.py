@@ -73,6 +73,7 @@ class CoreLimits:
     synapse_overhead_bits: int    # per stored synapse, besides its weight bits
     dense_storage: bool           # dense layers store zeros too
     weight_sharing: bool          # a conv kernel is stored once per core
+    conv_shared_axons: bool       # a conv slice receives its input on one axon per connection
     default_weight_bits: int      # assumed for float (unquantized) weights
     cores_per_chip: Optional[int]
     records: Dict[str, Limit] = field(default_factory=dict)
@@ -85,7 +86,8 @@ class CoreLimits:
 
     def limit_list(self) -> List[Limit]:
         order = list(RESOURCES) + ["synapse_overhead_bits", "dense_storage", "weight_sharing",
-                                   "default_weight_bits", "cores_per_chip"]
+                                   "conv_shared_axons", "default_weight_bits",
+                                   "cores_per_chip"]
         return [self.records[k] for k in order if k in self.records]
 
 
@@ -110,7 +112,11 @@ def core_limits(profile: Profile, overrides: Optional[Mapping[str, float]] = Non
     Per-synapse overhead: ``synapse_overhead_bits`` when present, else
     ``synapse_bits - weight_bits`` (a stored synapse at full weight width).
     Dense storage: ``dense_synapse_storage`` (default false: only non-zero
-    weights are stored).
+    weights are stored). Convolution axons: ``conv_shared_axons`` (default
+    false: one input axon per pre-synaptic neuron in a slice's receptive
+    field; true: a shared-weight convolution slice receives all its spikes on
+    one input axon per incoming connection, the spike carrying its source
+    position, as Loihi 2's convolutional connectivity does).
     """
     fname = profile.path.name
     if profile.kind != "chip" or profile.mapping != "split":
@@ -164,6 +170,13 @@ def core_limits(profile: Profile, overrides: Optional[Mapping[str, float]] = Non
     else:
         rec["weight_sharing"] = Limit("weight_sharing", False, "bool", "default",
                                       "nmtc default: every conv synapse stored", "assumed")
+    if profile.has("resources", "conv_shared_axons"):
+        rec["conv_shared_axons"] = _from_quantity("conv_shared_axons", "conv_shared_axons",
+                                                  need("conv_shared_axons"), "bool")
+    else:
+        rec["conv_shared_axons"] = Limit("conv_shared_axons", False, "bool", "default",
+                                         "nmtc default: one input axon per pre-synaptic neuron "
+                                         "of a convolution", "assumed")
     if profile.has("resources", "cores"):
         rec["cores_per_chip"] = _from_quantity("cores_per_chip", "cores", need("cores"), "cores")
 
@@ -191,6 +204,7 @@ def core_limits(profile: Profile, overrides: Optional[Mapping[str, float]] = Non
         synapse_overhead_bits=int(round(rec["synapse_overhead_bits"].value)),
         dense_storage=bool(rec["dense_storage"].value),
         weight_sharing=bool(rec["weight_sharing"].value),
+        conv_shared_axons=bool(rec["conv_shared_axons"].value),
         default_weight_bits=int(round(rec["default_weight_bits"].value)),
         cores_per_chip=int(chip.value) if chip is not None else None, records=rec)
 

@@ -151,6 +151,11 @@ def _what_if(graph: Graph, prof: Profile, strategy: str, lim: CoreLimits,
     if lim.dense_storage and kinds["dense_storage"] in ("assumed", "fitted"):
         variants.append((f"only non-zero dense weights stored ({kinds['dense_storage']} dense "
                          f"storage off)", {"dense_storage": False}))
+    shared_axons = lim.records["conv_shared_axons"]
+    if lim.conv_shared_axons and (shared_axons.kind in ("assumed", "fitted")
+                                  or shared_axons.confidence == "low"):
+        variants.append(("one input axon per pre-synaptic neuron of a convolution "
+                         "(conv_shared_axons off)", {"conv_shared_axons": False}))
     if lim.weight_sharing and kinds["weight_sharing"] in ("assumed", "fitted"):
         variants.append((f"no conv weight sharing ({kinds['weight_sharing']} sharing off)",
                          {"weight_sharing": False}))

@@ -43,6 +43,23 @@ REFERENCE_MAPPINGS = {
                     "cores because of synaptic memory"),
         "details_source": ("lava-dl tutorials/lava/lib/dl/netx/pilotnet_snn/benchmark.ipynb "
                            "(lava-loihi compiler, Oheo Gulch)"),
+        #: cores per neuron layer, in layer order, from the compiler's "Per core
+        #: distribution" table printed in that notebook
+        "cores_per_layer": [13, 25, 13, 3, 3, 2, 12, 1, 1, 1],
+        "conv_neurons_per_core": "2,048-3,168",
+        #: a fitted limit whose source names this word was fitted on this mapping
+        "fit_marker": "pilotnet",
+    },
+    "oxford": {
+        "network": ("Intel's Oxford network (lava-dl tutorials/lava/lib/dl/netx/oxford/"
+                    "Trained/network.net, dense 200->256->200)"),
+        "layer_shapes": [[256], [200]],
+        "profiles": ("loihi2",),
+        "details": "3 cores of 85-86 neurons for the 256-neuron layer, 2 of 100 for the 200",
+        "details_source": ("lava-dl tutorials/lava/lib/dl/netx/oxford/run.ipynb (lava-loihi "
+                           "compiler)"),
+        "cores_per_layer": [3, 2],
+        "fit_marker": "oxford",
     },
 }
 
@@ -294,20 +311,37 @@ def match_reference(layers, profile: Profile, cores_used: int) -> Optional[Dict[
         theirs = int(q.canonical)
         comparison = []
         convs = [L for L in layers if L.kind == "conv"]
-        if convs:
+        if convs and ref.get("conv_neurons_per_core"):
             per = [s.needs["neurons"] for L in convs for s in L.slices]
             comparison.append(f"nmtc conv cores hold {min(per):,}-{max(per):,} neurons "
-                              f"(Intel: 2,048-3,168)")
-        dense = [L for L in layers if L.kind == "dense" and L.geom.in_size == 2560]
-        for L in dense:
-            comparison.append(f"nmtc puts the 2560->{L.n} dense layer '{L.name}' on "
-                              f"{len(L.slices)} cores (Intel: 12)")
+                              f"(Intel: {ref['conv_neurons_per_core']})")
+        theirs_per_layer = ref.get("cores_per_layer")
+        if theirs_per_layer:
+            mine = [len(L.slices) for L in layers]
+            comparison.append("cores per layer, nmtc vs Intel: " + ", ".join(
+                f"{L.name} {m} vs {t}" for L, m, t in zip(layers, mine, theirs_per_layer)))
         return {"name": key, "network": ref["network"], "cores_used": theirs,
                 "by": "Intel's lava-loihi compiler", "source": q.source,
                 "details": ref["details"], "details_source": ref["details_source"],
                 "nmtc_cores_used": cores_used, "difference": cores_used - theirs,
                 "ratio": cores_used / theirs, "comparison": comparison,
-                "caveat": ("not a validation: the limits marked 'fitted' were chosen from this "
-                           "same mapping; only the published and assumed limits are "
-                           "independent of it")}
+                "caveat": _caveat(profile, str(ref.get("fit_marker", key)))}
     return None
+
+
+def _caveat(profile: Profile, marker: str) -> str:
+    """What a comparison with the published mapping can and cannot show: a
+    fitted limit whose source names ``marker`` was chosen from this mapping."""
+    fitted = [k for k, q in profile.sections.get("resources", {}).items() if q.fitted]
+    here = [k for k in fitted
+            if marker.lower() in profile.sections["resources"][k].source.lower()]
+    if here:
+        return (f"not a validation: the limits marked 'fitted' ({', '.join(here)}) were "
+                f"chosen from this same mapping; only the published and assumed limits are "
+                f"independent of it")
+    out = "no per-core limit was fitted to this mapping"
+    if fitted:
+        out += f" (fitted on another network: {', '.join(fitted)})"
+    return (out + "; limits whose source cites the vendor's printout of this mapping "
+            "(e.g. conv_shared_axons) are read from it, so this comparison does not "
+            "validate them independently")

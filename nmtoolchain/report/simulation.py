@@ -212,7 +212,12 @@ def measured_comparison(name: str, prof_rows: Dict[str, Dict[str, Any]],
         meas_e = prof.value(sec, "dynamic_energy_per_inference", unit="pJ")
         meas_t = prof.value(sec, "step_time", unit="ns")
         est = prof_rows[pid]
-        fitted = [f"{s}.{k}" for s, k, q in prof.quantities() if q.fitted]
+        # a fitted constant whose source names the measured network was fitted on it
+        marker = name.split("_")[0].lower()
+        fitted = [f"{s}.{k}" for s, k, q in prof.quantities()
+                  if q.fitted and marker in q.source.lower()]
+        elsewhere = [f"{s}.{k}" for s, k, q in prof.quantities()
+                     if q.fitted and marker not in q.source.lower()]
         rows.append({
             "profile": pid, "measurement": name,
             "measured_dynamic_pj": meas_e, "estimated_dynamic_pj": est["dynamic_pj"],
@@ -224,6 +229,7 @@ def measured_comparison(name: str, prof_rows: Dict[str, Dict[str, Any]],
             "sources": {"energy": prof.source(sec, "dynamic_energy_per_inference"),
                         "time": prof.source(sec, "step_time")},
             "fitted_constants": fitted,
+            "fitted_on_other_networks": elsewhere,
         })
     if not rows:
         raise BadInputError(f"--measured {name}: no profile among {profiles} holds a measurement "
@@ -356,6 +362,9 @@ def render_report(rep: Dict[str, Any], console: Any) -> None:
         console.print(f"  source: {m['sources']['energy']}")
         console.print("  fitted to this network (not validated by it): "
                       + (", ".join(m["fitted_constants"]) or "none"))
+        if m.get("fitted_on_other_networks"):
+            console.print("  fitted on other networks (validated by this one): "
+                          + ", ".join(m["fitted_on_other_networks"]))
 
 
 def _figure_png(fig: Any) -> str:
