@@ -45,7 +45,8 @@ STEPS = 4
 
 
 def scaled(cand: Candidate, max_depth: int) -> Candidate:
-    """The candidate with its first ``max_depth`` blocks (the tiny space starts at 3)."""
+    """The candidate with its first ``max_depth`` blocks (still a tiny-space candidate:
+    depths 1-10), so deep draws stay cheap to train instead of being redrawn."""
     d = min(cand.depth, max_depth)
     return Candidate(d, cand.mlp_ratios[:d], cand.heads[:d], cand.embed_dim)
 
