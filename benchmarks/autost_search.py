@@ -5,7 +5,7 @@
   model and tracing it (the route the search avoids), side by side;
 * the full default search (population 50, 20 iterations, FLOPs fitness) on a
   space: wall time, candidates evaluated and drawn, the best;
-* energy at initialisation (simulated T = 4, all-ones batch, cmos45nm/syops)
+* energy at initialisation (simulated T = 4, all-ones input, cmos45nm/syops)
   for the first N evaluated candidates with 1 and with ``--workers`` processes,
   and the time for all evaluated candidates at that rate (an extrapolation,
   printed as such unless ``--energy-all`` measures it).
@@ -39,7 +39,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--energy-n", type=int, default=4)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--energy-all", action="store_true")
     args = ap.parse_args()
 

@@ -389,7 +389,7 @@ def search(space: str = "small", *, params: Sequence[float] = (11e6, 12e6),
            profile: str = "cmos45nm", energy_weight: float = 0.0,
            energy_budget_j: Optional[float] = None, fit: Optional[str] = None, seed: int = 0,
            workers: int = 1, ray_address: Optional[str] = None, energy: bool = False,
-           energy_batch: int = 4, out_dir: Optional[Union[str, Path]] = None,
+           energy_batch: int = 1, out_dir: Optional[Union[str, Path]] = None,
            progress: Optional[Callable[[int, int], None]] = None, **constants: Any) -> Any:
     """AutoST's training-free search (:mod:`nmtoolchain.methods.autost`).
 
@@ -398,12 +398,15 @@ def search(space: str = "small", *, params: Sequence[float] = (11e6, 12e6),
     energy at initialisation on ``profile``; ``fit`` ("loihi2:K" or "speck")
     keeps only candidates that fit. ``energy`` measures energy at init for
     every evaluated candidate after the search (on ``workers`` local processes
-    or the Ray cluster at ``ray_address``). ``constants`` override the
+    or the Ray cluster at ``ray_address``) on ``energy_batch`` all-ones images
+    (recorded in the results). ``constants`` override the
     published ones (population, iterations, select, mutations, crossovers,
     s_prob, m_prob). Returns a
     :class:`~nmtoolchain.methods.autost.search.SearchResult`; with ``out_dir``
     also writes candidates.jsonl, best_config.json, best.pt, summary.json and
-    the proxy/energy plot (their paths in ``result.notes``)."""
+    the proxy/energy plot (their paths in ``result.notes``). ``progress(n, g)`` hears of n
+    candidates evaluated by generation g, then (``energy``) of n of N energies
+    measured as ``progress(n, -N)``."""
     from nmtoolchain.methods.autost.evaluate import EnergyJob, Scorer
     from nmtoolchain.methods.autost.search import FitConstraint, SearchConfig, run_search
 
@@ -423,13 +426,20 @@ def search(space: str = "small", *, params: Sequence[float] = (11e6, 12e6),
                     num_classes=cfg.num_classes)
     with Scorer(job, workers=int(workers), ray_address=ray_address) as scorer:
         result = run_search(cfg, scorer if cfg.needs_energy() else None, progress)
+        if energy or cfg.needs_energy():
+            result.energy_setup = job.describe()
         if energy and not cfg.needs_energy():
             import time
 
             t0 = time.perf_counter()
             todo = [ev for ev in result.evaluated if ev.energy_pj is None]
-            for ev, e in zip(todo, scorer([ev.candidate for ev in todo])):
-                ev.energy_pj = float(e)
+            step = max(1, 16 * int(workers))  # progress after every slice
+            for i in range(0, len(todo), step):
+                part = todo[i:i + step]
+                for ev, e in zip(part, scorer([ev.candidate for ev in part])):
+                    ev.energy_pj = float(e)
+                if progress is not None:
+                    progress(i + len(part), -len(todo))
             result.notes.append(f"energy at init of {len(todo)} candidates on {profile}: "
                                 f"{time.perf_counter() - t0:.1f} s with "
                                 + (f"Ray at {ray_address or 'local'}" if ray_address is not None

@@ -617,7 +617,9 @@ def _search_progress() -> Iterator[Optional[Callable[[int, int], None]]]:
     with Progress(TextColumn("searching"), BarColumn(), TextColumn("{task.description}"),
                   console=_console(stderr=True), transient=True) as bar:
         task = bar.add_task("", total=None)
-        yield lambda n, gen: bar.update(task, description=f"{n} evaluated, generation {gen}")
+        yield lambda n, gen: bar.update(
+            task, description=f"{n} evaluated, generation {gen}" if gen >= 0
+            else f"energy at init: {n} of {-gen}")
 
 
 @app.command()

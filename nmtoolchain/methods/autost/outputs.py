@@ -35,7 +35,8 @@ def summary(result: SearchResult) -> Dict[str, object]:
             "energy_weight": c.energy_weight, "energy_budget_j": c.energy_budget_j,
             "fit": None if c.fit is None else f"{c.fit.profile}:{c.fit.max_chips}",
             "evaluated": len(result.evaluated), "draws": result.draws,
-            "wall_s": result.wall_s, "best": result.best.as_dict(),
+            "wall_s": result.wall_s, "energy_at_init": result.energy_setup,
+            "best": result.best.as_dict(),
             "best_config": model_config(result.best.candidate, num_classes=c.num_classes),
             "top": [ev.as_dict() for ev in result.top], "notes": list(result.notes)}
 

@@ -130,6 +130,8 @@ class SearchResult:
     wall_s: float
     draws: int                     # candidates drawn (legal or not)
     notes: List[str] = field(default_factory=list)
+    #: what energy at init rests on (profile, rule, input, batch, steps, seed); None: not measured
+    energy_setup: Optional[Dict[str, Any]] = None
 
 
 #: scores a batch of candidates' energies (pJ) in order; None: no energy term
