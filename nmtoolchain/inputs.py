@@ -84,9 +84,9 @@ def arrange_samples(x: np.ndarray, shape: tuple, origin: str, *,
         return x.reshape(dims[:2] + shape)
     if one_sample and int(np.prod(dims)) == size:
         return x.reshape((1,) + shape)
-    raise BadInputError(f"{origin}: array shape {dims} fits no layout of the model's input "
-                        f"{shape}: expected {_describe('static', shape)} or "
-                        f"{_describe('per-step', shape)}")
+    raise BadInputError(f"{origin}: array shape {dims} (static samples of shape {dims[1:]}) "
+                        f"fits no layout of the model's input {shape}: expected "
+                        f"{_describe('static', shape)} or {_describe('per-step', shape)}")
 
 
 def _ambiguous(origin: str, dims: tuple, shape: tuple) -> BadInputError:
