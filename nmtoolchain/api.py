@@ -59,7 +59,8 @@ def _array(data: Any) -> np.ndarray:
 
 
 def load(model: Model, *, input_shape: Optional[Sequence[int]] = None,
-         allow_pickle: bool = False, dt: Optional[float] = None) -> Graph:
+         allow_pickle: bool = False, dt: Optional[float] = None,
+         arch: Optional[str] = None, config: Optional[Dict[str, Any]] = None) -> Graph:
     """The IR graph of ``model``, shapes inferred.
 
     A Graph is returned itself (its shapes inferred); a file is read by its format (TorchScript, nmtc
@@ -69,8 +70,13 @@ def load(model: Model, *, input_shape: Optional[Sequence[int]] = None,
     modules on (batch, time, ...) tensors). ``dt``: the simulation step a NIR
     file's time constants assume, in their unit (e.g. 1e-4 for snnTorch's
     files; 1e-6 for norse 1.1.0's, which store dt times tau); recorded as
-    ``graph.metadata['nir_dt']``.
+    ``graph.metadata['nir_dt']``. ``arch``/``config``: a torch ``state_dict``
+    file's nmtc architecture (:data:`nmtoolchain.models.ARCHITECTURES`) and the
+    config it was built with; the input shape defaults to the architecture's.
     """
+    if (arch is not None or config is not None) and not isinstance(model, (str, os.PathLike)):
+        raise BadInputError("arch/config describe the network of a state_dict file; pass the "
+                            "file's path")
     if dt is not None and not isinstance(model, (str, os.PathLike)):
         raise BadInputError(f"dt={dt}: the time step applies to a NIR file; a "
                             f"{type(model).__name__} already counts time in steps")
@@ -87,7 +93,8 @@ def load(model: Model, *, input_shape: Optional[Sequence[int]] = None,
     if isinstance(model, (str, os.PathLike)):
         from nmtoolchain.frontends import load_model
 
-        return load_model(Path(model), allow_pickle=allow_pickle, input_shape=shape, dt=dt)
+        return load_model(Path(model), allow_pickle=allow_pickle, input_shape=shape, dt=dt,
+                          arch=arch, config=config)
     raise BadInputError(f"expected a model file, an nn.Module or an nmtc Graph, got "
                         f"{type(model).__name__}")
 
@@ -130,7 +137,7 @@ def _measured_input(name: str) -> np.ndarray:
 def _inputs(graph: Graph, x: Optional[Data], y: Optional[Data], dataset: Optional[str],
             samples: Optional[int]) -> "RunInputs":
     """RunInputs from arrays, a file, a bundled data set, or seeded random spikes."""
-    from nmtoolchain.inputs import RunInputs, _fit, load_run_inputs
+    from nmtoolchain.inputs import RunInputs, arrange_samples, load_run_inputs
 
     if samples is not None and (isinstance(samples, bool) or int(samples) < 1):
         raise BadInputError(f"--samples must be a positive integer, got {samples}")
@@ -148,9 +155,7 @@ def _inputs(graph: Graph, x: Optional[Data], y: Optional[Data], dataset: Optiona
             raise BadInputError(f"model has {len(graph.inputs())} inputs; nmtc feeds exactly one")
         arr = _array(x).astype(np.float32)
         shape = tuple(graph.inputs()[0].shape)
-        if tuple(arr.shape) == shape:
-            arr = arr[None]  # one sample
-        arr = _fit(arr, shape, "x")[:n]
+        arr = arrange_samples(arr, shape, "x", one_sample=True)[:n]
         inputs = RunInputs(arr, None, f"array, {len(arr)} samples")
     if y is not None:
         labels = np.load(y) if isinstance(y, (str, os.PathLike)) else _array(y)
@@ -207,7 +212,7 @@ def _run(model: Model, x: Optional[Data], y: Optional[Data], dataset: Optional[s
          input_shape: Optional[Sequence[int]], allow_pickle: bool,
          progress: Optional[Callable[[int], None]],
          rules: Optional[Sequence[str]] = None, device: str = "cpu",
-         dt: Optional[float] = None) -> Simulation:
+         dt: Optional[float] = None, record: Any = None) -> Simulation:
     from hardware_profiles import load_profile
     from nmtoolchain.inputs import encode_for_graph
     from nmtoolchain.limits import check_run_size
@@ -232,7 +237,8 @@ def _run(model: Model, x: Optional[Data], y: Optional[Data], dataset: Optional[s
                                        f"({MEASURED_INPUTS[measured][0]} from lava-dl's tests)")
     check_run_size(graph, int(timesteps), len(raw.x))  # before encoding allocates T steps
     inputs = encode_for_graph(graph, raw, int(timesteps))
-    sim = Simulator(graph, numerics, reset_interval=reset_interval, device=device)
+    sim = Simulator(graph, numerics, reset_interval=reset_interval, device=device,
+                    record=record)
     result = sim.run(inputs.x, int(timesteps), progress=progress).to_cpu()
     rep = build_report(graph, result, list(profiles), reference=reference, measured=measured,
                        labels=inputs.y, inputs=inputs.description, rules=rules)
@@ -246,7 +252,7 @@ def simulate(model: Model, x: Optional[Data] = None, *, y: Optional[Data] = None
              input_shape: Optional[Sequence[int]] = None, allow_pickle: bool = False,
              progress: Optional[Callable[[int], None]] = None,
              rule: Optional[str] = None, device: str = "cpu",
-             dt: Optional[float] = None) -> Simulation:
+             dt: Optional[float] = None, record: Any = None) -> Simulation:
     """Simulate ``model`` for ``timesteps`` steps and price the run under one profile.
 
     Inputs: ``x`` (N, *shape) applied at every step or (N, T, *shape) per
@@ -259,10 +265,12 @@ def simulate(model: Model, x: Optional[Data] = None, *, y: Optional[Data] = None
     profile's default); the report's rows say which rule produced them.
     ``device``: where the simulator's tensors live ('cpu', 'cuda', 'cuda:1').
     ``dt``: a NIR file's simulation step (see :func:`load`).
+    ``record``: layers whose outputs are kept per step in ``result.recorded``
+    (None, 'neurons', 'all' or node names; :func:`save_run` writes them).
     """
     return _run(model, x, y, dataset, timesteps, numerics, samples, reset_interval, [profile],
                 profile, None, input_shape, allow_pickle, progress,
-                [rule] if rule else None, device, dt)
+                [rule] if rule else None, device, dt, record)
 
 
 def report(model: Model, x: Optional[Data] = None, *, y: Optional[Data] = None,

@@ -21,7 +21,7 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import typer
 
@@ -96,10 +96,38 @@ def _shape(input_shape: Optional[str]):
 
 
 def _load(model: Path, allow_pickle: bool, input_shape: Optional[str],
-          dt: Optional[float] = None):
+          dt: Optional[float] = None, arch: Optional[str] = None,
+          config: Optional[str] = None):
     from nmtoolchain.api import load
 
-    return load(model, allow_pickle=allow_pickle, input_shape=_shape(input_shape), dt=dt)
+    return load(model, allow_pickle=allow_pickle, input_shape=_shape(input_shape), dt=dt,
+                arch=arch, config=_config(config))
+
+
+def _config(text: Optional[str]) -> Optional[Dict[str, Any]]:
+    """``--config``: a JSON object, inline or in a .json file."""
+    if text is None:
+        return None
+    raw = text
+    if text.strip().endswith(".json") and Path(text.strip()).is_file():
+        raw = Path(text.strip()).read_text()
+    try:
+        value = json.loads(raw)
+    except ValueError as e:
+        raise BadInputError(f"--config {text!r}: not JSON ({e}); e.g. "
+                            "'{\"sizes\": [64, 32, 10]}' or a .json file") from None
+    if not isinstance(value, dict):
+        raise BadInputError(f"--config {text!r}: expected a JSON object of settings")
+    return value
+
+
+def _with_arch(model: Path, arch: Optional[str], config: Optional[str], allow_pickle: bool,
+               input_shape: Optional[str], dt: Optional[float]):
+    """(model, input_shape, dt) for the API: with --arch/--config the state_dict
+    file is loaded here into its graph (which then needs neither option)."""
+    if arch is None and config is None:
+        return model, input_shape, dt
+    return _load(model, allow_pickle, input_shape, dt, arch, config), None, None
 
 
 ALLOW_PICKLE = typer.Option(
@@ -109,6 +137,12 @@ ALLOW_PICKLE = typer.Option(
          "file system. Without it such files are refused. Only for files you trust.")
 INPUT_SHAPE = typer.Option(
     None, "--input-shape", help="Per-sample input shape, e.g. 1,8,8 (for torch files without one).")
+ARCH = typer.Option(
+    None, "--arch", help="A state_dict file's architecture, one of nmtc's own (mlp, cnn, "
+                         "mini_mst, spikformer, atsnn); with --config.")
+CONFIG = typer.Option(
+    None, "--config", help="With --arch: the architecture's settings as JSON (inline or a .json "
+                           "file), e.g. '{\"sizes\": [64, 32, 10]}'; missing keys take defaults.")
 DT = typer.Option(
     None, "--dt", help="Simulation step of a NIR file's time constants, in their unit: 1e-4 for "
                        "snnTorch's files (norse 1.1.0 writes dt x tau: 1e-6 for its 1e-3 step); "
@@ -118,8 +152,12 @@ DT = typer.Option(
 # Shared options. --samples has one default (16) in simulate, report and verify:
 # enough samples for stable per-sample rates and energies, and a Lava run that
 # stays around a minute; check-accuracy measures all samples unless told.
-DATASET = typer.Option(None, "--dataset", help="Bundled data set: digits.")
-DATA = typer.Option(None, "--data", help="Inputs: .npz with x (and y) or a raw .npy array.")
+DATASET = typer.Option(None, "--dataset", help="Bundled data set: digits (scikit-learn's 8x8 "
+                                                 "digits; test split: 25%, stratified, seed 0).")
+DATA = typer.Option(None, "--data", help="Inputs: a .npz with x (y optional, other arrays "
+                                           "ignored) or a .npy array; static (N, *shape) or "
+                                           "per-step (N, T, *shape), detected by the model's "
+                                           "input shape.")
 TIMESTEPS = typer.Option(16, "--timesteps", "-T", help="Time steps to simulate.")
 NUMERICS = typer.Option("float", "--numerics",
                         help="float (reference), loihi (bit-exact with Lava) or speck (with sinabs).")
@@ -138,11 +176,12 @@ def inspect(
     allow_pickle: bool = ALLOW_PICKLE,
     input_shape: Optional[str] = INPUT_SHAPE,
     dt: Optional[float] = DT,
+    arch: Optional[str] = ARCH, config: Optional[str] = CONFIG,
 ) -> None:
     """Show a model's nodes, parameter/synapse/MAC totals and which targets can take it."""
     from nmtoolchain.report.inspect import inspect_graph, render_inspection
 
-    info = inspect_graph(_load(model, allow_pickle, input_shape, dt))
+    info = inspect_graph(_load(model, allow_pickle, input_shape, dt, arch, config))
     if as_json:
         _emit_json(info, default=str)
     else:
@@ -162,7 +201,8 @@ def export(
         None, "--profile", "-p", help="Hardware profile, a bundled name or a .toml path "
                                       "(default: the target's own, e.g. loihi2)."),
     calib: Optional[str] = typer.Option(
-        None, "--calib", help="Calibration data for quantization/adaptation: digits or FILE.npz."),
+        None, "--calib", help="Calibration data for quantization/adaptation: digits (its train "
+                              "split) or a .npz with x (y optional) or a .npy array."),
     timesteps: int = typer.Option(16, "--timesteps", "-T",
                                   help="Time steps per sample (calibration, verify advice)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing output (file or "
@@ -179,6 +219,7 @@ def export(
         None, "--min-agreement",
         help="--target loihi2 with --calib: exit 1 when fewer than this fraction of the "
              "calibration samples predict the same class as the source model (in [0, 1])."),
+    arch: Optional[str] = ARCH, config: Optional[str] = CONFIG,
 ) -> int:
     """Export a model to a target, atomically (no partial output on failure).
 
@@ -197,6 +238,7 @@ def export(
         raise BadInputError("--min-agreement takes a fraction in [0, 1] and applies to "
                             "--target loihi2 with --calib (the data it is measured on)")
     extra = {"nir_version": nir_version} if nir_version is not None else {}
+    model, input_shape, dt = _with_arch(model, arch, config, allow_pickle, input_shape, dt)
     with _progress(timesteps):  # calibration runs show their steps on a terminal
         result = export_to(model, target, output,
                            ExportOptions(profile=profile, calib=calib, timesteps=timesteps,
@@ -388,17 +430,38 @@ def simulate(
     allow_pickle: bool = ALLOW_PICKLE, input_shape: Optional[str] = INPUT_SHAPE,
     rule: Optional[str] = typer.Option(None, "--rule", help=RULE_HELP),
     device: str = DEVICE, dt: Optional[float] = DT,
+    arch: Optional[str] = ARCH, config: Optional[str] = CONFIG,
+    save: Optional[Path] = typer.Option(
+        None, "--save", help="Also write the run to this .npz: output.NAME (N, T, ...) per "
+                             "output, layer.NAME per recorded layer (see --record), x, and y "
+                             "when labels were given."),
+    record: str = typer.Option(
+        "neurons", "--record", help="With --save: the layers to keep, per step: neurons "
+                                    "(every neuron layer), all, none, or names (comma-separated)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --save file."),
 ) -> None:
     """Simulate a model step by step; print counts, energy and latency under one profile."""
     from nmtoolchain.api import simulate as run_simulation
     from nmtoolchain.report.simulation import render_report
 
+    if save is not None:
+        from nmtoolchain.fileio import refuse_existing_output
+
+        refuse_existing_output(save, force, "--save")
+        if save.suffix != ".npz":
+            raise BadInputError(f"--save {save}: expected a .npz file name")
+    source, input_shape, dt = _with_arch(model, arch, config, allow_pickle, input_shape, dt)
     with _progress(timesteps) as progress:
-        run = run_simulation(model, data, dataset=dataset, timesteps=timesteps,
+        run = run_simulation(source, data, dataset=dataset, timesteps=timesteps,
                              numerics=numerics, samples=samples, profile=profile,
                              reset_interval=reset_interval, input_shape=_shape(input_shape),
                              allow_pickle=allow_pickle, progress=progress, rule=rule,
-                             device=device, dt=dt)
+                             device=device, dt=dt, record=_record(record) if save else None)
+    if save is not None:
+        from nmtoolchain.report.saved_run import save_run
+
+        save_run(run, save)
+        _info(f"wrote {save}")
     if as_json:
         _emit_json(run.report)
     else:
@@ -432,6 +495,7 @@ def report(
     as_json: bool = JSON,
     allow_pickle: bool = ALLOW_PICKLE, input_shape: Optional[str] = INPUT_SHAPE,
     device: str = DEVICE, dt: Optional[float] = DT,
+    arch: Optional[str] = ARCH, config: Optional[str] = CONFIG,
 ) -> None:
     """Energy and latency per hardware profile, and where the profiles disagree."""
     from nmtoolchain.api import report as run_report
@@ -447,8 +511,9 @@ def report(
         from nmtoolchain.fileio import refuse_existing_output
 
         refuse_existing_output(html_out, force, "--html")
+    source, input_shape, dt = _with_arch(model, arch, config, allow_pickle, input_shape, dt)
     with _progress(timesteps) as progress:
-        run = run_report(model, data, dataset=dataset, profiles=names, reference=reference,
+        run = run_report(source, data, dataset=dataset, profiles=names, reference=reference,
                          measured=measured, timesteps=timesteps, numerics=numerics,
                          samples=samples, reset_interval=reset_interval,
                          input_shape=_shape(input_shape), allow_pickle=allow_pickle,
@@ -478,6 +543,7 @@ def convert(
     force: bool = typer.Option(False, "--force", help="Replace an existing output file."),
     allow_pickle: bool = ALLOW_PICKLE, input_shape: Optional[str] = INPUT_SHAPE,
     dt: Optional[float] = DT,
+    arch: Optional[str] = ARCH, config: Optional[str] = CONFIG,
 ) -> None:
     """Convert a QCFS ANN into an IF SNN graph (MST/QCFS rule) and write it atomically."""
     from nmtoolchain.api import convert as convert_model
@@ -485,8 +551,8 @@ def convert(
     from nmtoolchain.ir import save_graph
 
     refuse_existing_output(output, force)
-
-    snn = convert_model(model, method=method, timesteps=timesteps, precharge=not no_precharge,
+    source, input_shape, dt = _with_arch(model, arch, config, allow_pickle, input_shape, dt)
+    snn = convert_model(source, method=method, timesteps=timesteps, precharge=not no_precharge,
                         input_shape=_shape(input_shape), allow_pickle=allow_pickle, dt=dt)
     path = save_graph(snn, output)
     n_if = sum(1 for n in snn if n.op_name == "IF")
@@ -496,7 +562,7 @@ def convert(
 @app.command("check-accuracy")
 def check_accuracy(
     model: Path = typer.Argument(..., help="ANN model file with QCFS activations."),
-    dataset: Optional[str] = typer.Option(None, "--dataset", help="Bundled data set: digits."),
+    dataset: Optional[str] = DATASET,
     data: Optional[Path] = typer.Option(None, "--data", help="Labelled data: .npz with x and y."),
     timesteps: int = typer.Option(32, "--timesteps", "-T", help="Largest number of time steps."),
     samples: Optional[int] = typer.Option(
@@ -518,6 +584,7 @@ def check_accuracy(
     as_json: bool = JSON,
     allow_pickle: bool = ALLOW_PICKLE, input_shape: Optional[str] = INPUT_SHAPE,
     dt: Optional[float] = DT,
+    arch: Optional[str] = ARCH, config: Optional[str] = CONFIG,
 ) -> int:
     """Accuracy of the ANN and of its MST-converted SNN against time step; exit 1 if a gate fails.
 
@@ -529,8 +596,9 @@ def check_accuracy(
     """
     from nmtoolchain.api import check_accuracy as run_check
 
+    source, input_shape, dt = _with_arch(model, arch, config, allow_pickle, input_shape, dt)
     with _progress(timesteps):  # each accuracy run shows its steps on a terminal
-        res = run_check(model, data, dataset=dataset, timesteps=timesteps, samples=samples,
+        res = run_check(source, data, dataset=dataset, timesteps=timesteps, samples=samples,
                         min_accuracy=min_accuracy, max_drop=max_drop, target=target,
                         calib=calib, precharge=not no_precharge,
                         input_shape=_shape(input_shape), allow_pickle=allow_pickle, seed=seed,
@@ -631,6 +699,16 @@ def demo(as_json: bool = JSON) -> None:
         _emit_json(run_demo(as_json=False, console=None), default=_plain)
     else:
         run_demo(as_json=False, console=_console())
+
+
+def _record(text: str) -> Any:
+    """``--record``: 'neurons', 'all', None for 'none', or a list of node names."""
+    text = text.strip()
+    if text in ("neurons", "all"):
+        return text
+    if text in ("none", ""):
+        return None
+    return [n.strip() for n in text.split(",") if n.strip()]
 
 
 def _hoist_global_flags(args: List[str]) -> List[str]:

@@ -259,14 +259,18 @@ def test_pickled_module_is_refused_without_consent(cnn, tmp_path):
         "Re-run with --allow-code if you trust it")
 
 
-def test_bare_state_dict_says_it_has_no_architecture(cnn, tmp_path):
+def test_bare_state_dict_says_it_has_no_architecture_and_the_next_step(cnn, tmp_path):
     path = tmp_path / "weights.pt"
     torch.save(cnn.state_dict(), path)
     with pytest.raises(BadInputError) as err:
         load_torch_file(path)
     msg = str(err.value)
     assert msg.startswith(f"{path}: ") and "\n" not in msg
-    assert "state dict has no architecture" in msg and "save_checkpoint" in msg
+    assert "does not say which network" in msg and "--arch NAME --config JSON" in msg
+    # the next step it names works (outputs checked in tests/test_data_files_and_saving.py)
+    g = load_torch_file(path, arch="cnn", config={"channels": [4, 8]})
+    assert g.metadata["source"]["format"] == "checkpoint"
+    assert tuple(g.inputs()[0].shape) == (1, 8, 8)
 
 
 def test_truncated_checkpoint_is_bad_input_naming_the_file(cnn, tmp_path):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import zipfile
 from pathlib import Path
-from typing import Optional, Sequence, Tuple, Union
+from typing import Any, Mapping, Optional, Sequence, Tuple, Union
 
 from nmtoolchain.errors import BadInputError, NmtcError
 from nmtoolchain.ir import Graph
@@ -96,7 +96,8 @@ def _looks_like_onnx(path: Path) -> bool:
 
 def load_model(path: Union[str, Path], *, allow_pickle: bool = False,
                input_shape: Optional[Sequence[int]] = None,
-               dt: Optional[float] = None) -> Graph:
+               dt: Optional[float] = None, arch: Optional[str] = None,
+               config: Optional[Mapping[str, Any]] = None) -> Graph:
     """Load any supported model file into an IR graph with inferred shapes.
 
     ``allow_pickle`` permits unpickling a fully pickled ``nn.Module`` (which
@@ -104,9 +105,14 @@ def load_model(path: Union[str, Path], *, allow_pickle: bool = False,
     is needed for torch models that do not record it. ``dt`` (``--dt``): the
     simulation step a NIR file's continuous time constants assume (e.g. 1e-4
     for snnTorch); other formats count time in steps and accept only their own.
+    ``arch``/``config`` (``--arch NAME --config JSON``): the nmtc architecture a
+    torch ``state_dict`` file holds the weights of.
     """
     path = Path(path)
     fmt = detect_format(path)
+    if (arch is not None or config is not None) and fmt != "torch":
+        raise BadInputError(f"{path}: --arch/--config apply to a torch state_dict file; this "
+                            f"is a {fmt} file, which describes its own network")
     if fmt == "nmir":
         from nmtoolchain.ir import load_graph
 
@@ -133,7 +139,8 @@ def load_model(path: Union[str, Path], *, allow_pickle: bool = False,
     else:  # torchscript or torch
         from nmtoolchain.frontends.torch_loader import load_torch_file
 
-        graph = load_torch_file(path, allow_pickle=allow_pickle, input_shape=input_shape)
+        graph = load_torch_file(path, allow_pickle=allow_pickle, input_shape=input_shape,
+                                arch=arch, config=config)
     graph.metadata.setdefault("source", {"path": str(path), "format": fmt})
     if dt is not None and fmt != "nir":
         own = float(graph.metadata.get("dt", 1.0))

@@ -24,11 +24,11 @@ import pickle
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Any, Optional, Sequence, Tuple, Union
+from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
 
 from nmtoolchain.errors import BadInputError, PickleRefusedError, UnsupportedOpError
 from nmtoolchain.ir import Graph
-from nmtoolchain.frontends.archive_safety import refuse_code_without_consent
+from nmtoolchain.frontends.archive_safety import _pickle_globals, refuse_code_without_consent
 from nmtoolchain.frontends.torch_builder import EXTRA_FILE, _first_line
 from nmtoolchain.frontends.torch_fx import graph_from_module
 from nmtoolchain.frontends.torchscript import graph_from_torchscript, save_torchscript
@@ -68,14 +68,63 @@ def _newer_protocol(e: BaseException) -> bool:
     return "Unsupported operand" in str(e)
 
 
+#: where the README says how to save a model nmtc reads
+SAVING_HINT = "README: 'Saving a model for nmtc'"
+#: keys a training loop's checkpoint dict commonly keeps its state dict under
+STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model")
+
+
+def _main_classes(path: Path) -> List[str]:
+    """Classes a pickle names in ``__main__`` (the script that saved it), read
+    without unpickling; such a class cannot be imported by any other program."""
+    data = b""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                member = next((n for n in zf.namelist() if n.endswith("data.pkl")), None)
+                data = zf.read(member) if member is not None else b""
+        else:
+            data = path.read_bytes()
+    except (zipfile.BadZipFile, OSError, EOFError, KeyError):
+        return []
+    return sorted({g.split(" ", 1)[1] for g in _pickle_globals(data)
+                   if g.startswith("__main__ ")})
+
+
+def _refuse_main_pickle(path: Path, classes: Sequence[str]) -> None:
+    raise BadInputError(
+        f"{path}: a pickled module whose class ({', '.join(classes)}) lives in the script that "
+        "saved it (__main__), which no other program can import; save it as TorchScript "
+        "(with its input shape), ONNX, or its state_dict (with --arch NAME --config JSON for "
+        f"nmtc's architectures) ({SAVING_HINT})")
+
+
+def _bare_state_dict(obj: Any) -> Optional[Mapping[str, Any]]:
+    """``obj`` itself when it is a dict of tensors, or the dict of tensors a training
+    checkpoint keeps under one of :data:`STATE_DICT_KEYS`; else None."""
+    def tensors(d: Any) -> bool:
+        return isinstance(d, dict) and bool(d) and all(hasattr(v, "shape") for v in d.values())
+
+    if tensors(obj):
+        return obj
+    if isinstance(obj, dict):
+        for key in STATE_DICT_KEYS:
+            if tensors(obj.get(key)):
+                return obj[key]
+    return None
+
+
 def load_torch_file(path: Union[str, Path], *, allow_pickle: bool = False,
-                    input_shape: Optional[Sequence[int]] = None) -> Graph:
-    """Load a TorchScript archive, an nmtc checkpoint, or (only with
-    ``allow_pickle``) a pickled ``nn.Module`` into an IR graph.
+                    input_shape: Optional[Sequence[int]] = None,
+                    arch: Optional[str] = None,
+                    config: Optional[Mapping[str, Any]] = None) -> Graph:
+    """Load a TorchScript archive, an nmtc checkpoint, a ``state_dict`` of one of
+    nmtc's architectures (``arch`` and ``config``, :mod:`nmtoolchain.models`), or
+    (only with ``allow_pickle``) a pickled ``nn.Module`` into an IR graph.
 
     ``input_shape`` (per sample) overrides the shape recorded in the file; it
     is required for a pickled module and for TorchScript saved without
-    :func:`save_torchscript`.
+    :func:`save_torchscript` (a state dict's defaults to the architecture's).
     """
     import torch
 
@@ -84,7 +133,12 @@ def load_torch_file(path: Union[str, Path], *, allow_pickle: bool = False,
         raise BadInputError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise BadInputError(f"{path}: file is empty")
+    if arch is None and config is not None:
+        raise BadInputError(f"{path}: --config describes an architecture; pass --arch NAME too")
     if _is_torchscript_archive(path):
+        if arch is not None:
+            raise BadInputError(f"{path}: a TorchScript archive holds its own code; --arch "
+                                "applies to a state_dict file")
         # torch.jit.load runs the archive's __setstate__ code: read it as data first
         refuse_code_without_consent(path, allow_pickle)
         extra = {EXTRA_FILE: ""}
@@ -107,6 +161,9 @@ def load_torch_file(path: Union[str, Path], *, allow_pickle: bool = False,
         if not (newer or _refused_global(e)):
             raise BadInputError(
                 f"{path}: truncated or corrupt torch file ({_first_line(e)})") from None
+        main = _main_classes(path)
+        if main:  # consent would not help: the class cannot be imported
+            _refuse_main_pickle(path, main)
         if not allow_pickle:
             what = ("is pickled with protocol 4 or 5, which only the full unpickler reads"
                     if newer else "holds a pickled Python object")
@@ -120,8 +177,16 @@ def load_torch_file(path: Union[str, Path], *, allow_pickle: bool = False,
             f"{path}: truncated or corrupt torch file ({type(e).__name__}: {_first_line(e)})"
         ) from None
 
-    from nmtoolchain.models import is_checkpoint, module_from_checkpoint
+    from nmtoolchain.models import (ARCHITECTURES, checkpoint_from_state_dict, is_checkpoint,
+                                    module_from_checkpoint)
 
+    if arch is not None:
+        state = _bare_state_dict(obj) if fmt == "checkpoint" and not is_checkpoint(obj) else None
+        if state is None:
+            raise BadInputError(f"{path}: --arch {arch} applies to a state_dict (a dict of "
+                                f"tensors); this file holds "
+                                f"{'an nmtc checkpoint, which names its own architecture' if is_checkpoint(obj) else 'a ' + type(obj).__name__}")
+        obj = checkpoint_from_state_dict(state, arch, dict(config or {}), input_shape)
     if is_checkpoint(obj):
         module, recorded = module_from_checkpoint(obj, str(path))
         shape = input_shape if input_shape is not None else recorded
@@ -146,14 +211,14 @@ def load_torch_file(path: Union[str, Path], *, allow_pickle: bool = False,
                 "(per sample, e.g. 1,8,8)")
         module, shape = obj.eval(), input_shape
     elif isinstance(obj, dict):
-        tensors = all(hasattr(v, "shape") for v in obj.values()) and obj
-        what = (f"a bare state dict ({len(obj)} tensors)" if tensors
+        state = _bare_state_dict(obj)
+        what = (f"a bare state dict ({len(state)} tensors)" if state is obj else
+                f"a training checkpoint with a state dict ({len(state)} tensors)" if state
                 else f"a dict (keys: {', '.join(map(str, list(obj)[:5]))}) but no 'architecture'")
         raise BadInputError(
-            f"{path}: holds {what}; a state dict has no architecture, so the network cannot be "
-            "rebuilt. Save an nmtc checkpoint with nmtoolchain.models.save_checkpoint(name, "
-            "config, module, path, input_shape) or TorchScript with nmtoolchain.frontends."
-            "torch_loader.save_torchscript(module, path, input_shape)")
+            f"{path}: holds {what}, which does not say which network it belongs to; for nmtc's "
+            f"architectures ({', '.join(sorted(ARCHITECTURES))}) pass --arch NAME --config JSON, "
+            f"else save the model as TorchScript with its input shape or ONNX ({SAVING_HINT})")
     else:
         raise BadInputError(
             f"{path}: holds a {type(obj).__name__}, not a model (expected TorchScript, an nmtc "
@@ -201,6 +266,9 @@ def _unpickle(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except (AttributeError, ImportError) as e:
+        main = _main_classes(path)
+        if main:
+            _refuse_main_pickle(path, main)
         raise BadInputError(
             f"{path}: the pickled object needs code that cannot be imported here "
             f"({_first_line(e)})") from None

@@ -338,6 +338,27 @@ def module_from_checkpoint(ckpt: Mapping[str, Any],
     return module, shape
 
 
+def default_input_shape(name: str, config: Mapping[str, Any]) -> Tuple[int, ...]:
+    """The per-sample input shape architecture ``name`` with ``config`` takes:
+    (sizes[0],) for 'mlp', (in_channels, input_size, input_size) for the others."""
+    cfg = validate_config(name, dict(config))
+    if name == "mlp":
+        return (int(cfg["sizes"][0]),)
+    return (int(cfg["in_channels"]), int(cfg["input_size"]), int(cfg["input_size"]))
+
+
+def checkpoint_from_state_dict(state: Mapping[str, Any], name: str, config: Mapping[str, Any],
+                               input_shape: Any = None) -> Dict[str, Any]:
+    """An nmtc checkpoint dict for a bare ``state_dict`` of architecture ``name``
+    built from ``config`` (``--arch NAME --config JSON``); the input shape
+    defaults to :func:`default_input_shape`. Read with :func:`module_from_checkpoint`,
+    which checks the config and that the weights fit."""
+    shape = list(input_shape) if input_shape is not None else \
+        list(default_input_shape(name, config))
+    return {"nmtc_checkpoint": CHECKPOINT_VERSION, "architecture": name,
+            "config": dict(config), "input_shape": shape, "state_dict": dict(state)}
+
+
 def load_checkpoint(path: Union[str, Path]) -> Tuple[nn.Module, Dict[str, Any]]:
     """Load an nmtc checkpoint (safely, ``weights_only=True``): (module in eval mode, metadata)."""
     path = Path(path)
@@ -357,4 +378,4 @@ def load_checkpoint(path: Union[str, Path]) -> Tuple[nn.Module, Dict[str, Any]]:
 __all__ = ["ARCHITECTURES", "CNN_DEFAULTS", "MLP_DEFAULTS", "DigitsCNN", "build_cnn",
            "build_mlp", "build_model", "save_checkpoint", "load_checkpoint",
            "module_from_checkpoint", "is_checkpoint", "CHECKPOINT_VERSION", "validate_config",
-           "MAX_CONFIG_PARAMETERS"]
+           "MAX_CONFIG_PARAMETERS", "default_input_shape", "checkpoint_from_state_dict"]

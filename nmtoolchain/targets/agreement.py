@@ -123,10 +123,10 @@ def against_source(directory: Union[str, Path], source: Graph, x: Optional[np.nd
     ``x`` None: the digits test split."""
     import json
 
-    from nmtoolchain.calibration import _fit
     from nmtoolchain.convert.encode import rate_encode
     from nmtoolchain.datasets import load_digits_split
     from nmtoolchain.errors import BadInputError
+    from nmtoolchain.inputs import arrange_samples
     from nmtoolchain.ir import load_graph
 
     directory = Path(directory)
@@ -139,8 +139,9 @@ def against_source(directory: Union[str, Path], source: Graph, x: Optional[np.nd
     shape = tuple(source.inputs()[0].shape)
     if x is None:
         split = load_digits_split()
-        x, y, data = split.x_test, split.y_test, "digits test split"
-    x = _fit(np.asarray(x, np.float32), shape, data)
+        x = arrange_samples(split.x_test, shape, "digits test split", static=True)
+        y, data = split.y_test, "digits test split"
+    x = arrange_samples(np.asarray(x, np.float32), shape, data)
     if x.ndim == len(shape) + 2 and np.isin(x, (0.0, 1.0)).all():
         spikes = x
     else:

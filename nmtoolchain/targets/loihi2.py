@@ -115,12 +115,9 @@ def token_input_levels(calib: Any) -> int:
     calibration samples integers (255 when none does)."""
     if calib is None or str(calib) == "digits":
         return 16
-    from nmtoolchain.datasets import load_npz
+    from nmtoolchain.calibration import read_calibration_x
 
-    path = Path(calib)
-    if path.suffix != ".npz":
-        raise BadInputError(f"--calib {calib}: expected 'digits' or a .npz file with x (and y)")
-    x = np.asarray(load_npz(path, labels=False)[0], np.float64)
+    x = np.asarray(read_calibration_x(calib)[0], np.float64)
     for levels in (16, 255):
         if np.allclose(x * levels, np.round(x * levels), atol=1e-4):
             return levels
