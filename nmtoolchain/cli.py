@@ -286,9 +286,13 @@ def verify(
     per_sample = getattr(result, "samples", None)  # loihi2: one record per sample
     events = [getattr(s, "events", None) for s in per_sample] \
         if isinstance(per_sample, (list, tuple)) else []
-    if events and all(e == 0 for e in events):
+    silent = [i for i, e in enumerate(events) if e == 0]
+    if events and len(silent) == len(events):
         _note("nmtc: warning: no sample produced a single event (spike) in any layer; "
               "'identical' compares silent networks (check the input data and scaling)")
+    elif silent:
+        _note(f"nmtc: warning: {len(silent)} of {len(events)} samples produced no event (spike) "
+              f"in any layer (first: sample {silent[0]}); 'identical' says nothing about them")
     rc = 0 if result.identical else 1
     if agreement is not None and min_agreement is not None and \
             agreement.agreement < min_agreement:
