@@ -174,3 +174,25 @@ def test_threshold_converted_cnn_exports_to_loihi2_and_verifies_in_lava(tmp_path
     capfd.readouterr()
     assert main(["verify", str(out), "--dataset", "digits", "--samples", "3"]) == 0
     assert "identical" in capfd.readouterr().out
+
+
+def test_agreement_against_the_ann_source_uses_torchs_predictions(tmp_path, split, torch_cnn):
+    """verify --against the ReLU ANN a converted export came from: the source side is
+    the ANN on analog images, so its accuracy is torch's own."""
+    from nmtoolchain.api import load
+    from nmtoolchain.targets.agreement import against_source
+
+    snn = tmp_path / "snn.nmir"
+    assert main(["convert", str(CNN_PT), "--method", "threshold", "--calib", "digits",
+                 "-T", "16", "-o", str(snn)]) == 0
+    out = tmp_path / "cnn.loihi2"
+    assert main(["export", str(snn), "--target", "loihi2", "-T", "16", "-o", str(out)]) == 0
+    x, y = split.x_test[:100].reshape(-1, 1, 8, 8), split.y_test[:100]
+    ag = against_source(out, load(CNN_PT), x, y, "digits test, 100 images")
+    with torch.no_grad():
+        ann_pred = torch_cnn(torch.from_numpy(x)).numpy().argmax(1)
+    assert ag.source_is_ann and ag.samples == 100
+    assert ag.source_accuracy == pytest.approx(float((ann_pred == y).mean()))
+    # agreement and export accuracy are consistent with torch's predictions and the labels
+    assert abs(ag.export_accuracy - ag.source_accuracy) <= 1 - ag.agreement + 1e-9
+    assert "the source is an ANN" in "\n".join(ag.lines())
