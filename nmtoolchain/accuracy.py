@@ -72,8 +72,11 @@ def accuracy_vs_timesteps(graph: Graph, x: Any, y: Any,
                           seed: Optional[int] = None) -> List[Tuple[int, float]]:
     """[(T, accuracy at T)] for each T asked (an int means :func:`timesteps_grid`).
 
-    ``x`` is (N, *input shape), applied at every step; one run of max(T) steps
-    per batch, predictions from the running sum of the single output.
+    ``x`` is (N, *input shape), applied at every step, or rate-coded over
+    max(T) steps where the graph records a rate input encoding (a
+    threshold-balanced network: the accuracy at T < max(T) is then that of the
+    code's first T steps); one run of max(T) steps per batch, predictions from
+    the running sum of the single output.
     ``seed``: the run seed of the spike masks (RSM), which draw independently
     per mask, step, sample and batch from it (None: the RSM pass's seed, else 0).
     """
@@ -92,9 +95,17 @@ def accuracy_vs_timesteps(graph: Graph, x: Any, y: Any,
         from simulators.cycle.kernels_float import seed_spike_masks
 
         seed_spike_masks(sim.kernels, int(seed))
+    enc = graph.metadata.get("input_encoding")
+    rate = isinstance(enc, dict) and enc.get("method") == "rate" \
+        and x.ndim == len(graph.inputs()[0].shape) + 1
     correct = np.zeros(len(ts), dtype=np.int64)
     for i in range(0, len(x), batch_size):
-        res = sim.run(x[i:i + batch_size], t_max)
+        batch = x[i:i + batch_size]
+        if rate:
+            from nmtoolchain.convert.encode import rate_encode
+
+            batch = rate_encode(batch, t_max, x_max=float(enc.get("x_max", 1.0)))
+        res = sim.run(batch, t_max)
         logits = res.outputs[out].detach().cpu().numpy()  # (B, T, ...)
         running = np.cumsum(logits.reshape(logits.shape[0], t_max, -1), axis=1)
         for j, t in enumerate(ts):
@@ -164,6 +175,10 @@ class AccuracyCheck:
     #: the model was already spiking (no conversion): ``ann_accuracy`` is then the
     #: float SNN's accuracy at T_max, the reference the drop is measured from
     spiking: bool = False
+    #: the SNN's input is rate-coded (threshold balancing), not the analog value every step
+    rate_coded: bool = False
+    #: how the ANN became an SNN: 'mst', 'threshold', or None for a spiking model
+    method: Optional[str] = None
 
     @property
     def snn_accuracy(self) -> float:
@@ -207,6 +222,7 @@ class AccuracyCheck:
             "gate": self.gate, "passed": self.passed, "verdict": self.verdict,
             "snn_accuracy": [{"timesteps": t, "accuracy": a} for t, a in self.curve],
             "precharge": self.precharge, "spiking_model": self.spiking,
+            "conversion": self.method, "rate_coded_input": self.rate_coded,
             "target": None if self.target is None else self.target.as_dict(),
         }
 
@@ -260,7 +276,8 @@ def _as_graph(model: Any, x: np.ndarray) -> Graph:
 def check_accuracy(model: Any, x: Any, y: Any, *, timesteps: int,
                    min_accuracy: Optional[float] = None, max_drop: Optional[float] = None,
                    target: Optional[str] = None, calib: Any = None, precharge: bool = True,
-                   data: str = "", seed: int = 0) -> AccuracyCheck:
+                   data: str = "", seed: int = 0,
+                   converted: Optional[Graph] = None) -> AccuracyCheck:
     """Convert a QCFS ANN (IR graph, or ``nn.Module`` traced at ``x``'s sample
     shape) with MST and gate its accuracy on static samples ``x`` (N, *shape)
     with labels ``y``.
@@ -275,6 +292,8 @@ def check_accuracy(model: Any, x: Any, y: Any, *, timesteps: int,
     accuracies without a verdict (``passed`` is None). Samples with NaN or
     infinite values and labels outside the model's classes are refused
     (BadInputError). ``seed`` is the run seed of the spike masks (recorded).
+    ``converted``: the ANN's SNN when it was converted by another rule
+    (threshold balancing of a ReLU network); None converts with MST.
     """
     from nmtoolchain.convert.mst import convert_mst
 
@@ -300,7 +319,8 @@ def check_accuracy(model: Any, x: Any, y: Any, *, timesteps: int,
         curve = accuracy_vs_timesteps(snn, x, y, timesteps, seed=int(seed))
         ann = curve[-1][1]
     else:
-        snn = convert_mst(graph, timesteps=timesteps, precharge=precharge)
+        snn = converted if converted is not None else \
+            convert_mst(graph, timesteps=timesteps, precharge=precharge)
         ann = accuracy_vs_timesteps(graph, x, y, [1], seed=int(seed))[0][1]
         curve = accuracy_vs_timesteps(snn, x, y, timesteps, seed=int(seed))
     fixed = None
@@ -319,7 +339,9 @@ def check_accuracy(model: Any, x: Any, y: Any, *, timesteps: int,
         threshold=min_accuracy if min_accuracy is not None else max_drop,
         passed=gate_passes(ann, measured, min_accuracy=min_accuracy, max_drop=max_drop),
         target=fixed, model=str(source.get("path", "")) if isinstance(source, dict) else "",
-        data=data, seed=int(seed), spiking=spiking)
+        data=data, seed=int(seed), spiking=spiking,
+        rate_coded=(snn.metadata.get("input_encoding") or {}).get("method") == "rate",
+        method=None if spiking else "threshold" if converted is not None else "mst")
 
 
 def is_spiking_model(graph: Graph) -> bool:

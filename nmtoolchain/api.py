@@ -20,7 +20,7 @@ import sys
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -44,7 +44,9 @@ Data = Union[np.ndarray, Any, str, "os.PathLike[str]"]
 #: takes all the data it is given, and this many random-spike samples without data
 DEFAULT_SAMPLES = 16
 DEFAULT_PROFILES = ("loihi2", "loihi1", "speck", "cmos45nm")
-CONVERT_METHODS = ("mst",)
+CONVERT_METHODS = ("mst", "threshold")
+#: calibration samples threshold balancing measures activations on (at most)
+CONVERT_CALIB_SAMPLES = 1024
 
 
 def _is_module(obj: Any) -> bool:
@@ -100,17 +102,98 @@ def load(model: Model, *, input_shape: Optional[Sequence[int]] = None,
 
 
 def convert(model: Model, *, method: str = "mst", timesteps: Optional[int] = None,
-            precharge: bool = True, input_shape: Optional[Sequence[int]] = None,
+            precharge: bool = True, calib: Any = None, percentile: float = 99.9,
+            input_max: Optional[float] = None, input_shape: Optional[Sequence[int]] = None,
             allow_pickle: bool = False, dt: Optional[float] = None) -> Graph:
-    """Convert a QCFS ANN into an IF SNN graph (``method='mst'``, the MST/QCFS
-    rule); ``timesteps`` is only recorded, ``precharge`` starts membranes at λ/2."""
+    """Convert an ANN into an IF SNN graph.
+
+    ``method='mst'``: a QCFS ANN by the MST/QCFS rule (``precharge`` starts
+    membranes at λ/2). ``method='threshold'``: a plain ReLU CNN/MLP by threshold
+    balancing with data-based normalization
+    (:func:`nmtoolchain.convert.convert_relu_to_if`): each layer's scale λ is the
+    ``percentile`` of its ReLU outputs on ``calib`` ('digits': the digits train
+    split; a .npz with ``x`` or a .npy; an array (N, *shape)), the input is
+    rate-coded with ``input_max`` (default: the largest calibration value) as
+    full rate, IF neurons reset to 0 (Loihi's rule). BatchNorm is folded first;
+    max pooling is refused (use average pooling). ``timesteps`` is only recorded.
+    """
     if method not in CONVERT_METHODS:
         raise BadInputError(f"--method {method!r}: unknown conversion method; choose one of: "
                             f"{', '.join(CONVERT_METHODS)}")
-    from nmtoolchain.convert.mst import convert_mst
-
+    if timesteps is not None and (isinstance(timesteps, bool) or int(timesteps) < 1):
+        raise BadInputError(f"--timesteps must be >= 1, got {timesteps}")
+    if method == "mst" and calib is not None:
+        raise BadInputError("--calib applies to --method threshold (MST needs no data)")
+    if method == "threshold" and calib is None:
+        raise BadInputError("--method threshold needs calibration data for its normalization: "
+                            "--calib digits or --calib FILE.npz (x: samples as the model takes "
+                            "them)")
     graph = load(model, input_shape=input_shape, allow_pickle=allow_pickle, dt=dt)
-    return convert_mst(graph, timesteps=timesteps, precharge=precharge)
+    if method == "mst":
+        from nmtoolchain.convert.mst import convert_mst
+
+        return convert_mst(graph, timesteps=timesteps, precharge=precharge)
+    return threshold_balance(graph, calib, timesteps=timesteps, percentile=percentile,
+                             input_max=input_max)
+
+
+def threshold_balance(graph: Graph, calib: Any, *, timesteps: Optional[int] = None,
+                      percentile: float = 99.9, input_max: Optional[float] = None) -> Graph:
+    """:func:`convert`'s ``method='threshold'`` on a loaded graph: calibration
+    samples read, checked (a rate code carries values in [0, input_max] only),
+    then :func:`~nmtoolchain.convert.convert_relu_to_if`; the graph records the
+    calibration data and steps in ``metadata['conversion']``."""
+    from nmtoolchain.convert import convert_relu_to_if
+
+    x, origin = analog_calibration(graph, calib, CONVERT_CALIB_SAMPLES)
+    lo, hi = float(x.min()), float(x.max())
+    if lo < 0:
+        raise BadInputError(f"--calib {origin}: inputs go down to {lo:g}; a rate code carries "
+                            "values in [0, input_max] only (feed inputs scaled to [0, 1])")
+    if input_max is None:
+        if hi <= 0:
+            raise BadInputError(f"--calib {origin}: every input is 0; nothing to normalize by")
+        input_max = hi
+    snn, _ = convert_relu_to_if(graph, x, steps=int(timesteps or 32),
+                                percentile=float(percentile), input_max=float(input_max))
+    snn.metadata["conversion"].update(calibration=origin, samples=int(len(x)))
+    return snn
+
+
+def analog_calibration(graph: Graph, calib: Any, limit: int) -> Tuple[np.ndarray, str]:
+    """(x, description) of at most ``limit`` analog calibration samples shaped for
+    ``graph``'s input: 'digits' (train split), a .npz with ``x``, a .npy, or an array."""
+    from nmtoolchain.datasets import load_digits_split, load_npz
+    from nmtoolchain.inputs import _fit
+
+    if len(graph.inputs()) != 1:
+        raise BadInputError(f"model has {len(graph.inputs())} inputs; calibration feeds one")
+    if isinstance(calib, str) and calib == "digits":
+        x = load_digits_split().x_train
+        origin = "digits train split"
+    elif isinstance(calib, (str, os.PathLike)):
+        path = Path(calib)
+        if path.suffix == ".npz":
+            x, _ = load_npz(path, labels=False)
+        elif path.suffix == ".npy":
+            if not path.exists():
+                raise BadInputError(f"{path}: no such file")
+            try:
+                x = np.load(path, allow_pickle=False)
+            except Exception as e:  # ValueError, OSError: not a numpy array file
+                raise BadInputError(f"{path}: not a readable .npy file ({type(e).__name__})") \
+                    from None
+        else:
+            raise BadInputError(f"--calib {calib}: expected 'digits', a .npz with x or a .npy")
+        origin = path.name
+    else:
+        x, origin = _array(calib), "array"
+    x = _fit(np.asarray(x, np.float32), tuple(graph.inputs()[0].shape), str(origin))
+    if x.ndim != len(graph.inputs()[0].shape) + 1:
+        raise BadInputError(f"--calib {origin}: expected static samples (N, "
+                            f"{tuple(graph.inputs()[0].shape)}), got {tuple(x.shape)}")
+    x = x[:int(limit)]
+    return x, f"{origin}, {len(x)} samples"
 
 
 #: measurement -> (its input file in lava-dl's installed tests/lava/lib/dl/netx, axis order to C,H,W)
@@ -355,7 +438,8 @@ def check_accuracy(model: Model, x: Optional[Data] = None, y: Optional[Data] = N
                    target: Optional[str] = None, calib: Any = None, precharge: bool = True,
                    samples: Optional[int] = None, input_shape: Optional[Sequence[int]] = None,
                    allow_pickle: bool = False, seed: int = 0,
-                   dt: Optional[float] = None) -> "AccuracyCheck":
+                   dt: Optional[float] = None, method: Optional[str] = None,
+                   percentile: float = 99.9) -> "AccuracyCheck":
     """Accuracy of a QCFS ANN and of its MST-converted SNN against time step,
     gated (see :func:`nmtoolchain.accuracy.check_accuracy`).
 
@@ -363,7 +447,11 @@ def check_accuracy(model: Model, x: Optional[Data] = None, y: Optional[Data] = N
     ``dataset='digits'`` (its test split). ``samples``: at most this many
     (None: all, as a gate should measure). ``calib`` for ``target``: 'digits',
     a .npz, an array, or None (the digits train split with ``dataset='digits'``,
-    else the evaluated data). ``seed``: run seed of the spike masks. An ``nn.Module`` is traced at the shape of ``x``'s
+    else the evaluated data). ``seed``: run seed of the spike masks.
+    ``method``: how an ANN becomes an SNN: 'mst' (QCFS), 'threshold' (ReLU, threshold
+    balancing at ``percentile`` on ``calib``: the digits train split with
+    ``dataset='digits'``, else the evaluated data), None: threshold for a network
+    with ReLU and no QCFS, else mst. A spiking model is measured as it is. An ``nn.Module`` is traced at the shape of ``x``'s
     samples unless ``input_shape`` says otherwise. Returns an :class:`~nmtoolchain.accuracy.AccuracyCheck`.
     """
     from nmtoolchain.accuracy import _check_gate, check_accuracy as _check
@@ -385,12 +473,25 @@ def check_accuracy(model: Model, x: Optional[Data] = None, y: Optional[Data] = N
     from nmtoolchain.limits import check_run_size
 
     check_run_size(graph, int(timesteps), len(inputs.x), "accuracy check")
+    if method is not None and method not in CONVERT_METHODS:
+        raise BadInputError(f"--method {method!r}: unknown conversion method; choose one of: "
+                            f"{', '.join(CONVERT_METHODS)}")
+    from nmtoolchain.accuracy import is_spiking_model
+
+    ops = {n.op_name for n in graph}
+    if method is None and not is_spiking_model(graph):
+        method = "threshold" if "ReLU" in ops and "QCFS" not in ops else "mst"
+    converted = None
+    if method == "threshold" and not is_spiking_model(graph):
+        norm = "digits" if dataset == "digits" and calib is None else \
+            calib if calib is not None else inputs.x
+        converted = threshold_balance(graph, norm, timesteps=timesteps, percentile=percentile)
     if calib is None and target is not None:
         calib = "digits" if dataset == "digits" else \
             str(x) if isinstance(x, (str, os.PathLike)) else None
     return _check(graph, inputs.x, inputs.y, timesteps=timesteps, min_accuracy=min_accuracy,
                   max_drop=max_drop, target=target, calib=calib, precharge=precharge,
-                  data=inputs.description, seed=seed)
+                  data=inputs.description, seed=seed, converted=converted)
 
 
 def search(space: str = "small", *, params: Sequence[float] = (11e6, 12e6),

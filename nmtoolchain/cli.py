@@ -329,9 +329,13 @@ def verify(
     per_sample = getattr(result, "samples", None)  # loihi2: one record per sample
     events = [getattr(s, "events", None) for s in per_sample] \
         if isinstance(per_sample, (list, tuple)) else []
-    if events and all(e == 0 for e in events):
+    silent = [i for i, e in enumerate(events) if e == 0]
+    if events and len(silent) == len(events):
         _note("nmtc: warning: no sample produced a single event (spike) in any layer; "
               "'identical' compares silent networks (check the input data and scaling)")
+    elif silent:
+        _note(f"nmtc: warning: {len(silent)} of {len(events)} samples produced no event (spike) "
+              f"in any layer (first: sample {silent[0]}); 'identical' says nothing about them")
     rc = 0 if result.identical else 1
     if agreement is not None and min_agreement is not None and \
             agreement.agreement < min_agreement:
@@ -533,35 +537,69 @@ def report(
 
 @app.command()
 def convert(
-    model: Path = typer.Argument(..., help="ANN model file with QCFS activations."),
-    method: str = typer.Option(..., "--method", help="Conversion rule: mst (QCFS -> IF)."),
+    model: Path = typer.Argument(..., help="ANN model file: QCFS activations (--method mst) or "
+                                           "ReLU (--method threshold)."),
+    method: str = typer.Option(..., "--method", help="Conversion rule: mst (QCFS -> IF) or "
+                                                     "threshold (ReLU -> IF, threshold balancing)."),
     output: Path = typer.Option(..., "--output", "-o", help="Output SNN graph (.nmir)."),
     timesteps: Optional[int] = typer.Option(
         None, "--timesteps", "-T", help="Intended time steps (recorded in the graph)."),
     no_precharge: bool = typer.Option(
-        False, "--no-precharge", help="Start membranes at 0 instead of λ/2."),
+        False, "--no-precharge", help="--method mst: start membranes at 0 instead of λ/2."),
+    calib: Optional[str] = typer.Option(
+        None, "--calib", help="--method threshold: data the activation scales are measured on: "
+                              "digits (train split) or a .npz with x (or a .npy), inputs in "
+                              "[0, max]."),
+    percentile: float = typer.Option(
+        99.9, "--percentile", help="--method threshold: each layer's scale is this percentile "
+                                   "of its ReLU outputs on --calib (100: the maximum, Diehl et "
+                                   "al. 2015; 99.9: Rueckauer et al. 2017's robust "
+                                   "normalization)."),
+    input_max: Optional[float] = typer.Option(
+        None, "--input-max", help="--method threshold: the input value coded as one spike per "
+                                  "step (default: the largest --calib value)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing output file."),
     allow_pickle: bool = ALLOW_PICKLE, input_shape: Optional[str] = INPUT_SHAPE,
     dt: Optional[float] = DT,
     arch: Optional[str] = ARCH, config: Optional[str] = CONFIG,
 ) -> None:
-    """Convert a QCFS ANN into an IF SNN graph (MST/QCFS rule) and write it atomically."""
+    """Convert an ANN into an IF SNN graph and write it atomically.
+
+    mst: a QCFS-trained ANN (MST/QCFS rule). threshold: a plain ReLU CNN or MLP
+    (Conv2d/Linear, ReLU, average pooling, flatten; BatchNorm folded) by
+    data-based normalization; its input is rate-coded and its class is the output
+    neuron that spikes most. Max pooling is refused (use average pooling).
+    """
     from nmtoolchain.api import convert as convert_model
     from nmtoolchain.fileio import refuse_existing_output
     from nmtoolchain.ir import save_graph
 
     refuse_existing_output(output, force)
+    if method != "threshold" and (input_max is not None or percentile != 99.9):
+        raise BadInputError("--percentile and --input-max apply to --method threshold")
+    if method == "threshold" and no_precharge:
+        raise BadInputError("--no-precharge applies to --method mst")
+
     source, input_shape, dt = _with_arch(model, arch, config, allow_pickle, input_shape, dt)
     snn = convert_model(source, method=method, timesteps=timesteps, precharge=not no_precharge,
+                        calib=calib, percentile=percentile, input_max=input_max,
                         input_shape=_shape(input_shape), allow_pickle=allow_pickle, dt=dt)
     path = save_graph(snn, output)
     n_if = sum(1 for n in snn if n.op_name == "IF")
-    _info(f"wrote {path} ({n_if} IF layer(s), precharge {'off' if no_precharge else 'on'})")
+    if method == "threshold":
+        conv = snn.metadata["conversion"]
+        lams = ", ".join(f"{k} {v:.3g}" for k, v in conv["lambdas"].items())
+        _info(f"wrote {path} ({n_if} IF layer(s), reset to 0; λ = {conv['percentile']:g}th "
+              f"percentile on {conv['calibration']}: {lams}; input rate-coded, x_max "
+              f"{snn.metadata['input_encoding']['x_max']:g})")
+    else:
+        _info(f"wrote {path} ({n_if} IF layer(s), precharge {'off' if no_precharge else 'on'})")
 
 
 @app.command("check-accuracy")
 def check_accuracy(
-    model: Path = typer.Argument(..., help="ANN model file with QCFS activations."),
+    model: Path = typer.Argument(..., help="Model file: an ANN (QCFS or ReLU) or a spiking "
+                                           "network."),
     dataset: Optional[str] = DATASET,
     data: Optional[Path] = typer.Option(None, "--data", help="Labelled data: .npz with x and y."),
     timesteps: int = typer.Option(32, "--timesteps", "-T", help="Largest number of time steps."),
@@ -581,17 +619,24 @@ def check_accuracy(
         None, "--calib", help="Calibration data for --target: digits or a .npz with x "
                               "(default: the digits train split with --dataset digits, else --data)."),
     seed: int = typer.Option(0, "--seed", help="Run seed of the spike masks (RSM); recorded."),
+    method: Optional[str] = typer.Option(
+        None, "--method", help="How an ANN becomes an SNN: mst (QCFS) or threshold (ReLU, "
+                               "threshold balancing on --calib, else the digits train split "
+                               "or --data); default: threshold for ReLU networks, else mst."),
+    percentile: float = typer.Option(99.9, "--percentile",
+                                     help="--method threshold: activation percentile."),
     as_json: bool = JSON,
     allow_pickle: bool = ALLOW_PICKLE, input_shape: Optional[str] = INPUT_SHAPE,
     dt: Optional[float] = DT,
     arch: Optional[str] = ARCH, config: Optional[str] = CONFIG,
 ) -> int:
-    """Accuracy of the ANN and of its MST-converted SNN against time step; exit 1 if a gate fails.
+    """Accuracy of the ANN and of its converted SNN against time step; exit 1 if a gate fails.
 
     Without --min-accuracy or --max-drop it reports the accuracies with no verdict (exit 0).
 
     The test split of --dataset digits, or all of --data. The SNN sees the image at every
-    step and predicts by the argmax of its summed logits. With --target loihi2 the network
+    step (rate-coded for a threshold-balanced network) and predicts by the argmax of its
+    summed output. With --target loihi2 the network
     nmtc export would write is also run bit-exactly in Loihi fixed point.
     """
     from nmtoolchain.api import check_accuracy as run_check
@@ -602,14 +647,14 @@ def check_accuracy(
                         min_accuracy=min_accuracy, max_drop=max_drop, target=target,
                         calib=calib, precharge=not no_precharge,
                         input_shape=_shape(input_shape), allow_pickle=allow_pickle, seed=seed,
-                        dt=dt)
+                        dt=dt, method=method, percentile=percentile)
     res = dataclasses.replace(res, model=str(model))
     if as_json:
         _emit_json(res.as_dict())
     else:
         if not _state["quiet"]:
             ref = "float SNN accuracy at T_max (a spiking model: no conversion)" \
-                if res.spiking else "ANN accuracy"
+                if res.spiking else f"ANN accuracy (SNN by {res.method} conversion)"
             typer.echo(f"{model.name} on {res.data}: {ref} {res.ann_accuracy:.4f}")
             typer.echo(f"{'T':>6}  {'SNN acc':>8}  {'ANN - SNN' if not res.spiking else 'ref - SNN':>9}")
             for t, a in res.curve:
@@ -617,7 +662,8 @@ def check_accuracy(
             if res.target is not None:
                 k = (f", headroom k={res.target.headroom}" if res.target.headroom is not None
                      else "")
-                coded = "graded input" if res.spiking else "rate-coded input"
+                coded = "rate-coded input" if res.rate_coded or not res.spiking \
+                    else "graded input"
                 typer.echo(f"{res.target.name} export in fixed point (T={res.timesteps}, "
                            f"{coded}{k}): {res.target.accuracy:.4f}")
         verdict = {"pass": "PASS", "fail": "FAIL", "none": "accuracy reported, nothing judged"}

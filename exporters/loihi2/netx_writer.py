@@ -539,7 +539,8 @@ def op_hint(op_name: str) -> str:
         "IF": " (quantize for Loihi first: IF/LIF neurons become CUBA neurons)",
         "LIF": " (quantize for Loihi first: IF/LIF neurons become CUBA neurons)",
         "BatchNorm": " (fold batch norm into the layer before it first)",
-        "ReLU": " (an ANN activation: convert to a spiking network first)",
+        "ReLU": " (an ANN activation: convert to a spiking network first: nmtc convert MODEL "
+                "--method threshold --calib DATA -o snn.nmir)",
     }
     return hints.get(op_name, "")
 

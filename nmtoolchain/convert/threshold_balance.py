@@ -13,6 +13,25 @@ The input must then be spikes at rate ``x / input_max`` (see
 :func:`nmtoolchain.convert.encode.rate_encode`); the converted graph records
 that in ``metadata['input_encoding']``.
 
+BatchNorm (eval mode) is folded into the synapse before it first
+(:func:`~nmtoolchain.passes.fold_batchnorm.fold_batchnorm`).
+
+Max pooling is refused: the maximum of spike *rates* is not the maximum of
+the spikes arriving in one step, and the published spiking max-pool
+(Rueckauer et al. 2017: gate each window onto the input with the highest
+online-estimated rate) needs per-window gating neurons that neither
+nmtc's IR nor Loihi 2's netx layers have. Average pooling is linear, so it
+passes spikes through at the same scale and folds into the next synapse for
+Loihi; a network trained with ``nn.AvgPool2d`` in place of ``nn.MaxPool2d``
+converts.
+
+The percentile: Diehl et al. 2015 ("Fast-classifying, high-accuracy spiking
+deep networks through weight and threshold balancing", data-based
+normalization) take the maximum activation (``percentile=100``); Rueckauer et
+al. 2017 ("robust normalization") replace the maximum by a high percentile of
+the activation distribution, which outliers do not inflate, reporting p from
+99.0 to 99.9999 to work well; nmtc's default, 99.9, lies in that range.
+
 This is a pass ``Graph -> Graph``; it never changes the graph it is given.
 The reset rule is a parameter: ``'to_reset'`` (v <- 0, what Loihi does, so
 the float SNN and its fixed-point version have the same semantics) or
@@ -28,10 +47,16 @@ import numpy as np
 from nmtoolchain.convert.encode import encoding_metadata
 from nmtoolchain.errors import BadInputError, UnsupportedOpError
 from nmtoolchain.ir import IF, Graph
+from nmtoolchain.passes.fold_batchnorm import fold_batchnorm
 
 #: Ops a converted network may hold between its synapses and ReLUs.
 _PASS = ("Flatten", "AvgPool2d", "SumPool2d", "Reshape")
 _SYNAPSES = ("Affine", "Linear", "Conv2d")
+
+#: the one-line refusal of a max-pooling node (module docstring says why)
+MAXPOOL_REFUSAL = ("node '{name}' (MaxPool2d): threshold balancing does not convert max pooling "
+                   "(a max of spike rates needs gating neurons Loihi 2 lacks); use average "
+                   "pooling (nn.AvgPool2d) in the ANN and retrain")
 
 
 def activation_scales(ann: Graph, calib_x: Any, percentile: float = 99.9) -> Dict[str, float]:
@@ -64,9 +89,19 @@ def convert_relu_to_if(ann: Graph, calib_x: Any, *, steps: int = 32, percentile:
     shape) are analog training inputs in [0, input_max]. Returns the SNN graph
     (spike input, IF neurons with threshold 1 and the chosen ``reset`` and
     ``compare``, output IF spikes) and the λ used per layer. ``steps`` is
-    only recorded (the encoding's intended length).
+    only recorded (the encoding's intended length). ``percentile`` in (0, 100]
+    (100: the maximum, Diehl et al. 2015).
     """
+    if not 0.0 < float(percentile) <= 100.0:
+        raise BadInputError(f"--percentile must be in (0, 100], got {percentile}")
+    if not float(input_max) > 0.0:
+        raise BadInputError(f"input_max must be positive, got {input_max}")
+    if reset not in ("to_reset", "subtract"):
+        raise BadInputError(f"reset must be 'to_reset' or 'subtract', got {reset!r}")
+    ann = fold_batchnorm(ann)
     for n in ann:
+        if n.op_name == "MaxPool2d":
+            raise UnsupportedOpError(MAXPOOL_REFUSAL.format(name=n.name))
         if n.op_name not in ("Input", "Output", "ReLU") + _SYNAPSES + _PASS:
             raise UnsupportedOpError(
                 f"node '{n.name}' ({n.op_name}): threshold balancing converts chains of "
@@ -141,4 +176,4 @@ def convert_relu_to_if(ann: Graph, calib_x: Any, *, steps: int = 32, percentile:
     return snn, lam
 
 
-__all__ = ["convert_relu_to_if", "activation_scales"]
+__all__ = ["convert_relu_to_if", "activation_scales", "MAXPOOL_REFUSAL"]

@@ -82,8 +82,9 @@ def refused_nodes(graph: Graph) -> List[Tuple[str, str, str]]:
         if op in ACCEPTED:
             continue
         if n.op.is_ann_activation:
+            how = "--method threshold --calib DATA" if op == "ReLU" else "--method mst -T T"
             why = (f"is an ANN activation ({op}): convert the network to spikes first "
-                   "(nmtc convert MODEL --method mst -T T -o snn.nmir), then export snn.nmir")
+                   f"(nmtc convert MODEL {how} -o snn.nmir), then export snn.nmir")
         elif op in _LEAKY:
             why = (f"{op} has leaky or current-based dynamics Speck cannot run: its neurons are "
                    "non-leaky integrate-and-fire (sinabs IAFSqueeze only)")

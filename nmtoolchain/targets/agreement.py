@@ -40,6 +40,8 @@ class Agreement:
     export_events: float  # output spikes per sample, export
     source_accuracy: Optional[float] = None
     export_accuracy: Optional[float] = None
+    #: the source is an ANN: its outputs are values, not spike counts
+    source_is_ann: bool = False
 
     def lines(self) -> List[str]:
         """The report's first lines."""
@@ -47,12 +49,18 @@ class Agreement:
             else f"{self.correlation:.3f}"
         out = [f"agreement with the source model: {self.agreement:.3f} of {self.samples} "
                f"samples predict the same class (source in float vs export in fixed point, "
-               f"{self.steps} steps, {self.data}); output spike-count correlation {corr}"]
+               f"{self.steps} steps, {self.data}); output "
+               + ("correlation (ANN outputs vs export spike counts)" if self.source_is_ann
+                  else "spike-count correlation") + f" {corr}"]
         if self.source_accuracy is not None:
             out.append(f"  accuracy: source {self.source_accuracy:.3f}, export "
                        f"{self.export_accuracy:.3f} ({self.export_accuracy - self.source_accuracy:+.3f})")
-        out.append(f"  output spikes per sample: source {self.source_events:.1f}, export "
-                   f"{self.export_events:.1f}")
+        if self.source_is_ann:
+            out.append(f"  output spikes per sample: export {self.export_events:.1f} (the "
+                       "source is an ANN)")
+        else:
+            out.append(f"  output spikes per sample: source {self.source_events:.1f}, export "
+                       f"{self.export_events:.1f}")
         return out
 
     def as_dict(self) -> Dict[str, Any]:
@@ -82,11 +90,37 @@ def _score(graph: Graph, numerics: str, spikes: np.ndarray, steps: int) -> np.nd
     return np.asarray(counts, np.float64).reshape(len(counts), -1)
 
 
+def _ann_scores(ann: Graph, x: np.ndarray) -> np.ndarray:
+    """Outputs (B, outputs) of a network without neurons (an ANN the export was
+    converted from), one float step on the analog samples ``x``."""
+    from simulators.cycle import Simulator
+
+    res = Simulator(ann, "float", count=False).run(np.asarray(x, np.float32), 1)
+    out = res.outputs[ann.outputs()[0].name].detach().cpu().numpy()
+    return np.asarray(out, np.float64).reshape(len(out), -1)
+
+
+def is_ann(graph: Graph) -> bool:
+    """True for a graph without spiking neurons: an ANN, compared on analog samples."""
+    return not any(n.op.is_neuron for n in graph)
+
+
 def measure(source: Graph, exported: Graph, spikes: np.ndarray, steps: int, data: str,
-            labels: Optional[np.ndarray] = None) -> Agreement:
+            labels: Optional[np.ndarray] = None,
+            analog: Optional[np.ndarray] = None) -> Agreement:
     """Agreement of ``source`` (float numerics) and ``exported`` (loihi numerics)
-    on input ``spikes`` (B, T, *shape)."""
-    a = _score(source, "float", spikes, steps)
+    on input ``spikes`` (B, T, *shape). An ANN source (no neurons) runs on the
+    ``analog`` samples the spikes code instead; its "events" are then the sum of
+    its outputs."""
+    if is_ann(source):
+        if analog is None:
+            from nmtoolchain.errors import BadInputError
+
+            raise BadInputError("the source is an ANN: comparing it needs analog samples, "
+                                "not spike trains")
+        a = _ann_scores(source, analog)
+    else:
+        a = _score(source, "float", spikes, steps)
     b = _score(exported, "loihi", spikes, steps)
     if a.shape != b.shape:
         from nmtoolchain.errors import BadInputError
@@ -101,7 +135,8 @@ def measure(source: Graph, exported: Graph, spikes: np.ndarray, steps: int, data
     if labels is not None and len(labels) == len(a):
         acc_a, acc_b = float((pa == labels).mean()), float((pb == labels).mean())
     return Agreement(int(len(a)), int(steps), data, float((pa == pb).mean()), corr,
-                     float(a.sum(1).mean()), float(b.sum(1).mean()), acc_a, acc_b)
+                     float(a.sum(1).mean()), float(b.sum(1).mean()), acc_a, acc_b,
+                     is_ann(source))
 
 
 def on_calibration(source: Graph, exported: Graph, calib: Any, steps: int) -> Agreement:
@@ -142,13 +177,17 @@ def against_source(directory: Union[str, Path], source: Graph, x: Optional[np.nd
         x = arrange_samples(split.x_test, shape, "digits test split", static=True)
         y, data = split.y_test, "digits test split"
     x = arrange_samples(np.asarray(x, np.float32), shape, data)
+    analog = None
     if x.ndim == len(shape) + 2 and np.isin(x, (0.0, 1.0)).all():
         spikes = x
     else:
         enc = exported.metadata.get("input_encoding") or {}
         spikes = rate_encode(x, steps, x_max=float(enc.get("x_max", 1.0)))
+        analog = x
     labels = None if y is None else np.asarray(y).reshape(-1)[:len(spikes)]
-    return measure(source, exported, spikes, steps, data, labels)
+    if is_ann(source):
+        data += "; the source is an ANN (float, analog input), its class = its largest output"
+    return measure(source, exported, spikes, steps, data, labels, analog)
 
 
-__all__ = ["Agreement", "measure", "on_calibration", "against_source"]
+__all__ = ["Agreement", "measure", "on_calibration", "against_source", "is_ann"]
