@@ -9,7 +9,7 @@ This module never steps a kernel nor walks the graph a second time.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -21,6 +21,8 @@ from simulators.cycle.fanout import fanout_maps
 SPIKING_KINDS = ("spikes", "graded")
 
 Series = Dict[str, Dict[str, np.ndarray]]
+#: (slot, shape, dtype) -> a reusable temporary tensor (ActivityCounter._buffer)
+Scratch = Callable[[str, Sequence[int], torch.dtype], torch.Tensor]
 
 
 class ActivityCounter:
@@ -31,7 +33,7 @@ class ActivityCounter:
     """
 
     def __init__(self, graph: Graph, order: Sequence[str], device: str, chunk: int = 32) -> None:
-        self.graph = graph
+        self.graph, self.device = graph, device
         self.chunk = chunk  # steps buffered before counting them in one vectorized pass
         fanout = {n: fanout_maps(graph, graph[n]) for n in order}
         #: per synaptic node: (structural, non-zero-weight) fan-out per input element
@@ -116,14 +118,14 @@ class ActivityCounter:
         # binary spikes (values 0/1) are their own event mask and their sum their
         # event count; other inputs get one boolean mask each, kept for the neuron
         sums = [f.sum(1) if b else None for f, b in zip(flats, binary)]
-        masks = [None if b else _event_mask(f, self._buffer(i, f))
+        masks = [None if b else _event_mask(f, self._buffer(f"mask{i}", f.shape))
                  for i, (f, b) in enumerate(zip(flats, binary))]
         c["events_in"] = sum(_exact_count(s, f) if b else _count(m)
                              for s, m, f, b in zip(sums, masks, flats, binary))
         fo = self.fanout.get(name)
         if fo is not None:
             mask = xs[0] if binary[0] else masks[0].reshape(xs[0].shape)
-            c.update(_synaptic_counts(fo, xs[0], mask, kinds[0], sums[0]))
+            c.update(_synaptic_counts(fo, xs[0], mask, kinds[0], sums[0], self._buffer))
         elif node.op_name == "MatMul":
             nz = [x if b else _indicator(x) for x, b in zip(xs, binary)]
             products = _per_step(torch.matmul(nz[0].to(torch.float32), nz[1].to(torch.float32)), n)
@@ -132,17 +134,19 @@ class ActivityCounter:
             fired = _flat(out, n)
             c.update(_neuron_counts(out, masks[0] if xs else None,
                                     flats[0] if xs and binary[0] else None, self.kinds[name],
-                                    self._buffer(-1, fired)))
+                                    self._buffer))
         return c
 
-    def _buffer(self, slot: int, like: torch.Tensor) -> torch.Tensor:
-        """A bool tensor shaped like ``like``, the same one for every chunk
-        (contents undefined; callers overwrite it whole and use it at once)."""
-        key = (slot, tuple(like.shape), like.device)
+    def _buffer(self, slot: str, shape: Sequence[int], dtype: torch.dtype = torch.bool
+                ) -> torch.Tensor:
+        """A tensor for temporary ``slot``, the same one for every chunk of that
+        shape and dtype (contents undefined; callers overwrite it whole and
+        reduce it at once, so none outlives a :meth:`count_chunk` call)."""
+        key = (slot, tuple(shape), dtype)
         buf = self._scratch.get(key)
         if buf is None:
-            buf = self._scratch[key] = torch.empty(like.shape, dtype=torch.bool,
-                                                   device=like.device)
+            buf = self._scratch[key] = torch.empty(tuple(shape), dtype=dtype,
+                                                   device=self.device)
         return buf
 
 
@@ -194,8 +198,8 @@ def _per_step(x: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def _synaptic_counts(fanout: Tuple[torch.Tensor, ...], x: torch.Tensor,
-                     mask: torch.Tensor, kind: str, row_sums: Optional[torch.Tensor] = None
-                     ) -> Dict[str, torch.Tensor]:
+                     mask: torch.Tensor, kind: str, row_sums: Optional[torch.Tensor] = None,
+                     scratch: Optional[Scratch] = None) -> Dict[str, torch.Tensor]:
     """synops or macs, spikes_in and NeuroBench's ops of a node with fan-out maps;
     ``x`` is its (n, B, ...) input over a chunk, ``mask`` its event mask (binary
     spikes are their own), ``row_sums`` x's per-step sums when already at hand."""
@@ -210,12 +214,12 @@ def _synaptic_counts(fanout: Tuple[torch.Tensor, ...], x: torch.Tensor,
         c["spikes_in"] = c["values_in"]
         c["synops"] = (xf @ f_full).reshape(n, b).sum(1)
         sample_mac = xf.amax(1).reshape(n, b) > 1
-        mf = xf if not bool(sample_mac.any()) else _mask(xf, mask)
+        mf = xf if not bool(sample_mac.any()) else _mask(xf, mask, scratch)
     else:
-        mf = _mask(xf, mask)
+        mf = _mask(xf, mask, scratch)
         key = "synops" if kind == "graded" else "macs"
         c[key] = (mf @ f_full).reshape(n, b).sum(1)
-        sample_mac = ((xf.abs() != 1) & (xf != 0)).any(1).reshape(n, b)
+        sample_mac = _outside_unit_set(xf, scratch).reshape(n, b)
     ops = (mf @ f_nz).reshape(n, b)
     c["nb_ops"] = ops.sum(1)
     # NeuroBench decides MAC or AC per forward call: one step of the whole batch
@@ -225,27 +229,48 @@ def _synaptic_counts(fanout: Tuple[torch.Tensor, ...], x: torch.Tensor,
     return c
 
 
-def _mask(xf: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """The event mask as float32 values shaped like ``xf`` (n·B, numel)."""
-    return mask.reshape(xf.shape).to(torch.float32)
+def _mask(xf: torch.Tensor, mask: torch.Tensor, scratch: Optional[Scratch] = None
+          ) -> torch.Tensor:
+    """The event mask as float32 values shaped like ``xf`` (n·B, numel); a bool
+    mask goes through its bytes (uint8 to float32 is vectorized on CPUs, bool
+    to float32 several times slower)."""
+    mask = mask.reshape(xf.shape)
+    if mask.dtype == torch.bool:
+        mask = mask.view(torch.uint8)
+    if scratch is None:
+        return mask.to(torch.float32)
+    return scratch("mask_f32", xf.shape, torch.float32).copy_(mask)
+
+
+def _outside_unit_set(xf: torch.Tensor, scratch: Optional[Scratch] = None) -> torch.Tensor:
+    """Per row of ``xf``: whether some value lies outside {-1, 0, 1} (NaN and
+    ±inf do). d = x·x - |x| is 0 exactly for -1, 0 and 1 and for no other
+    float (rounded x·x never equals |x| elsewhere; inf gives NaN), so a row
+    holds such a value unless d's min and max are both 0: float passes only,
+    no bool tensors (whose element-wise logic is slow on CPUs)."""
+    d = xf.abs() if scratch is None else torch.abs(xf, out=scratch("d", xf.shape, xf.dtype))
+    d.neg_().addcmul_(xf, xf)
+    return ~((d.amax(1) == 0) & (d.amin(1) == 0))
 
 
 def _neuron_counts(out: torch.Tensor, in_mask: Optional[torch.Tensor],
                    in_binary: Optional[torch.Tensor], kind: str,
-                   scratch: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+                   scratch: Optional[Scratch] = None) -> Dict[str, torch.Tensor]:
     """neuron_updates, active_neurons and spikes_out of a neuron node over a chunk.
 
     ``in_mask``: the (n, m) event mask of its first input (taken over, its
     storage reused), or None when that input is binary (``in_binary``, its
-    (n, m) values) or the node has no input; ``scratch``: a bool buffer shaped
-    like the flattened output, for the output's own mask."""
+    (n, m) values) or the node has no input; ``scratch``: where temporary
+    masks may live (see :meth:`ActivityCounter._buffer`)."""
     n = out.shape[0]
     c = {"neuron_updates": torch.full((n,), float(out[0].numel()))}
     fired = _flat(out, n)
     if in_mask is not None or in_binary is not None:  # active: received a non-zero input or fired
-        active = in_mask if in_mask is not None else _event_mask(in_binary)
+        active = in_mask if in_mask is not None else _event_mask(
+            in_binary, None if scratch is None else scratch("mask0", in_binary.shape))
         if active.shape == fired.shape:  # or as bytes: ~10x faster than logical_or_ on CPUs
-            fired = fired if fired.dtype == torch.bool else _event_mask(fired, scratch)
+            fired = fired if fired.dtype == torch.bool else _event_mask(
+                fired, None if scratch is None else scratch("fired", fired.shape))
             active.view(torch.uint8).bitwise_or_(fired.view(torch.uint8))
         else:
             active = torch.logical_or(active, fired)
