@@ -7,7 +7,9 @@ keeps its (n, B, ...) output. :func:`run_block` does that for one kernel: a
 kernel that knows how to take a block at once (a ``run_block`` method:
 Loihi's synapses as one call over n·B with the one-step delay as a shift in
 time, Loihi's CUBA neuron as an in-place loop over a preallocated buffer)
-does so; any other kernel is stepped n times on slices of the block, which
+does so; a kernel without state whose step works per sample (``per_sample``:
+element-wise ops, pooling, reshapes; convolutions and matmuls on the CPU)
+takes the block as one batch of n·B samples; any other kernel is stepped n times on slices of the block, which
 is the step-by-step schedule's very sequence of calls on that kernel, so its
 results (random masks included: each SpikeMask holds its own generator) are
 the same by construction.
@@ -47,6 +49,9 @@ def run_block(kernel: object, xs: List[torch.Tensor], t0: int) -> torch.Tensor:
         if out is not None:  # None: the kernel declined this block
             return out
     n = xs[0].shape[0] if xs else 0
+    if getattr(kernel, "per_sample", False) and xs:  # one call over n·B samples
+        flat = kernel.step([x.reshape((-1,) + tuple(x.shape[2:])) for x in xs], t0)
+        return flat.reshape((n, -1) + tuple(flat.shape[1:]))
     outs = [kernel.step([x[i] for x in xs], t0 + i) for i in range(n)]
     return torch.stack(outs)
 
