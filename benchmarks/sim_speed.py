@@ -1,7 +1,8 @@
 """Simulator speed against its limits, in one run: ms per step and ratios.
 
-For Intel's PilotNet-LIF and mnist.net (loihi numerics) and a digits-sized
-QCFS CNN converted to an IF SNN (float numerics, batched), times:
+For Intel's PilotNet-LIF and mnist.net (loihi numerics, batch 1; lava-dl's
+bundled test networks, or ``--netx-dir``) and a digits-sized QCFS CNN
+converted to an IF SNN (float numerics, at each ``--cnn-batch``), times:
 
 * nmtc, step-by-step schedule, counting on (the reference schedule; what
   the simulator did before the layer-major schedule),
@@ -13,12 +14,15 @@ QCFS CNN converted to an IF SNN (float numerics, batched), times:
 
 and checks that every neuron layer's output at every step is identical
 between the schedules, the plain-torch run and (with ``--lava``) Lava, and
-for PilotNet with Intel's recording (steps 1-17).
+for PilotNet with Intel's recording (steps 1-17). Per-sample throughput
+(samples of T steps per second) is printed next to ms per step.
 
-    .venv/bin/python benchmarks/sim_speed.py [--steps 32] [--cnn-batch 64] [--lava]
-        [--device cuda] [--repeat 3]
+    .venv/bin/python benchmarks/sim_speed.py [--steps 32] [--cnn-batch 64 256] [--lava]
+        [--device cuda] [--repeat 3] [--netx-dir DIR]
 
 Times are the best of ``--repeat`` runs (one untimed warm-up run first).
+Lava is imported only with ``--lava``; without lava-dl's networks (and no
+``--netx-dir``) the netx cases are skipped with a note and the CNN runs.
 """
 from __future__ import annotations
 
@@ -37,11 +41,16 @@ from nmtoolchain.ir import Graph
 from nmtoolchain.numerics.loihi import MANT_SHIFT, keep_factor
 
 
-def intel_dir() -> Path:
-    p = Path(sysconfig.get_paths()["purelib"]) / "tests/lava/lib/dl/netx"
-    if not (p / "mnist.net").exists():
-        raise SystemExit("lava-dl's test networks are not installed (pip install lava-dl)")
-    return p
+def intel_dir(given: str = "") -> Optional[Path]:
+    """lava-dl's bundled test networks (``given``: a copy of that folder), or None."""
+    candidates = [Path(given)] if given else [
+        Path(sysconfig.get_paths()[k]) / "tests/lava/lib/dl/netx" for k in ("purelib", "platlib")]
+    for p in candidates:
+        if (p / "mnist.net").exists():
+            return p
+    if given:
+        raise SystemExit(f"--netx-dir {given}: no mnist.net there (lava-dl's tests/lava/lib/dl/netx)")
+    return None
 
 
 @dataclass
@@ -73,14 +82,18 @@ class PlainTorch:
         self.graph, self.numerics, self.device = graph, numerics, device
         self.reset_interval = reset_interval
         self.order, _ = graph.order()
+        # integer synapses in float32 are exact on a CPU; a GPU may pick TF32 or
+        # Winograd/FFT algorithms, so there they run in float64 (as nmtc's do)
+        self.syn_dtype = (torch.float64 if numerics == "loihi"
+                          and torch.device(device).type == "cuda" else torch.float32)
         self.w = {}
         for name in self.order:
             op = graph[name].op
             if hasattr(op, "weight"):
-                self.w[name] = (torch.as_tensor(np.asarray(op.weight), dtype=torch.float32,
+                self.w[name] = (torch.as_tensor(np.asarray(op.weight), dtype=self.syn_dtype,
                                                 device=device),
                                 None if getattr(op, "bias", None) is None else
-                                torch.as_tensor(np.asarray(op.bias), dtype=torch.float32,
+                                torch.as_tensor(np.asarray(op.bias), dtype=self.syn_dtype,
                                                 device=device))
 
     def run(self, x: torch.Tensor, steps: int) -> Dict[str, torch.Tensor]:
@@ -100,7 +113,7 @@ class PlainTorch:
             elif kind in ("Conv2d", "Affine", "Linear"):
                 w, b = self.w[name]
                 n, bsz = src.shape[0], src.shape[1]
-                flat = src.reshape((n * bsz,) + tuple(src.shape[2:])).to(torch.float32)
+                flat = src.reshape((n * bsz,) + tuple(src.shape[2:])).to(self.syn_dtype)
                 if kind == "Conv2d":
                     op = node.op
                     y = F.conv2d(flat, w, None if loihi else b, op.stride, op.padding,
@@ -231,6 +244,13 @@ def digits_cnn(batch: int) -> Case:
 
 
 # ---------------------------------------------------------------- timing
+#: the clock runs are timed with: wall time, or (``--clock cpu``, for a machine
+#: shared with other jobs) this process's CPU time, which waiting for a core
+#: does not inflate
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+CLOCK = CLOCKS["wall"]
+
+
 def best_ms(fn: Callable[[], object], steps: int, repeat: int) -> Tuple[float, object]:
     """(best ms per step over ``repeat`` runs after one warm-up, the last result)."""
     out = fn()
@@ -238,11 +258,11 @@ def best_ms(fn: Callable[[], object], steps: int, repeat: int) -> Tuple[float, o
     for _ in range(repeat):
         if torch.cuda.is_available():
             torch.cuda.synchronize()
-        t0 = time.perf_counter()
+        t0 = CLOCK()
         out = fn()
         if torch.cuda.is_available():
             torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t0)
+        best = min(best, CLOCK() - t0)
     return 1000 * best / steps, out
 
 
@@ -289,9 +309,10 @@ def run_case(case: Case, steps: int, repeat: int, device: str, lava: bool) -> No
     bsz = x.shape[0]
     print(f"\n{case.label}, {steps} steps, device {device}; "
           f"{int(counts.total('spikes_out')):,} spikes counted")
-    print(f"  {'run':<50}{'ms/step':>10}{'ms/sample-step':>16}{'x limit':>9}")
+    print(f"  {'run':<50}{'ms/step':>10}{'ms/sample-step':>16}{'samples/s':>11}{'x limit':>9}")
     for label, ms in rows:
-        print(f"  {label:<50}{ms:>10.3f}{ms / bsz:>16.4f}{ms / limit:>9.2f}")
+        print(f"  {label:<50}{ms:>10.3f}{ms / bsz:>16.4f}{1000 * bsz / (ms * steps):>11.1f}"
+              f"{ms / limit:>9.2f}")
     if lava_run is not None:
         lv = lava_run.ms_per_step
         print(f"  nmtc default is {lv / rows[2][1]:.0f}x faster than Lava")
@@ -318,23 +339,38 @@ def run_case(case: Case, steps: int, repeat: int, device: str, lava: bool) -> No
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=32)
-    ap.add_argument("--cnn-batch", type=int, default=64)
+    ap.add_argument("--cnn-batch", type=int, nargs="+", default=[64, 256],
+                    help="batch sizes of the digits CNN (one case each)")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--lava", action="store_true", help="also time Lava fixed_pt (slow)")
     ap.add_argument("--only", default="", help="comma-separated: pilotnet,mnist,cnn")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's)")
+    ap.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                    help="time runs by wall clock (default) or by this process's CPU time "
+                         "(a loaded machine; Lava is always timed by its own wall clock)")
+    ap.add_argument("--netx-dir", default="",
+                    help="a copy of lava-dl's tests/lava/lib/dl/netx (default: the installed one)")
     args = ap.parse_args()
+    global CLOCK
+    CLOCK = CLOCKS[args.clock]
     if args.threads:
         torch.set_num_threads(args.threads)
-    root = intel_dir()
-    makers = {"pilotnet": lambda: pilotnet(root), "mnist": lambda: mnist(root, args.steps),
-              "cnn": lambda: digits_cnn(args.cnn_batch)}
+    if torch.device(args.device).type == "cuda":  # full float32, as the simulator runs
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    root = intel_dir(args.netx_dir)
+    makers = {"pilotnet": [lambda: pilotnet(root)], "mnist": [lambda: mnist(root, args.steps)],
+              "cnn": [lambda b=b: digits_cnn(b) for b in args.cnn_batch]}
     only = [s for s in args.only.split(",") if s] or list(makers)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
-          f"device {args.device}")
+          f"device {args.device}, {args.clock} clock")
     for key in only:
-        run_case(makers[key](), args.steps, args.repeat, args.device, args.lava)
+        if key in ("pilotnet", "mnist") and root is None:
+            print(f"\n{key}: skipped, lava-dl's test networks are not installed "
+                  "(pip install lava-dl, or --netx-dir)")
+            continue
+        for make in makers[key]:
+            run_case(make(), args.steps, args.repeat, args.device, args.lava)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,8 @@ from simulators.cycle.kernels_speck import make_speck_kernel
 from simulators.cycle.kernels_tokens import (TOKEN_OPS, check_token_numerics, token_counts,
                                              token_masks, with_token_kernels)
 from simulators.cycle.recording import Recording, recorded_nodes
-from simulators.cycle.schedule import DEFAULT_CHUNK_BYTES, SCHEDULES, run_block, time_chunk
+from simulators.cycle.schedule import (DEFAULT_CHUNK_BYTES, SCHEDULES, memory_estimate,
+                                       run_block, time_chunk, warn_if_too_big)
 
 NUMERICS = ("float", "loihi", "speck")
 
@@ -276,6 +277,13 @@ class Simulator:
             progress = step_callback(f"simulating ({self.numerics})", steps)
         feeds = self._feeds(inputs, steps)
         batch = next(iter(feeds.values())).shape[0]
+        chunk = (time_chunk(self.graph, self.order, batch, steps, self.chunk_bytes)
+                 if self.schedule == "layer" else
+                 min(steps, self.counter.chunk) if self.counter is not None else 1)
+        input_bytes = sum(x.untyped_storage().nbytes() for x in feeds.values())
+        warn_if_too_big(memory_estimate(self.graph, self.order, batch, steps, chunk,
+                                        list(self.record) + list(self.outputs), input_bytes),
+                        self.device)
         self._resolve_kinds({k: v[:, 0] for k, v in feeds.items()})
         for k in self.kernels.values():
             k.reset(batch)
@@ -285,7 +293,7 @@ class Simulator:
         clock = _StepClock()
         with torch.no_grad(), _full_fp32(self.device):
             if self.schedule == "layer":
-                self._run_layer_major(feeds, steps, batch, recording, progress)
+                self._run_layer_major(feeds, steps, chunk, recording, progress)
                 wall = time.perf_counter() - clock.t0
                 outputs, recorded, state = recording.stacked()
                 return SimResult(outputs=outputs, recorded=recorded, state=state,
@@ -305,11 +313,11 @@ class Simulator:
                          counts=self._run_counts(steps, batch), wall_s=wall,
                          ms_per_step=ms_per_step)
 
-    def _run_layer_major(self, feeds: Dict[str, torch.Tensor], steps: int, batch: int,
+    def _run_layer_major(self, feeds: Dict[str, torch.Tensor], steps: int, chunk: int,
                          recording: Recording,
                          progress: Optional[Callable[[int], None]]) -> None:
-        """Each node over a time chunk, then the next; state carries between chunks."""
-        chunk = time_chunk(self.graph, self.order, batch, steps, self.chunk_bytes)
+        """Each node over time chunks of ``chunk`` steps, then the next; state
+        carries between chunks."""
         for t0 in range(0, steps, chunk):
             t1 = min(steps, t0 + chunk)
             values: Dict[str, torch.Tensor] = {}

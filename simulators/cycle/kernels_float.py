@@ -31,6 +31,13 @@ def _axis(axis: int) -> int:
     return axis + 1 if axis >= 0 else axis
 
 
+def _batch_invariant(device: str) -> bool:
+    """Whether convolutions and matmuls on ``device`` give each sample the same
+    values at any batch size (the CPU's, as tests/test_simulator_schedules.py
+    checks bit for bit)."""
+    return torch.device(device).type == "cpu"
+
+
 class Kernel:
     """Base kernel. ``output_kind`` tells counting what the output carries:
     'spikes' (counts of unit events), 'graded' (events with a payload),
@@ -38,6 +45,12 @@ class Kernel:
 
     output_kind = "same"
     dtype = torch.float32
+    #: True for a kernel without state whose step treats the leading axis as
+    #: samples only (element-wise or per-sample ops): the layer-major schedule
+    #: then runs a time chunk as one call over n·B samples
+    #: (:func:`simulators.cycle.schedule.run_block`), which computes each value
+    #: as the step does
+    per_sample = False
 
     def __init__(self, node: Node, graph: Graph, device: str = "cpu") -> None:
         self.node, self.graph, self.device = node, graph, device
@@ -58,6 +71,8 @@ class InputKernel(Kernel):
 
 
 class Identity(Kernel):
+    per_sample = True
+
     def step(self, xs, t):
         return xs[0]
 
@@ -65,6 +80,10 @@ class Identity(Kernel):
 class AffineK(Kernel):
     def __init__(self, node, graph, device="cpu"):
         super().__init__(node, graph, device)
+        # BLAS on the CPU computes each row alike at any batch size (checked
+        # bit for bit by tests/test_simulator_schedules.py); a GPU library may
+        # pick another algorithm for another batch size, so there: per step
+        self.per_sample = _batch_invariant(device)
         self.w = _t(node.op.weight, device=device)
         b = getattr(node.op, "bias", None)
         self.b = None if b is None or not np.any(b) else _t(b, device=device)
@@ -76,6 +95,7 @@ class AffineK(Kernel):
 class ConvK(Kernel):
     def __init__(self, node, graph, device="cpu"):
         super().__init__(node, graph, device)
+        self.per_sample = _batch_invariant(device)  # as AffineK
         op = node.op
         self.w = _t(op.weight, device=device)
         self.b = None if not np.any(op.bias) else _t(op.bias, device=device)
@@ -87,6 +107,8 @@ class ConvK(Kernel):
 
 
 class SumPoolK(Kernel):
+    per_sample = True
+
     def step(self, xs, t):
         op = self.node.op
         k = op.kernel_size
@@ -104,12 +126,16 @@ class MaxPoolK(Kernel):
 
 
 class FlattenK(Kernel):
+    per_sample = True
+
     def step(self, xs, t):
         op = self.node.op
         return torch.flatten(xs[0], _axis(op.start_dim), _axis(op.end_dim))
 
 
 class ReshapeK(Kernel):
+    per_sample = True
+
     def step(self, xs, t):
         return xs[0].reshape((xs[0].shape[0],) + tuple(self.shape))
 
@@ -122,6 +148,7 @@ class TransposeK(Kernel):
 class ScaleK(Kernel):
     #: spikes times λ (converted SNNs) are still events, carrying a payload
     output_kind = "scaled"
+    per_sample = True
 
     def __init__(self, node, graph, device="cpu"):
         super().__init__(node, graph, device)
@@ -347,6 +374,34 @@ class IFK(NeuronK):
         v = self.v + self.r * xs[0] + self.bias
         s, self.v = self.spike_and_reset(v)
         return s
+
+    def run_block(self, xs, t0):
+        """Steps t0 .. t0+n-1 (layer-major schedule) as :meth:`step`'s very
+        arithmetic done in place, spikes written into one (n, B, ...) buffer:
+        v + r x + b, s = [v >= thr] (or >), v - s thr. Single spikes with
+        reset by subtraction and float32 throughout; anything else (and
+        subclasses with their own step) declines, to be stepped."""
+        op, x = self.node.op, xs[0]
+        if (type(self).step is not IFK.step or op.spike == "multi" or op.reset != "subtract"
+                or self.v_min is not None or x.dtype != self.v.dtype
+                or any(p.dtype != self.v.dtype for p in (self.r, self.bias, self.thr))):
+            return None
+        v = self.v
+        if tuple(torch.broadcast_shapes(v.shape, x.shape[1:], self.r.shape, self.bias.shape,
+                                        self.thr.shape)) != tuple(v.shape):
+            return None
+        v = v.clone()  # the state tensor may be shared with a step's caller
+        out = torch.empty((x.shape[0],) + tuple(v.shape), dtype=v.dtype, device=v.device)
+        tmp = torch.empty_like(v)
+        fired = torch.empty(v.shape, dtype=torch.bool, device=v.device)
+        compare = torch.ge if op.compare == ">=" else torch.gt
+        for i in range(x.shape[0]):
+            v.add_(torch.mul(self.r, x[i], out=tmp)).add_(self.bias)
+            compare(v, self.thr, out=fired)
+            out[i].copy_(fired)
+            v.sub_(torch.mul(out[i], self.thr, out=tmp))
+        self.v = v
+        return out
 
 
 class LIFK(IFK):

@@ -7,18 +7,25 @@ keeps its (n, B, ...) output. :func:`run_block` does that for one kernel: a
 kernel that knows how to take a block at once (a ``run_block`` method:
 Loihi's synapses as one call over n·B with the one-step delay as a shift in
 time, Loihi's CUBA neuron as an in-place loop over a preallocated buffer)
-does so; any other kernel is stepped n times on slices of the block, which
+does so; a kernel without state whose step works per sample (``per_sample``:
+element-wise ops, pooling, reshapes; convolutions and matmuls on the CPU)
+takes the block as one batch of n·B samples; any other kernel is stepped n times on slices of the block, which
 is the step-by-step schedule's very sequence of calls on that kernel, so its
 results (random masks included: each SpikeMask holds its own generator) are
 the same by construction.
 
-:func:`time_chunk` bounds the memory a chunk holds. This module decides
-nothing about counting or recording; it never walks the graph.
+:func:`time_chunk` bounds the memory a chunk holds; :func:`memory_estimate`
+adds what a run keeps to the end (recorded outputs, the input) and
+:func:`warn_if_too_big` prints that estimate before a run that would not fit
+in the device's free memory. This module decides nothing about counting or
+recording; it never walks the graph.
 """
 from __future__ import annotations
 
 import sys
-from typing import List, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -42,6 +49,9 @@ def run_block(kernel: object, xs: List[torch.Tensor], t0: int) -> torch.Tensor:
         if out is not None:  # None: the kernel declined this block
             return out
     n = xs[0].shape[0] if xs else 0
+    if getattr(kernel, "per_sample", False) and xs:  # one call over n·B samples
+        flat = kernel.step([x.reshape((-1,) + tuple(x.shape[2:])) for x in xs], t0)
+        return flat.reshape((n, -1) + tuple(flat.shape[1:]))
     outs = [kernel.step([x[i] for x in xs], t0 + i) for i in range(n)]
     return torch.stack(outs)
 
@@ -66,3 +76,68 @@ def time_chunk(graph: Graph, order: Sequence[str], batch: int, steps: int,
                   "running one step per chunk", file=sys.stderr)
         return 1
     return int(min(steps, n, MAX_CHUNK_STEPS))
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Bytes a run holds at its peak, estimated before it starts (8 bytes per
+    value, the widest dtype the kernels use)."""
+
+    #: time steps whose node outputs are held at once (a layer-major chunk, or
+    #: the steps the step schedule buffers for counting)
+    held_steps: int
+    #: node outputs of those steps
+    held: int
+    #: outputs kept for the whole run (recorded and Output nodes): the per-step
+    #: copies and the stacked (B, T, ...) result
+    kept: int
+    #: the data fed in
+    inputs: int
+
+    @property
+    def total(self) -> int:
+        return self.held + self.kept + self.inputs
+
+    def describe(self) -> str:
+        gib = lambda b: f"{b / 2**30:.2f} GiB"  # noqa: E731
+        return (f"about {gib(self.total)} (node outputs of {self.held_steps} step(s) held at "
+                f"once: {gib(self.held)}, recorded outputs: {gib(self.kept)}, "
+                f"inputs: {gib(self.inputs)})")
+
+
+def memory_estimate(graph: Graph, order: Sequence[str], batch: int, steps: int,
+                    held_steps: int, kept: Sequence[str], input_bytes: int) -> MemoryEstimate:
+    """What a run of ``steps`` steps at ``batch`` holds: ``held_steps`` steps of
+    every node's output, every step of the ``kept`` nodes' outputs (twice: the
+    per-step copies, then the stacked result) and ``input_bytes`` of input."""
+    kept_per_step = sum(8 * batch * int(np.prod(graph[n].shape)) for n in set(kept))
+    return MemoryEstimate(held_steps, held_steps * step_bytes(graph, order, batch),
+                          2 * steps * kept_per_step, int(input_bytes))
+
+
+def free_bytes(device: str) -> Optional[int]:
+    """Memory free for a run on ``device``: CUDA's free device memory, or the
+    host's MemAvailable (Linux); None where it cannot be read."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return int(torch.cuda.mem_get_info(dev)[0])
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def warn_if_too_big(estimate: MemoryEstimate, device: str) -> bool:
+    """Print the estimate on stderr when the run would not fit in ``device``'s
+    free memory (the run still starts: the estimate is an upper bound, and
+    swap or a freed cache may carry it); returns whether it was printed."""
+    free = free_bytes(device)
+    if free is None or estimate.total <= free:
+        return False
+    print(f"nmtc: this run needs {estimate.describe()}, but only {free / 2**30:.2f} GiB are "
+          f"free on {device}; record fewer nodes, or run fewer steps or a smaller batch",
+          file=sys.stderr)
+    return True
