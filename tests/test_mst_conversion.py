@@ -190,6 +190,9 @@ def test_ci_snippet_passes_and_fails_the_build_by_exit_code(tmp_path):
 
     root = Path(__file__).resolve().parents[1]
     nmtc = Path(sys.executable).with_name("nmtc")
+    if not nmtc.exists():
+        pytest.skip(f"the nmtc console script is not installed next to {sys.executable} "
+                    "(pip install -e .); the CI snippet calls it")
     env = dict(os.environ, NMTC=str(nmtc), OUT=str(tmp_path / "acc.json"), TIMESTEPS="8")
     ok = subprocess.run(["bash", "examples/ci/accuracy_gate.sh"], cwd=root, capture_output=True,
                         text=True, env=dict(env, MAX_DROP="0.05"), timeout=300)

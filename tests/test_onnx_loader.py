@@ -14,7 +14,6 @@ model in eval mode (the default EVAL mode fuses it into the preceding conv).
 """
 from __future__ import annotations
 
-import inspect
 import warnings
 from pathlib import Path
 from typing import Dict, Tuple
@@ -25,6 +24,7 @@ import pytest
 import torch
 import torch.nn as nn
 from onnx import TensorProto, helper
+from onnx_export import torchscript_exporter
 
 from nmtoolchain.errors import BadInputError, UnsupportedOpError
 from nmtoolchain.frontends import load_model
@@ -121,10 +121,9 @@ def export(model: nn.Module, example, path: Path, **kwargs) -> Path:
     """``torch.onnx.export`` of ``model`` in eval mode, keeping BatchNorm nodes."""
     model.eval()
     kwargs.setdefault("training", torch.onnx.TrainingMode.PRESERVE)
-    if "dynamo" in inspect.signature(torch.onnx.export).parameters:
-        # these tests read the TorchScript-based exporter's scope names ('/2/conv1/Conv');
-        # torch >= 2.9 defaults to the dynamo exporter (tests/test_onnx_dynamo.py)
-        kwargs.setdefault("dynamo", False)
+    # these tests read the TorchScript-based exporter's scope names ('/2/conv1/Conv')
+    for k, v in torchscript_exporter().items():
+        kwargs.setdefault(k, v)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(model, example, str(path), **kwargs)

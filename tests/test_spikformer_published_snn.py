@@ -18,6 +18,7 @@ from torch import nn
 from nmtoolchain.errors import NmtcError, UnsupportedOpError
 from nmtoolchain.frontends import load_model
 from simulators.cycle.interpreter import Simulator
+from onnx_export import torchscript_exporter
 from spikformer_published_snn import (MultiStepLIF, PublishedSpikformerSNN, lif_modules,
                                       randomize)
 
@@ -41,7 +42,7 @@ def _export_onnx(model: nn.Module, shape: tuple, path) -> None:
         warnings.simplefilter("ignore")
         torch.onnx.export(model, torch.rand((2,) + shape), str(path), input_names=["x"],
                           output_names=["y"], dynamic_axes={"x": {0: "b"}, "y": {0: "b"}},
-                          opset_version=17)
+                          opset_version=17, **torchscript_exporter())
 
 
 def _module_of(node) -> str:
@@ -202,7 +203,7 @@ def test_published_snn_4_384_counts_from_onnx(tmp_path):
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(model, torch.rand(1, 3, 32, 32), str(path), input_names=["x"],
-                          output_names=["y"], opset_version=17)
+                          output_names=["y"], opset_version=17, **torchscript_exporter())
     tot = load_model(path).totals()
     # torch.onnx (eval mode) fuses each SPS BatchNorm2d into its conv: the BN's weight
     # and bias (2 per channel) become one conv bias per channel

@@ -16,6 +16,7 @@ import torch
 
 from nmtoolchain.frontends import load_model
 from simulators.cycle.interpreter import Simulator
+from onnx_export import torchscript_exporter
 from spikformer_published_snn import MultiStepLIF, PublishedSpikformerSNN, randomize
 
 with contextlib.redirect_stdout(io.StringIO()):  # its import prints dataset-toolbox notes
@@ -70,7 +71,7 @@ def test_spikingjelly_spikformer_from_onnx_simulates_spike_for_spike(tmp_path):
         warnings.simplefilter("ignore")
         torch.onnx.export(model, torch.rand(2, 1, 8, 8), str(path), input_names=["x"],
                           output_names=["y"], dynamic_axes={"x": {0: "b"}, "y": {0: "b"}},
-                          opset_version=17)
+                          opset_version=17, **torchscript_exporter())
     _check(load_model(path), model, "module")
 
 
