@@ -15,25 +15,10 @@ import pytest
 import torch
 from torch import nn
 
-from nmtoolchain.cli import main
+from test_cli import assert_one_line_error, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 CNN_SNN = ROOT / "nmtoolchain" / "data" / "digits_cnn_snn.nmir"  # input (1, 8, 8)
-
-
-def run_cli(args, capfd):
-    code = main([str(a) for a in args])
-    out, err = capfd.readouterr()
-    return code, out, err
-
-
-def assert_one_line_error(code, err, *needles):
-    assert code == 2, err
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert len(lines) == 1, err
-    assert lines[0].startswith("nmtc: error: ") and "Traceback" not in err
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
 
 
 def _mlp() -> nn.Module:

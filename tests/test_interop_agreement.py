@@ -103,9 +103,9 @@ def test_verify_against_the_source_model_prints_the_agreement_first(exported, tm
     assert out["agreement"]["source_accuracy"] >= 0.5
 
 
-@pytest.mark.lava
-def test_verify_warns_when_no_sample_produced_an_event(tmp_path, capsys):
-    """A bias-free network fed zeros never fires: 'identical' is then vacuous, and said so."""
+def _bias_free_export(tmp_path) -> Path:
+    """16 inputs of weight 1 into 4 IF neurons of threshold 4, no bias, exported to Loihi 2
+    with all-ones calibration: it fires on ones and can never fire on zeros."""
     pytest.importorskip("lava.lib.dl.netx", reason="lava-dl is not installed")
     from nmtoolchain.ir import IF, Affine, Graph, Input, Output, save_graph
 
@@ -116,11 +116,19 @@ def test_verify_warns_when_no_sample_produced_an_event(tmp_path, capsys):
     g.add("out", Output(), ["n"])
     save_graph(g.infer_shapes(), tmp_path / "g.nmir")
     np.savez(tmp_path / "ones.npz", x=np.ones((4, 16), np.float32))
-    np.savez(tmp_path / "zeros.npz", x=np.zeros((2, 16), np.float32), y=np.zeros(2, np.int64))
+    out = tmp_path / "g.loihi2"
     assert main(["export", str(tmp_path / "g.nmir"), "--target", "loihi2", "--calib",
-                 str(tmp_path / "ones.npz"), "-o", str(tmp_path / "g.loihi2")]) == 0
+                 str(tmp_path / "ones.npz"), "-o", str(out)]) == 0
+    return out
+
+
+@pytest.mark.lava
+def test_verify_warns_when_no_sample_produced_an_event(tmp_path, capsys):
+    """A bias-free network fed zeros never fires: 'identical' is then vacuous, and said so."""
+    exported = _bias_free_export(tmp_path)
+    np.savez(tmp_path / "zeros.npz", x=np.zeros((2, 16), np.float32), y=np.zeros(2, np.int64))
     capsys.readouterr()
-    main(["verify", str(tmp_path / "g.loihi2"), "--data", str(tmp_path / "zeros.npz"),
+    main(["verify", str(exported), "--data", str(tmp_path / "zeros.npz"),
           "--samples", "2"])
     assert "no sample produced a single event" in capsys.readouterr().err
 
@@ -128,23 +136,12 @@ def test_verify_warns_when_no_sample_produced_an_event(tmp_path, capsys):
 @pytest.mark.lava
 def test_verify_warns_when_some_samples_produced_no_event(tmp_path, capsys):
     """One silent sample among firing ones: the warning names how many and which."""
-    pytest.importorskip("lava.lib.dl.netx", reason="lava-dl is not installed")
-    from nmtoolchain.ir import IF, Affine, Graph, Input, Output, save_graph
-
-    g = Graph()
-    g.add("x", Input(shape=(16,)))
-    g.add("fc", Affine(weight=np.ones((4, 16), np.float32)), ["x"])
-    g.add("n", IF(v_threshold=4.0, reset="to_reset"), ["fc"])
-    g.add("out", Output(), ["n"])
-    save_graph(g.infer_shapes(), tmp_path / "g.nmir")
-    np.savez(tmp_path / "ones.npz", x=np.ones((4, 16), np.float32))
+    exported = _bias_free_export(tmp_path)
     # sample 0 all ones (the first layer fires), sample 1 all zeros (nothing can fire)
     x = np.stack([np.ones(16, np.float32), np.zeros(16, np.float32)])
     np.savez(tmp_path / "mixed.npz", x=x, y=np.zeros(2, np.int64))
-    assert main(["export", str(tmp_path / "g.nmir"), "--target", "loihi2", "--calib",
-                 str(tmp_path / "ones.npz"), "-o", str(tmp_path / "g.loihi2")]) == 0
     capsys.readouterr()
-    main(["verify", str(tmp_path / "g.loihi2"), "--data", str(tmp_path / "mixed.npz"),
+    main(["verify", str(exported), "--data", str(tmp_path / "mixed.npz"),
           "--samples", "2"])
     err = capsys.readouterr().err
     assert "1 of 2 samples produced no event" in err and "first: sample 1" in err
