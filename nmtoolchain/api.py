@@ -163,37 +163,21 @@ def threshold_balance(graph: Graph, calib: Any, *, timesteps: Optional[int] = No
 def analog_calibration(graph: Graph, calib: Any, limit: int) -> Tuple[np.ndarray, str]:
     """(x, description) of at most ``limit`` analog calibration samples shaped for
     ``graph``'s input: 'digits' (train split), a .npz with ``x``, a .npy, or an array."""
-    from nmtoolchain.datasets import load_digits_split, load_npz
-    from nmtoolchain.inputs import _fit
+    from nmtoolchain.calibration import read_calibration_x
+    from nmtoolchain.inputs import arrange_samples
 
     if len(graph.inputs()) != 1:
         raise BadInputError(f"model has {len(graph.inputs())} inputs; calibration feeds one")
-    if isinstance(calib, str) and calib == "digits":
-        x = load_digits_split().x_train
-        origin = "digits train split"
-    elif isinstance(calib, (str, os.PathLike)):
-        path = Path(calib)
-        if path.suffix == ".npz":
-            x, _ = load_npz(path, labels=False)
-        elif path.suffix == ".npy":
-            if not path.exists():
-                raise BadInputError(f"{path}: no such file")
-            try:
-                x = np.load(path, allow_pickle=False)
-            except Exception as e:  # ValueError, OSError: not a numpy array file
-                raise BadInputError(f"{path}: not a readable .npy file ({type(e).__name__})") \
-                    from None
-        else:
-            raise BadInputError(f"--calib {calib}: expected 'digits', a .npz with x or a .npy")
-        origin = path.name
+    if isinstance(calib, (str, os.PathLike)):
+        x, origin = read_calibration_x(calib, int(limit))
     else:
         x, origin = _array(calib), "array"
-    x = _fit(np.asarray(x, np.float32), tuple(graph.inputs()[0].shape), str(origin))
+    x = arrange_samples(np.asarray(x, np.float32), tuple(graph.inputs()[0].shape), str(origin))
     if x.ndim != len(graph.inputs()[0].shape) + 1:
         raise BadInputError(f"--calib {origin}: expected static samples (N, "
                             f"{tuple(graph.inputs()[0].shape)}), got {tuple(x.shape)}")
     x = x[:int(limit)]
-    return x, f"{origin}, {len(x)} samples"
+    return x, origin if str(calib) == "digits" else f"{origin}, {len(x)} samples"
 
 
 #: measurement -> (its input file in lava-dl's installed tests/lava/lib/dl/netx, axis order to C,H,W)

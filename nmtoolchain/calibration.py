@@ -50,17 +50,18 @@ def calibration_spikes(graph: Graph, calib: Union[str, Path], timesteps: int
     return rate_encode(x, timesteps, x_max=x_max), origin + ", rate-coded", used
 
 
-def read_calibration_x(calib: Union[str, Path]) -> Tuple[np.ndarray, str]:
-    """The raw samples of ``--calib`` (at most :data:`CALIB_SAMPLES`) and where they
-    came from: 'digits' (the train split), a .npz (``x``; ``y`` and other arrays
-    are not needed) or a .npy array."""
+def read_calibration_x(calib: Union[str, Path], limit: int = CALIB_SAMPLES
+                       ) -> Tuple[np.ndarray, str]:
+    """The raw samples of ``--calib`` (at most ``limit``) and where they came from:
+    'digits' (the train split), a .npz (``x``; ``y`` and other arrays are not
+    needed) or a .npy array."""
     if str(calib) == "digits":
-        x = load_digits_split().x_train[:CALIB_SAMPLES]
+        x = load_digits_split().x_train[:limit]
         return x, f"digits train split, {len(x)} images"
     path = Path(calib)
     if path.suffix == ".npz":
         npz = read_npz(path)
-        return npz.x[:CALIB_SAMPLES], f"{path.name} ({npz.keys_note()})"
+        return npz.x[:limit], f"{path.name} ({npz.keys_note()})"
     if path.suffix == ".npy":
         from nmtoolchain.fileio import require_regular_file
 
@@ -69,7 +70,7 @@ def read_calibration_x(calib: Union[str, Path]) -> Tuple[np.ndarray, str]:
             x = np.load(path, allow_pickle=False)
         except (ValueError, OSError) as e:
             raise BadInputError(f"{path}: not a readable .npy array ({e})") from None
-        return np.asarray(x)[:CALIB_SAMPLES], path.name
+        return np.asarray(x)[:limit], path.name
     raise BadInputError(f"--calib {calib}: expected 'digits', a .npz file with x (y optional) "
                         "or a .npy array of samples")
 

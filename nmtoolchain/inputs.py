@@ -105,10 +105,6 @@ def _layout_note(x: np.ndarray, shape: tuple) -> str:
     return f"{len(x)} static samples"
 
 
-#: the name the modules that measure data have imported (calibration, agreement)
-_fit = arrange_samples
-
-
 def load_run_inputs(graph: Graph, *, dataset: Optional[str] = None, data: Optional[Path] = None,
                     samples: int = 16, seed: int = 0, rate: float = 0.1) -> RunInputs:
     """Inputs for ``graph``'s single input, at most ``samples`` of them."""

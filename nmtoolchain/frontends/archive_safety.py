@@ -103,7 +103,7 @@ def _code_findings(member: str, source: str) -> List[CodeFinding]:
     return found
 
 
-def _pickle_globals(data: bytes) -> List[str]:
+def pickle_globals(data: bytes) -> List[str]:
     """The ``module name`` pairs a pickle's GLOBAL/STACK_GLOBAL opcodes name, read
     without unpickling (:mod:`pickletools`); STACK_GLOBAL takes the two most recent
     string pushes."""
@@ -149,7 +149,7 @@ def torchscript_findings(path: Path) -> List[CodeFinding]:
                     source = zf.read(info).decode("utf-8", errors="replace")
                     found.extend(_code_findings(name, source))
                 elif name.endswith(".pkl") and not name.endswith(".debug_pkl"):
-                    for g in _pickle_globals(zf.read(info)):
+                    for g in pickle_globals(zf.read(info)):
                         if not _safe_global(g):
                             found.append(CodeFinding(name, f"pickle names {g.replace(' ', '.')}"))
     except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, ValueError) as e:
@@ -169,5 +169,5 @@ def refuse_code_without_consent(path: Path, allow_code: bool) -> None:
             "--allow-code if you trust it")
 
 
-__all__ = ["CodeFinding", "CodeRefusedError", "torchscript_findings",
+__all__ = ["CodeFinding", "CodeRefusedError", "pickle_globals", "torchscript_findings",
            "refuse_code_without_consent", "check_zip_size", "MAX_UNCOMPRESSED_BYTES"]

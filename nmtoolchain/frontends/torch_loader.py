@@ -28,7 +28,7 @@ from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
 
 from nmtoolchain.errors import BadInputError, PickleRefusedError, UnsupportedOpError
 from nmtoolchain.ir import Graph
-from nmtoolchain.frontends.archive_safety import _pickle_globals, refuse_code_without_consent
+from nmtoolchain.frontends.archive_safety import pickle_globals, refuse_code_without_consent
 from nmtoolchain.frontends.torch_builder import EXTRA_FILE, _first_line
 from nmtoolchain.frontends.torch_fx import graph_from_module
 from nmtoolchain.frontends.torchscript import graph_from_torchscript, save_torchscript
@@ -87,7 +87,7 @@ def _main_classes(path: Path) -> List[str]:
             data = path.read_bytes()
     except (zipfile.BadZipFile, OSError, EOFError, KeyError):
         return []
-    return sorted({g.split(" ", 1)[1] for g in _pickle_globals(data)
+    return sorted({g.split(" ", 1)[1] for g in pickle_globals(data)
                    if g.startswith("__main__ ")})
 
 
