@@ -6,7 +6,9 @@ converted to an IF SNN (float numerics, at each ``--cnn-batch``), times:
 
 * nmtc, step-by-step schedule, counting on (the reference schedule; what
   the simulator did before the layer-major schedule),
-* nmtc, layer-major schedule, counting on (the default) and off,
+* nmtc, layer-major schedule, counting on (the default) and off, and the
+  default with the torch neuron loops instead of the compiled ones
+  (``NMTC_FUSED=0``; what runs without numba or off the CPU),
 * the plain-torch limit: the same network written directly in torch,
   time-batched (one convolution/matmul per layer over T*B, the CUBA or IF
   update as an in-place loop), no counting, no checks,
@@ -15,7 +17,9 @@ converted to an IF SNN (float numerics, at each ``--cnn-batch``), times:
 and checks that every neuron layer's output at every step is identical
 between the schedules, the plain-torch run and (with ``--lava``) Lava, and
 for PilotNet with Intel's recording (steps 1-17). Per-sample throughput
-(samples of T steps per second) is printed next to ms per step.
+(samples of T steps per second) is printed next to ms per step. The limit's
+neuron loops are torch ops, one call per step and operation; nmtc's
+compiled loops (simulators/cycle/fused.py) can run below it.
 
     .venv/bin/python benchmarks/sim_speed.py [--steps 32] [--cnn-batch 64 256] [--lava]
         [--device cuda] [--repeat 3] [--netx-dir DIR]
@@ -27,6 +31,7 @@ Lava is imported only with ``--lava``; without lava-dl's networks (and no
 from __future__ import annotations
 
 import argparse
+import os
 import sysconfig
 import time
 from dataclasses import dataclass
@@ -272,6 +277,10 @@ def differing(ref: Dict[str, np.ndarray], cand: Dict[str, np.ndarray]) -> List[s
             or not np.array_equal(ref[k], cand[k])]
 
 
+DEFAULT = "nmtc layer-major, counting on (default)"
+TORCH_LOOPS = "nmtc default, torch neuron loops (NMTC_FUSED=0)"
+
+
 def run_case(case: Case, steps: int, repeat: int, device: str, lava: bool) -> None:
     from simulators.cycle import Simulator
 
@@ -281,17 +290,23 @@ def run_case(case: Case, steps: int, repeat: int, device: str, lava: bool) -> No
     sims = {
         "nmtc step schedule, counting on (before)": Simulator(g, case.numerics, record=neurons,
                                                               schedule="step", **kw),
-        "nmtc layer-major, counting on (default)": Simulator(g, case.numerics, record=neurons,
-                                                             **kw),
+        DEFAULT: Simulator(g, case.numerics, record=neurons, **kw),
         "nmtc layer-major, counting off": Simulator(g, case.numerics, record=neurons,
                                                     count=False, **kw),
     }
+    if torch.device(device).type == "cpu":  # the same default run, torch neuron loops
+        sims[TORCH_LOOPS] = Simulator(g, case.numerics, record=neurons, **kw)
     rows, spikes = [], {}
     for label, sim in sims.items():
-        ms, res = best_ms(lambda: sim.run(x, steps), steps, repeat)
+        if label == TORCH_LOOPS:
+            os.environ["NMTC_FUSED"] = "0"
+        try:
+            ms, res = best_ms(lambda: sim.run(x, steps), steps, repeat)
+        finally:
+            os.environ.pop("NMTC_FUSED", None)
         rows.append((label, ms))
         spikes[label] = {k: v.transpose(0, 1).cpu().numpy() for k, v in res.recorded.items()}
-        if label.endswith("(default)"):
+        if label == DEFAULT:
             counts = res.counts
     plain = PlainTorch(g, case.numerics, device, case.reset_interval)
     with torch.no_grad():
@@ -315,7 +330,7 @@ def run_case(case: Case, steps: int, repeat: int, device: str, lava: bool) -> No
               f"{ms / limit:>9.2f}")
     if lava_run is not None:
         lv = lava_run.ms_per_step
-        print(f"  nmtc default is {lv / rows[2][1]:.0f}x faster than Lava")
+        print(f"  nmtc default is {lv / dict(rows)[DEFAULT]:.0f}x faster than Lava")
     ref = {k: v.round().astype(np.int64) for k, v in spikes[
         "nmtc step schedule, counting on (before)"].items()}
     for label, got in spikes.items():

@@ -5,10 +5,11 @@ denormals, ±1 and neighbours of 1."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from nmtoolchain import ir
-from simulators.cycle import Simulator
+from simulators.cycle import Simulator, fused
 from simulators.cycle.counting import _count, _event_mask, _outside_unit_set
 
 EDGES = [0.0, -0.0, 1.0, -1.0, 0.5, -0.5, 2.0, -2.0, np.nan, np.inf, -np.inf, 1e-45,
@@ -40,7 +41,29 @@ def test_outside_unit_set_equals_numpys_isin():
     np.testing.assert_array_equal(_outside_unit_set(torch.from_numpy(a)).numpy(), want)
 
 
-def test_counters_of_an_analog_layer_equal_numpy_counts_of_its_tensors():
+@pytest.mark.skipif(fused.numba_module() is None, reason="numba is not installed")
+def test_compiled_counting_passes_equal_numpys_definitions():
+    a = _edge_matrix(seed=2)
+    b = _edge_matrix(seed=4)
+    events, active = fused.event_counts(torch.from_numpy(a), torch.from_numpy(b))
+    np.testing.assert_array_equal(events.numpy(), np.count_nonzero(a, axis=1))
+    np.testing.assert_array_equal(active.numpy(), ((a != 0) | (b != 0)).sum(axis=1))
+    rng = np.random.default_rng(5)
+    f_full, f_nz = rng.integers(0, 10, a.shape[1]), rng.integers(0, 10, a.shape[1])
+    for x in (a, a.astype(np.float64) * 1e-50):  # float64 values that float32 rounds to 0
+        events, full, nz, outside = fused.weighted_event_counts(
+            torch.from_numpy(x), torch.from_numpy(f_full), torch.from_numpy(f_nz))
+        np.testing.assert_array_equal(events.numpy(), np.count_nonzero(x, axis=1))
+        np.testing.assert_array_equal(full.numpy(), ((x != 0) * f_full).sum(axis=1))
+        np.testing.assert_array_equal(nz.numpy(), ((x != 0) * f_nz).sum(axis=1))
+        x32 = x.astype(np.float32)
+        np.testing.assert_array_equal(outside.numpy(),
+                                      (~np.isin(x32, [-1.0, 0.0, 1.0])).any(axis=1))
+
+
+@pytest.mark.parametrize("compiled", ["1", "0"])
+def test_counters_of_an_analog_layer_equal_numpy_counts_of_its_tensors(compiled, monkeypatch):
+    monkeypatch.setenv("NMTC_FUSED", compiled)
     # Input -> Linear -> LIF with analog input holding -0.0, denormals and ±1:
     # events_in, active_neurons, macs and NeuroBench's MAC decision recomputed
     # with numpy from the recorded tensors and the weights

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from nmtoolchain.ir import Graph
+from simulators.cycle import fused
 from simulators.cycle.fanout import fanout_maps
 
 #: kinds of node outputs that are events (spikes, or graded spikes)
@@ -48,6 +49,8 @@ class ActivityCounter:
         #: reusable bool buffers by (slot, shape, device): fresh multi-MB masks every
         #: chunk cost page faults that rival the reductions themselves
         self._scratch: Dict[tuple, torch.Tensor] = {}
+        #: fan-out maps as int64 vectors, for the compiled counting pass
+        self._int_fanout: Dict[str, Tuple[torch.Tensor, torch.Tensor]] = {}
 
     def start(self, steps: int, kinds: Dict[str, str]) -> None:
         """Begin a run of ``steps`` steps with nothing counted."""
@@ -115,6 +118,20 @@ class ActivityCounter:
             binary = [b and not o for b, o in zip(binary, offgrid)]
             c["nonbinary_in"] = torch.stack([(lo < 0) | (hi > 1) for lo, hi in ranges]
                                             ).any(0).float() + float(any(offgrid))
+        if (node.op.is_neuron and len(xs) == 1 and not binary[0] and name not in self.fanout
+                and xs[0].numel() == out.numel() and fused.available(out.device)):
+            # a neuron fed one analog input: its events and its active neurons in one
+            # compiled pass (no masks), the same counts as the masks below give
+            c["events_in"], active = fused.event_counts(flats[0], _flat(out, n))
+            c.update(_neuron_counts(out, None, None, self.kinds[name], active=active))
+            return c
+        fo = self.fanout.get(name)
+        if (fo is not None and len(xs) == 1 and not binary[0] and kinds[0] != "spikes"
+                and fused.available(out.device)):
+            # a synapse fed one analog or graded input: its events and fan-out sums
+            # in one compiled pass (no masks), the same counts as below
+            c.update(self._compiled_synaptic_counts(name, xs[0], kinds[0]))
+            return c
         # binary spikes (values 0/1) are their own event mask and their sum their
         # event count; other inputs get one boolean mask each, kept for the neuron
         sums = [f.sum(1) if b else None for f, b in zip(flats, binary)]
@@ -122,7 +139,6 @@ class ActivityCounter:
                  for i, (f, b) in enumerate(zip(flats, binary))]
         c["events_in"] = sum(_exact_count(s, f) if b else _count(m)
                              for s, m, f, b in zip(sums, masks, flats, binary))
-        fo = self.fanout.get(name)
         if fo is not None:
             mask = xs[0] if binary[0] else masks[0].reshape(xs[0].shape)
             c.update(_synaptic_counts(fo, xs[0], mask, kinds[0], sums[0], self._buffer))
@@ -136,6 +152,28 @@ class ActivityCounter:
                                     flats[0] if xs and binary[0] else None, self.kinds[name],
                                     self._buffer))
         return c
+
+    def _compiled_synaptic_counts(self, name: str, x: torch.Tensor, kind: str
+                                  ) -> Dict[str, torch.Tensor]:
+        """:func:`_synaptic_counts` and events_in for one non-spike input, from
+        one compiled pass over it (:func:`fused.weighted_event_counts`): the
+        fan-out sums per (step, sample) are exact integers, as the float32
+        matrix products of the masked path give them below 2^24."""
+        fo = self._int_fanout.get(name)
+        if fo is None:
+            fo = self._int_fanout[name] = tuple(
+                f.reshape(-1).double().round().to(torch.int64) for f in self.fanout[name])
+        n, b = x.shape[0], x.shape[1]
+        events, full, nz, outside = fused.weighted_event_counts(x.reshape(n * b, -1), *fo)
+        x = x.to(torch.float32)
+        ops = nz.to(torch.float32).reshape(n, b)
+        sample_mac = outside.reshape(n, b)
+        return {"events_in": events.reshape(n, b).sum(1).double(),
+                "values_in": _per_step(x, n),
+                "synops" if kind == "graded" else "macs": full.to(torch.float32).reshape(
+                    n, b).sum(1),
+                "nb_ops": ops.sum(1), "nb_is_mac": sample_mac.any(1).float(),
+                "nb_mac_ops": (ops * sample_mac).sum(1)}
 
     def _buffer(self, slot: str, shape: Sequence[int], dtype: torch.dtype = torch.bool
                 ) -> torch.Tensor:
@@ -255,17 +293,21 @@ def _outside_unit_set(xf: torch.Tensor, scratch: Optional[Scratch] = None) -> to
 
 def _neuron_counts(out: torch.Tensor, in_mask: Optional[torch.Tensor],
                    in_binary: Optional[torch.Tensor], kind: str,
-                   scratch: Optional[Scratch] = None) -> Dict[str, torch.Tensor]:
+                   scratch: Optional[Scratch] = None,
+                   active: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
     """neuron_updates, active_neurons and spikes_out of a neuron node over a chunk.
 
     ``in_mask``: the (n, m) event mask of its first input (taken over, its
     storage reused), or None when that input is binary (``in_binary``, its
     (n, m) values) or the node has no input; ``scratch``: where temporary
-    masks may live (see :meth:`ActivityCounter._buffer`)."""
+    masks may live (see :meth:`ActivityCounter._buffer`); ``active``: the
+    per-step active-neuron counts when already counted (then no mask is read)."""
     n = out.shape[0]
     c = {"neuron_updates": torch.full((n,), float(out[0].numel()))}
     fired = _flat(out, n)
-    if in_mask is not None or in_binary is not None:  # active: received a non-zero input or fired
+    if active is not None:
+        c["active_neurons"] = active
+    elif in_mask is not None or in_binary is not None:  # active: received a non-zero input or fired
         active = in_mask if in_mask is not None else _event_mask(
             in_binary, None if scratch is None else scratch("mask0", in_binary.shape))
         if active.shape == fired.shape:  # or as bytes: ~10x faster than logical_or_ on CPUs

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from nmtoolchain.errors import UnsupportedOpError
 from nmtoolchain.ir import Graph, Node
+from simulators.cycle import fused
 
 
 def _t(a, dtype=torch.float32, device="cpu") -> torch.Tensor:
@@ -391,6 +392,10 @@ class IFK(NeuronK):
                                         self.thr.shape)) != tuple(v.shape):
             return None
         v = v.clone()  # the state tensor may be shared with a step's caller
+        if fused.available(v.device):  # the same arithmetic, compiled
+            out = fused.if_float_block(x, v, self.r, self.bias, self.thr, op.compare == ">=")
+            self.v = v
+            return out
         out = torch.empty((x.shape[0],) + tuple(v.shape), dtype=v.dtype, device=v.device)
         tmp = torch.empty_like(v)
         fired = torch.empty(v.shape, dtype=torch.bool, device=v.device)
@@ -426,6 +431,29 @@ class LIFK(IFK):
         v = self.integrate(xs[0]) + self.bias
         s, self.v = self.spike_and_reset(v)
         return s
+
+    def run_block(self, xs, t0):
+        """Steps t0 .. t0+n-1 (layer-major schedule) in the compiled loop
+        (:func:`fused.lif_float_block`, :meth:`step`'s arithmetic operation
+        for operation) for single spikes without a floor, every tensor of one
+        float dtype; anything else (or no numba) declines, to be stepped."""
+        op, x = self.node.op, xs[0]
+        coef = self.k if self.mode != "exponential" else self.alpha
+        params = (self.r, self.leak, self.bias, self.thr, self.v_reset, coef)
+        if (type(self).step is not LIFK.step or op.spike == "multi" or self.v_min is not None
+                or not fused.available(x.device) or not torch.is_floating_point(x)
+                or any(p.dtype != self.v.dtype for p in params + (x,))
+                or tuple(torch.broadcast_shapes(self.v.shape, x.shape[1:],
+                                                *(p.shape for p in params)))
+                != tuple(self.v.shape)):
+            return None
+        v = self.v.clone()  # the state tensor may be shared with a step's caller
+        out = fused.lif_float_block(
+            x, v, r=self.r, leak=self.leak, bias=self.bias, thr=self.thr, v_reset=self.v_reset,
+            coef=coef, euler=self.mode != "exponential", ge=op.compare == ">=",
+            subtract=op.reset == "subtract")
+        self.v = v
+        return out
 
 
 class LIK(LIFK):

@@ -37,6 +37,7 @@ from nmtoolchain.ir import Graph, Node
 from nmtoolchain.numerics.loihi import (
     DECAY_BITS, DECAY_UNIT, MANT_SHIFT, SDNN_SPIKE_EXP, SDNN_STATE_EXP, STATE_BITS,
     LoihiCubaNeuron, LoihiSigmaDeltaNeuron, keep_factor)
+from simulators.cycle import fused
 from simulators.cycle import kernels_float as kf
 
 I64 = torch.int64
@@ -189,7 +190,9 @@ class ConvLoihi(kf.Kernel):
         x = xs[0]
         n, b = x.shape[0], x.shape[1]
         flat = x.reshape((n * b,) + tuple(x.shape[2:]))
-        xmax = x.abs().reshape(n, -1).amax(1) if x.numel() else torch.zeros(n)
+        flat_t = x.reshape(n, -1)  # max |x| per step, as max(max x, -min x): no |x| copy
+        xmax = (torch.maximum(flat_t.amax(1), flat_t.amin(1).neg()) if x.numel()
+                else torch.zeros(n))
         exact32 = (xmax.double() * self.bound < _F32_EXACT / 2).tolist()
         if not self.f32_ok:
             exact32 = [False] * n
@@ -200,7 +203,7 @@ class ConvLoihi(kf.Kernel):
         out[0] = self.buf
         y = None
         if len(wide) < n:  # the steps the float32 path takes
-            y = torch.round(F.conv2d(flat.to(torch.float32), self.w32, **self.kw))
+            y = F.conv2d(flat.to(torch.float32), self.w32, **self.kw).round_()
             y = y.reshape((n, b) + tuple(self.shape))
             out[1:] = y[:-1]
         if wide:
@@ -351,6 +354,11 @@ class CubaLoihi(kf.Kernel):
         buffer; the per-step range checks are dropped when :meth:`_wrap_free`
         proves no step can need them (else :meth:`step`'s exact checks run)."""
         x = xs[0]
+        if fused.available(self.u.device):  # the compiled loop: step()'s checks, exact
+            return fused.cuba_loihi_block(
+                x, self.u, self.v, None if self.drive else self.bias_v, fu=self.fu, fv=self.fv,
+                vth=self.vth, lim=_LIM, i32=_I32, drive=self.drive, bias_exp=self.bias_exp,
+                interval=self.interval, phase=self.phase, t0=t0)
         if not self._wrap_free(x):
             return None
         n = x.shape[0]
