@@ -173,6 +173,28 @@ def test_pilotnet_identical_with_and_without_the_compiled_loop(intel_netx, monke
 _floats = st.floats(-4.0, 4.0, width=32, allow_subnormal=False)
 
 
+def _draw(data, lo: float, hi: float, dtype, n: int, per_neuron: bool):
+    """A parameter: n float32-representable values in [lo, hi], or one."""
+    vals = np.array(data.draw(st.lists(st.floats(lo, hi, width=32), min_size=n if per_neuron
+                                       else 1, max_size=n if per_neuron else 1)), dtype)
+    return vals if per_neuron else vals[0]
+
+
+def _block_in(kern, params: dict, dtype, batch: int, x: np.ndarray,
+              state: tuple = ("v",)) -> np.ndarray:
+    """Run ``kern``'s block loop over x with its parameters and state in the
+    float type of the drawn values (what a model in that type gives it)."""
+    tdt = torch.float32 if dtype == np.float32 else torch.float64
+    for name, val in params.items():
+        setattr(kern, name, torch.as_tensor(np.asarray(val), dtype=tdt))
+    kern.reset(batch)
+    for name in state:
+        setattr(kern, name, getattr(kern, name).to(tdt))
+    got = kern.run_block([torch.as_tensor(x)], 0)
+    assert got is not None and got.dtype == tdt
+    return got.numpy()
+
+
 @settings(max_examples=40, deadline=None)
 @given(dtype=st.sampled_from([np.float32, np.float64]), ge=st.booleans(),
        per_neuron=st.booleans(), data=st.data())
@@ -183,12 +205,9 @@ def test_compiled_float_if_is_ifs_float_arithmetic(dtype, ge, per_neuron, data):
     from simulators.cycle.kernels_float import IFK
 
     steps, batch, n = data.draw(st.integers(1, 10)), 2, 4
-    size = n if per_neuron else 1
 
     def param(lo, hi):
-        vals = np.array(data.draw(st.lists(st.floats(lo, hi, width=32), min_size=size,
-                                           max_size=size)), dtype)
-        return vals if per_neuron else vals[0]
+        return _draw(data, lo, hi, dtype, n, per_neuron)
 
     thr, r, b = param(0.125, 2.0), param(-2.0, 2.0), param(-0.5, 0.5)
     x = np.array(data.draw(st.lists(_floats, min_size=steps * batch * n,
@@ -208,14 +227,8 @@ def test_compiled_float_if_is_ifs_float_arithmetic(dtype, ge, per_neuron, data):
                      compare=">=" if ge else ">"), ["x"])
     g.infer_shapes()
     k = IFK(g["n"], g)
-    tdt = torch.float32 if dtype == np.float32 else torch.float64
-    for name in ("r", "thr", "bias"):  # the kernel's parameters in the run's float type
-        setattr(k, name, torch.as_tensor(np.asarray(getattr(k, name)), dtype=tdt))
-    k.reset(batch)
-    k.v = k.v.to(tdt)
-    got = k.run_block([torch.as_tensor(x)], 0)
-    assert got is not None and got.dtype == tdt
-    np.testing.assert_array_equal(got.numpy(), want)
+    got = _block_in(k, {"r": r, "thr": thr, "bias": b}, dtype, batch, x)
+    np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(k.v.numpy(), v)
 
 
@@ -231,12 +244,9 @@ def test_compiled_float_lif_is_lifs_float_arithmetic(dtype, euler, ge, subtract,
     from simulators.cycle.kernels_float import LIFK
 
     steps, batch, n = data.draw(st.integers(1, 10)), 2, 4
-    size = n if per_neuron else 1
 
     def param(lo, hi):
-        vals = np.array(data.draw(st.lists(st.floats(lo, hi, width=32), min_size=size,
-                                           max_size=size)), dtype)
-        return vals if per_neuron else vals[0]
+        return _draw(data, lo, hi, dtype, n, per_neuron)
 
     tau, thr, r = param(1.0, 20.0), param(0.125, 2.0), param(-2.0, 2.0)
     leak, b, v_reset = param(-0.5, 0.5), param(-0.25, 0.25), param(-0.5, 0.0)
@@ -264,17 +274,67 @@ def test_compiled_float_lif_is_lifs_float_arithmetic(dtype, euler, ge, subtract,
                       discretization="euler" if euler else "exponential"), ["x"])
     g.infer_shapes()
     kern = LIFK(g["n"], g)
-    tdt = torch.float32 if dtype == np.float32 else torch.float64
-    # the kernel's parameters in the run's float type, a and dt/tau as numpy made them
-    for name, val in (("r", r), ("thr", thr), ("leak", leak), ("bias", b), ("v_reset", v_reset),
-                      ("alpha", a), ("k", k)):
-        setattr(kern, name, torch.as_tensor(np.asarray(val), dtype=tdt))
-    kern.reset(batch)
-    kern.v = kern.v.to(tdt)
-    got = kern.run_block([torch.as_tensor(x)], 0)
-    assert got is not None and got.dtype == tdt
-    np.testing.assert_array_equal(got.numpy(), want)
+    got = _block_in(kern, {"r": r, "thr": thr, "leak": leak, "bias": b, "v_reset": v_reset,
+                           "alpha": a, "k": k}, dtype, batch, x)  # a, dt/tau as numpy made them
+    np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(kern.v.numpy(), v)
+
+
+@settings(max_examples=40, deadline=None)
+@given(dtype=st.sampled_from([np.float32, np.float64]), spiking=st.booleans(),
+       drive=st.booleans(), ge=st.booleans(), subtract=st.booleans(), data=st.data())
+def test_compiled_float_cuba_is_cubas_float_arithmetic(dtype, spiking, drive, ge, subtract,
+                                                       data):
+    """The float CUBA neuron's compiled block loop (CubaLIF, and CubaLI when not
+    spiking; netx's input neuron when ``drive``) against numpy doing
+    ir/neuron.py's update in the same float type, one rounded operation at a
+    time: i <- a_syn i + w_in syn; v <- v_leak + a_mem (v - v_leak) + r i + bias
+    + drive; spike; subtract or reset."""
+    from simulators.cycle.kernels_float import CubaLIFK, CubaLIK
+
+    steps, batch, n = data.draw(st.integers(1, 10)), 2, 4
+
+    def param(lo, hi):
+        return _draw(data, lo, hi, dtype, n, True)
+
+    a_syn, a_mem = param(0.0, 1.0), param(0.0, 1.0)
+    w_in, r, leak, b = param(-2.0, 2.0), param(-2.0, 2.0), param(-0.5, 0.5), param(-0.25, 0.25)
+    thr, v_reset = param(0.125, 2.0), param(-0.5, 0.0)
+    x = np.array(data.draw(st.lists(_floats, min_size=steps * batch * n,
+                                    max_size=steps * batch * n)), dtype).reshape(steps, batch, n)
+    cur = np.zeros((batch, n), dtype)
+    v = np.zeros((batch, n), dtype)
+    zero = dtype(0.0)
+    want = np.zeros_like(x)
+    for t in range(steps):
+        syn, dr = (zero, x[t]) if drive else (x[t], zero)
+        cur = a_syn * cur + w_in * syn
+        v = (((leak + a_mem * (v - leak)) + r * cur) + b) + dr
+        if not spiking:
+            want[t] = v
+            continue
+        s = ((v >= thr) if ge else (v > thr)).astype(dtype)
+        want[t] = s
+        v = v - s * thr if subtract else np.where(s > 0, v_reset, v)
+
+    g = ir.Graph({"dt": 1.0})
+    g.add("x", ir.Input((n,)))
+    if spiking:
+        op = ir.CubaLIF(tau_syn=1.0, tau_mem=1.0, v_threshold=thr, r=r, w_in=w_in, v_leak=leak,
+                        v_bias=b, v_reset=v_reset, reset="subtract" if subtract else "to_reset",
+                        compare=">=" if ge else ">")
+    else:
+        op = ir.CubaLI(tau_syn=1.0, tau_mem=1.0, r=r, w_in=w_in, v_leak=leak, v_bias=b)
+    g.add("n", op, ["x"])
+    g.infer_shapes()
+    kern = (CubaLIFK if spiking else CubaLIK)(g["n"], g)
+    kern.bias_drive = drive
+    got = _block_in(kern, {"a_syn": a_syn, "a_mem": a_mem, "w_in": w_in, "r": r, "leak": leak,
+                           "bias": b, "thr": thr, "v_reset": v_reset}, dtype, batch, x,
+                    state=("i", "v"))  # decays as drawn
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(kern.v.numpy(), v)
+    np.testing.assert_array_equal(kern.i.numpy(), cur)
 
 
 def test_starting_the_compiled_loops_leaves_the_start_method_to_lava():

@@ -34,7 +34,7 @@ _CHUNK = 2048
 
 def numba_module():
     """numba if it can be imported, else None (imported once, on first call)."""
-    global numba, prange, _tried
+    global numba, prange, _tried, _fire
     if not _tried:
         _tried = True
         try:
@@ -42,6 +42,7 @@ def numba_module():
         except ImportError:
             return None
         numba, prange = nb, nb.prange
+        _fire = nb.njit(inline="always")(_fire_py)
         _start_threads()
     return numba
 
@@ -59,6 +60,19 @@ def _start_threads() -> None:
         ctx = getattr(multiprocessing.context, "_default_context", None)
         if ctx is not None and hasattr(ctx, "_actual_context"):
             ctx._actual_context = None
+
+
+def _fire_py(v, thr, v_reset, ge, subtract, one, zero):  # pragma: no cover - compiled
+    """One neuron's single spike and reset, as NeuronK.spike_and_reset: the
+    spike s = [v >= thr] (or >) and v after it, v - s thr or v_reset where s."""
+    s = one if (v >= thr if ge else v > thr) else zero
+    if subtract:
+        return s, v - s * thr
+    return s, (v_reset if s > zero else v)
+
+
+#: _fire_py compiled (inlined into the loops that call it) once numba is imported
+_fire = None
 
 
 def available(device: torch.device) -> bool:
@@ -261,9 +275,7 @@ def _if_float_py(x, v, r, bias, thr, ge, unit, out):  # pragma: no cover - compi
             for j in range(hi - lo):
                 vj = vc[j] + rc[j] * xr[j]
                 vj = vj + bc[j]
-                s = one if (vj >= tc[j] if ge else vj > tc[j]) else zero
-                orow[j] = s
-                vc[j] = vj - s * tc[j]
+                orow[j], vc[j] = _fire(vj, tc[j], tc[j], ge, True, one, zero)
 
 
 def if_float_block(x: torch.Tensor, v: torch.Tensor, r: torch.Tensor, bias: torch.Tensor,
@@ -307,12 +319,7 @@ def _lif_float_py(x, v, r, leak, bias, thr, v_reset, coef, one_minus, euler, ge,
                 else:
                     vn = (lc[j] + kc[j] * (vj - lc[j])) + (oc[j] * rc[j]) * xr[j]
                 vn = vn + bc[j]
-                s = one if (vn >= tc[j] if ge else vn > tc[j]) else zero
-                orow[j] = s
-                if subtract:
-                    vc[j] = vn - s * tc[j]
-                else:
-                    vc[j] = zc[j] if s > zero else vn
+                orow[j], vc[j] = _fire(vn, tc[j], zc[j], ge, subtract, one, zero)
 
 
 def lif_float_block(x: torch.Tensor, v: torch.Tensor, *, r: torch.Tensor, leak: torch.Tensor,
@@ -331,4 +338,56 @@ def lif_float_block(x: torch.Tensor, v: torch.Tensor, *, r: torch.Tensor, leak: 
     loop(x.reshape(n, m).contiguous().numpy(), v.view(m).numpy(), flat(r), flat(leak),
          flat(bias), flat(thr), flat(v_reset), flat(coef), flat(1 - coef), bool(euler), bool(ge),
          bool(subtract), np.ones(1, out.numpy().dtype), out.numpy())
+    return out.reshape((n,) + tuple(v.shape))
+
+
+def _cuba_float_py(x, cur, v, a_syn, w_in, a_mem, leak, r, bias, thr, v_reset, drive, spiking,
+                   ge, subtract, unit, out):  # pragma: no cover - compiled
+    # CubaLIFK.step's float arithmetic, operation for operation:
+    #   i <- a_syn i + w_in syn;  v <- v_leak + a_mem (v - v_leak) + r i + bias + drive
+    # (syn = x and drive = 0, or for netx's input neuron syn = 0 and drive = x);
+    # then, for CubaLIF, s = [v >= thr] (or >) and v - s thr (or v_reset where s)
+    n, m = x.shape
+    nchunks = (m + _CHUNK - 1) // _CHUNK
+    one = unit[0]
+    zero = one - one
+    for c in prange(nchunks):
+        lo = c * _CHUNK
+        hi = min(m, lo + _CHUNK)
+        ic, vc, sc, wc, mc = cur[lo:hi], v[lo:hi], a_syn[lo:hi], w_in[lo:hi], a_mem[lo:hi]
+        lc, rc, bc, tc, zc = leak[lo:hi], r[lo:hi], bias[lo:hi], thr[lo:hi], v_reset[lo:hi]
+        for i in range(n):
+            xr, orow = x[i, lo:hi], out[i, lo:hi]
+            for j in range(hi - lo):
+                syn = zero if drive else xr[j]
+                dj = xr[j] if drive else zero
+                ij = sc[j] * ic[j] + wc[j] * syn
+                ic[j] = ij
+                vn = (((lc[j] + mc[j] * (vc[j] - lc[j])) + rc[j] * ij) + bc[j]) + dj
+                if not spiking:
+                    orow[j] = vn
+                    vc[j] = vn
+                    continue
+                orow[j], vc[j] = _fire(vn, tc[j], zc[j], ge, subtract, one, zero)
+
+
+def cuba_float_block(x: torch.Tensor, cur: torch.Tensor, v: torch.Tensor, *,
+                     a_syn: torch.Tensor, w_in: torch.Tensor, a_mem: torch.Tensor,
+                     leak: torch.Tensor, r: torch.Tensor, bias: torch.Tensor, thr: torch.Tensor,
+                     v_reset: torch.Tensor, drive: bool, spiking: bool, ge: bool,
+                     subtract: bool) -> torch.Tensor:
+    """Steps of a float CUBA neuron (CubaLIF, or CubaLI when not ``spiking``)
+    with single spikes on (n, B, ...) input, every tensor of one float dtype:
+    ``cur`` and ``v`` ((B, ...), contiguous) are updated in place, the
+    parameters broadcast to them. Returns the spikes (or v) in that dtype
+    (see :class:`CubaLIFK`)."""
+    n, m = x.shape[0], v.numel()
+    flat = lambda p: p.expand(v.shape).reshape(m).contiguous().numpy()  # noqa: E731
+    out = torch.empty((n, m), dtype=v.dtype)
+    loop = _jit("cuba_float", _cuba_float_py)
+    _match_threads()
+    loop(x.reshape(n, m).contiguous().numpy(), cur.view(m).numpy(), v.view(m).numpy(),
+         flat(a_syn), flat(w_in), flat(a_mem), flat(leak), flat(r), flat(bias), flat(thr),
+         flat(v_reset), bool(drive), bool(spiking), bool(ge), bool(subtract),
+         np.ones(1, out.numpy().dtype), out.numpy())
     return out.reshape((n,) + tuple(v.shape))

@@ -438,9 +438,11 @@ class LIFK(IFK):
         for operation) for single spikes without a floor, every tensor of one
         float dtype; anything else (or no numba) declines, to be stepped."""
         op, x = self.node.op, xs[0]
+        if type(self).step is not LIFK.step:  # LI and other subclasses: stepped
+            return None
         coef = self.k if self.mode != "exponential" else self.alpha
         params = (self.r, self.leak, self.bias, self.thr, self.v_reset, coef)
-        if (type(self).step is not LIFK.step or op.spike == "multi" or self.v_min is not None
+        if (op.spike == "multi" or self.v_min is not None
                 or not fused.available(x.device) or not torch.is_floating_point(x)
                 or any(p.dtype != self.v.dtype for p in params + (x,))
                 or tuple(torch.broadcast_shapes(self.v.shape, x.shape[1:],
@@ -525,6 +527,33 @@ class CubaLIFK(NeuronK):
             return v
         s, self.v = self.spike_and_reset(v)
         return s
+
+    def run_block(self, xs, t0):
+        """Steps t0 .. t0+n-1 (layer-major schedule) in the compiled loop
+        (:func:`fused.cuba_float_block`, :meth:`step`'s arithmetic operation
+        for operation) for single spikes without a floor, every tensor of one
+        float dtype; anything else (or no numba) declines, to be stepped."""
+        op, x = self.node.op, xs[0]
+        if type(self).step is not CubaLIFK.step:  # subclasses with their own step: stepped
+            return None
+        params = (self.a_syn, self.w_in, self.a_mem, self.leak, self.r, self.bias, self.thr,
+                  self.v_reset)
+        if (getattr(op, "spike", "single") == "multi"
+                or self.v_min is not None or not fused.available(x.device)
+                or not torch.is_floating_point(x)
+                or any(p.dtype != self.v.dtype for p in params + (x, self.i))
+                or tuple(torch.broadcast_shapes(self.v.shape, self.i.shape, x.shape[1:],
+                                                *(p.shape for p in params)))
+                != tuple(self.v.shape)):
+            return None
+        cur, v = self.i.clone(), self.v.clone()  # state may be shared with a step's caller
+        out = fused.cuba_float_block(
+            x, cur, v, a_syn=self.a_syn, w_in=self.w_in, a_mem=self.a_mem, leak=self.leak,
+            r=self.r, bias=self.bias, thr=self.thr, v_reset=self.v_reset, drive=self.bias_drive,
+            spiking=self.spiking, ge=getattr(op, "compare", ">") == ">=",
+            subtract=getattr(op, "reset", "subtract") == "subtract")
+        self.i, self.v = cur, v
+        return out
 
 
 class CubaLIK(CubaLIFK):
