@@ -144,6 +144,25 @@ def test_compiled_loop_equals_the_torch_loops_across_time_blocks(monkeypatch):
     assert want.sum() > 0 and (want == 0).any()  # spikes and silences both
 
 
+def test_a_static_input_is_read_once_with_the_same_results():
+    """A static image reaches a neuron as a stride-0 time axis; the compiled
+    loops read its one row instead of n copies, with the same results."""
+    rng = np.random.default_rng(7)
+    steps, batch, shape = 9, 2, (3, 4)
+    img = torch.as_tensor(rng.integers(-200, 4000, (batch,) + shape), dtype=torch.float32)
+    static = img.unsqueeze(0).expand((steps,) + tuple(img.shape))
+    assert static.stride(0) == 0
+    params = (shape, 2048, 1024, 50, np.zeros(shape, np.int64), 6, True, 4, 1)  # a drive
+    out = []
+    for x in (static, static.contiguous()):
+        k = _kernel(*params)
+        k.reset(batch)
+        out.append((k.run_block([x], 0), k.u.clone(), k.v.clone()))
+    for a, b in zip(*out):
+        assert torch.equal(a, b)
+    assert out[0][0].sum() > 0 and (out[0][0] == 0).any()
+
+
 def test_pilotnet_identical_with_and_without_the_compiled_loop(intel_netx, monkeypatch):
     from simulators.lava_runner import netx_drive_kind
     from simulators.parity import simulator_input

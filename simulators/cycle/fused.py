@@ -88,7 +88,8 @@ def _cuba_loihi_py(x, u, v, bias, fu, fv, vth, lim, i32, drive, bias_scale,
     # trunc(x f) for f = k/4096; the int32 wrap as x - 2^32 floor((x + 2^31)
     # / 2^32) (a no-op in range); the drive's bias mantissa shifted by e as
     # floor(rint(x) 2^e) (an arithmetic shift for e < 0).
-    n, m = x.shape
+    n, m = out.shape  # x has n rows, or one (the same input every step)
+    one_row = x.shape[0] != n
     nchunks = (m + _CHUNK - 1) // _CHUNK
     two_lim = 2.0 * lim
     two_i32 = 2.0 * i32
@@ -104,7 +105,7 @@ def _cuba_loihi_py(x, u, v, bias, fu, fv, vth, lim, i32, drive, bias_scale,
             if interval > 0 and (t + 1) % interval == phase:
                 uc[:] = 0.0
                 vc[:] = 0.0
-            xr, orow = x[i, lo:hi], out[i, lo:hi]
+            xr, orow = x[0 if one_row else i, lo:hi], out[i, lo:hi]
             if drive:  # netx input neuron: the input is its bias mantissa
                 for j in range(hi - lo):
                     uj = np.trunc(uc[j] * fu)
@@ -149,6 +150,14 @@ def _jit(name: str, fn: Callable) -> Callable:
     return _compiled[name]
 
 
+def _rows(x: torch.Tensor, m: int) -> torch.Tensor:
+    """(n, B, ...) input as contiguous (n, m) rows, or as one row when it is
+    the same every step (a stride-0 time axis: a static input, not copied n times)."""
+    if x.shape[0] > 1 and x.stride(0) == 0:
+        return x[:1].reshape(1, m).contiguous()
+    return x.reshape(x.shape[0], m).contiguous()
+
+
 def _match_threads() -> None:
     """Use as many threads as torch does (``--threads``, one-thread workers)."""
     want = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
@@ -169,9 +178,9 @@ def cuba_loihi_block(x: torch.Tensor, u: torch.Tensor, v: torch.Tensor,
     correction, the clamp) element by element."""
     n = x.shape[0]
     m = u.numel()
-    xs = x.reshape(n, m)
-    if not xs.is_contiguous() or xs.dtype not in (torch.float32, torch.float64):
-        xs = xs.to(torch.float64).contiguous()
+    xs = _rows(x, m)
+    if xs.dtype not in (torch.float32, torch.float64):
+        xs = xs.to(torch.float64)
     b = (torch.zeros(1, dtype=torch.float64) if bias is None
          else bias.expand(u.shape).reshape(m).contiguous())
     out = torch.empty((n, m), dtype=torch.float32)
@@ -262,7 +271,8 @@ def _if_float_py(x, v, r, bias, thr, ge, unit, out):  # pragma: no cover - compi
     # IFK.step's float arithmetic, operation for operation (no fused multiply-add:
     # numba compiles without fast-math): v + r x, + b, s = [v >= thr] (or >),
     # v - s thr
-    n, m = x.shape
+    n, m = out.shape  # x has n rows, or one (the same input every step)
+    one_row = x.shape[0] != n
     nchunks = (m + _CHUNK - 1) // _CHUNK
     one = unit[0]  # 1 and 0 in the state's own float type
     zero = one - one
@@ -271,7 +281,7 @@ def _if_float_py(x, v, r, bias, thr, ge, unit, out):  # pragma: no cover - compi
         hi = min(m, lo + _CHUNK)
         vc, rc, bc, tc = v[lo:hi], r[lo:hi], bias[lo:hi], thr[lo:hi]
         for i in range(n):
-            xr, orow = x[i, lo:hi], out[i, lo:hi]
+            xr, orow = x[0 if one_row else i, lo:hi], out[i, lo:hi]
             for j in range(hi - lo):
                 vj = vc[j] + rc[j] * xr[j]
                 vj = vj + bc[j]
@@ -289,7 +299,7 @@ def if_float_block(x: torch.Tensor, v: torch.Tensor, r: torch.Tensor, bias: torc
     out = torch.empty((n, m), dtype=v.dtype)
     loop = _jit("if_float", _if_float_py)
     _match_threads()
-    loop(x.reshape(n, m).contiguous().numpy(), v.view(m).numpy(), flat(r).numpy(),
+    loop(_rows(x, m).numpy(), v.view(m).numpy(), flat(r).numpy(),
          flat(bias).numpy(), flat(thr).numpy(), bool(ge), np.ones(1, out.numpy().dtype),
          out.numpy())
     return out.reshape((n,) + tuple(v.shape))
@@ -301,7 +311,8 @@ def _lif_float_py(x, v, r, leak, bias, thr, v_reset, coef, one_minus, euler, ge,
     #   euler:       v + k (v_leak - v + r x)
     #   exponential: v_leak + a (v - v_leak) + (1 - a) r x
     # then + bias, s = [v >= thr] (or >), v - s thr (or v_reset where s)
-    n, m = x.shape
+    n, m = out.shape  # x has n rows, or one (the same input every step)
+    one_row = x.shape[0] != n
     nchunks = (m + _CHUNK - 1) // _CHUNK
     one = unit[0]
     zero = one - one
@@ -311,7 +322,7 @@ def _lif_float_py(x, v, r, leak, bias, thr, v_reset, coef, one_minus, euler, ge,
         vc, rc, lc, bc = v[lo:hi], r[lo:hi], leak[lo:hi], bias[lo:hi]
         tc, zc, kc, oc = thr[lo:hi], v_reset[lo:hi], coef[lo:hi], one_minus[lo:hi]
         for i in range(n):
-            xr, orow = x[i, lo:hi], out[i, lo:hi]
+            xr, orow = x[0 if one_row else i, lo:hi], out[i, lo:hi]
             for j in range(hi - lo):
                 vj = vc[j]
                 if euler:
@@ -335,7 +346,7 @@ def lif_float_block(x: torch.Tensor, v: torch.Tensor, *, r: torch.Tensor, leak: 
     out = torch.empty((n, m), dtype=v.dtype)
     loop = _jit("lif_float", _lif_float_py)
     _match_threads()
-    loop(x.reshape(n, m).contiguous().numpy(), v.view(m).numpy(), flat(r), flat(leak),
+    loop(_rows(x, m).numpy(), v.view(m).numpy(), flat(r), flat(leak),
          flat(bias), flat(thr), flat(v_reset), flat(coef), flat(1 - coef), bool(euler), bool(ge),
          bool(subtract), np.ones(1, out.numpy().dtype), out.numpy())
     return out.reshape((n,) + tuple(v.shape))
@@ -347,7 +358,8 @@ def _cuba_float_py(x, cur, v, a_syn, w_in, a_mem, leak, r, bias, thr, v_reset, d
     #   i <- a_syn i + w_in syn;  v <- v_leak + a_mem (v - v_leak) + r i + bias + drive
     # (syn = x and drive = 0, or for netx's input neuron syn = 0 and drive = x);
     # then, for CubaLIF, s = [v >= thr] (or >) and v - s thr (or v_reset where s)
-    n, m = x.shape
+    n, m = out.shape  # x has n rows, or one (the same input every step)
+    one_row = x.shape[0] != n
     nchunks = (m + _CHUNK - 1) // _CHUNK
     one = unit[0]
     zero = one - one
@@ -357,7 +369,7 @@ def _cuba_float_py(x, cur, v, a_syn, w_in, a_mem, leak, r, bias, thr, v_reset, d
         ic, vc, sc, wc, mc = cur[lo:hi], v[lo:hi], a_syn[lo:hi], w_in[lo:hi], a_mem[lo:hi]
         lc, rc, bc, tc, zc = leak[lo:hi], r[lo:hi], bias[lo:hi], thr[lo:hi], v_reset[lo:hi]
         for i in range(n):
-            xr, orow = x[i, lo:hi], out[i, lo:hi]
+            xr, orow = x[0 if one_row else i, lo:hi], out[i, lo:hi]
             for j in range(hi - lo):
                 syn = zero if drive else xr[j]
                 dj = xr[j] if drive else zero
@@ -386,7 +398,7 @@ def cuba_float_block(x: torch.Tensor, cur: torch.Tensor, v: torch.Tensor, *,
     out = torch.empty((n, m), dtype=v.dtype)
     loop = _jit("cuba_float", _cuba_float_py)
     _match_threads()
-    loop(x.reshape(n, m).contiguous().numpy(), cur.view(m).numpy(), v.view(m).numpy(),
+    loop(_rows(x, m).numpy(), cur.view(m).numpy(), v.view(m).numpy(),
          flat(a_syn), flat(w_in), flat(a_mem), flat(leak), flat(r), flat(bias), flat(thr),
          flat(v_reset), bool(drive), bool(spiking), bool(ge), bool(subtract),
          np.ones(1, out.numpy().dtype), out.numpy())

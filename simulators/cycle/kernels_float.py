@@ -66,6 +66,7 @@ class Kernel:
 
 class InputKernel(Kernel):
     output_kind = "auto"  # decided per run by the values fed in
+    per_sample = True  # a static input stays one (stride-0) block (schedule.run_block)
 
     def step(self, xs, t):
         return xs[0]
