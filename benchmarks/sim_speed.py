@@ -8,7 +8,8 @@ converted to an IF SNN (float numerics, at each ``--cnn-batch``), times:
   the simulator did before the layer-major schedule),
 * nmtc, layer-major schedule, counting on (the default) and off, and the
   default with the torch neuron loops instead of the compiled ones
-  (``NMTC_FUSED=0``; what runs without numba or off the CPU),
+  (``NMTC_FUSED=0``; what runs without numba or off the CPU), or on a GPU
+  with the opt-in Triton CUBA kernel (``NMTC_TRITON=1``),
 * the plain-torch limit: the same network written directly in torch,
   time-batched (one convolution/matmul per layer over T*B, the CUBA or IF
   update as an in-place loop), no counting, no checks,
@@ -31,6 +32,7 @@ Lava is imported only with ``--lava``; without lava-dl's networks (and no
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sysconfig
 import time
@@ -279,6 +281,7 @@ def differing(ref: Dict[str, np.ndarray], cand: Dict[str, np.ndarray]) -> List[s
 
 DEFAULT = "nmtc layer-major, counting on (default)"
 TORCH_LOOPS = "nmtc default, torch neuron loops (NMTC_FUSED=0)"
+TRITON = "nmtc default, Triton CUBA kernel (NMTC_TRITON=1)"
 
 
 def run_case(case: Case, steps: int, repeat: int, device: str, lava: bool) -> None:
@@ -294,16 +297,23 @@ def run_case(case: Case, steps: int, repeat: int, device: str, lava: bool) -> No
         "nmtc layer-major, counting off": Simulator(g, case.numerics, record=neurons,
                                                     count=False, **kw),
     }
-    if torch.device(device).type == "cpu":  # the same default run, torch neuron loops
-        sims[TORCH_LOOPS] = Simulator(g, case.numerics, record=neurons, **kw)
+    env = {}  # runs of the default under an environment switch
+    if torch.device(device).type == "cpu":  # the torch neuron loops instead of numba's
+        env[TORCH_LOOPS] = ("NMTC_FUSED", "0")
+    elif case.numerics == "loihi" and importlib.util.find_spec("triton") is not None:
+        env[TRITON] = ("NMTC_TRITON", "1")  # the opt-in Triton CUBA kernel
+    for label in env:
+        sims[label] = Simulator(g, case.numerics, record=neurons, **kw)
     rows, spikes = [], {}
     for label, sim in sims.items():
-        if label == TORCH_LOOPS:
-            os.environ["NMTC_FUSED"] = "0"
+        key, value = env.get(label, (None, None))
+        if key:
+            os.environ[key] = value
         try:
             ms, res = best_ms(lambda: sim.run(x, steps), steps, repeat)
         finally:
-            os.environ.pop("NMTC_FUSED", None)
+            if key:
+                os.environ.pop(key, None)
         rows.append((label, ms))
         spikes[label] = {k: v.transpose(0, 1).cpu().numpy() for k, v in res.recorded.items()}
         if label == DEFAULT:

@@ -57,8 +57,15 @@ def test_spike_masks_on_cuda_equal_the_cpu_masks():
 
 
 @needs_cuda
-def test_pilotnet_lif_on_cuda_equals_the_cpu_run_and_intels_recording(intel_netx):
+@pytest.mark.parametrize("triton", ["0", "1"], ids=["torch-loops", "triton-kernel"])
+def test_pilotnet_lif_on_cuda_equals_the_cpu_run_and_intels_recording(intel_netx, triton,
+                                                                     monkeypatch):
     from nmtoolchain.frontends.netx_loader import load_netx
+    from simulators.cycle import fused_triton
+
+    monkeypatch.setenv("NMTC_TRITON", triton)
+    if triton == "1" and not fused_triton.available("cuda"):
+        pytest.skip("Triton is not installed with this torch: its CUBA kernel not checked")
 
     root = intel_netx / "gts/pilotnet_lif"
     image = np.load(root / "image.npy").transpose(2, 1, 0)

@@ -37,7 +37,7 @@ from nmtoolchain.ir import Graph, Node
 from nmtoolchain.numerics.loihi import (
     DECAY_BITS, DECAY_UNIT, MANT_SHIFT, SDNN_SPIKE_EXP, SDNN_STATE_EXP, STATE_BITS,
     LoihiCubaNeuron, LoihiSigmaDeltaNeuron, keep_factor)
-from simulators.cycle import fused
+from simulators.cycle import fused, fused_triton
 from simulators.cycle import kernels_float as kf
 
 I64 = torch.int64
@@ -259,6 +259,7 @@ class CubaLoihi(kf.Kernel):
                 "for Loihi first")
         self.fu = keep_factor(q.i_decay)
         self.fv = keep_factor(q.v_decay)
+        self.i_keep, self.v_keep = DECAY_UNIT - q.i_decay, DECAY_UNIT - q.v_decay
         self.vth = float(q.v_th_mant << MANT_SHIFT)
         self.bias_exp = q.bias_exp
         self.bias = torch.as_tensor(np.broadcast_to(q.bias_mant, node.shape).copy(),
@@ -354,6 +355,11 @@ class CubaLoihi(kf.Kernel):
         buffer; the per-step range checks are dropped when :meth:`_wrap_free`
         proves no step can need them (else :meth:`step`'s exact checks run)."""
         x = xs[0]
+        if fused_triton.available(self.u.device):  # one GPU kernel: Lava's integers
+            return fused_triton.cuba_loihi_block(
+                x, self.u, self.v, None if self.drive else self.bias_v, i_keep=self.i_keep,
+                v_keep=self.v_keep, vth=int(self.vth), drive=self.drive,
+                bias_exp=self.bias_exp, interval=self.interval, phase=self.phase, t0=t0)
         if fused.available(self.u.device):  # the compiled loop: step()'s checks, exact
             return fused.cuba_loihi_block(
                 x, self.u, self.v, None if self.drive else self.bias_v, fu=self.fu, fv=self.fv,
