@@ -108,19 +108,82 @@ def test_float_cnn_with_spike_masks_schedules_identical_at_batch_64():
     assert sum(float(v.abs().sum()) for v in a.recorded.values()) > 0
 
 
-def test_recurrent_graph_keeps_the_step_schedule():
+@pytest.mark.parametrize("batch", [1, 2, 3, 5])
+def test_float_layers_at_small_batches_schedules_identical(batch):
+    """Below 4 rows the CPU's BLAS and oneDNN sum in another order than inside a
+    larger batch (kernels_float.MIN_INVARIANT_ROWS): such blocks are stepped."""
     from nmtoolchain import ir
 
+    rng = np.random.default_rng(batch)
     g = ir.Graph()
-    g.add("x", ir.Input((3,)))
-    g.add("w_in", ir.Linear(np.eye(3)), ["x"])
-    g.add("w_rec", ir.Linear(np.eye(3)), ["lif"])
+    g.add("x", ir.Input((2, 6, 6)))
+    g.add("conv", ir.Conv2d(rng.normal(0, 1, (4, 2, 3, 3)).astype(np.float32), padding=(1, 1)),
+          ["x"])
+    g.add("lif0", ir.LIF(tau=2.0, v_threshold=0.5), ["conv"])
+    g.add("flat", ir.Flatten(), ["lif0"])
+    g.add("fc", ir.Linear(rng.normal(0, 0.3, (10, 144)).astype(np.float32)), ["flat"])
+    g.add("lif1", ir.LIF(tau=2.0, v_threshold=0.5), ["fc"])
+    g.add("y", ir.Output(), ["lif1"])
+    x = torch.as_tensor(rng.normal(0, 1, (batch, 20, 2, 6, 6)).astype(np.float32))
+    a, b = _both(g, "float", x, 20)
+    _assert_same(a, b)
+    assert float(a.recorded["lif1"].sum()) > 0
+
+
+def _recurrent_float_graph():
+    from nmtoolchain import ir
+
+    rng = np.random.default_rng(4)
+    g = ir.Graph()
+    g.add("x", ir.Input((5,)))
+    g.add("w_in", ir.Linear(rng.normal(0, 1, (6, 5)).astype(np.float32)), ["x"])
+    g.add("w_rec", ir.Linear(rng.normal(0, 0.5, (6, 6)).astype(np.float32)), ["lif"])
     g.add("sum", ir.Add(), ["w_in", "w_rec"])
-    g.add("lif", ir.LIF(tau=2.0), ["sum"])
-    g.add("y", ir.Output(), ["lif"])
-    assert Simulator(g, "float").schedule == "step"
+    g.add("lif", ir.LIF(tau=2.0, v_threshold=0.5), ["sum"])
+    g.add("w_out", ir.Linear(rng.normal(0, 1, (3, 6)).astype(np.float32)), ["lif"])
+    g.add("out", ir.IF(v_threshold=1.0), ["w_out"])
+    g.add("y", ir.Output(), ["out"])
+    return g
+
+
+def test_recurrent_graph_runs_layer_major_with_its_loop_stepped():
+    """Only the recurrent component (w_rec, sum, lif) steps; the input synapse and
+    the readout run over whole chunks; everything equals the step schedule."""
+    from simulators.cycle.schedule import units
+
+    g = _recurrent_float_graph()
+    sim = Simulator(g, "float")
+    assert sim.schedule == "layer"
+    assert [u for u in sim.units if len(u) > 1] == [["w_rec", "sum", "lif"]]
+    assert units(g, *g.order()) == sim.units
+    x = (torch.rand(4, 30, 5, generator=torch.Generator().manual_seed(2)) < 0.4).float()
+    a, b = _both(g, "float", x, 30)
+    _assert_same(a, b)
+    assert 0 < float(a.recorded["lif"].sum()) < a.recorded["lif"].numel()
+
+
+def test_loihi_recurrent_layer_runs_layer_major_with_its_loop_stepped(tmp_path):
+    """netx's dense_rec pattern in loihi numerics: the recurrent Dense sends
+    before it receives (a deferred synapse) inside the stepped component."""
+    from nmtoolchain.quantize.loihi import quantize_for_loihi
+
+    g = _recurrent_float_graph()
+    x = (torch.rand(4, 40, 5, generator=torch.Generator().manual_seed(3)) < 0.5).float()
+    q, _ = quantize_for_loihi(g, x[:, :16], steps=16)
+    sim = Simulator(q, "loihi")
+    assert sim.schedule == "layer" and any(len(u) > 1 for u in sim.units)
+    assert list(sim.deferred)  # the loop's synapse runs in two halves
+    a, b = _both(q, "loihi", x, 40)
+    _assert_same(a, b)
+    spikes = sum(float(v.sum()) for k, v in a.recorded.items() if q[k].op.is_neuron)
+    assert spikes > 0
+
+
+def test_token_graphs_and_state_recording_keep_the_step_schedule():
+    g = _recurrent_float_graph()
+    assert Simulator(g, "float", record_state=True).schedule == "step"
     with pytest.raises(BadInputError, match="schedule 'layer'"):
-        Simulator(g, "float", schedule="layer")
+        Simulator(g, "float", schedule="layer", record_state=True)
 
 
 def test_unknown_schedule_is_refused():

@@ -203,6 +203,17 @@ class Graph:
 
     def _recurrent_edges(self) -> Set[Tuple[str, str]]:
         """Edges inside a strongly connected component that leave a neuron."""
+        comp = self.strongly_connected()
+        back: Set[Tuple[str, str]] = set()
+        for n in self.nodes.values():
+            for src in n.inputs:
+                if comp[src] == comp[n.name] and self.nodes[src].op.is_neuron:
+                    back.add((src, n.name))
+        return back
+
+    def strongly_connected(self) -> Dict[str, int]:
+        """Each node's strongly connected component, as an id shared by the
+        nodes of one component (iterative Tarjan: deep graphs do not recurse)."""
         index: Dict[str, int] = {}
         low: Dict[str, int] = {}
         on_stack: Set[str] = set()
@@ -244,12 +255,7 @@ class Graph:
                         comp[w] = index[v]
                         if w == v:
                             break
-        back: Set[Tuple[str, str]] = set()
-        for n in self.nodes.values():
-            for src in n.inputs:
-                if comp[src] == comp[n.name] and self.nodes[src].op.is_neuron:
-                    back.add((src, n.name))
-        return back
+        return comp
 
     def topological_order(self) -> List[Node]:
         return [self.nodes[n] for n in self.order()[0]]

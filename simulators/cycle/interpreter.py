@@ -1,8 +1,8 @@
 """The cycle-level simulator: an interpreter over the IR (as torch.fx's
 Interpreter walks a graph), batched and vectorized with torch. Two schedules
-give the same results: step-major (every node once per time step; needed
-where the graph has recurrence) and layer-major (each node over a whole
-time chunk, then the next node: :mod:`simulators.cycle.schedule`). Numerics are a mode ('float' reference, 'loihi' bit-exact).
+give the same results: step-major (every node once per time step) and
+layer-major (each node over a whole time chunk, then the next node; a
+recurrent component steps its chunk inside: :mod:`simulators.cycle.schedule`). Numerics are a mode ('float' reference, 'loihi' bit-exact).
 Counting (:mod:`simulators.cycle.counting`) and recording
 (:mod:`simulators.cycle.recording`) observe the same walk, from the same
 tensors; recurrent synapses that send before they receive, as Lava's do,
@@ -27,7 +27,7 @@ from simulators.cycle.kernels_speck import make_speck_kernel
 from simulators.cycle.kernels_tokens import (TOKEN_OPS, check_token_numerics, token_counts,
                                              token_masks, with_token_kernels)
 from simulators.cycle.recording import Recording, recorded_nodes
-from simulators.cycle.schedule import (DEFAULT_CHUNK_BYTES, SCHEDULES, memory_estimate,
+from simulators.cycle.schedule import (DEFAULT_CHUNK_BYTES, SCHEDULES, memory_estimate, units,
                                        run_block, time_chunk, warn_if_too_big)
 
 NUMERICS = ("float", "loihi", "speck")
@@ -190,9 +190,10 @@ class Simulator:
     of Loihi CUBA neurons per step. ``reset_interval``/``reset_offset``: netx's
     LIFReset schedule (loihi numerics). ``schedule``: ``'step'`` runs every
     node once per time step; ``'layer'`` runs each node over a time chunk
-    (``chunk_bytes`` bounds a chunk's node outputs) and is refused for graphs
-    with recurrence or when neuron state is recorded per step; ``'auto'``
-    (default) takes ``'layer'`` where allowed. Both give identical outputs,
+    (``chunk_bytes`` bounds a chunk's node outputs), a recurrent component
+    one step at a time within the chunk, and is refused for token halting or
+    merging and when neuron state is recorded per step; ``'auto'`` (default)
+    takes ``'layer'`` where allowed. Both give identical outputs,
     recordings and counts (tests/test_simulator_schedules.py).
     """
 
@@ -220,11 +221,14 @@ class Simulator:
         self.counter = ActivityCounter(graph, self.order, device) if count else None
         self.kind: Dict[str, str] = {}
         tokens = any(graph[n].op_name in TOKEN_OPS for n in self.order)
-        layer_ok = not self.back and not record_state and not tokens
+        layer_ok = not record_state and not tokens
         if schedule == "layer" and not layer_ok:
-            raise BadInputError("schedule 'layer' needs a graph without recurrence, token "
-                                "halting or merging, and no per-step neuron state recording; "
-                                "use schedule 'step'")
+            raise BadInputError("schedule 'layer' needs a graph without token halting or "
+                                "merging, and no per-step neuron state recording; use "
+                                "schedule 'step'")
+        #: the layer-major schedule's units: single nodes, and recurrent components
+        #: that step their time chunk inside (simulators.cycle.schedule.units)
+        self.units = units(graph, self.order, self.back)
         #: the schedule this simulator runs: 'layer' or 'step'
         self.schedule = "layer" if schedule != "step" and layer_ok else "step"
         self.chunk_bytes = chunk_bytes
@@ -318,10 +322,15 @@ class Simulator:
                          progress: Optional[Callable[[int], None]]) -> None:
         """Each node over time chunks of ``chunk`` steps, then the next; state
         carries between chunks."""
+        batch = next(iter(feeds.values())).shape[0]
         for t0 in range(0, steps, chunk):
             t1 = min(steps, t0 + chunk)
             values: Dict[str, torch.Tensor] = {}
-            for name in self.order:
+            for unit in self.units:
+                if len(unit) > 1 or (unit[0], unit[0]) in self.back:
+                    self._run_loop(unit, values, t0, t1, batch, recording)
+                    continue
+                name = unit[0]
                 if name in feeds:
                     xs = [feeds[name][:, t0:t1].transpose(0, 1)]
                 else:
@@ -334,6 +343,50 @@ class Simulator:
             if progress is not None:
                 for t in range(t0, t1):
                     progress(t + 1)
+
+    def _run_loop(self, unit: List[str], values: Dict[str, torch.Tensor], t0: int, t1: int,
+                  batch: int, recording: Recording) -> None:
+        """A recurrent component over steps t0 .. t1-1, one step at a time, as
+        the step schedule runs it (deferred synapses send, then take their
+        input once the step's nodes have run; back edges read the step
+        before); inputs from outside are the blocks in ``values``, and each
+        node's steps become its (n, B, ...) block, counted and recorded."""
+        members = set(unit)
+        outs: Dict[str, List[torch.Tensor]] = {n: [] for n in unit}
+        ins: Dict[str, List[List[torch.Tensor]]] = {n: [] for n in unit}
+        prev: Dict[str, torch.Tensor] = {}
+        for i, t in enumerate(range(t0, t1)):
+            now: Dict[str, torch.Tensor] = {}
+            for name in unit:
+                if name in self.deferred:
+                    now[name] = self.deferred.emit(name, t)
+                else:
+                    xs = []
+                    for src in self.graph[name].inputs:
+                        if src not in members:
+                            xs.append(values[src][i])
+                        elif (src, name) in self.back:
+                            v = prev.get(src)
+                            xs.append(v if v is not None else torch.zeros(
+                                (batch,) + tuple(self.graph[src].shape), device=self.device))
+                        else:
+                            xs.append(now[src])
+                    now[name] = self.kernels[name].step(xs, t)
+                    ins[name].append(xs)
+                outs[name].append(now[name])
+            for name in unit:  # their source has run
+                if name in self.deferred:
+                    xs = [now[self.graph[name].inputs[0]]]
+                    self.kernels[name].absorb(xs, t)
+                    ins[name].append(xs)
+            prev = now
+        for name in unit:
+            out = values[name] = torch.stack(outs[name])
+            if self.counter is not None:
+                xs = [torch.stack([step[k] for step in ins[name]])
+                      for k in range(len(ins[name][0]))] if ins[name] and ins[name][0] else []
+                self.counter.observe_block(name, xs, out, t0)
+            recording.output_block(name, out)
 
     def _step(self, t: int, feeds: Dict[str, torch.Tensor], prev: Dict[str, torch.Tensor],
               batch: int, recording: Recording) -> Dict[str, torch.Tensor]:

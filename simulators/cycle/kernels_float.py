@@ -34,9 +34,18 @@ def _axis(axis: int) -> int:
 
 def _batch_invariant(device: str) -> bool:
     """Whether convolutions and matmuls on ``device`` give each sample the same
-    values at any batch size (the CPU's, as tests/test_simulator_schedules.py
-    checks bit for bit)."""
+    values at any batch size of at least :data:`MIN_INVARIANT_ROWS` (the
+    CPU's, as tests/test_simulator_schedules.py checks bit for bit)."""
     return torch.device(device).type == "cpu"
+
+
+#: Below this many rows, the CPU's BLAS and oneDNN take other kernels (a
+#: matrix-vector product for one row, small-matrix code for two or three),
+#: which sum in another order: measured on float32 Linear and Conv2d, a batch
+#: of 1-3 differs in the last bits from the same rows inside a larger batch,
+#: from 4 rows up it does not (tests/test_simulator_schedules.py). A smaller
+#: batch is stepped, so both schedules give the same values.
+MIN_INVARIANT_ROWS = 4
 
 
 class Kernel:
@@ -86,18 +95,22 @@ class AffineK(Kernel):
         # bit for bit by tests/test_simulator_schedules.py); a GPU library may
         # pick another algorithm for another batch size, so there: per step
         self.per_sample = _batch_invariant(device)
+        self.min_batch = MIN_INVARIANT_ROWS
         self.w = _t(node.op.weight, device=device)
         b = getattr(node.op, "bias", None)
         self.b = None if b is None or not np.any(b) else _t(b, device=device)
 
     def step(self, xs, t):
-        return F.linear(xs[0].to(self.w.dtype), self.w, self.b)
+        # contiguous rows: BLAS sums a strided input (a step of a (B, T, ...) feed)
+        # in another order than the same rows stored densely
+        return F.linear(xs[0].to(self.w.dtype).contiguous(), self.w, self.b)
 
 
 class ConvK(Kernel):
     def __init__(self, node, graph, device="cpu"):
         super().__init__(node, graph, device)
         self.per_sample = _batch_invariant(device)  # as AffineK
+        self.min_batch = MIN_INVARIANT_ROWS
         op = node.op
         self.w = _t(op.weight, device=device)
         self.b = None if not np.any(op.bias) else _t(op.bias, device=device)

@@ -1,4 +1,4 @@
-"""Layer-major (time-batched) execution of the parts of a graph without recurrence.
+"""Layer-major (time-batched) execution; recurrent components step inside it.
 
 A graph without back edges has no node whose step t depends on a later
 node's step t, so each node can run over a whole time chunk before the next
@@ -9,23 +9,29 @@ Loihi's synapses as one call over n·B with the one-step delay as a shift in
 time, Loihi's CUBA neuron as an in-place loop over a preallocated buffer)
 does so; a kernel without state whose step works per sample (``per_sample``:
 element-wise ops, pooling, reshapes; convolutions and matmuls on the CPU)
-takes the block as one batch of n·B samples; any other kernel is stepped n times on slices of the block, which
-is the step-by-step schedule's very sequence of calls on that kernel, so its
-results (random masks included: each SpikeMask holds its own generator) are
-the same by construction.
+takes the block as one batch of n·B samples (a static input, the same every
+step, once); any other kernel is stepped n times on slices of the block,
+which is the step-by-step schedule's very sequence of calls on that kernel,
+so its results (random masks included: each SpikeMask holds its own
+generator) are the same by construction.
+
+A graph with back edges runs the same way by :func:`units`: each strongly
+connected component with a back edge is one unit, stepped through the chunk
+inside (the interpreter's ``_run_loop``), between units that take whole blocks.
 
 :func:`time_chunk` bounds the memory a chunk holds; :func:`memory_estimate`
 adds what a run keeps to the end (recorded outputs, the input) and
 :func:`warn_if_too_big` prints that estimate before a run that would not fit
 in the device's free memory. This module decides nothing about counting or
-recording; it never walks the graph.
+recording.
 """
 from __future__ import annotations
 
+import heapq
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 import torch
@@ -53,10 +59,44 @@ def run_block(kernel: object, xs: List[torch.Tensor], t0: int) -> torch.Tensor:
         if n > 1 and all(x.stride(0) == 0 for x in xs):  # the same input every step (a
             y = kernel.step([x[0] for x in xs], t0)  # static image): once, seen n times
             return y.unsqueeze(0).expand((n,) + tuple(y.shape))
+    if (getattr(kernel, "per_sample", False) and xs
+            and xs[0].shape[1] >= getattr(kernel, "min_batch", 0)):
         flat = kernel.step([x.reshape((-1,) + tuple(x.shape[2:])) for x in xs], t0)
         return flat.reshape((n, -1) + tuple(flat.shape[1:]))
     outs = [kernel.step([x[i] for x in xs], t0 + i) for i in range(n)]
     return torch.stack(outs)
+
+
+def units(graph: Graph, order: Sequence[str], back: Set[Tuple[str, str]]) -> List[List[str]]:
+    """The layer-major schedule's units, in the order they run: one node, or
+    a recurrent component (the nodes of a strongly connected component with
+    a back edge, in ``order``'s order), which steps its time chunk one step at
+    a time inside. Each unit runs after every unit it reads (a topological
+    order of the components' graph, ties by first appearance in ``order``)."""
+    comp = graph.strongly_connected()
+    looped = {comp[dst] for _, dst in back}
+    key = {n: ("loop", comp[n]) if comp[n] in looped else ("node", n) for n in order}
+    groups: Dict[tuple, List[str]] = {}
+    for n in order:
+        groups.setdefault(key[n], []).append(n)
+    first = {k: i for i, k in enumerate(groups)}
+    waiting = {k: len({key[s] for n in names for s in graph[n].inputs} - {k})
+               for k, names in groups.items()}
+    readers: Dict[tuple, Set[tuple]] = {k: set() for k in groups}
+    for k, names in groups.items():
+        for src in {key[s] for n in names for s in graph[n].inputs} - {k}:
+            readers[src].add(k)
+    ready = [(first[k], k) for k, w in waiting.items() if w == 0]
+    heapq.heapify(ready)
+    out: List[List[str]] = []
+    while ready:  # Kahn's algorithm; the components' graph is acyclic
+        _, k = heapq.heappop(ready)
+        out.append(groups[k])
+        for r in readers[k]:
+            waiting[r] -= 1
+            if waiting[r] == 0:
+                heapq.heappush(ready, (first[r], r))
+    return out
 
 
 def step_bytes(graph: Graph, order: Sequence[str], batch: int) -> int:
