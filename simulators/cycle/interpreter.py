@@ -352,25 +352,17 @@ class Simulator:
         before); inputs from outside are the blocks in ``values``, and each
         node's steps become its (n, B, ...) block, counted and recorded."""
         members = set(unit)
+        outside = {s for n in unit for s in self.graph[n].inputs if s not in members}
         outs: Dict[str, List[torch.Tensor]] = {n: [] for n in unit}
         ins: Dict[str, List[List[torch.Tensor]]] = {n: [] for n in unit}
         prev: Dict[str, torch.Tensor] = {}
         for i, t in enumerate(range(t0, t1)):
-            now: Dict[str, torch.Tensor] = {}
+            now = {src: values[src][i] for src in outside}  # this step's outside inputs
             for name in unit:
                 if name in self.deferred:
                     now[name] = self.deferred.emit(name, t)
                 else:
-                    xs = []
-                    for src in self.graph[name].inputs:
-                        if src not in members:
-                            xs.append(values[src][i])
-                        elif (src, name) in self.back:
-                            v = prev.get(src)
-                            xs.append(v if v is not None else torch.zeros(
-                                (batch,) + tuple(self.graph[src].shape), device=self.device))
-                        else:
-                            xs.append(now[src])
+                    xs = self._gather(name, now, prev, batch)
                     now[name] = self.kernels[name].step(xs, t)
                     ins[name].append(xs)
                 outs[name].append(now[name])
