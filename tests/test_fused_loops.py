@@ -280,7 +280,7 @@ def test_compiled_float_lif_is_lifs_float_arithmetic(dtype, euler, ge, subtract,
         if euler:
             v = v + k * ((leak - v) + r * x[t])
         else:
-            v = (leak + a * (v - leak)) + ((1 - a) * r) * x[t]
+            v = (leak + a * (v - leak)) + ((dtype(1) - a) * r) * x[t]  # 1 - a in dtype
         v = v + b
         s = ((v >= thr) if ge else (v > thr)).astype(dtype)
         want[t] = s
