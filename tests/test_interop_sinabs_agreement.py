@@ -39,24 +39,14 @@ T = 8  # the export's own step count, and the step count sinabs is measured at
 def _train_ann(split):
     from torch import nn
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small batches: threads only contend on a shared machine
+    from nmtoolchain.training import fit_classifier
+
     torch.manual_seed(0)
     ann = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(),
                         nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU(),
                         nn.Flatten(), nn.Linear(256, 10))
-    opt = torch.optim.Adam(ann.parameters(), lr=3e-3)
-    x = torch.from_numpy(split.x_train.reshape(-1, 1, 8, 8))
-    y = torch.from_numpy(split.y_train)
-    for _ in range(30):
-        perm = torch.randperm(len(x))
-        for i in range(0, len(x), 64):
-            idx = perm[i:i + 64]
-            opt.zero_grad()
-            nn.functional.cross_entropy(ann(x[idx]), y[idx]).backward()
-            opt.step()
-    torch.set_num_threads(threads)
-    return ann.eval()
+    return fit_classifier(ann, torch.from_numpy(split.x_train.reshape(-1, 1, 8, 8)),
+                          torch.from_numpy(split.y_train), epochs=30)
 
 
 def _sinabs_counts(snn, x: np.ndarray) -> np.ndarray:

@@ -48,9 +48,11 @@ x = img.unsqueeze(0).expand((steps,) + tuple(img.shape))
 spikes, u, v = lava_cuba(x.reshape(steps, -1).numpy(), 1024, 512, 20, np.zeros(14, np.int64), 6,
                          True, 4, 1)
 uu, vv = torch.zeros(2, 7, dtype=torch.float64), torch.zeros(2, 7, dtype=torch.float64)
-got = fused_triton.cuba_loihi_block(x, uu, vv, None, i_keep=4096 - 1024, v_keep=4096 - 512,
-                                    vth=20 << 6, drive=True, bias_exp=6, interval=4, phase=1,
-                                    t0=0, block=4)
+drive = (img.long() << 6).double()  # integer mantissas: the bias, shifted by bias_exp 6
+drive = drive.unsqueeze(0).expand((steps,) + tuple(img.shape))
+got = fused_triton.cuba_loihi_block(drive, uu, vv, None, i_keep=4096 - 1024,
+                                    v_keep=4096 - 512, vth=20 << 6, drive=True, interval=4,
+                                    phase=1, t0=0, block=4)
 assert np.array_equal(got.numpy().reshape(steps, -1), spikes)
 assert np.array_equal(uu.numpy().reshape(-1), u) and np.array_equal(vv.numpy().reshape(-1), v)
 assert spikes.any() and not spikes.all()

@@ -158,6 +158,11 @@ def _rows(x: torch.Tensor, m: int) -> torch.Tensor:
     return x.reshape(x.shape[0], m).contiguous()
 
 
+def _per_neuron(p: torch.Tensor, v: torch.Tensor) -> np.ndarray:
+    """A parameter broadcast to the state ``v``, as one value per neuron (numpy view)."""
+    return p.expand(v.shape).reshape(v.numel()).contiguous().numpy()
+
+
 def _match_threads() -> None:
     """Use as many threads as torch does (``--threads``, one-thread workers)."""
     want = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
@@ -181,13 +186,12 @@ def cuba_loihi_block(x: torch.Tensor, u: torch.Tensor, v: torch.Tensor,
     xs = _rows(x, m)
     if xs.dtype not in (torch.float32, torch.float64):
         xs = xs.to(torch.float64)
-    b = (torch.zeros(1, dtype=torch.float64) if bias is None
-         else bias.expand(u.shape).reshape(m).contiguous())
+    b = np.zeros(1) if bias is None else _per_neuron(bias, u)
     out = torch.empty((n, m), dtype=torch.float32)
     loop = _jit("cuba_loihi", _cuba_loihi_py)
     _match_threads()
     loop(
-        xs.numpy(), u.view(m).numpy(), v.view(m).numpy(), b.numpy(), float(fu), float(fv),
+        xs.numpy(), u.view(m).numpy(), v.view(m).numpy(), b, float(fu), float(fv),
         float(vth), float(lim), float(i32), bool(drive), 2.0 ** int(bias_exp), int(interval or 0),
         int(phase or 0), int(t0), out.numpy())
     return out.reshape((n,) + tuple(u.shape))
@@ -295,12 +299,12 @@ def if_float_block(x: torch.Tensor, v: torch.Tensor, r: torch.Tensor, bias: torc
     contiguous) is updated in place, ``r``, ``bias`` and ``thr`` broadcast to
     it; returns the (n, B, ...) spikes in that dtype (see :class:`IFK`)."""
     n, m = x.shape[0], v.numel()
-    flat = lambda p: p.expand(v.shape).reshape(m).contiguous()  # noqa: E731
+    flat = lambda p: _per_neuron(p, v)  # noqa: E731
     out = torch.empty((n, m), dtype=v.dtype)
     loop = _jit("if_float", _if_float_py)
     _match_threads()
-    loop(_rows(x, m).numpy(), v.view(m).numpy(), flat(r).numpy(),
-         flat(bias).numpy(), flat(thr).numpy(), bool(ge), np.ones(1, out.numpy().dtype),
+    loop(_rows(x, m).numpy(), v.view(m).numpy(), flat(r), flat(bias), flat(thr), bool(ge),
+         np.ones(1, out.numpy().dtype),
          out.numpy())
     return out.reshape((n,) + tuple(v.shape))
 
@@ -342,7 +346,7 @@ def lif_float_block(x: torch.Tensor, v: torch.Tensor, *, r: torch.Tensor, leak: 
     the other parameters broadcast to ``v``. Returns the (n, B, ...) spikes in
     that dtype (see :class:`LIFK`)."""
     n, m = x.shape[0], v.numel()
-    flat = lambda p: p.expand(v.shape).reshape(m).contiguous().numpy()  # noqa: E731
+    flat = lambda p: _per_neuron(p, v)  # noqa: E731
     out = torch.empty((n, m), dtype=v.dtype)
     loop = _jit("lif_float", _lif_float_py)
     _match_threads()
@@ -394,7 +398,7 @@ def cuba_float_block(x: torch.Tensor, cur: torch.Tensor, v: torch.Tensor, *,
     parameters broadcast to them. Returns the spikes (or v) in that dtype
     (see :class:`CubaLIFK`)."""
     n, m = x.shape[0], v.numel()
-    flat = lambda p: p.expand(v.shape).reshape(m).contiguous().numpy()  # noqa: E731
+    flat = lambda p: _per_neuron(p, v)  # noqa: E731
     out = torch.empty((n, m), dtype=v.dtype)
     loop = _jit("cuba_float", _cuba_float_py)
     _match_threads()

@@ -77,15 +77,13 @@ if triton is not None:
 
 def cuba_loihi_block(x: torch.Tensor, u: torch.Tensor, v: torch.Tensor,
                      bias: Optional[torch.Tensor], *, i_keep: int, v_keep: int, vth: int,
-                     drive: bool, bias_exp: int, interval: Optional[int], phase: Optional[int],
+                     drive: bool, interval: Optional[int], phase: Optional[int],
                      t0: int, block: int = 1024) -> torch.Tensor:
     """Steps t0 .. t0+n-1 of Loihi's bit-accurate CUBA on (n, B, ...) input, as
-    :func:`simulators.cycle.fused.cuba_loihi_block` (same arguments, but the
-    decays as integer keep factors 4096 - d and the threshold as an integer)."""
+    :func:`simulators.cycle.fused.cuba_loihi_block`, but with the decays as
+    integer keep factors 4096 - d, the threshold as an integer, and with
+    ``drive`` the input already the shifted bias (``CubaLoihi._drive_bias``)."""
     n, m = x.shape[0], u.numel()
-    if drive:  # the bias mantissa: rounded half to even, shifted (as CubaLoihi.step)
-        r = torch.round(x).to(torch.int64)
-        x = (r << bias_exp if bias_exp >= 0 else r >> -bias_exp).to(torch.float64)
     one_row = x.shape[0] > 1 and x.stride(0) == 0
     xs = (x[:1] if one_row else x).reshape(-1, m).contiguous()
     b = (torch.zeros(m, dtype=torch.float64, device=u.device) if bias is None

@@ -354,6 +354,18 @@ class NeuronK(Kernel):
         v = getattr(self.node.op, name, None)
         return _t(default if v is None else v, device=self.device)
 
+    def block_ready(self, x: torch.Tensor, tensors: tuple) -> bool:
+        """Whether a block loop may take input ``x``: single spikes without a
+        floor, and ``x`` and every tensor of ``tensors`` (parameters, extra
+        state) of v's float dtype and broadcasting to v's shape, so that the
+        loop's arithmetic is :meth:`step`'s (no promotion, no new shape)."""
+        return (getattr(self.node.op, "spike", "single") != "multi" and self.v_min is None
+                and torch.is_floating_point(x)
+                and all(p.dtype == self.v.dtype for p in tensors + (x,))
+                and tuple(torch.broadcast_shapes(self.v.shape, x.shape[1:],
+                                                 *(p.shape for p in tensors)))
+                == tuple(self.v.shape))
+
     def spike_and_reset(self, v: torch.Tensor) -> tuple:
         op = self.node.op
         thr = self.thr
@@ -397,15 +409,10 @@ class IFK(NeuronK):
         reset by subtraction and float32 throughout; anything else (and
         subclasses with their own step) declines, to be stepped."""
         op, x = self.node.op, xs[0]
-        if (type(self).step is not IFK.step or op.spike == "multi" or op.reset != "subtract"
-                or self.v_min is not None or x.dtype != self.v.dtype
-                or any(p.dtype != self.v.dtype for p in (self.r, self.bias, self.thr))):
+        if (type(self).step is not IFK.step or op.reset != "subtract"
+                or not self.block_ready(x, (self.r, self.bias, self.thr))):
             return None
-        v = self.v
-        if tuple(torch.broadcast_shapes(v.shape, x.shape[1:], self.r.shape, self.bias.shape,
-                                        self.thr.shape)) != tuple(v.shape):
-            return None
-        v = v.clone()  # the state tensor may be shared with a step's caller
+        v = self.v.clone()  # the state tensor may be shared with a step's caller
         if fused.available(v.device):  # the same arithmetic, compiled
             out = fused.if_float_block(x, v, self.r, self.bias, self.thr, op.compare == ">=")
             self.v = v
@@ -455,13 +462,8 @@ class LIFK(IFK):
         if type(self).step is not LIFK.step:  # LI and other subclasses: stepped
             return None
         coef = self.k if self.mode != "exponential" else self.alpha
-        params = (self.r, self.leak, self.bias, self.thr, self.v_reset, coef)
-        if (op.spike == "multi" or self.v_min is not None
-                or not fused.available(x.device) or not torch.is_floating_point(x)
-                or any(p.dtype != self.v.dtype for p in params + (x,))
-                or tuple(torch.broadcast_shapes(self.v.shape, x.shape[1:],
-                                                *(p.shape for p in params)))
-                != tuple(self.v.shape)):
+        if not fused.available(x.device) or not self.block_ready(
+                x, (self.r, self.leak, self.bias, self.thr, self.v_reset, coef)):
             return None
         v = self.v.clone()  # the state tensor may be shared with a step's caller
         out = fused.lif_float_block(
@@ -550,15 +552,9 @@ class CubaLIFK(NeuronK):
         op, x = self.node.op, xs[0]
         if type(self).step is not CubaLIFK.step:  # subclasses with their own step: stepped
             return None
-        params = (self.a_syn, self.w_in, self.a_mem, self.leak, self.r, self.bias, self.thr,
-                  self.v_reset)
-        if (getattr(op, "spike", "single") == "multi"
-                or self.v_min is not None or not fused.available(x.device)
-                or not torch.is_floating_point(x)
-                or any(p.dtype != self.v.dtype for p in params + (x, self.i))
-                or tuple(torch.broadcast_shapes(self.v.shape, self.i.shape, x.shape[1:],
-                                                *(p.shape for p in params)))
-                != tuple(self.v.shape)):
+        if not fused.available(x.device) or not self.block_ready(
+                x, (self.a_syn, self.w_in, self.a_mem, self.leak, self.r, self.bias, self.thr,
+                    self.v_reset, self.i)):
             return None
         cur, v = self.i.clone(), self.v.clone()  # state may be shared with a step's caller
         out = fused.cuba_float_block(

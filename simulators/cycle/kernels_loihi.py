@@ -283,6 +283,11 @@ class CubaLoihi(kf.Kernel):
     def _shift_bias(self, b: torch.Tensor) -> torch.Tensor:
         return b << self.bias_exp if self.bias_exp >= 0 else b >> -self.bias_exp
 
+    def _drive_bias(self, x: torch.Tensor) -> torch.Tensor:
+        """netx's input neuron: its input is the bias mantissa, rounded half to
+        even and shifted (integer-valued float64)."""
+        return self._shift_bias(torch.round(x).to(I64)).to(F64)
+
     @staticmethod
     def _decay_into(out: torch.Tensor, x: torch.Tensor, f: float) -> torch.Tensor:
         if f == 1.0:
@@ -301,7 +306,7 @@ class CubaLoihi(kf.Kernel):
         u, v = self._u, self._v
         self._decay_into(u, self.u, self.fu)
         if self.drive:  # netx input neuron: the input is its bias_mant
-            bias = self._shift_bias(torch.round(x).to(I64)).to(F64)
+            bias = self._drive_bias(x)
         else:
             u.add_(x, alpha=float(1 << MANT_SHIFT))
             if not _fits_int32(u):  # Lava's int32 arithmetic wraps
@@ -357,9 +362,10 @@ class CubaLoihi(kf.Kernel):
         x = xs[0]
         if fused_triton.available(self.u.device):  # one GPU kernel: Lava's integers
             return fused_triton.cuba_loihi_block(
-                x, self.u, self.v, None if self.drive else self.bias_v, i_keep=self.i_keep,
-                v_keep=self.v_keep, vth=int(self.vth), drive=self.drive,
-                bias_exp=self.bias_exp, interval=self.interval, phase=self.phase, t0=t0)
+                self._drive_bias(x) if self.drive else x, self.u, self.v,
+                None if self.drive else self.bias_v, i_keep=self.i_keep, v_keep=self.v_keep,
+                vth=int(self.vth), drive=self.drive, interval=self.interval, phase=self.phase,
+                t0=t0)
         if fused.available(self.u.device):  # the compiled loop: step()'s checks, exact
             return fused.cuba_loihi_block(
                 x, self.u, self.v, None if self.drive else self.bias_v, fu=self.fu, fv=self.fv,
@@ -378,7 +384,7 @@ class CubaLoihi(kf.Kernel):
             u, v = self._u, self._v
             self._decay_into(u, self.u, self.fu)
             if self.drive:
-                bias = self._shift_bias(torch.round(x[i]).to(I64)).to(F64)
+                bias = self._drive_bias(x[i])
             else:
                 u.add_(x[i], alpha=float(1 << MANT_SHIFT))
                 bias = self.bias_v
