@@ -118,15 +118,22 @@ def test_compiled_loop_is_lavas_bit_accurate_lif(i_decay, v_decay, vth, bias_exp
 
 def test_compiled_loop_equals_the_torch_loops_across_time_blocks(monkeypatch):
     """Same random layer, three ways: the step loop, the torch block loop and
-    the compiled block loop, run in two blocks (state carried between them)."""
+    the compiled block loop, run in two blocks (state carried between them),
+    all equal to Lava's integer formulas (lava_cuba)."""
     rng = np.random.default_rng(3)
     shape, batch, steps = (4, 5, 6), 3, 24
     a = torch.as_tensor(rng.integers(-40, 120, (steps, batch) + shape), dtype=torch.float32)
-    params = (shape, 1024, 512, 90, rng.integers(-300, 300, shape), 6, False, 8, 3)
+    bias = rng.integers(-300, 300, shape)
+    params = (shape, 1024, 512, 90, bias, 6, False, 8, 3)
+    lava_spikes, lava_u, lava_v = lava_cuba(a.reshape(steps, -1).numpy(), 1024, 512, 90,
+                                            np.tile(bias.reshape(-1), batch), 6, False, 8, 3)
 
     step = _kernel(*params)
     step.reset(batch)
     want = torch.stack([step.step([a[t]], t) for t in range(steps)])
+    np.testing.assert_array_equal(want.numpy().reshape(steps, -1), lava_spikes)
+    np.testing.assert_array_equal(step.u.numpy().reshape(-1), lava_u)
+    np.testing.assert_array_equal(step.v.numpy().reshape(-1), lava_v)
 
     def blocks() -> CubaLoihi:
         k = _kernel(*params)
@@ -146,21 +153,23 @@ def test_compiled_loop_equals_the_torch_loops_across_time_blocks(monkeypatch):
 
 def test_a_static_input_is_read_once_with_the_same_results():
     """A static image reaches a neuron as a stride-0 time axis; the compiled
-    loops read its one row instead of n copies, with the same results."""
+    loops read its one row instead of n copies, with Lava's results (lava_cuba)
+    either way."""
     rng = np.random.default_rng(7)
     steps, batch, shape = 9, 2, (3, 4)
     img = torch.as_tensor(rng.integers(-200, 4000, (batch,) + shape), dtype=torch.float32)
     static = img.unsqueeze(0).expand((steps,) + tuple(img.shape))
     assert static.stride(0) == 0
     params = (shape, 2048, 1024, 50, np.zeros(shape, np.int64), 6, True, 4, 1)  # a drive
-    out = []
+    spikes, u, v = lava_cuba(static.reshape(steps, -1).numpy(), 2048, 1024, 50, None, 6, True,
+                             4, 1)
     for x in (static, static.contiguous()):
         k = _kernel(*params)
         k.reset(batch)
-        out.append((k.run_block([x], 0), k.u.clone(), k.v.clone()))
-    for a, b in zip(*out):
-        assert torch.equal(a, b)
-    assert out[0][0].sum() > 0 and (out[0][0] == 0).any()
+        np.testing.assert_array_equal(k.run_block([x], 0).numpy().reshape(steps, -1), spikes)
+        np.testing.assert_array_equal(k.u.numpy().reshape(-1), u)
+        np.testing.assert_array_equal(k.v.numpy().reshape(-1), v)
+    assert spikes.sum() > 0 and (spikes == 0).any()
 
 
 def test_pilotnet_identical_with_and_without_the_compiled_loop(intel_netx, monkeypatch):
@@ -187,6 +196,13 @@ def test_pilotnet_identical_with_and_without_the_compiled_loop(intel_netx, monke
         for key, arr in series.items():
             np.testing.assert_array_equal(arr, b.counts.nodes[node][key], err_msg=f"{node}.{key}")
     assert a.counts.total("spikes_out") > 0
+    # and both are Intel's recording of this network on this image (its first 17 steps)
+    for name, f in {"layer1_neuron": "conv-0", "layer5_neuron": "conv-4",
+                    "layer9_neuron": "fc-2"}.items():
+        gt = np.load(path.parent / f"{f}.npy")
+        gt = gt.transpose([gt.ndim - 1] + list(range(gt.ndim - 2, -1, -1))).astype(np.int64)
+        np.testing.assert_array_equal(a.recorded[name][0, :17].numpy().astype(np.int64),
+                                      gt[:17], err_msg=name)
 
 
 _floats = st.floats(-4.0, 4.0, width=32, allow_subnormal=False)
