@@ -498,10 +498,11 @@ class _Recorders:
 
 
 def _attach_recorders(lava_layers: Dict[str, Any], wanted: List[str], info: _FileInfo,
-                      steps: int, record_state: bool, folder: str,
+                      steps: int, record_state: Union[bool, Sequence[str]], folder: str,
                       models: Dict[Any, type]) -> _Recorders:
     """A FileSink on every recorded layer's ``out`` port, and with
-    ``record_state`` a StateProbe on the u and v of every recorded CUBA layer."""
+    ``record_state`` a StateProbe on the u and v of every recorded CUBA layer
+    (True) or of the named ones."""
     FileSink, PyFileSink, StateProbe, PyStateProbe, _, _ = _recorder_classes()
     by_name = {b.name: b for b in info.blocks}
     rec = _Recorders()
@@ -521,6 +522,8 @@ def _attach_recorders(lava_layers: Dict[str, Any], wanted: List[str], info: _Fil
         rec.outputs[n] = (p, shape)
     if record_state:
         for n in wanted:
+            if record_state is not True and n not in record_state:
+                continue
             if by_name[n].neuron not in ("CUBA", "LOIHI"):
                 continue  # SDNN layers have no u, v
             neuron = lava_layers[n].neuron
@@ -534,7 +537,7 @@ def _attach_recorders(lava_layers: Dict[str, Any], wanted: List[str], info: _Fil
     return rec
 
 
-def _read_recordings(rec: _Recorders, steps: int, record_state: bool
+def _read_recordings(rec: _Recorders, steps: int, record_state: Union[bool, Sequence[str]]
                      ) -> Tuple[Dict[str, np.ndarray], Optional[Dict[str, np.ndarray]],
                                 Optional[Dict[str, np.ndarray]]]:
     """(outputs, u, v) read back from the recorders' files, (T, *chw) int64 each."""
@@ -553,14 +556,15 @@ def run_netx_in_lava(net_path: Union[str, Path], drive: Any, steps: int, *,
                      reset_interval: Optional[int] = None, reset_offset: int = 0,
                      num_layers: Optional[int] = None,
                      record_layers: Optional[Sequence[str]] = None,
-                     record_state: bool = False, input_message_bits: int = 0) -> LavaRun:
+                     record_state: Union[bool, Sequence[str]] = False,
+                     input_message_bits: int = 0) -> LavaRun:
     """Run ``net_path`` in Lava ``fixed_pt`` for ``steps`` steps and record its layers.
 
     ``drive`` as in the module docstring (its kind is decided by the file's
     input layer). ``num_layers`` builds only the first N file layers (netx's
     argument). ``record_layers``: names (``layer{i}_neuron``) to record;
     default all. ``record_state``: also record u and v of each recorded CUBA
-    layer after every step. ``input_message_bits``: graded width of a
+    layer after every step (True), or of the named layers. ``input_message_bits``: graded width of a
     ``'spikes'`` drive (netx's argument; 0 = binary). ``reset_interval`` and
     ``reset_offset`` go to netx (LIFReset neurons). The runtime is always
     stopped, even on error.

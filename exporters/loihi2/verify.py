@@ -28,7 +28,9 @@ and nmtc's own processes) against nmtc's simulator, both from
 input is spikes: ``--data``/``--dataset`` as for a ``spikes`` netx file, or
 seeded random Bernoulli spikes.
 
-Every neuron layer is compared at every step; the result per sample is
+Every neuron layer is compared at every step, and a readout layer (one that
+never fires: netx's default neuron, or a quantized LI/CubaLI) by its v as
+well; the result per sample is
 "identical" or the first divergence (layer, step, neuron, both values).
 Lava runs one sample at a time (a runtime per run); nmtc runs the samples as
 one batch. Lava is imported only when it runs.
@@ -48,6 +50,8 @@ from nmtoolchain.vendors import require
 from simulators.compare import Divergence, first_divergence
 
 RANDOM_SEED = 0
+#: suffix of a readout layer's v in the compared series ('layer3_neuron v')
+READOUT_V = " v"
 
 
 @dataclass
@@ -82,6 +86,8 @@ class VerifyResult:
     #: 'netx' (network.net in Lava) or 'lava_graph' (network.nmir as Lava processes)
     mode: str = "netx"
     total_s: float = math.nan  # lava_graph: both runs of every sample, wall time
+    #: readout layers (never fire) whose v is compared too, as '<layer> v'
+    readouts: List[str] = field(default_factory=list)
 
     @property
     def identical(self) -> bool:
@@ -110,7 +116,8 @@ class VerifyResult:
         else:
             out.append(f"Lava fixed_pt running network.net vs nmtc loihi numerics running "
                        f"{self.reference}; {len(self.layers)} neuron layers compared at every "
-                       "step")
+                       "step" + (f", and the v of readout layer(s) {', '.join(self.readouts)}"
+                                 if self.readouts else ""))
         if self.structure_error:
             out.append(f"DIFFERENT: {self.structure_error}")
         for s in self.samples:
@@ -140,6 +147,7 @@ class VerifyResult:
         return {"directory": str(self.directory), "identical": self.identical,
                 "steps": self.steps, "drive": self.drive, "inputs": self.inputs,
                 "reference": self.reference, "layers": self.layers, "mode": self.mode,
+                "readout_v_compared": self.readouts,
                 "structure_error": self.structure_error,
                 "lava_ms_per_step": self.lava_ms_per_step,
                 "nmtc_ms_per_step": self.nmtc_ms_per_step,
@@ -258,6 +266,7 @@ def verify_export(directory: Union[str, Path], *, data: Optional[Union[str, Path
     """
     from nmtoolchain.frontends.netx_loader import load_netx
     from nmtoolchain.ir import load_graph
+    from nmtoolchain.quantize.loihi import is_loihi_readout
     from simulators.cycle import Simulator
     from simulators.lava_runner import netx_drive_kind, netx_layer_names, run_netx_in_lava
     from exporters.loihi2.netx_writer import plan_netx
@@ -316,19 +325,31 @@ def verify_export(directory: Union[str, Path], *, data: Optional[Union[str, Path
     drives = drives[:samples]
     result.inputs = desc
 
+    # a readout layer never fires: its v, the value the host reads, is compared too
+    readouts = [k for k in file_layers if is_loihi_readout(graph[ir_names[k]])]
+    compared = [c for k in file_layers for c in ([k, k + READOUT_V] if k in readouts else [k])]
+    for k in readouts:
+        ir_names[k + READOUT_V] = ir_names[k]
+        layer_types[k + READOUT_V] = layer_types.get(k, "?") + ", readout v"
+    result.readouts = readouts
+
     # nmtc: all samples in one batch
-    sim = Simulator(graph, "loihi", record="neurons", reset_interval=reset_interval, count=False)
+    sim = Simulator(graph, "loihi", record="neurons", record_state=[ir_names[k] for k in readouts],
+                    reset_interval=reset_interval, count=False)
     xs = np.stack([d for d in drives]).astype(np.float64 if kind == "a_in" else np.float32)
     res = sim.run(xs, steps)
     result.nmtc_ms_per_step = float(res.ms_per_step)
     ours = {names[k]: v.cpu().numpy().round().astype(np.int64)
             for k, v in res.recorded.items() if k in names}
+    ours.update({k + READOUT_V: res.state[ir_names[k]]["v"].cpu().numpy() for k in readouts})
     for i, drive in enumerate(drives):
-        lava = run_netx_in_lava(net, drive, steps, reset_interval=reset_interval)
-        cand = {k: ours[k][i] for k in file_layers}
+        lava = run_netx_in_lava(net, drive, steps, reset_interval=reset_interval,
+                                record_state=readouts)
+        cand = {k: ours[k][i] for k in compared}
         ref = {k: lava.outputs[k] for k in file_layers}
-        d = first_divergence(ref, cand, layers=file_layers)
-        events = int(sum(np.count_nonzero(v) for v in ref.values()))
+        ref.update({k + READOUT_V: lava.v[k] for k in readouts})
+        d = first_divergence(ref, cand, layers=compared)
+        events = int(sum(np.count_nonzero(ref[k]) for k in file_layers))
         result.samples.append(SampleResult(i, d, events, float(lava.ms_per_step)))
     return result
 

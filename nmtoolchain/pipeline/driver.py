@@ -75,8 +75,10 @@ def _snapshot(graph: Graph) -> Dict[str, str]:
 
 
 def run_pipeline(graph: Graph, passes: Sequence[GraphPass], ctx: PassContext) -> PipelineResult:
-    """Run ``passes`` in order on a copy of ``graph``; the caller's graph is never changed."""
-    g = copy.deepcopy(graph)
+    """Run ``passes`` in order on a copy of ``graph``; the caller's graph is never changed.
+    The copy's shapes are inferred first: every pass may read them (a graph built
+    or loaded without shapes is common in the Python API)."""
+    g = copy.deepcopy(graph).infer_shapes()
     records: List[PassRecord] = []
     before = _snapshot(g)
     for i, p in enumerate(passes):

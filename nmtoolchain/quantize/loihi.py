@@ -2,8 +2,8 @@
 
 Input: a float SNN IR graph made of ``Input``, ``Affine``/``Linear``,
 ``Conv2d``, ``SumPool2d``/``AvgPool2d``, ``Flatten``, ``Output`` and the
-neurons ``IF``, ``LIF``, ``CubaLIF`` (spiking) or ``I`` (a non-spiking
-readout). Every synapse feeds exactly one neuron; the graph input carries
+neurons ``IF``, ``LIF``, ``CubaLIF`` (spiking) or ``I``, ``LI``, ``CubaLI``
+(non-spiking readouts). Every synapse feeds exactly one neuron; the graph input carries
 binary spikes into the first synapse (encode analog data first, e.g. with
 :func:`nmtoolchain.convert.rate_encode`).
 
@@ -70,6 +70,9 @@ Neuron mapping (dt = 1 step; the float kernels in ``simulators/cycle``):
   persistent current is moved to v at its steady state: reported).
 * ``I`` (readout): netx's default neuron (iDecay 0, vDecay 4096, vThMant
   1 << 17, never spikes: read u/v), ``W_eff = r W``.
+* ``LI`` / ``CubaLI`` (leaky readouts): mapped as ``LIF`` / ``CubaLIF`` with
+  the never-firing vThMant 1 << 17 ((1 << 17) << 6 lies above the 24-bit v
+  range): their v is read, v_int ~ 64 s v_float (see :func:`readout_sums`).
 
 Loihi resets v to 0 and fires on v > vThMant << 6, and u and v start at 0.
 What the float neuron does differently is changed to the nearest Loihi
@@ -116,7 +119,9 @@ from nmtoolchain.numerics.loihi import tau_from_decay as _tau
 
 _SYNAPSES = ("Affine", "Linear", "Conv2d")
 _SPIKING = ("IF", "LIF", "CubaLIF")
-_NEURONS = _SPIKING + ("I",)
+#: non-spiking readouts: their v is read, not their spikes (never-firing threshold)
+_READOUTS = ("I", "LI", "CubaLI")
+_NEURONS = _SPIKING + _READOUTS
 _POOLS = ("SumPool2d", "AvgPool2d")
 
 
@@ -261,7 +266,7 @@ class LayerQuant:
     float_synapse: str              # names in the float graph
     float_neuron: str
     kind: str                       # 'dense' or 'conv'
-    neuron: str                     # float neuron op (IF, LIF, CubaLIF, I)
+    neuron: str                     # float neuron op (IF, LIF, CubaLIF, I, LI, CubaLI)
     scale: float                    # integer = round(float * scale)
     limited_by: str                 # 'weights', 'threshold' or 'bias'
     weight_range: Tuple[int, int]   # min, max integer weight
@@ -322,7 +327,8 @@ class QuantReport:
         for r in self.layers:
             err = "-"
             if r.error and r.error.get("vs_float"):
-                err = f"{100 * r.error['vs_float']['relative_count_error']:.1f}%"
+                e = r.error["vs_float"]
+                err = f"{100 * e.get('relative_count_error', e.get('relative_v_error')):.1f}%"
             out.append(
                 f"{r.layer:<16} {r.float_neuron[:18]:<18} {r.neuron:<8} {r.scale:>10.4g} "
                 f"{r.limited_by:<9} {f'[{r.weight_range[0]},{r.weight_range[1]}]':>11} "
@@ -344,7 +350,8 @@ class QuantReport:
                        "numerics vs quantized graph in loihi numerics (run "
                        f"{c['steps_fixed']} steps, reset_interval {c['reset_interval']}, "
                        f"reset_offset {c['reset_offset']}, each layer counted over its "
-                       "pipeline-aligned window)")
+                       "pipeline-aligned window; for a readout, the relative error of its "
+                       "summed v, rescaled by 1 / (64 scale))")
         return out
 
 
@@ -426,25 +433,28 @@ def _neuron_map(node: Node, graph: Graph) -> _NeuronMap:
         r = f64(op.r, 1.0)
         return _NeuronMap(r, np.zeros(()), None, 0, DECAY_UNIT, ">", changes, readout=True,
                           syn_bias_factor=r)
-    v_bias = f64(op.v_bias)
-    if op.reset == "subtract":
+    readout = name in _READOUTS
+    v_bias = f64(getattr(op, "v_bias", 0.0))
+    if readout:
+        pass  # no threshold, reset or spike to map
+    elif op.reset == "subtract":
         changes.append("reset by subtraction -> reset to 0 (Loihi): the charge above the "
                        "threshold is lost at each spike")
     elif np.any(f64(op.v_reset) != 0):
         changes.append(f"v_reset {float(np.max(np.abs(f64(op.v_reset)))):.4g} -> 0 (Loihi resets "
                        "v to 0)")
-    if np.any(f64(op.v_init) != 0):
+    if not readout and np.any(f64(op.v_init) != 0):
         changes.append("v_init ignored: Loihi starts every neuron at v = 0")
-    if op.v_min is not None:
+    if not readout and op.v_min is not None:
         changes.append("v_min clamp dropped: Loihi only saturates v at +-(2^23 - 1)")
-    if op.spike == "multi":
+    if not readout and op.spike == "multi":
         changes.append("multi-spike -> at most one spike per step")
     leaky = False
     if name == "IF":
         r = f64(op.r, 1.0)
         wf, bias, i_dec, v_dec = r, v_bias, DECAY_UNIT, 0
         sbf = r
-    elif name == "LIF":
+    elif name in ("LIF", "LI"):
         tau = f64(op.tau, 1.0)
         _scalar(tau, "tau", node)
         mode = op.discretization
@@ -466,7 +476,7 @@ def _neuron_map(node: Node, graph: Graph) -> _NeuronMap:
         if abs(realized - float(np.reshape(k, -1)[0])) > 1e-12:
             changes.append(f"leak per step {float(np.reshape(k, -1)[0]):.6g} -> {v_dec}/4096 "
                            "(12-bit decay; Loihi also rounds the decayed v toward 0)")
-    elif name == "CubaLIF":
+    elif name in ("CubaLIF", "CubaLI"):
         a_syn = np.exp(-dt / f64(op.tau_syn, 1.0))
         a_mem = np.exp(-dt / f64(op.tau_mem, 1.0))
         _scalar(a_syn, "tau_syn", node)
@@ -488,6 +498,9 @@ def _neuron_map(node: Node, graph: Graph) -> _NeuronMap:
                                "(12-bit; Loihi rounds the decayed value toward 0)")
     else:  # pragma: no cover - callers filter
         raise UnsupportedOpError(f"node '{node.name}' ({name}) is not a Loihi neuron")
+    if readout:  # LI / CubaLI: the leaky mapping above, a never-firing threshold
+        return _NeuronMap(wf, bias, None, i_dec, v_dec, ">", changes, readout=True,
+                          syn_bias_factor=sbf)
     compare = op.compare
     if compare == ">=" and leaky:
         changes.append("compare '>=' -> '>' (a leaky v is not a multiple of 64; differs only "
@@ -495,6 +508,14 @@ def _neuron_map(node: Node, graph: Graph) -> _NeuronMap:
         compare = ">"
     return _NeuronMap(wf, bias, f64(op.v_threshold, 1.0), i_dec, v_dec, compare, changes,
                       syn_bias_factor=sbf)
+
+
+def _leaky_readout_bound(drive: float, bias: float, i_decay: int, v_decay: int) -> float:
+    """The largest |v| a leaky readout settles at when every input spikes every
+    step: u -> drive 4096 / iDecay, v -> (u + bias) 4096 / vDecay (Loihi's
+    decays, in its units; infinite when a decay is 0)."""
+    u = drive * DECAY_UNIT / i_decay if i_decay else (math.inf if drive else 0.0)
+    return (u + bias) * DECAY_UNIT / v_decay
 
 
 # ------------------------------------------------------------------ pass
@@ -695,6 +716,12 @@ class _Quantizer:
         if drive > STATE_LIMIT:
             notes.append(f"a step with every input spiking drives u to {int(drive)} > 2^23 - 1: "
                          "Loihi's 24-bit u would wrap")
+        if nm.readout and nm.v_decay:
+            v_top = _leaky_readout_bound(drive, float(np.abs(b_int).max(initial=0)) *
+                                         (1 << BIAS_EXP), nm.i_decay, nm.v_decay)
+            if v_top > STATE_LIMIT:
+                notes.append(f"with every input spiking every step this readout's v would "
+                             f"settle near {v_top:.3g} > 2^23 - 1: Loihi saturates it there")
         self._emit_layer(syn, neu, src, kind, nm, _LayerInts(
             scale=float(s), limited_by=limited_by, w_int=w_int, clipped=clipped, zeroed=zeroed,
             vth=vth, b_int=b_int, b_form=b_form), changes, notes, rec)
@@ -748,7 +775,7 @@ class _Quantizer:
             per_n = per_n.reshape((-1,) + (1,) * (len(out_shape) - 1)) if kind == "conv" else per_n
             bias = bias + np.broadcast_to(per_n, out_shape) * np.broadcast_to(
                 nm.syn_bias_factor, out_shape)
-            if neu.op_name == "CubaLIF" and nm.i_decay != DECAY_UNIT:
+            if neu.op_name in ("CubaLIF", "CubaLI") and nm.i_decay != DECAY_UNIT:
                 changes.append("synapse bias moved from the current to v at its steady state "
                                "(its first steps differ)")
         theta = None
@@ -1021,10 +1048,18 @@ def aligned_run(graph: Graph, steps: int) -> Dict[str, Any]:
                         if graph[n].op.is_neuron}}
 
 
+def is_loihi_readout(node: Node) -> bool:
+    """A quantized layer that never fires and is read by its v (netx readout)."""
+    return isinstance(node.numerics, LoihiCubaNeuron) and node.numerics.readout
+
+
 def spike_counts(graph: Graph, numerics: str, spikes: np.ndarray, steps: int,
                  nodes: Sequence[str], *, aligned: bool = True,
                  device: str = "cpu") -> Dict[str, np.ndarray]:
-    """Spikes per neuron over a ``steps``-step presentation, (B, *shape) per node.
+    """Spikes per neuron over a ``steps``-step presentation, (B, *shape) per node;
+    for a readout (a non-spiking I, LI or CubaLI, whose output is its v) the sum
+    of v over the same steps: float v in float numerics, Loihi's integer v
+    (about 64 * scale * the float v) for a quantized readout layer.
 
     ``spikes``: (B, T >= steps, *shape) input spikes. Float numerics: run
     ``steps`` steps. Loihi numerics: run the :func:`aligned_run` protocol
@@ -1043,11 +1078,12 @@ def spike_counts(graph: Graph, numerics: str, spikes: np.ndarray, steps: int,
     x = np.concatenate([x, pad], axis=1)
     kw = dict(reset_interval=plan["reset_interval"], reset_offset=plan["reset_offset"]) \
         if aligned else {}
-    res = Simulator(graph, "loihi", record=list(nodes), count=False, device=device,
-                    **kw).run(x, plan["steps"])
+    readouts = [n for n in nodes if is_loihi_readout(graph[n])]
+    res = Simulator(graph, "loihi", record=list(nodes), record_state=readouts, count=False,
+                    device=device, **kw).run(x, plan["steps"])
     out = {}
     for n in nodes:
-        r = res.recorded[n]
+        r = res.state[n]["v"] if n in readouts else res.recorded[n]
         if aligned:
             a, b = plan["windows"][n]
             r = r[:, a:b]
@@ -1062,6 +1098,14 @@ def _count_error(a: np.ndarray, b: np.ndarray) -> Dict[str, float]:
             "mean_abs_count_diff": float(d.mean()),
             "relative_count_error": float(d.sum() / max(a.sum(), 1.0)),
             "identical_counts": float((d == 0).mean())}
+
+
+def _readout_error(a: np.ndarray, b: np.ndarray) -> Dict[str, float]:
+    """Float v sums ``a`` against a readout's rescaled fixed-point v sums ``b``."""
+    d = np.abs(a - b)
+    return {"v_sum_per_sample_float": float(np.abs(a).sum() / len(a)),
+            "mean_abs_v_sum_diff": float(d.mean()),
+            "relative_v_error": float(d.sum() / max(float(np.abs(a).sum()), 1e-30))}
 
 
 def _measure(graph: Graph, q: Graph, report: QuantReport, calib: Any, steps: int) -> None:
@@ -1081,10 +1125,12 @@ def _measure(graph: Graph, q: Graph, report: QuantReport, calib: Any, steps: int
     last = report.layers[-1].layer if report.layers else None
     for r in report.layers:
         a, b, c = fl[r.float_neuron], ref[r.float_neuron], fx[r.layer]
-        if r.neuron == "I":
-            r.error = {"note": "readout neuron: no spikes to compare (read u/v)"}
-            continue
-        err = {"vs_float": _count_error(a, c), "vs_loihi_float_reference": _count_error(b, c)}
+        if r.neuron in _READOUTS:  # v sums; the fixed-point v is 64 * scale * float v
+            c = c / ((1 << MANT_SHIFT) * r.scale)
+            err = {"vs_float": _readout_error(a, c)}
+        else:
+            err = {"vs_float": _count_error(a, c),
+                   "vs_loihi_float_reference": _count_error(b, c)}
         if r.layer == last:
             fa, fb = a.reshape(len(a), -1), c.reshape(len(c), -1)
             err["argmax_agreement"] = float((fa.argmax(1) == fb.argmax(1)).mean())
@@ -1129,4 +1175,5 @@ def quantize_for_loihi(graph: Graph, calib_inputs: Any = None, *, steps: int = 1
 
 __all__ = ["quantize_for_loihi", "loihi_float_reference", "QuantReport", "LayerQuant",
            "LoihiLimits", "limits_from_profile", "netx_dense_weights",
-           "netx_dense_weights_exact", "spike_counts", "aligned_run", "pipeline_depths"]
+           "netx_dense_weights_exact", "spike_counts", "aligned_run", "pipeline_depths",
+           "is_loihi_readout"]

@@ -34,7 +34,7 @@ _CHUNK = 2048
 
 def numba_module():
     """numba if it can be imported, else None (imported once, on first call)."""
-    global numba, prange, _tried, _fire
+    global numba, prange, _tried, _fire, _layout, _span
     if not _tried:
         _tried = True
         try:
@@ -42,7 +42,8 @@ def numba_module():
         except ImportError:
             return None
         numba, prange = nb, nb.prange
-        _fire = nb.njit(inline="always")(_fire_py)
+        _fire, _layout, _span = (nb.njit(inline="always")(f)
+                                 for f in (_fire_py, _layout_py, _span_py))
         _start_threads()
     return numba
 
@@ -75,6 +76,25 @@ def _fire_py(v, thr, v_reset, ge, subtract, one, zero):  # pragma: no cover - co
 _fire = None
 
 
+def _layout_py(x, out, unit):  # pragma: no cover - compiled
+    """A float loop's shape: steps n, neurons m, whether x is one row held every
+    step, the number of neuron chunks, and 1 and 0 in the state's float type."""
+    n, m = out.shape
+    one = unit[0]
+    return n, m, x.shape[0] != n, (m + _CHUNK - 1) // _CHUNK, one, one - one
+
+
+def _span_py(c, m):  # pragma: no cover - compiled
+    """Neurons [lo, hi) of chunk ``c``."""
+    lo = c * _CHUNK
+    return lo, min(m, lo + _CHUNK)
+
+
+#: _layout_py and _span_py compiled (inlined) once numba is imported
+_layout = None
+_span = None
+
+
 def available(device: torch.device) -> bool:
     """Whether the compiled loops run for tensors on ``device``."""
     return (torch.device(device).type == "cpu" and os.environ.get("NMTC_FUSED", "1") != "0"
@@ -96,8 +116,7 @@ def _cuba_loihi_py(x, u, v, bias, fu, fv, vth, lim, i32, drive, bias_scale,
     inv_two_i32 = 1.0 / two_i32
     clip = lim - 1.0
     for c in prange(nchunks):
-        lo = c * _CHUNK
-        hi = min(m, lo + _CHUNK)
+        lo, hi = _span(c, m)
         # 1-D views indexed from 0: LLVM then vectorizes the inner loops
         uc, vc, bc = u[lo:hi], v[lo:hi], bias[lo:hi]
         for i in range(n):
@@ -275,14 +294,9 @@ def _if_float_py(x, v, r, bias, thr, ge, unit, out):  # pragma: no cover - compi
     # IFK.step's float arithmetic, operation for operation (no fused multiply-add:
     # numba compiles without fast-math): v + r x, + b, s = [v >= thr] (or >),
     # v - s thr
-    n, m = out.shape  # x has n rows, or one (the same input every step)
-    one_row = x.shape[0] != n
-    nchunks = (m + _CHUNK - 1) // _CHUNK
-    one = unit[0]  # 1 and 0 in the state's own float type
-    zero = one - one
+    n, m, one_row, nchunks, one, zero = _layout(x, out, unit)  # x: n rows, or one
     for c in prange(nchunks):
-        lo = c * _CHUNK
-        hi = min(m, lo + _CHUNK)
+        lo, hi = _span(c, m)
         vc, rc, bc, tc = v[lo:hi], r[lo:hi], bias[lo:hi], thr[lo:hi]
         for i in range(n):
             xr, orow = x[0 if one_row else i, lo:hi], out[i, lo:hi]
@@ -315,14 +329,9 @@ def _lif_float_py(x, v, r, leak, bias, thr, v_reset, coef, one_minus, euler, ge,
     #   euler:       v + k (v_leak - v + r x)
     #   exponential: v_leak + a (v - v_leak) + (1 - a) r x
     # then + bias, s = [v >= thr] (or >), v - s thr (or v_reset where s)
-    n, m = out.shape  # x has n rows, or one (the same input every step)
-    one_row = x.shape[0] != n
-    nchunks = (m + _CHUNK - 1) // _CHUNK
-    one = unit[0]
-    zero = one - one
+    n, m, one_row, nchunks, one, zero = _layout(x, out, unit)  # x: n rows, or one
     for c in prange(nchunks):
-        lo = c * _CHUNK
-        hi = min(m, lo + _CHUNK)
+        lo, hi = _span(c, m)
         vc, rc, lc, bc = v[lo:hi], r[lo:hi], leak[lo:hi], bias[lo:hi]
         tc, zc, kc, oc = thr[lo:hi], v_reset[lo:hi], coef[lo:hi], one_minus[lo:hi]
         for i in range(n):
@@ -362,14 +371,9 @@ def _cuba_float_py(x, cur, v, a_syn, w_in, a_mem, leak, r, bias, thr, v_reset, d
     #   i <- a_syn i + w_in syn;  v <- v_leak + a_mem (v - v_leak) + r i + bias + drive
     # (syn = x and drive = 0, or for netx's input neuron syn = 0 and drive = x);
     # then, for CubaLIF, s = [v >= thr] (or >) and v - s thr (or v_reset where s)
-    n, m = out.shape  # x has n rows, or one (the same input every step)
-    one_row = x.shape[0] != n
-    nchunks = (m + _CHUNK - 1) // _CHUNK
-    one = unit[0]
-    zero = one - one
+    n, m, one_row, nchunks, one, zero = _layout(x, out, unit)  # x: n rows, or one
     for c in prange(nchunks):
-        lo = c * _CHUNK
-        hi = min(m, lo + _CHUNK)
+        lo, hi = _span(c, m)
         ic, vc, sc, wc, mc = cur[lo:hi], v[lo:hi], a_syn[lo:hi], w_in[lo:hi], a_mem[lo:hi]
         lc, rc, bc, tc, zc = leak[lo:hi], r[lo:hi], bias[lo:hi], thr[lo:hi], v_reset[lo:hi]
         for i in range(n):

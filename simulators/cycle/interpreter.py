@@ -26,7 +26,7 @@ from simulators.cycle.kernels_loihi import make_loihi_kernel
 from simulators.cycle.kernels_speck import make_speck_kernel
 from simulators.cycle.kernels_tokens import (TOKEN_OPS, check_token_numerics, token_counts,
                                              token_masks, with_token_kernels)
-from simulators.cycle.recording import Recording, recorded_nodes
+from simulators.cycle.recording import Recording, StateRequest, recorded_nodes
 from simulators.cycle.schedule import (DEFAULT_CHUNK_BYTES, SCHEDULES, memory_estimate, units,
                                        run_block, time_chunk, warn_if_too_big)
 
@@ -186,8 +186,8 @@ class Simulator:
     """Run an IR graph for T steps.
 
     ``record``: None, ``'neurons'`` (every neuron node), ``'all'``, or a list of
-    node names whose outputs are kept per step. ``record_state``: also keep u/v
-    of Loihi CUBA neurons per step. ``reset_interval``/``reset_offset``: netx's
+    node names whose outputs are kept per step. ``record_state``: also keep the
+    state (u/v) of every neuron per step (True), or of the named nodes. ``reset_interval``/``reset_offset``: netx's
     LIFReset schedule (loihi numerics). ``schedule``: ``'step'`` runs every
     node once per time step; ``'layer'`` runs each node over a time chunk
     (``chunk_bytes`` bounds a chunk's node outputs), a recurrent component
@@ -198,7 +198,8 @@ class Simulator:
     """
 
     def __init__(self, graph: Graph, numerics: str = "float", *, device: str = "cpu",
-                 record: Union[None, str, Sequence[str]] = None, record_state: bool = False,
+                 record: Union[None, str, Sequence[str]] = None,
+                 record_state: StateRequest = False,
                  reset_interval: Optional[int] = None, reset_offset: int = 0,
                  count: bool = True, schedule: str = "auto",
                  chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> None:
@@ -216,6 +217,8 @@ class Simulator:
         self.inputs = [n.name for n in graph.inputs()]
         self.outputs = [n.name for n in graph.outputs()]
         self.record = recorded_nodes(graph, self.order, record)
+        if not isinstance(record_state, bool):
+            recorded_nodes(graph, self.order, list(record_state))  # unknown names: one line
         self.record_state = record_state
         self.count = count
         self.counter = ActivityCounter(graph, self.order, device) if count else None

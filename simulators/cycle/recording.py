@@ -15,6 +15,8 @@ from nmtoolchain.errors import BadInputError
 from nmtoolchain.ir import Graph
 
 RecordRequest = Union[None, str, Sequence[str]]
+#: ``record_state``: False (none), True (every stateful node) or node names
+StateRequest = Union[bool, Sequence[str]]
 
 
 def recorded_nodes(graph: Graph, order: Sequence[str], record: RecordRequest) -> List[str]:
@@ -34,10 +36,13 @@ def recorded_nodes(graph: Graph, order: Sequence[str], record: RecordRequest) ->
 
 class Recording:
     """Per-step copies of the outputs of ``outputs`` and ``record``, and of
-    kernel state when ``with_state``, for one run."""
+    kernel state as ``with_state`` asks (all nodes, or the named ones), for one run."""
 
-    def __init__(self, record: Sequence[str], outputs: Sequence[str], with_state: bool) -> None:
-        self.record, self.outputs, self.with_state = list(record), list(outputs), with_state
+    def __init__(self, record: Sequence[str], outputs: Sequence[str],
+                 with_state: StateRequest) -> None:
+        self.record, self.outputs = list(record), list(outputs)
+        #: the nodes whose state is kept: all (None) or these names
+        self.state_of = None if with_state is True else set(with_state or ())
         self._values: Dict[str, List[torch.Tensor]] = {n: [] for n in set(record) | set(outputs)}
         self._state: Dict[str, Dict[str, List[torch.Tensor]]] = {}
 
@@ -53,7 +58,7 @@ class Recording:
 
     def state(self, name: str, kernel: Any) -> None:
         """Keep the state of ``kernel`` (node ``name``) after this step, if asked."""
-        if self.with_state and hasattr(kernel, "state"):
+        if (self.state_of is None or name in self.state_of) and hasattr(kernel, "state"):
             for key, val in kernel.state().items():
                 self._state.setdefault(name, {}).setdefault(key, []).append(val.clone())
 
