@@ -283,6 +283,7 @@ def _run(model: Model, x: Optional[Data], y: Optional[Data], dataset: Optional[s
     from hardware_profiles import load_profile
     from nmtoolchain.inputs import encode_for_graph
     from nmtoolchain.limits import check_run_size
+    from nmtoolchain.numerics.loihi import readout_outputs
     from nmtoolchain.report.simulation import build_report
     from simulators.cycle import Simulator
 
@@ -304,8 +305,10 @@ def _run(model: Model, x: Optional[Data], y: Optional[Data], dataset: Optional[s
                                        f"({MEASURED_INPUTS[measured][0]} from lava-dl's tests)")
     check_run_size(graph, int(timesteps), len(raw.x))  # before encoding allocates T steps
     inputs = encode_for_graph(graph, raw, int(timesteps))
+    # a Loihi readout never fires: its v is kept to decode the answer (step schedule)
+    readouts = readout_outputs(graph) if numerics == "loihi" and inputs.y is not None else []
     sim = Simulator(graph, numerics, reset_interval=reset_interval, device=device,
-                    record=record)
+                    record=record, record_state=readouts)
     result = sim.run(inputs.x, int(timesteps), progress=progress).to_cpu()
     rep = build_report(graph, result, list(profiles), reference=reference, measured=measured,
                        labels=inputs.y, inputs=inputs.description, rules=rules)

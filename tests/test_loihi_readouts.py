@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 
 import nir
 import numpy as np
 import pytest
 
 from exporters.loihi2.verify import verify_export
-from nmtoolchain.api import export
+import nmtoolchain
+from nmtoolchain.api import export, simulate
 from nmtoolchain.convert import rate_encode
 from nmtoolchain.datasets import load_digits_split
 from nmtoolchain.ir import (
@@ -132,13 +134,18 @@ def test_a_nir_network_with_a_leaky_readout_exports_and_lava_gives_the_same_read
 
 
 # ------------------------------------------------------------------ accuracy
-@pytest.mark.parametrize("readout", [LI(tau=np.float32(8.0)), I()], ids=["LI", "I"])
-def test_loihi_accuracy_of_a_readout_network_is_decoded_from_its_v(readout):
-    # the bundled digits MLP with its output IF layer replaced by a readout:
-    # counting its (absent) spikes gave class 0 for every sample (10%)
-    g = load_graph(__import__("nmtoolchain").__path__[0] + "/data/digits_mlp_snn.nmir")
+def _digits_mlp_with(readout) -> Graph:
+    """The bundled digits MLP with its output IF layer replaced by ``readout``."""
+    g = load_graph(Path(nmtoolchain.__file__).parent / "data" / "digits_mlp_snn.nmir")
     g["linear2_if"].op = readout
     g.metadata["dt"] = 1.0
+    return g
+
+
+@pytest.mark.parametrize("readout", [LI(tau=np.float32(8.0)), I()], ids=["LI", "I"])
+def test_loihi_accuracy_of_a_readout_network_is_decoded_from_its_v(readout):
+    # counting the readout's (absent) spikes gave class 0 for every sample (10%)
+    g = _digits_mlp_with(readout)
     split = load_digits_split()
     x, y = split.x_test, split.y_test
     steps = 32
@@ -148,3 +155,15 @@ def test_loihi_accuracy_of_a_readout_network_is_decoded_from_its_v(readout):
     float_acc = float((fl.argmax(1) == y).mean())
     assert float_acc > 0.9
     assert res["accuracy"] >= float_acc - 0.02, (res["accuracy"], float_acc)
+
+
+def test_simulate_in_loihi_numerics_reads_the_readout_layer_by_its_v(tmp_path):
+    src = tmp_path / "i_mlp.nmir"
+    save_graph(_digits_mlp_with(I()), src)
+    out = tmp_path / "exp"
+    export(str(src), "loihi2", out, calib="digits", timesteps=32)
+    fl = simulate(str(src), dataset="digits", timesteps=32, samples=450)
+    fx = simulate(str(out / "network.nmir"), dataset="digits", numerics="loihi", timesteps=34,
+                  samples=450)  # 32 steps plus the pipeline's 2
+    assert fl.accuracy > 0.9
+    assert fx.accuracy >= fl.accuracy - 0.02, (fx.accuracy, fl.accuracy)  # was 0.10

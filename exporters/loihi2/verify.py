@@ -266,7 +266,7 @@ def verify_export(directory: Union[str, Path], *, data: Optional[Union[str, Path
     """
     from nmtoolchain.frontends.netx_loader import load_netx
     from nmtoolchain.ir import load_graph
-    from nmtoolchain.quantize.loihi import is_loihi_readout
+    from nmtoolchain.numerics.loihi import is_loihi_readout
     from simulators.cycle import Simulator
     from simulators.lava_runner import netx_drive_kind, netx_layer_names, run_netx_in_lava
     from exporters.loihi2.netx_writer import plan_netx

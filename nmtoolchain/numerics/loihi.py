@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -221,6 +221,18 @@ class LoihiCubaNeuron(TargetNumerics):
             READOUT_I_DECAY, READOUT_V_DECAY, READOUT_V_TH_MANT)
 
 
+def is_loihi_readout(node: Any) -> bool:
+    """A quantized layer that never fires and is read by its v: netx's default
+    readout, or a leaky readout (LI/CubaLI quantized) with the never-firing threshold."""
+    return isinstance(node.numerics, LoihiCubaNeuron) and node.numerics.readout
+
+
+def readout_outputs(graph: Any) -> List[str]:
+    """The Loihi readout layers that feed the graph's Output nodes (their v is
+    the network's answer, their spikes are always 0)."""
+    return [o.inputs[0] for o in graph.outputs() if is_loihi_readout(graph[o.inputs[0]])]
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class LoihiSigmaDeltaNeuron(TargetNumerics):
     """Loihi's sigma-delta neuron as netx builds it (Lava ``Delta``,
@@ -293,6 +305,7 @@ def from_legacy_annotation(ann: Dict[str, Any]
 
 __all__ = [
     "LoihiCubaNeuron", "LoihiSigmaDeltaNeuron", "InputTransform", "is_loihi_cuba",
+    "is_loihi_readout", "readout_outputs",
     "input_transform_of", "from_legacy_annotation", "tau_from_decay", "decay_from_factor",
     "keep_factor", "int_annotation", "DECAY_UNIT", "DECAY_BITS", "MANT_SHIFT", "BIAS_EXP",
     "BIAS_EXP_MAX", "BIAS_MANT_MIN", "BIAS_MANT_MAX", "VTH_MANT_MAX", "STATE_LIMIT",

@@ -112,7 +112,7 @@ from nmtoolchain.ir import (
 # Loihi numerics own the constants and the decay <-> tau rule; quantizing inverts it
 from nmtoolchain.numerics.loihi import (
     BIAS_EXP, BIAS_MANT_MAX, DECAY_UNIT, MANT_SHIFT, STATE_LIMIT, TIME_CONVENTION,
-    LoihiCubaNeuron)
+    LoihiCubaNeuron, is_loihi_readout)
 from nmtoolchain.numerics.loihi import READOUT_V_TH_MANT as READOUT_VTH
 from nmtoolchain.numerics.loihi import decay_from_factor as _decay_from_factor
 from nmtoolchain.numerics.loihi import tau_from_decay as _tau
@@ -1048,11 +1048,6 @@ def aligned_run(graph: Graph, steps: int) -> Dict[str, Any]:
                         if graph[n].op.is_neuron}}
 
 
-def is_loihi_readout(node: Node) -> bool:
-    """A quantized layer that never fires and is read by its v (netx readout)."""
-    return isinstance(node.numerics, LoihiCubaNeuron) and node.numerics.readout
-
-
 def spike_counts(graph: Graph, numerics: str, spikes: np.ndarray, steps: int,
                  nodes: Sequence[str], *, aligned: bool = True,
                  device: str = "cpu") -> Dict[str, np.ndarray]:
@@ -1175,5 +1170,4 @@ def quantize_for_loihi(graph: Graph, calib_inputs: Any = None, *, steps: int = 1
 
 __all__ = ["quantize_for_loihi", "loihi_float_reference", "QuantReport", "LayerQuant",
            "LoihiLimits", "limits_from_profile", "netx_dense_weights",
-           "netx_dense_weights_exact", "spike_counts", "aligned_run", "pipeline_depths",
-           "is_loihi_readout"]
+           "netx_dense_weights_exact", "spike_counts", "aligned_run", "pipeline_depths"]

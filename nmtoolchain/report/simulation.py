@@ -27,14 +27,22 @@ from nmtoolchain.errors import BadInputError
 from nmtoolchain.fileio import atomic_output
 from nmtoolchain.ir import Graph
 from nmtoolchain.mapping import place
+from nmtoolchain.numerics.loihi import readout_outputs
 
 LAYER_COUNTERS = ("events_in", "synops", "macs", "neuron_updates", "spikes_out")
 
 
 def _accuracy(result: Any, graph: Graph, labels: Optional[np.ndarray]) -> Optional[float]:
+    """Class = the output with the largest sum over the run: spikes, or the v of
+    a Loihi readout layer (which never fires) when the run kept it."""
     if labels is None:
         return None
-    out = result.outputs[graph.outputs()[0].name]  # (B, T, classes)
+    out_node = graph.outputs()[0]
+    src = out_node.inputs[0]
+    if src in readout_outputs(graph) and src in result.state:
+        out = result.state[src]["v"]
+    else:
+        out = result.outputs[out_node.name]  # (B, T, classes)
     if out.ndim != 3:
         return None
     pred = out.sum(1).argmax(-1).cpu().numpy()
