@@ -167,3 +167,51 @@ def test_simulate_in_loihi_numerics_reads_the_readout_layer_by_its_v(tmp_path):
                   samples=450)  # 32 steps plus the pipeline's 2
     assert fl.accuracy > 0.9
     assert fx.accuracy >= fl.accuracy - 0.02, (fx.accuracy, fl.accuracy)  # was 0.10
+
+
+# ------------------------------------------------------------------ a producer's readout
+@pytest.mark.lava
+def test_a_norse_li_readout_runs_as_norse_ran_it_and_exports_to_loihi_identical_in_lava(
+        tmp_path):
+    norse = pytest.importorskip("norse.torch", reason="norse is not installed: no norse file")
+    import torch
+    from torch import nn
+    from norse.torch.utils.export_nir import to_nir
+
+    torch.manual_seed(0)
+    full = lambda n, v: torch.full((n,), float(v))  # noqa: E731  (one decay per netx layer)
+    lif = norse.LIFBoxParameters(tau_mem_inv=full(12, 100.0), v_th=full(12, 1.0),
+                                 v_leak=full(12, 0.0), v_reset=full(12, 0.0))
+    li = norse.LIBoxParameters(tau_mem_inv=full(5, 50.0), v_leak=full(5, 0.0))
+    net = norse.SequentialState(nn.Linear(16, 12), norse.LIFBoxCell(lif), nn.Linear(12, 5),
+                                norse.LIBoxCell(li))
+    net[0].weight.data *= 20.0  # enough drive for the hidden layer to spike
+    steps = 20
+    x = (np.random.default_rng(1).random((6, steps, 16)) < 0.4).astype(np.float32)
+    state, outs = None, []
+    with torch.no_grad():
+        for t in range(steps):
+            out, state = net(torch.from_numpy(x[:, t]), state)
+            outs.append(out)
+    want = torch.stack(outs, 1).numpy()  # the readout's v, as norse ran it
+    path = tmp_path / "norse_li.nir"
+    nir.write(str(path), to_nir(net, torch.from_numpy(x[:1, 0]), dt=1e-3))
+
+    # norse writes tau = dt / tau_mem_inv: read back with --dt = dt^2 (README)
+    got = simulate(str(path), x, timesteps=steps, dt=1e-6, samples=len(x))
+    (v,) = got.outputs.values()
+    assert np.abs(want).max() > 0.1
+    np.testing.assert_allclose(np.asarray(v).reshape(want.shape), want, rtol=1e-4, atol=1e-5)
+
+    data = tmp_path / "spikes.npz"
+    np.savez(data, x=x)
+    out = tmp_path / "exp"
+    res = export(str(path), "loihi2", out, dt=1e-6, calib=str(data), timesteps=steps)
+    readout = res.report["quantization"]["layers"][1]
+    assert readout["neuron"] == "LI"  # its summed v against the float model, on the spikes:
+    assert readout["error"]["vs_float"]["v_sum_per_sample_float"] > 1
+    assert readout["error"]["vs_float"]["relative_v_error"] < 0.01
+    assert readout["error"]["argmax_agreement"] == 1.0
+    checked = verify_export(out, data=data, samples=2)
+    assert checked.identical and checked.readouts == ["layer2_neuron"], checked.lines()
+    assert all(s.events > 0 for s in checked.samples)
