@@ -69,9 +69,7 @@ class ActivityCounter:
         if name in self.skip:
             return
         n = out.shape[0]
-        for key, series in self.count_chunk(name, xs, out).items():
-            arr = self.series.setdefault(name, {}).setdefault(key, np.zeros(self.steps))
-            arr[t0:t0 + n] = series.double().cpu().numpy()
+        self._store(name, self.count_chunk(name, xs, out), t0, n)
 
     def end_step(self, t: int) -> None:
         """Step ``t`` is over: count the buffered steps when a chunk (or the run) is full."""
@@ -88,9 +86,19 @@ class ActivityCounter:
             n = len(items)
             xs = [torch.stack([it[0][i] for it in items]) for i in range(len(items[0][0]))]
             out = torch.stack([it[1] for it in items])
-            for key, series in self.count_chunk(name, xs, out).items():
-                arr = self.series.setdefault(name, {}).setdefault(key, np.zeros(self.steps))
-                arr[t_end - n:t_end] = series.double().cpu().numpy()
+            self._store(name, self.count_chunk(name, xs, out), t_end - n, n)
+
+    def _store(self, name: str, counts: Dict[str, torch.Tensor], t0: int, n: int) -> None:
+        """Write a chunk's per-step counters into steps t0 .. t0+n-1 of the run's
+        series: one host copy for all of them (on a GPU, one synchronization
+        per node and chunk instead of one per counter)."""
+        if not counts:
+            return
+        keys = list(counts)
+        rows = torch.stack([counts[k].to(torch.float64).reshape(n) for k in keys]).cpu().numpy()
+        for key, row in zip(keys, rows):
+            arr = self.series.setdefault(name, {}).setdefault(key, np.zeros(self.steps))
+            arr[t0:t0 + n] = row
 
     def count_chunk(self, name: str, xs: List[torch.Tensor], out: torch.Tensor
                     ) -> Dict[str, torch.Tensor]:
