@@ -215,3 +215,26 @@ def test_a_norse_li_readout_runs_as_norse_ran_it_and_exports_to_loihi_identical_
     checked = verify_export(out, data=data, samples=2)
     assert checked.identical and checked.readouts == ["layer2_neuron"], checked.lines()
     assert all(s.events > 0 for s in checked.samples)
+
+
+def test_a_readout_feeding_another_layer_is_refused_in_one_line_naming_it(tmp_path, capsys):
+    # its spikes are always 0: the next layer would silently receive nothing
+    from nmtoolchain.cli import main
+    from nmtoolchain.errors import NotExpressibleError
+    from nmtoolchain.ir import IF
+
+    g = Graph({"dt": 1.0})
+    g.add("x", Input((2,)))
+    g.add("fc", Affine(np.ones((3, 2), np.float32)), ["x"])
+    g.add("li", LI(tau=np.float32(4.0)), ["fc"])
+    g.add("fc2", Affine(np.ones((2, 3), np.float32)), ["li"])
+    g.add("n2", IF(reset="to_reset"), ["fc2"])
+    g.add("y", Output(), ["n2"])
+    with pytest.raises(NotExpressibleError, match="'li' \\(LI\\) is a non-spiking readout.*'fc2'"):
+        quantize_for_loihi(g.infer_shapes())
+    save_graph(g, tmp_path / "mid.nmir")
+    out = tmp_path / "o"
+    assert main(["export", str(tmp_path / "mid.nmir"), "--target", "loihi2", "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "'li'" in err and "readout" in err, err
+    assert not out.exists()

@@ -700,6 +700,12 @@ class _Quantizer:
         self.layer_i += 1
         out_shape = tuple(neu.shape)
         nm = _neuron_map(neu, self.g)
+        onward = [u for u in self.g.users(neu.name) if u.op_name != "Output"]
+        if nm.readout and onward:
+            raise NotExpressibleError(
+                f"node '{neu.name}' ({neu.op_name}) is a non-spiking readout but feeds "
+                f"'{onward[0].name}' ({onward[0].op_name}); only spikes leave a Loihi layer, so "
+                "a readout can feed only an Output (make the hidden layer spiking, e.g. LIF)")
         changes = list(nm.changes)
         notes: List[str] = []
         w, bias, theta = self._effective_float(syn, neu, nm, src, kind, out_shape, changes, notes,
