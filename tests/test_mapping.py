@@ -143,7 +143,8 @@ def test_synapses_over_memory_names_layer_resource_need_and_limit():
     assert isinstance(e.value, NmtcError) and e.value.exit_code == 2
 
 
-def test_node_the_mapping_cannot_place_is_named():
+def pooled_net() -> Graph:
+    """IF -> unfolded SumPool2d -> conv -> IF: the pool has no core of its own."""
     g = Graph()
     g.add("x", Input((2, 8, 8)))
     g.add("lif0", IF(), ["x"])
@@ -151,8 +152,12 @@ def test_node_the_mapping_cannot_place_is_named():
     g.add("conv", Conv2d(np.ones((2, 2, 3, 3), np.float32)), ["pool"])
     g.add("lif1", IF(), ["conv"])
     g.add("out", Output(), ["lif1"])
+    return g.infer_shapes()
+
+
+def test_node_the_mapping_cannot_place_is_named():
     with pytest.raises(UnsupportedOpError, match=r"node 'pool' \(op SumPool2d\)"):
-        map_onto_cores(g.infer_shapes())
+        map_onto_cores(pooled_net())
 
 
 def test_a_profile_that_is_not_a_split_mapping_chip_is_refused():
@@ -205,14 +210,7 @@ def test_every_core_respects_every_limit():
 
 # ------------------------------------------------- one placement for all
 def test_the_report_falls_back_to_per_layer_cores_and_says_why():
-    g = Graph()
-    g.add("x", Input((2, 8, 8)))
-    g.add("lif0", IF(), ["x"])
-    g.add("pool", SumPool2d(kernel_size=(2, 2)), ["lif0"])
-    g.add("conv", Conv2d(np.ones((2, 2, 3, 3), np.float32)), ["pool"])
-    g.add("lif1", IF(), ["conv"])
-    g.add("out", Output(), ["lif1"])
-    g.infer_shapes()
+    g = pooled_net()
     with pytest.raises(UnsupportedOpError):
         place(g, "loihi2", strict=True)          # the export's call refuses
     p = place(g, "loihi2")                       # the report's call estimates
