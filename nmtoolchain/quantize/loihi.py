@@ -350,8 +350,10 @@ class QuantReport:
                        "numerics vs quantized graph in loihi numerics (run "
                        f"{c['steps_fixed']} steps, reset_interval {c['reset_interval']}, "
                        f"reset_offset {c['reset_offset']}, each layer counted over its "
-                       "pipeline-aligned window; for a readout, the relative error of its "
-                       "summed v, rescaled by 1 / (64 scale))")
+                       "pipeline-aligned window" + (
+                           "; for a readout, the relative error of its summed v, rescaled by "
+                           "1 / (64 scale)" if any(r.neuron in _READOUTS for r in self.layers)
+                           else "") + ")")
         return out
 
 
