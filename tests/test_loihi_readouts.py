@@ -238,3 +238,23 @@ def test_a_readout_feeding_another_layer_is_refused_in_one_line_naming_it(tmp_pa
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "'li'" in err and "readout" in err, err
     assert not out.exists()
+
+
+def test_an_integrating_readout_that_leaves_the_24_bit_range_is_flagged_by_worst_case_and_measure():
+    # 100 inputs, weight 1.0 -> 255: u grows by 100 * 255 * 64 = 1,632,000 a step and
+    # wraps past 2^23 - 1 at the 6th step (Lava's 24-bit correction)
+    g = Graph({"dt": 1.0})
+    g.add("x", Input((100,)))
+    g.add("fc", Affine(np.ones((2, 100), np.float32)), ["x"])
+    g.add("acc", I(), ["fc"])
+    g.add("y", Output(), ["acc"])
+    q, rep = quantize_for_loihi(g.infer_shapes(), np.ones((1, 8, 100), np.float32), steps=8)
+    row = rep.layers[0]
+    assert any("passes 2^23 - 1 after 6 steps" in n for n in row.notes), row.notes
+    assert row.error["peak_abs_state"] == 5 * 1_632_000  # the last value before the wrap
+    assert any("reached 8,160,000 (97%" in n for n in row.notes), row.notes
+    assert row.error["vs_float"]["relative_v_error"] > 0.5  # the wrapped answer is far off
+    # the same layer driven gently stays in range and is not flagged
+    q, rep = quantize_for_loihi(g, np.zeros((1, 8, 100), np.float32), steps=8)
+    assert rep.layers[0].error["peak_abs_state"] == 0
+    assert not any("reached" in n for n in rep.layers[0].notes)

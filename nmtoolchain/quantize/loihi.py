@@ -512,12 +512,25 @@ def _neuron_map(node: Node, graph: Graph) -> _NeuronMap:
                       syn_bias_factor=sbf)
 
 
-def _leaky_readout_bound(drive: float, bias: float, i_decay: int, v_decay: int) -> float:
-    """The largest |v| a leaky readout settles at when every input spikes every
-    step: u -> drive 4096 / iDecay, v -> (u + bias) 4096 / vDecay (Loihi's
-    decays, in its units; infinite when a decay is 0)."""
-    u = drive * DECAY_UNIT / i_decay if i_decay else (math.inf if drive else 0.0)
-    return (u + bias) * DECAY_UNIT / v_decay
+def _readout_range_note(drive: float, bias: float, i_decay: int, v_decay: int) -> Optional[str]:
+    """What a readout's state does when every input spikes every step (``drive``
+    and ``bias`` in Loihi's units), when that leaves the 24-bit range: a perfect
+    integrator (netx's I readout, iDecay 0; or vDecay 0) passes 2^23 - 1 after
+    some steps, a leaky one settles at u = drive 4096 / iDecay,
+    v = (u + bias) 4096 / vDecay. The measured peak is in the calibration error."""
+    u_top = drive * DECAY_UNIT / i_decay if i_decay else math.inf
+    if i_decay == 0 or v_decay == 0:
+        grows = drive if i_decay == 0 else u_top + bias
+        if grows <= 0:
+            return None
+        return (f"the readout integrates without decay: with every input spiking every step "
+                f"its state passes 2^23 - 1 after {math.ceil(STATE_LIMIT / grows)} steps "
+                "(u wraps, v saturates)")
+    v_top = (u_top + bias) * DECAY_UNIT / v_decay
+    if v_top <= STATE_LIMIT:
+        return None
+    return (f"with every input spiking every step this readout's v would settle near "
+            f"{v_top:,.0f} > 2^23 - 1: Loihi saturates it there")
 
 
 # ------------------------------------------------------------------ pass
@@ -724,12 +737,11 @@ class _Quantizer:
         if drive > STATE_LIMIT:
             notes.append(f"a step with every input spiking drives u to {int(drive)} > 2^23 - 1: "
                          "Loihi's 24-bit u would wrap")
-        if nm.readout and nm.v_decay:
-            v_top = _leaky_readout_bound(drive, float(np.abs(b_int).max(initial=0)) *
-                                         (1 << BIAS_EXP), nm.i_decay, nm.v_decay)
-            if v_top > STATE_LIMIT:
-                notes.append(f"with every input spiking every step this readout's v would "
-                             f"settle near {v_top:.3g} > 2^23 - 1: Loihi saturates it there")
+        if nm.readout:
+            note = _readout_range_note(drive, float(np.abs(b_int).max(initial=0)) *
+                                       (1 << BIAS_EXP), nm.i_decay, nm.v_decay)
+            if note:
+                notes.append(note)
         self._emit_layer(syn, neu, src, kind, nm, _LayerInts(
             scale=float(s), limited_by=limited_by, w_int=w_int, clipped=clipped, zeroed=zeroed,
             vth=vth, b_int=b_int, b_form=b_form), changes, notes, rec)
@@ -1076,6 +1088,17 @@ def spike_counts(graph: Graph, numerics: str, spikes: np.ndarray, steps: int,
         res = Simulator(graph, numerics, record=list(nodes), count=False, device=device).run(
             x, steps)
         return {n: res.recorded[n].sum(1).cpu().numpy().astype(np.float64) for n in nodes}
+    res, plan, readouts = _loihi_run(graph, x, steps, nodes, aligned, device)
+    return _window_sums(res, plan, nodes, readouts, aligned)
+
+
+def _loihi_run(graph: Graph, x: np.ndarray, steps: int, nodes: Sequence[str], aligned: bool,
+               device: str) -> Tuple[Any, Dict[str, Any], List[str]]:
+    """The quantized graph run for ``steps`` steps of spikes ``x`` plus the pipeline
+    depth (:func:`aligned_run`), recording ``nodes`` and the state of the readouts
+    among them: (result, plan, readouts)."""
+    from simulators.cycle import Simulator
+
     plan = aligned_run(graph, steps)
     pad = np.zeros((x.shape[0], plan["steps"] - steps) + x.shape[2:], np.float32)
     x = np.concatenate([x, pad], axis=1)
@@ -1084,6 +1107,12 @@ def spike_counts(graph: Graph, numerics: str, spikes: np.ndarray, steps: int,
     readouts = [n for n in nodes if is_loihi_readout(graph[n])]
     res = Simulator(graph, "loihi", record=list(nodes), record_state=readouts, count=False,
                     device=device, **kw).run(x, plan["steps"])
+    return res, plan, readouts
+
+
+def _window_sums(res: Any, plan: Dict[str, Any], nodes: Sequence[str], readouts: List[str],
+                 aligned: bool) -> Dict[str, np.ndarray]:
+    """Spikes (a readout: v) per neuron summed over each node's count window."""
     out = {}
     for n in nodes:
         r = res.state[n]["v"] if n in readouts else res.recorded[n]
@@ -1111,6 +1140,18 @@ def _readout_error(a: np.ndarray, b: np.ndarray) -> Dict[str, float]:
             "relative_v_error": float(d.sum() / max(float(np.abs(a).sum()), 1e-30))}
 
 
+def _readout_peak(state: Dict[str, Any], row: LayerQuant) -> Dict[str, Any]:
+    """A readout's largest |u| and |v| on the calibration run, as a share of Loihi's
+    24-bit range (u wraps past it, v saturates at it); noted on the row when close."""
+    peak = max(int(state["u"].abs().max()), int(state["v"].abs().max()))
+    share = peak / STATE_LIMIT
+    if share >= 0.9:
+        row.notes.append(f"on the calibration inputs this readout's state reached {peak:,} "
+                         f"({100 * share:.0f}% of Loihi's 24-bit range): u wraps past it and v "
+                         "saturates, so longer or stronger inputs change its answer")
+    return {"peak_abs_state": peak, "peak_share_of_range": share}
+
+
 def _measure(graph: Graph, q: Graph, report: QuantReport, calib: Any, steps: int) -> None:
     shape = tuple(graph.inputs()[0].shape)
     x = _as_spike_trains(calib, steps, shape)
@@ -1124,13 +1165,14 @@ def _measure(graph: Graph, q: Graph, report: QuantReport, calib: Any, steps: int
     ref_graph = loihi_float_reference(graph)
     differs = any(r.changes for r in report.layers)
     ref = spike_counts(ref_graph, "float", x, steps, fl_names) if differs else fl
-    fx = spike_counts(q, "loihi", x, steps, q_names)
+    run, plan, readouts = _loihi_run(q, x, steps, q_names, True, "cpu")
+    fx = _window_sums(run, plan, q_names, readouts, True)
     last = report.layers[-1].layer if report.layers else None
     for r in report.layers:
         a, b, c = fl[r.float_neuron], ref[r.float_neuron], fx[r.layer]
         if r.neuron in _READOUTS:  # v sums; the fixed-point v is 64 * scale * float v
             c = c / ((1 << MANT_SHIFT) * r.scale)
-            err = {"vs_float": _readout_error(a, c)}
+            err = {"vs_float": _readout_error(a, c), **_readout_peak(run.state[r.layer], r)}
         else:
             err = {"vs_float": _count_error(a, c),
                    "vs_loihi_float_reference": _count_error(b, c)}
@@ -1138,7 +1180,6 @@ def _measure(graph: Graph, q: Graph, report: QuantReport, calib: Any, steps: int
             fa, fb = a.reshape(len(a), -1), c.reshape(len(c), -1)
             err["argmax_agreement"] = float((fa.argmax(1) == fb.argmax(1)).mean())
         r.error = err
-    plan = aligned_run(q, steps)
     report.calibration = {"samples": int(x.shape[0]), "steps": int(steps),
                           "steps_fixed": plan["steps"], "reset_interval": plan["reset_interval"],
                           "reset_offset": plan["reset_offset"],
