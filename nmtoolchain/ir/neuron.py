@@ -83,6 +83,7 @@ class _Neuron(Op):
 class I(_Neuron):  # noqa: E742  (NIR's name)
     """Integrator: dv/dt = r * x. Output is v."""
 
+    is_readout = True
     r: np.ndarray = 1.0
     nir_type = "I"
 
@@ -109,6 +110,7 @@ class LI(_Neuron):
 
     One step is taken as ``discretization`` says (module docstring)."""
 
+    is_readout = True
     tau: np.ndarray = 1.0
     r: np.ndarray = 1.0
     v_leak: np.ndarray = 0.0
@@ -166,6 +168,7 @@ class CubaLIF(_Neuron):
 class CubaLI(_Neuron):
     """Current-based leaky integrator (no threshold). Output is v."""
 
+    is_readout = True
     tau_syn: np.ndarray = 1.0
     tau_mem: np.ndarray = 1.0
     r: np.ndarray = 1.0

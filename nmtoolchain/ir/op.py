@@ -64,6 +64,8 @@ class Op:
       ``is_normalization``: statistics-based normalization (BatchNorm, LayerNorm),
       folded into weights or refused by spiking targets.
       ``is_layout``: moves values without arithmetic (Flatten, Reshape, Transpose).
+      ``is_readout``: a neuron that never spikes; its output is its membrane value
+      v (I, LI, CubaLI): read by its v, and only at a network's output on chips.
     """
 
     op_name: ClassVar[str] = "Op"
@@ -76,6 +78,7 @@ class Op:
     is_ann_activation: ClassVar[bool] = False
     is_normalization: ClassVar[bool] = False
     is_layout: ClassVar[bool] = False
+    is_readout: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -50,8 +50,6 @@ LOWERED_OPS = ("Input", "Conv2d", "IF", "SumPool2d", "Flatten", "Output", "Add")
 ACCEPTED = frozenset({"Input", "Output", "Conv2d", "Affine", "Linear", "IF", "SumPool2d",
                       "AvgPool2d", "Flatten", "BatchNorm", "Scale", "Add"})
 _LEAKY = ("LIF", "CubaLIF")
-#: non-spiking readouts (their v is the answer): Speck's cores emit spikes only
-_READOUTS = ("I", "LI", "CubaLI")
 _WHY = {
     "MaxPool2d": "max pooling has no spiking equivalent on Speck (its cores sum-pool only)",
     "Concat": "concatenation is not a DYNAP-CNN layer (a core has one input map)",
@@ -87,7 +85,7 @@ def refused_nodes(graph: Graph) -> List[Tuple[str, str, str]]:
             how = "--method threshold --calib DATA" if op == "ReLU" else "--method mst -T T"
             why = (f"is an ANN activation ({op}): convert the network to spikes first "
                    f"(nmtc convert MODEL {how} -o snn.nmir), then export snn.nmir")
-        elif op in _READOUTS:
+        elif n.op.is_readout:  # its v is the answer: Speck's cores emit spikes only
             why = (f"{op} is a non-spiking readout (its v is the answer), but Speck's cores emit "
                    "only spikes, which the host counts: make the output layer integrate-and-fire "
                    "(IF) and read its spike counts")

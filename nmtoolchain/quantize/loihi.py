@@ -72,7 +72,7 @@ Neuron mapping (dt = 1 step; the float kernels in ``simulators/cycle``):
   1 << 17, never spikes: read u/v), ``W_eff = r W``.
 * ``LI`` / ``CubaLI`` (leaky readouts): mapped as ``LIF`` / ``CubaLIF`` with
   the never-firing vThMant 1 << 17 ((1 << 17) << 6 lies above the 24-bit v
-  range): their v is read, v_int ~ 64 s v_float (see :func:`readout_sums`).
+  range): their v is read, v_int ~ 64 s v_float (see :func:`spike_counts`).
 
 Loihi resets v to 0 and fires on v > vThMant << 6, and u and v start at 0.
 What the float neuron does differently is changed to the nearest Loihi
@@ -108,7 +108,7 @@ import numpy as np
 from nmtoolchain.errors import (
     BadInputError, NmtcError, NotExpressibleError, UnsupportedOpError)
 from nmtoolchain.ir import (
-    Add, Affine, Conv2d, CubaLIF, Flatten, Graph, Input, Node, Output, SumPool2d)
+    OP_REGISTRY, Add, Affine, Conv2d, CubaLIF, Flatten, Graph, Input, Node, Output, SumPool2d)
 # Loihi numerics own the constants and the decay <-> tau rule; quantizing inverts it
 from nmtoolchain.numerics.loihi import (
     BIAS_EXP, BIAS_MANT_MAX, DECAY_UNIT, MANT_SHIFT, STATE_LIMIT, TIME_CONVENTION,
@@ -119,9 +119,9 @@ from nmtoolchain.numerics.loihi import tau_from_decay as _tau
 
 _SYNAPSES = ("Affine", "Linear", "Conv2d")
 _SPIKING = ("IF", "LIF", "CubaLIF")
-#: non-spiking readouts: their v is read, not their spikes (never-firing threshold)
-_READOUTS = ("I", "LI", "CubaLI")
-_NEURONS = _SPIKING + _READOUTS
+#: every neuron op the quantizer takes: the spiking ones and the readouts (``is_readout``:
+#: their v is read, not their spikes; they get a never-firing threshold)
+LOIHI_NEURONS = _SPIKING + ("I", "LI", "CubaLI")
 _POOLS = ("SumPool2d", "AvgPool2d")
 
 
@@ -352,7 +352,7 @@ class QuantReport:
                        f"reset_offset {c['reset_offset']}, each layer counted over its "
                        "pipeline-aligned window" + (
                            "; for a readout, the relative error of its summed v, rescaled by "
-                           "1 / (64 scale)" if any(r.neuron in _READOUTS for r in self.layers)
+                           "1 / (64 scale)" if any(_is_readout(r) for r in self.layers)
                            else "") + ")")
         return out
 
@@ -435,22 +435,10 @@ def _neuron_map(node: Node, graph: Graph) -> _NeuronMap:
         r = f64(op.r, 1.0)
         return _NeuronMap(r, np.zeros(()), None, 0, DECAY_UNIT, ">", changes, readout=True,
                           syn_bias_factor=r)
-    readout = name in _READOUTS
+    readout = op.is_readout
     v_bias = f64(getattr(op, "v_bias", 0.0))
-    if readout:
-        pass  # no threshold, reset or spike to map
-    elif op.reset == "subtract":
-        changes.append("reset by subtraction -> reset to 0 (Loihi): the charge above the "
-                       "threshold is lost at each spike")
-    elif np.any(f64(op.v_reset) != 0):
-        changes.append(f"v_reset {float(np.max(np.abs(f64(op.v_reset)))):.4g} -> 0 (Loihi resets "
-                       "v to 0)")
-    if not readout and np.any(f64(op.v_init) != 0):
-        changes.append("v_init ignored: Loihi starts every neuron at v = 0")
-    if not readout and op.v_min is not None:
-        changes.append("v_min clamp dropped: Loihi only saturates v at +-(2^23 - 1)")
-    if not readout and op.spike == "multi":
-        changes.append("multi-spike -> at most one spike per step")
+    if not readout:  # a readout has no threshold, reset or spike to map
+        changes += _spiking_changes(op)
     leaky = False
     if name == "IF":
         r = f64(op.r, 1.0)
@@ -510,6 +498,30 @@ def _neuron_map(node: Node, graph: Graph) -> _NeuronMap:
         compare = ">"
     return _NeuronMap(wf, bias, f64(op.v_threshold, 1.0), i_dec, v_dec, compare, changes,
                       syn_bias_factor=sbf)
+
+
+def _spiking_changes(op: Any) -> List[str]:
+    """How a spiking neuron's reset, start and spike rules move to Loihi's."""
+    f64 = lambda v: np.asarray(0.0 if v is None else v, np.float64)  # noqa: E731
+    changes = []
+    if op.reset == "subtract":
+        changes.append("reset by subtraction -> reset to 0 (Loihi): the charge above the "
+                       "threshold is lost at each spike")
+    elif np.any(f64(op.v_reset) != 0):
+        changes.append(f"v_reset {float(np.max(np.abs(f64(op.v_reset)))):.4g} -> 0 (Loihi resets "
+                       "v to 0)")
+    if np.any(f64(op.v_init) != 0):
+        changes.append("v_init ignored: Loihi starts every neuron at v = 0")
+    if op.v_min is not None:
+        changes.append("v_min clamp dropped: Loihi only saturates v at +-(2^23 - 1)")
+    if op.spike == "multi":
+        changes.append("multi-spike -> at most one spike per step")
+    return changes
+
+
+def _is_readout(row: "LayerQuant") -> bool:
+    """Whether a report row's float neuron is a readout (its v is the answer)."""
+    return OP_REGISTRY[row.neuron].is_readout
 
 
 def _readout_range_note(drive: float, bias: float, i_decay: int, v_decay: int) -> Optional[str]:
@@ -598,7 +610,7 @@ class _Quantizer:
         ins = g.inputs()
         if len(ins) != 1:
             raise UnsupportedOpError(f"graph has {len(ins)} inputs; a netx network has one")
-        allowed = ("Input", "Output", "Flatten") + _SYNAPSES + _NEURONS + _POOLS
+        allowed = ("Input", "Output", "Flatten") + _SYNAPSES + LOIHI_NEURONS + _POOLS
         rec_syns = {loop.rec for loop in self.loops.values()}
         for name in order:
             node = g[name]
@@ -752,11 +764,11 @@ class _Quantizer:
         users = g.users(syn.name)
         if len(users) == 1 and users[0].name in self.loops:
             users = [g[self.loops[users[0].name].neuron]]
-        if len(users) != 1 or users[0].op_name not in _NEURONS:
+        if len(users) != 1 or users[0].op_name not in LOIHI_NEURONS:
             what = ", ".join(f"'{u.name}' ({u.op_name})" for u in users) or "nothing"
             raise NotExpressibleError(
                 f"node '{syn.name}' ({syn.op_name}) feeds {what}; on Loihi a synapse feeds "
-                f"exactly one neuron layer ({', '.join(_NEURONS)})")
+                f"exactly one neuron layer ({', '.join(LOIHI_NEURONS)})")
         kind = "conv" if syn.op_name == "Conv2d" else "dense"
         in_shape = tuple(g[syn.inputs[0]].shape)
         if kind == "dense" and len(in_shape) != 1:
@@ -1140,16 +1152,11 @@ def _readout_error(a: np.ndarray, b: np.ndarray) -> Dict[str, float]:
             "relative_v_error": float(d.sum() / max(float(np.abs(a).sum()), 1e-30))}
 
 
-def _readout_peak(state: Dict[str, Any], row: LayerQuant) -> Dict[str, Any]:
-    """A readout's largest |u| and |v| on the calibration run, as a share of Loihi's
-    24-bit range (u wraps past it, v saturates at it); noted on the row when close."""
+def _readout_peak(state: Dict[str, Any]) -> Dict[str, Any]:
+    """A readout's largest |u| and |v| on the calibration run, and its share of
+    Loihi's 24-bit range (u wraps past it, v saturates at it)."""
     peak = max(int(state["u"].abs().max()), int(state["v"].abs().max()))
-    share = peak / STATE_LIMIT
-    if share >= 0.9:
-        row.notes.append(f"on the calibration inputs this readout's state reached {peak:,} "
-                         f"({100 * share:.0f}% of Loihi's 24-bit range): u wraps past it and v "
-                         "saturates, so longer or stronger inputs change its answer")
-    return {"peak_abs_state": peak, "peak_share_of_range": share}
+    return {"peak_abs_state": peak, "peak_share_of_range": peak / STATE_LIMIT}
 
 
 def _measure(graph: Graph, q: Graph, report: QuantReport, calib: Any, steps: int) -> None:
@@ -1170,9 +1177,16 @@ def _measure(graph: Graph, q: Graph, report: QuantReport, calib: Any, steps: int
     last = report.layers[-1].layer if report.layers else None
     for r in report.layers:
         a, b, c = fl[r.float_neuron], ref[r.float_neuron], fx[r.layer]
-        if r.neuron in _READOUTS:  # v sums; the fixed-point v is 64 * scale * float v
+        if _is_readout(r):  # v sums; the fixed-point v is 64 * scale * float v
             c = c / ((1 << MANT_SHIFT) * r.scale)
-            err = {"vs_float": _readout_error(a, c), **_readout_peak(run.state[r.layer], r)}
+            peak = _readout_peak(run.state[r.layer])
+            if peak["peak_share_of_range"] >= 0.9:
+                r.notes.append(
+                    f"on the calibration inputs this readout's state reached "
+                    f"{peak['peak_abs_state']:,} ({100 * peak['peak_share_of_range']:.0f}% of "
+                    "Loihi's 24-bit range): u wraps past it and v saturates, so longer or "
+                    "stronger inputs change its answer")
+            err = {"vs_float": _readout_error(a, c), **peak}
         else:
             err = {"vs_float": _count_error(a, c),
                    "vs_loihi_float_reference": _count_error(b, c)}
@@ -1219,4 +1233,5 @@ def quantize_for_loihi(graph: Graph, calib_inputs: Any = None, *, steps: int = 1
 
 __all__ = ["quantize_for_loihi", "loihi_float_reference", "QuantReport", "LayerQuant",
            "LoihiLimits", "limits_from_profile", "netx_dense_weights",
-           "netx_dense_weights_exact", "spike_counts", "aligned_run", "pipeline_depths"]
+           "netx_dense_weights_exact", "spike_counts", "aligned_run", "pipeline_depths",
+           "LOIHI_NEURONS"]

@@ -44,6 +44,7 @@ from nmtoolchain.errors import (BadInputError, NmtcError, NotExpressibleError,
                                 UnsupportedOpError)
 from nmtoolchain.ir import Graph
 from nmtoolchain.quantize import spike_counts
+from nmtoolchain.quantize.loihi import LOIHI_NEURONS
 from nmtoolchain.quantize.token_graph import (is_token_graph, quantize_token_graph,
                                               readout_values, token_graph_refusals)
 from nmtoolchain.pipeline import (GraphPass, NeedsInput, PassContext, PassOutput,
@@ -55,8 +56,8 @@ from nmtoolchain.targets.base import (Compiled, ExportOptions, ExportResult, Ref
 
 #: Ops the pipeline can turn into netx layers (neurons the quantizer converts,
 #: pooling the fold removes, a recurrent layer's Add); anything else is refused up front.
-PIPELINE_OPS = frozenset(NETX_BUILDERS) | frozenset(NEURON_OPS) | {
-    "Output", "Add", "SumPool2d", "AvgPool2d", "IF", "LIF", "I", "LI"}
+PIPELINE_OPS = frozenset(NETX_BUILDERS) | frozenset(NEURON_OPS) | frozenset(LOIHI_NEURONS) | {
+    "Output", "Add", "SumPool2d", "AvgPool2d"}
 #: Lava-only ops that no pass can make netx layers of (Add is netx's dense_rec in a
 #: recurrent layer): exported only from an already quantized graph.
 LAVA_ONLY_NOT_NETX = tuple(op for op in LAVA_SIMULATOR_ONLY_OPS if op not in PIPELINE_OPS)
